@@ -1,0 +1,15 @@
+//! lsnpipe: a change-data-capture streamer that keeps a replica PostgreSQL in step with a source.
+//!
+//! ```text
+//! source Postgres ──pgoutput slot──▶ wire (replication protocol) ──▶ pgoutput decoder (zero-copy)
+//!       ──▶ transaction assembler ──▶ applier (LSN order, exactly-once) ──▶ replica Postgres
+//!                                    └──▶ Prometheus metrics over HTTP (lag, throughput, health)
+//! ```
+//!
+//! Each layer is one module: [`lsn`] owns WAL positions; further layers arrive with their issues
+//! (see `DESIGN.md` in the project's shared notes).
+
+pub mod cluster;
+pub mod lsn;
+
+pub use lsn::Lsn;

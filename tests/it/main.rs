@@ -1,0 +1,5 @@
+//! Integration tests: one binary, one shared pair of real PostgreSQL clusters.
+
+mod support;
+
+mod harness;
