@@ -51,7 +51,11 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ClusterError {
 /// newest `/usr/lib/postgresql/*/bin`. A directory counts only if it holds `initdb`, `pg_ctl`
 /// and `postgres` (Debian's `/usr/bin/pg_config` may point at a client-only directory).
 pub fn find_bindir() -> Result<PathBuf, ClusterError> {
-    let complete = |dir: &Path| ["initdb", "pg_ctl", "postgres"].iter().all(|b| dir.join(b).is_file());
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
     let mut looked = Vec::new();
     if let Some(dir) = std::env::var_os("PG_BINDIR") {
         let dir = PathBuf::from(dir);
@@ -79,14 +83,19 @@ pub fn find_bindir() -> Result<PathBuf, ClusterError> {
         .collect();
     versions.sort();
     looked.push("/usr/lib/postgresql/*/bin".to_owned());
-    versions.pop().map(|(_, dir)| dir).ok_or(ClusterError::NoBinaries {
-        looked: looked.join(", "),
-    })
+    versions
+        .pop()
+        .map(|(_, dir)| dir)
+        .ok_or(ClusterError::NoBinaries {
+            looked: looked.join(", "),
+        })
 }
 
 /// The uid and gid server commands run as: `None` to stay as we are, `postgres` when root.
 fn server_identity() -> Result<Option<(u32, u32)>, ClusterError> {
-    let euid = fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX);
+    let euid = fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX);
     if euid != 0 {
         return Ok(None);
     }
@@ -231,12 +240,14 @@ impl LocalCluster {
 
     /// Stop the server (fast shutdown: sessions are ended, a checkpoint is written).
     pub fn stop(&self) -> Result<(), ClusterError> {
-        self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"]).map(drop)
+        self.pg_ctl(&["stop", "-m", "fast", "-w", "-t", "60"])
+            .map(drop)
     }
 
     /// Stop the server as if the machine lost power (no checkpoint).
     pub fn crash(&self) -> Result<(), ClusterError> {
-        self.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", "60"]).map(drop)
+        self.pg_ctl(&["stop", "-m", "immediate", "-w", "-t", "60"])
+            .map(drop)
     }
 
     /// Start a stopped server again on the same port.
@@ -317,7 +328,14 @@ impl LocalCluster {
         let mut cmd = Command::new(self.bindir.join(program));
         cmd.current_dir(&self.root);
         // pg_ctl hands its environment to the server; a caller's PG* settings must not leak in.
-        for var in ["PGDATA", "PGPORT", "PGHOST", "PGUSER", "PGDATABASE", "PGOPTIONS"] {
+        for var in [
+            "PGDATA",
+            "PGPORT",
+            "PGHOST",
+            "PGUSER",
+            "PGDATABASE",
+            "PGOPTIONS",
+        ] {
             cmd.env_remove(var);
         }
         if let Some((uid, gid)) = self.identity {

@@ -107,8 +107,19 @@ mod tests {
     #[test]
     fn rejects_malformed_text() {
         for bad in [
-            "", "/", "1/", "/1", "1", "1/2/3", "123456789/0", "0/123456789", "g/0", "+1/0",
-            " 1/0", "1/0 ", "-1/0",
+            "",
+            "/",
+            "1/",
+            "/1",
+            "1",
+            "1/2/3",
+            "123456789/0",
+            "0/123456789",
+            "g/0",
+            "+1/0",
+            " 1/0",
+            "1/0 ",
+            "-1/0",
         ] {
             let err = bad.parse::<Lsn>().unwrap_err();
             assert!(err.to_string().contains("invalid LSN"), "{bad:?}");
@@ -129,7 +140,14 @@ mod tests {
 
     #[test]
     fn round_trips_every_shape() {
-        for v in [0u64, 1, 0xFFFF_FFFF, 0x1_0000_0000, 0xDEAD_BEEF_0000_0001, u64::MAX] {
+        for v in [
+            0u64,
+            1,
+            0xFFFF_FFFF,
+            0x1_0000_0000,
+            0xDEAD_BEEF_0000_0001,
+            u64::MAX,
+        ] {
             let lsn = Lsn::new(v);
             assert_eq!(lsn.to_string().parse::<Lsn>().unwrap(), lsn);
         }

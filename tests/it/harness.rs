@@ -72,6 +72,10 @@ async fn each_test_gets_its_own_databases_on_both_clusters() {
         assert_eq!(n, 2, "on {}", cluster.name);
     }
     let source = support::connect(support::source(), "postgres").await;
-    let level: String = source.query_one("SHOW wal_level", &[]).await.unwrap().get(0);
+    let level: String = source
+        .query_one("SHOW wal_level", &[])
+        .await
+        .unwrap()
+        .get(0);
     assert_eq!(level, "logical");
 }

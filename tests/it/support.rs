@@ -37,7 +37,10 @@ impl ClusterRef {
     }
 
     pub fn conn_string(&self, dbname: &str) -> String {
-        format!("host=127.0.0.1 port={} user=postgres dbname={dbname}", self.port)
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={dbname}",
+            self.port
+        )
     }
 
     /// Run `f` on the underlying cluster (for configuration changes).
@@ -58,7 +61,10 @@ extern "C" fn stop_clusters_at_exit() {
 
 fn own(cluster: LocalCluster) -> ClusterRef {
     let handle = ClusterRef::of(&cluster);
-    OWNED.lock().unwrap_or_else(|e| e.into_inner()).push(cluster);
+    OWNED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(cluster);
     handle
 }
 
