@@ -11,5 +11,6 @@
 
 pub mod cluster;
 pub mod lsn;
+pub mod pgoutput;
 
 pub use lsn::Lsn;

@@ -1,0 +1,24 @@
+//! Why a frame could not be decoded.
+
+/// A frame the decoder rejects. Never a panic: every malformed input ends here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{what}: truncated: needed {needed} more byte(s) at offset {offset}")]
+    Truncated {
+        what: &'static str,
+        offset: usize,
+        needed: usize,
+    },
+    #[error("{what}: unknown tag {tag:#04x} ({})", char::from(*tag).escape_default())]
+    UnknownTag { what: &'static str, tag: u8 },
+    #[error("{what}: {len} trailing byte(s) after a complete message")]
+    TrailingBytes { what: &'static str, len: usize },
+    #[error("{what}: invalid count {count}")]
+    InvalidCount { what: &'static str, count: i64 },
+    #[error("{what}: string not terminated by NUL")]
+    UnterminatedString { what: &'static str },
+    #[error("{what}: name is not valid UTF-8")]
+    InvalidName { what: &'static str },
+    #[error("{what}: unexpected value {value}")]
+    InvalidValue { what: &'static str, value: u64 },
+}
