@@ -12,5 +12,6 @@
 pub mod cluster;
 pub mod lsn;
 pub mod pgoutput;
+pub mod positions;
 
 pub use lsn::Lsn;

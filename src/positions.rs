@@ -1,0 +1,197 @@
+//! `Positions`: the one owner of LSN bookkeeping for a replication stream.
+//!
+//! ```text
+//!  socket reader ──observe_xlogdata / observe_keepalive──▶ ┌───────────┐
+//!  applier ───────mark_flushed (after the target commit)──▶ │ Positions │──status_update──▶ 'r'
+//!                                                          └───────────┘
+//! ```
+//!
+//! * `received`: the highest WAL position seen in XLogData headers and keepalives.
+//! * `flushed`: the end LSN of the last source commit that is committed on the target.
+//! * When nothing is in flight (every commit handed to the applier is flushed and no transaction
+//!   is open), the flush position reported may jump to the last keepalive's WAL end, so an idle
+//!   publication does not pin WAL on the source. That is safe: a transaction the server sends
+//!   later commits after that keepalive's position, so the server will not skip it on restart.
+//! * Reported positions never move backwards.
+
+use std::sync::Mutex;
+
+use crate::Lsn;
+use crate::pgoutput::StandbyStatusUpdate;
+use crate::pgoutput::replication::pg_clock_now;
+
+/// Shared between the socket reader, the status-update writer and the applier.
+#[derive(Debug)]
+pub struct Positions {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct State {
+    received: Lsn,
+    keepalive_end: Lsn,
+    /// End LSN of the last Commit handed to the consumer.
+    forwarded_commit_end: Lsn,
+    open_transaction: bool,
+    flushed: Lsn,
+    reported_flush: Lsn,
+    reported_write: Lsn,
+}
+
+/// A copy of the positions at one moment, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PositionsSnapshot {
+    pub received: Lsn,
+    pub flushed: Lsn,
+    pub reported_flush: Lsn,
+    pub in_flight: bool,
+}
+
+impl Positions {
+    /// Start a stream whose applied (durable on the target) position is `flushed`.
+    pub fn new(flushed: Lsn) -> Self {
+        Positions {
+            state: Mutex::new(State {
+                received: flushed,
+                flushed,
+                reported_flush: flushed,
+                reported_write: flushed,
+                ..State::default()
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock cannot leave the plain-data state torn.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// An XLogData frame was read and handed on; `tag` is the first byte of its pgoutput message.
+    pub fn observe_xlogdata(&self, start: Lsn, end: Lsn, tag: u8) {
+        let mut s = self.lock();
+        s.received = s.received.max(start).max(end);
+        match tag {
+            b'B' => s.open_transaction = true,
+            b'C' => {
+                s.open_transaction = false;
+                // The Commit's header LSN is its end LSN.
+                s.forwarded_commit_end = s.forwarded_commit_end.max(end);
+            }
+            _ => {}
+        }
+    }
+
+    /// A primary keepalive: the server has sent everything up to `wal_end`.
+    pub fn observe_keepalive(&self, wal_end: Lsn) {
+        let mut s = self.lock();
+        s.received = s.received.max(wal_end);
+        s.keepalive_end = s.keepalive_end.max(wal_end);
+    }
+
+    /// The source commit ending at `end_lsn` is committed on the target.
+    pub fn mark_flushed(&self, end_lsn: Lsn) {
+        let mut s = self.lock();
+        s.flushed = s.flushed.max(end_lsn);
+    }
+
+    pub fn received(&self) -> Lsn {
+        self.lock().received
+    }
+
+    pub fn flushed(&self) -> Lsn {
+        self.lock().flushed
+    }
+
+    pub fn snapshot(&self) -> PositionsSnapshot {
+        let s = self.lock();
+        PositionsSnapshot {
+            received: s.received,
+            flushed: s.flushed,
+            reported_flush: s.reported_flush,
+            in_flight: in_flight(&s),
+        }
+    }
+
+    /// The status update to send now: write = received, flush = apply = what is durable (or the
+    /// keepalive position when idle). Never lower than an earlier update.
+    pub fn status_update(&self, reply_requested: bool) -> StandbyStatusUpdate {
+        let mut s = self.lock();
+        let mut flush = s.flushed;
+        if !in_flight(&s) {
+            flush = flush.max(s.keepalive_end);
+        }
+        s.reported_flush = s.reported_flush.max(flush);
+        s.reported_write = s.reported_write.max(s.received).max(s.reported_flush);
+        StandbyStatusUpdate {
+            write: s.reported_write,
+            flush: s.reported_flush,
+            apply: s.reported_flush,
+            clock: pg_clock_now(),
+            reply_requested,
+        }
+    }
+}
+
+fn in_flight(s: &State) -> bool {
+    s.open_transaction || s.forwarded_commit_end > s.flushed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lsn(v: u64) -> Lsn {
+        Lsn::new(v)
+    }
+
+    #[test]
+    fn reports_only_what_is_flushed_while_a_transaction_is_in_flight() {
+        let p = Positions::new(lsn(100));
+        p.observe_xlogdata(lsn(150), lsn(150), b'B');
+        p.observe_xlogdata(lsn(160), lsn(160), b'I');
+        p.observe_keepalive(lsn(500));
+        let s = p.status_update(false);
+        assert_eq!(s.write, lsn(500));
+        assert_eq!(s.flush, lsn(100));
+        assert_eq!(s.apply, lsn(100));
+
+        p.observe_xlogdata(lsn(200), lsn(200), b'C');
+        assert_eq!(
+            p.status_update(false).flush,
+            lsn(100),
+            "commit received, not applied"
+        );
+        p.mark_flushed(lsn(200));
+        // Idle now: everything handed over is durable, so the keepalive position counts.
+        assert_eq!(p.status_update(false).flush, lsn(500));
+    }
+
+    #[test]
+    fn idle_stream_advances_to_the_keepalive_position() {
+        let p = Positions::new(lsn(100));
+        p.observe_keepalive(lsn(900));
+        let s = p.status_update(true);
+        assert_eq!((s.write, s.flush, s.apply), (lsn(900), lsn(900), lsn(900)));
+        assert!(s.reply_requested);
+    }
+
+    #[test]
+    fn never_moves_backwards() {
+        let p = Positions::new(lsn(100));
+        p.observe_keepalive(lsn(900));
+        assert_eq!(p.status_update(false).flush, lsn(900));
+        // A new transaction opens: flush stays at what was already reported.
+        p.observe_xlogdata(lsn(950), lsn(950), b'B');
+        p.mark_flushed(lsn(50));
+        let s = p.status_update(false);
+        assert_eq!(s.flush, lsn(900));
+        assert!(s.write >= s.flush);
+    }
+
+    #[test]
+    fn zero_header_lsns_do_not_lower_received() {
+        let p = Positions::new(lsn(100));
+        p.observe_xlogdata(Lsn::ZERO, Lsn::ZERO, b'R');
+        assert_eq!(p.received(), lsn(100));
+    }
+}
