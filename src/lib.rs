@@ -10,6 +10,7 @@
 //! (see `DESIGN.md` in the project's shared notes).
 
 pub mod cluster;
+pub mod config;
 pub mod lsn;
 pub mod pgoutput;
 pub mod positions;

@@ -1,0 +1,353 @@
+//! Typed settings for `lsnpipe run`, from flags, `LSNPIPE_*` environment variables and a TOML
+//! file, validated up front.
+//!
+//! ```text
+//!  flags ─┐ (clap: a flag beats its environment variable)
+//!  env  ──┼──▶ RunArgs ──merge──▶ RunSettings (validated; every field has a value)
+//!  file ──┘        ▲ (only where neither a flag nor the environment gave one)
+//! ```
+//!
+//! Connection strings may hold passwords: nothing here prints them, and `--help` hides the values
+//! of environment variables.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Flags of `lsnpipe run` (each also readable from its environment variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct RunArgs {
+    /// Source connection string (libpq key/value or postgres:// URL); needs wal_level=logical
+    /// and a role with REPLICATION.
+    #[arg(long, env = "LSNPIPE_SOURCE", hide_env_values = true)]
+    pub source: Option<String>,
+    /// Target (replica) connection string.
+    #[arg(long, env = "LSNPIPE_TARGET", hide_env_values = true)]
+    pub target: Option<String>,
+    /// Publication on the source whose tables are replicated.
+    #[arg(long, env = "LSNPIPE_PUBLICATION")]
+    pub publication: Option<String>,
+    /// Logical replication slot on the source (pgoutput).
+    #[arg(long, env = "LSNPIPE_SLOT")]
+    pub slot: Option<String>,
+    /// Create the slot when it does not exist.
+    #[arg(long, env = "LSNPIPE_CREATE_SLOT", num_args = 0..=1, default_missing_value = "true")]
+    pub create_slot: Option<bool>,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz ("off" to disable).
+    #[arg(long, env = "LSNPIPE_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// /readyz answers 503 while the lag is above this many bytes.
+    #[arg(long, env = "LSNPIPE_READY_MAX_LAG_BYTES")]
+    pub ready_max_lag_bytes: Option<u64>,
+    /// Most source transactions grouped into one target transaction while there is a backlog.
+    #[arg(long, env = "LSNPIPE_MAX_BATCH_TRANSACTIONS")]
+    pub max_batch_transactions: Option<u32>,
+    /// Longest a group of source transactions stays open on the target, in milliseconds.
+    #[arg(long, env = "LSNPIPE_MAX_BATCH_MS")]
+    pub max_batch_ms: Option<u64>,
+    /// Longest pause between status updates to the source, in milliseconds (it is also capped at
+    /// half the source's wal_sender_timeout).
+    #[arg(long, env = "LSNPIPE_STATUS_INTERVAL_MS")]
+    pub status_interval_ms: Option<u64>,
+}
+
+/// The same settings as they appear in `lsnpipe.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct FileSettings {
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub publication: Option<String>,
+    pub slot: Option<String>,
+    pub create_slot: Option<bool>,
+    pub metrics_listen: Option<String>,
+    pub ready_max_lag_bytes: Option<u64>,
+    pub max_batch_transactions: Option<u32>,
+    pub max_batch_ms: Option<u64>,
+    pub status_interval_ms: Option<u64>,
+}
+
+/// Everything `lsnpipe run` needs, validated.
+#[derive(Clone)]
+pub struct RunSettings {
+    pub source: String,
+    pub target: String,
+    pub publication: String,
+    pub slot: String,
+    pub create_slot: bool,
+    pub metrics_listen: Option<SocketAddr>,
+    pub ready_max_lag_bytes: u64,
+    pub max_batch_transactions: u32,
+    pub max_batch: Duration,
+    pub status_interval: Duration,
+}
+
+impl std::fmt::Debug for RunSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Connection strings are left out: they may hold passwords.
+        f.debug_struct("RunSettings")
+            .field("publication", &self.publication)
+            .field("slot", &self.slot)
+            .field("create_slot", &self.create_slot)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("max_batch_transactions", &self.max_batch_transactions)
+            .field("max_batch", &self.max_batch)
+            .field("status_interval", &self.status_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9930";
+
+/// A setting that is missing or wrong; the message names it and where it came from.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "missing setting `{key}`: give --{flag}, set {env}, or put `{key} = …` in the config file"
+    )]
+    Missing {
+        key: &'static str,
+        flag: &'static str,
+        env: &'static str,
+    },
+    #[error("invalid value for `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+impl FileSettings {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string().trim_end().to_owned(),
+        })
+    }
+}
+
+macro_rules! required {
+    ($args:expr, $file:expr, $key:ident, $flag:literal, $env:literal) => {
+        $args
+            .$key
+            .clone()
+            .or_else(|| $file.$key.clone())
+            .filter(|v| !v.is_empty())
+            .ok_or(ConfigError::Missing {
+                key: stringify!($key),
+                flag: $flag,
+                env: $env,
+            })?
+    };
+}
+
+impl RunSettings {
+    /// Merge flags/environment (already combined by clap) over the file, and validate.
+    pub fn resolve(args: &RunArgs, file: &FileSettings) -> Result<Self, ConfigError> {
+        let source = required!(args, file, source, "source", "LSNPIPE_SOURCE");
+        let target = required!(args, file, target, "target", "LSNPIPE_TARGET");
+        let publication = required!(
+            args,
+            file,
+            publication,
+            "publication",
+            "LSNPIPE_PUBLICATION"
+        );
+        let slot = required!(args, file, slot, "slot", "LSNPIPE_SLOT");
+        validate_slot_name(&slot)?;
+
+        let listen = args
+            .metrics_listen
+            .clone()
+            .or_else(|| file.metrics_listen.clone())
+            .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
+        let metrics_listen = if listen.eq_ignore_ascii_case("off") {
+            None
+        } else {
+            Some(listen.parse().map_err(|e| ConfigError::Invalid {
+                key: "metrics_listen",
+                message: format!("{listen:?} is not an address like 127.0.0.1:9930 ({e})"),
+            })?)
+        };
+
+        let max_batch_transactions = args
+            .max_batch_transactions
+            .or(file.max_batch_transactions)
+            .unwrap_or(10_000);
+        if max_batch_transactions == 0 {
+            return Err(ConfigError::Invalid {
+                key: "max_batch_transactions",
+                message: "must be at least 1".into(),
+            });
+        }
+        let status_ms = args
+            .status_interval_ms
+            .or(file.status_interval_ms)
+            .unwrap_or(10_000);
+        if status_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "status_interval_ms",
+                message: "must be at least 1".into(),
+            });
+        }
+        Ok(RunSettings {
+            source,
+            target,
+            publication,
+            slot,
+            create_slot: args.create_slot.or(file.create_slot).unwrap_or(false),
+            metrics_listen,
+            ready_max_lag_bytes: args
+                .ready_max_lag_bytes
+                .or(file.ready_max_lag_bytes)
+                .unwrap_or(64 * 1024 * 1024),
+            max_batch_transactions,
+            max_batch: Duration::from_millis(
+                args.max_batch_ms.or(file.max_batch_ms).unwrap_or(250),
+            ),
+            status_interval: Duration::from_millis(status_ms),
+        })
+    }
+}
+
+/// PostgreSQL's own rule for slot names: lower-case letters, digits and underscores, at most 63.
+fn validate_slot_name(slot: &str) -> Result<(), ConfigError> {
+    let ok = slot.len() <= 63
+        && slot
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid {
+            key: "slot",
+            message: format!(
+                "{slot:?}: slot names may hold only lower-case letters, digits and underscores \
+                 (at most 63)"
+            ),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full_args() -> RunArgs {
+        RunArgs {
+            source: Some("host=a".into()),
+            target: Some("host=b".into()),
+            publication: Some("pub".into()),
+            slot: Some("slot_1".into()),
+            ..RunArgs::default()
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let file = FileSettings::parse(
+            "source = 'host=file'\nslot = 'from_file'\nmax_batch_ms = 5\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let s = RunSettings::resolve(&full_args(), &file).unwrap();
+        assert_eq!(s.source, "host=a");
+        assert_eq!(s.slot, "slot_1");
+        assert_eq!(s.max_batch, Duration::from_millis(5));
+        assert_eq!(s.metrics_listen, Some("127.0.0.1:9930".parse().unwrap()));
+    }
+
+    #[test]
+    fn the_file_fills_what_flags_leave_out() {
+        let file = FileSettings::parse(
+            "target = 'host=t'\nmetrics_listen = 'off'\ncreate_slot = true\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let args = RunArgs {
+            target: None,
+            ..full_args()
+        };
+        let s = RunSettings::resolve(&args, &file).unwrap();
+        assert_eq!(s.target, "host=t");
+        assert_eq!(s.metrics_listen, None);
+        assert!(s.create_slot);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key_and_file() {
+        let err = FileSettings::parse("sorce = 'x'\n", Path::new("/etc/lsnpipe.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("/etc/lsnpipe.toml") && text.contains("sorce"),
+            "{text}"
+        );
+
+        let err = FileSettings::parse("max_batch_ms = 'soon'\n", Path::new("a.toml")).unwrap_err();
+        assert!(err.to_string().contains("max_batch_ms"), "{err}");
+
+        let args = RunArgs {
+            metrics_listen: Some("nowhere".into()),
+            ..full_args()
+        };
+        let err = RunSettings::resolve(&args, &FileSettings::default())
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("metrics_listen"), "{err}");
+    }
+
+    #[test]
+    fn missing_settings_say_how_to_give_them() {
+        let args = RunArgs {
+            publication: None,
+            ..full_args()
+        };
+        let err = RunSettings::resolve(&args, &FileSettings::default())
+            .err()
+            .unwrap();
+        let text = err.to_string();
+        assert!(
+            text.contains("--publication") && text.contains("LSNPIPE_PUBLICATION"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn slot_names_follow_postgres_rules() {
+        for bad in ["Upper", "with-dash", "sp ace", &"x".repeat(64)] {
+            let args = RunArgs {
+                slot: Some(bad.to_owned()),
+                ..full_args()
+            };
+            assert!(
+                RunSettings::resolve(&args, &FileSettings::default()).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn debug_output_never_shows_connection_strings() {
+        let args = RunArgs {
+            source: Some("host=a password=hunter2".into()),
+            ..full_args()
+        };
+        let s = RunSettings::resolve(&args, &FileSettings::default()).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}
