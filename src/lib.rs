@@ -14,3 +14,4 @@ pub mod lsn;
 pub mod pgoutput;
 
 pub use lsn::Lsn;
+pub mod metrics;
