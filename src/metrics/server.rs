@@ -18,7 +18,7 @@ use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{Encoder, Registry, TextEncoder};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -100,7 +100,11 @@ async fn serve_connection(
         let state = Arc::clone(&state);
         async move { Ok::<_, Infallible>(route(&request, &state)) }
     });
-    let connection = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    // The timer gives hyper its default header read timeout, so a client that connects and
+    // never finishes a request does not hold a connection task until shutdown.
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service);
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => result,
