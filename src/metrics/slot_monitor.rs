@@ -31,6 +31,10 @@ pub const SLOT_STATUSES: &[&str] = &[
 /// The `kind` label counted in `lsnpipe_errors_total` when a read of the slot fails.
 const ERROR_KIND: &str = "slot_monitor";
 
+/// How long one read may take before the connection is given up, at least; a short interval
+/// must not turn a slow connect into a stream of errors.
+const MIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// On a standby (logical slots on standbys, PostgreSQL 16+) the current position is the last
 /// WAL received; `pg_current_wal_lsn()` would fail there.
 const SLOT_QUERY: &str = "\
@@ -55,7 +59,9 @@ pub async fn run_slot_monitor(
 ) {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let read_timeout = interval.max(MIN_READ_TIMEOUT);
     let mut client: Option<Client> = None;
+    let mut reported_missing = false;
     loop {
         tokio::select! {
             biased;
@@ -66,13 +72,15 @@ pub async fn run_slot_monitor(
         let read = tokio::select! {
             biased;
             _ = super::stopped(&mut shutdown) => return,
-            read = tokio::time::timeout(interval, read_slot(&mut client, &conn_string, &slot)) => read,
+            read = tokio::time::timeout(read_timeout, read_slot(&mut client, &conn_string, &slot)) => read,
         };
         match read {
             Ok(Ok(state)) => {
-                if state.is_none() {
+                // Once per disappearance, not on every tick.
+                if state.is_none() && !reported_missing {
                     tracing::warn!(%slot, "slot monitor: replication slot not found on the source");
                 }
+                reported_missing = state.is_none();
                 metrics.set_slot_state(state.as_ref().map(|(b, s)| (*b, s.as_deref())));
             }
             Ok(Err(e)) => {
@@ -81,7 +89,7 @@ pub async fn run_slot_monitor(
                 client = None;
             }
             Err(_elapsed) => {
-                tracing::warn!(%slot, ?interval, "slot monitor: reading pg_replication_slots timed out; reconnecting");
+                tracing::warn!(%slot, ?read_timeout, "slot monitor: reading pg_replication_slots timed out; reconnecting");
                 metrics.error(ERROR_KIND);
                 client = None;
             }

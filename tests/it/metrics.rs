@@ -577,3 +577,39 @@ async fn prometheus_smoke_script_reads_the_lag_through_prometheus() {
     );
     assert_eq!(stdout.trim(), "lsnpipe_lag_bytes 3766");
 }
+
+#[tokio::test]
+async fn slot_monitor_stops_promptly_while_the_source_hangs() {
+    let registry = Registry::new();
+    let metrics = Metrics::register(&registry).unwrap();
+    // A "server" that accepts and never answers: the monitor's connect hangs.
+    let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (accepted_tx, accepted_rx) = tokio::sync::oneshot::channel();
+    let holder = tokio::spawn(async move {
+        let (conn, _) = silent.accept().await.unwrap();
+        let _ = accepted_tx.send(());
+        // Hold the connection open until the test ends.
+        std::future::pending::<()>().await;
+        drop(conn);
+    });
+    let (stop, shutdown) = watch::channel(false);
+    let monitor = tokio::spawn(metrics::run_slot_monitor(
+        format!("host=127.0.0.1 port={port} user=postgres"),
+        "any".to_owned(),
+        metrics.clone(),
+        Duration::from_secs(60),
+        shutdown,
+    ));
+    tokio::time::timeout(DEADLINE, accepted_rx)
+        .await
+        .expect("the monitor connects at once")
+        .unwrap();
+    stop.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(2), monitor)
+        .await
+        .expect("slot monitor stops on shutdown even while a read hangs")
+        .unwrap();
+    assert_eq!(metrics.errors.with_label_values(&["slot_monitor"]).get(), 0);
+    holder.abort();
+}
