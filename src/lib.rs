@@ -16,3 +16,4 @@ pub mod pgoutput;
 pub mod positions;
 
 pub use lsn::Lsn;
+pub mod metrics;

@@ -1,0 +1,128 @@
+//! The slot monitor: how much WAL the source keeps for our slot, read every few seconds.
+//!
+//! ```text
+//!  every interval ─▶ (connect if needed) ─▶ SELECT … FROM pg_replication_slots ─▶ Metrics
+//!        ▲                                        │ error: count it, drop the connection
+//!        └────────────────────────────────────────┘ (reconnect on the next tick)
+//! ```
+//!
+//! It uses its own ordinary SQL connection, not the replication stream, so it keeps reporting
+//! while the stream is down or stuck, which is exactly when retained WAL grows.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tokio_postgres::{Client, NoTls};
+
+use super::Metrics;
+
+/// Every value of the `status` label of `lsnpipe_slot_wal_status`: PostgreSQL's `wal_status`
+/// values, then `missing` (no such slot) and `unknown` (NULL, or a value newer than this list).
+pub const SLOT_STATUSES: &[&str] = &[
+    "reserved",
+    "extended",
+    "unreserved",
+    "lost",
+    "missing",
+    "unknown",
+];
+
+/// The `kind` label counted in `lsnpipe_errors_total` when a read of the slot fails.
+const ERROR_KIND: &str = "slot_monitor";
+
+/// How long one read may take before the connection is given up, at least; a short interval
+/// must not turn a slow connect into a stream of errors.
+const MIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// On a standby (logical slots on standbys, PostgreSQL 16+) the current position is the last
+/// WAL received; `pg_current_wal_lsn()` would fail there.
+const SLOT_QUERY: &str = "\
+    SELECT pg_wal_lsn_diff(
+               CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
+                    ELSE pg_current_wal_lsn() END,
+               restart_lsn)::bigint,
+           wal_status
+      FROM pg_replication_slots
+     WHERE slot_name = $1";
+
+/// Read `slot`'s retained WAL and `wal_status` every `interval` into `metrics` until `shutdown`
+/// turns true (or its sender is dropped). `conn_string` is a libpq connection string to the
+/// source. Failures are logged and counted, never returned: monitoring must not stop the
+/// pipeline.
+pub async fn run_slot_monitor(
+    conn_string: String,
+    slot: String,
+    metrics: Metrics,
+    interval: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let read_timeout = interval.max(MIN_READ_TIMEOUT);
+    let mut client: Option<Client> = None;
+    let mut reported_missing = false;
+    loop {
+        tokio::select! {
+            biased;
+            _ = super::stopped(&mut shutdown) => return,
+            _ = ticks.tick() => {}
+        }
+        // A hung server must not hold up shutdown, so the read races the signal too.
+        let read = tokio::select! {
+            biased;
+            _ = super::stopped(&mut shutdown) => return,
+            read = tokio::time::timeout(read_timeout, read_slot(&mut client, &conn_string, &slot)) => read,
+        };
+        match read {
+            Ok(Ok(state)) => {
+                // Once per disappearance, not on every tick.
+                if state.is_none() && !reported_missing {
+                    tracing::warn!(%slot, "slot monitor: replication slot not found on the source");
+                }
+                reported_missing = state.is_none();
+                metrics.set_slot_state(state.as_ref().map(|(b, s)| (*b, s.as_deref())));
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%slot, error = %e, "slot monitor: reading pg_replication_slots failed; retrying");
+                metrics.error(ERROR_KIND);
+                client = None;
+            }
+            Err(_elapsed) => {
+                tracing::warn!(%slot, ?read_timeout, "slot monitor: reading pg_replication_slots timed out; reconnecting");
+                metrics.error(ERROR_KIND);
+                client = None;
+            }
+        }
+    }
+}
+
+/// Retained bytes (NULL reads as 0) and `wal_status`, or `None` when the slot does not exist.
+async fn read_slot(
+    client: &mut Option<Client>,
+    conn_string: &str,
+    slot: &str,
+) -> Result<Option<(u64, Option<String>)>, tokio_postgres::Error> {
+    let connected = match client.take() {
+        Some(c) if !c.is_closed() => c,
+        _ => connect(conn_string).await?,
+    };
+    let row = connected.query_opt(SLOT_QUERY, &[&slot]).await?;
+    *client = Some(connected);
+    Ok(row.map(|row| {
+        let retained: Option<i64> = row.get(0);
+        // Negative only if restart_lsn were ahead of the server's own position; show 0.
+        let retained = retained.map_or(0, |b| u64::try_from(b).unwrap_or(0));
+        (retained, row.get(1))
+    }))
+}
+
+async fn connect(conn_string: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conn_string, NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "slot monitor: connection closed");
+        }
+    });
+    Ok(client)
+}
