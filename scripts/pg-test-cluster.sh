@@ -7,6 +7,8 @@
 #
 # Server binaries: $PG_BINDIR, else `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin.
 # As root, the servers run as the `postgres` OS user (initdb refuses root).
+# PG_EXTRA_CONF: extra postgresql.conf lines for both clusters (they win over the defaults), e.g.
+#   PG_EXTRA_CONF=$'fsync = on\ntrack_commit_timestamp = on' scripts/pg-test-cluster.sh start DIR
 set -euo pipefail
 
 usage() { echo "usage: $0 start|stop|env DIR" >&2; exit 2; }
@@ -68,6 +70,7 @@ max_wal_senders = 100
 max_connections = 300
 fsync = off
 full_page_writes = off
+${PG_EXTRA_CONF:-}
 CONF
       echo "$port" >"$dir/$name/port"
       as_server "$bindir/pg_ctl" -D "$dir/$name/data" -l "$dir/$name/server.log" -w -t 60 start >/dev/null

@@ -136,3 +136,178 @@ pub async fn test_dbs(prefix: &str) -> String {
     create_db(target(), &name).await;
     name
 }
+
+/// Poll `check` until it returns true; panic with `what` after `timeout`.
+pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// Every row of `table`, as text, sorted (duplicates kept): equal multisets compare equal.
+pub async fn table_rows(client: &Client, table: &str) -> Vec<String> {
+    let sql = format!("SELECT x::text FROM {table} x ORDER BY 1");
+    client
+        .query(&sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("read {table}: {e}"))
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect()
+}
+
+/// True when each table holds the same rows (with multiplicity) on both sides.
+pub async fn tables_equal(source: &Client, target: &Client, tables: &[&str]) -> bool {
+    for table in tables {
+        if table_rows(source, table).await != table_rows(target, table).await {
+            return false;
+        }
+    }
+    true
+}
+
+/// Panic with the first difference when a table differs between source and target.
+pub async fn assert_tables_equal(source: &Client, target: &Client, tables: &[&str]) {
+    for table in tables {
+        let s = table_rows(source, table).await;
+        let t = table_rows(target, table).await;
+        if s != t {
+            let missing: Vec<_> = s.iter().filter(|r| !t.contains(r)).take(5).collect();
+            let extra: Vec<_> = t.iter().filter(|r| !s.contains(r)).take(5).collect();
+            panic!(
+                "{table} differs: source {} rows, target {} rows; missing on target (first 5): \
+                 {missing:?}; extra on target: {extra:?}",
+                s.len(),
+                t.len()
+            );
+        }
+    }
+}
+
+/// The `lsnpipe` binary built for this test run.
+pub fn lsnpipe_command() -> std::process::Command {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lsnpipe"));
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LSNPIPE_") || key.starts_with("PG") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.env("RUST_LOG", "info");
+    cmd
+}
+
+/// `lsnpipe run` from `source_db` to `target_db` on the given clusters.
+pub fn lsnpipe_run(
+    source: &ClusterRef,
+    source_db: &str,
+    target: &ClusterRef,
+    target_db: &str,
+    publication: &str,
+    slot: &str,
+    extra: &[&str],
+) -> std::process::Command {
+    let mut cmd = lsnpipe_command();
+    cmd.arg("run")
+        .args(["--source", &source.conn_string(source_db)])
+        .args(["--target", &target.conn_string(target_db)])
+        .args(["--publication", publication, "--slot", slot])
+        .args(["--metrics-listen", "off"])
+        .args(extra);
+    cmd
+}
+
+/// A running `lsnpipe` whose stderr is collected; killed when dropped.
+pub struct Running {
+    pub child: std::process::Child,
+    log: std::sync::Arc<Mutex<String>>,
+}
+
+impl Running {
+    pub fn spawn(mut cmd: std::process::Command) -> Running {
+        use std::io::BufRead;
+        cmd.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn lsnpipe");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let log = std::sync::Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        Running { child, log }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, then the exit status (within 60 s).
+    pub async fn terminate(mut self) -> (std::process::ExitStatus, String) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.wait(std::time::Duration::from_secs(60)).await
+    }
+
+    /// Wait for the process to exit by itself.
+    pub async fn wait(&mut self, timeout: std::time::Duration) -> (std::process::ExitStatus, String) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // Let the reader thread drain the pipe.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                return (status, self.log());
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("lsnpipe did not exit within {timeout:?}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Run pgbench from the cluster's binaries (or PATH) against `dbname`.
+pub fn pgbench(cluster: &ClusterRef, dbname: &str, args: &[&str]) -> std::process::Output {
+    let bin = lsnpipe::cluster::find_bindir()
+        .map(|d| d.join("pgbench"))
+        .unwrap_or_else(|_| "pgbench".into());
+    std::process::Command::new(bin)
+        .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "postgres"])
+        .args(args)
+        .arg(dbname)
+        .output()
+        .expect("run pgbench")
+}
