@@ -12,6 +12,8 @@
 //! from them, and leftover bytes are an error.
 
 mod error;
+#[cfg(test)]
+mod fixture_tests;
 mod message;
 mod reader;
 pub mod replication;
