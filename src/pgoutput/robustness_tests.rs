@@ -37,8 +37,8 @@ fn distinct_shapes() -> Vec<(Bytes, DecodeContext)> {
     let mut seen = std::collections::HashSet::new();
     captured()
         .iter()
-        .cloned()
         .filter(|(f, ctx)| seen.insert((f.first().copied(), f.len(), ctx.in_stream)))
+        .cloned()
         .collect()
 }
 
