@@ -13,5 +13,6 @@ pub mod cluster;
 pub mod lsn;
 pub mod pgoutput;
 pub mod positions;
+pub mod wire;
 
 pub use lsn::Lsn;
