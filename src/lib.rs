@@ -14,6 +14,7 @@ pub mod config;
 pub mod lsn;
 pub mod pgoutput;
 pub mod positions;
+pub mod wire;
 
 pub use lsn::Lsn;
 pub mod metrics;

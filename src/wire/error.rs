@@ -1,0 +1,181 @@
+//! Errors of the replication-protocol client, and the one place that decides which are worth a
+//! retry (connection lost, server restarting, slot briefly held elsewhere) and which need an
+//! operator (bad credentials, missing slot or publication, missing privilege, bad settings).
+
+use std::fmt;
+use std::io;
+
+use crate::pgoutput::DecodeError;
+
+use super::config::ConfigError;
+
+/// An `ErrorResponse` from the server, with the fields an operator needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerError {
+    /// `ERROR`, `FATAL` or `PANIC` (the non-localized `V` field when the server sends it).
+    pub severity: String,
+    /// Five-character SQLSTATE.
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: {} (SQLSTATE {})",
+            self.severity, self.message, self.code
+        )?;
+        if let Some(detail) = &self.detail {
+            write!(f, "; detail: {detail}")?;
+        }
+        if let Some(hint) = &self.hint {
+            write!(f, "; hint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// SQLSTATEs after which the same request may succeed on a new connection.
+const RETRYABLE_SQLSTATES: &[&str] = &[
+    "57P01", // admin_shutdown: the server is stopping or the backend was terminated
+    "57P02", // crash_shutdown
+    "57P03", // cannot_connect_now: the server is starting up or shutting down
+    "53300", // too_many_connections
+    "55006", // object_in_use: the slot is still held by a walsender that is going away
+    "40001", // serialization_failure
+    "40P01", // deadlock_detected
+];
+
+impl ServerError {
+    pub fn is_retryable(&self) -> bool {
+        RETRYABLE_SQLSTATES.contains(&self.code.as_str()) || self.code.starts_with("08")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("invalid connection settings")]
+    Config(#[from] ConfigError),
+
+    #[error("cannot connect to {target}: check that the server runs and accepts connections there")]
+    Connect {
+        target: String,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("connecting to {target} timed out after {seconds} s (connect_timeout)")]
+    ConnectTimeout { target: String, seconds: u64 },
+
+    #[error("connection to the server lost while {doing}")]
+    Io {
+        doing: &'static str,
+        #[source]
+        source: io::Error,
+    },
+
+    #[error("the server closed the connection unexpectedly while {doing}")]
+    Closed { doing: &'static str },
+
+    #[error("TLS with {target} failed: {reason}")]
+    Tls {
+        target: String,
+        reason: String,
+        #[source]
+        source: Option<io::Error>,
+    },
+
+    #[error(
+        "authentication of user \"{user}\" failed: {reason}; check the password, the passfile \
+         and pg_hba.conf"
+    )]
+    Auth {
+        user: String,
+        reason: String,
+        #[source]
+        source: Option<Box<ServerError>>,
+    },
+
+    #[error("the server reported an error")]
+    Server(#[source] Box<ServerError>),
+
+    #[error("unexpected reply from the server: {0}")]
+    Protocol(String),
+
+    #[error("cannot decode a replication message")]
+    Decode(#[source] DecodeError),
+
+    #[error("SQL session failed")]
+    Sql(#[source] tokio_postgres::Error),
+}
+
+impl WireError {
+    /// Whether the same work may succeed after reconnecting (with a backoff).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            WireError::Connect { .. }
+            | WireError::ConnectTimeout { .. }
+            | WireError::Io { .. }
+            | WireError::Closed { .. } => true,
+            WireError::Server(e) => e.is_retryable(),
+            // Without a server error the SQL session failed on I/O.
+            WireError::Sql(e) => e.code().is_none_or(|c| {
+                let c = c.code();
+                RETRYABLE_SQLSTATES.contains(&c) || c.starts_with("08")
+            }),
+            WireError::Config(_)
+            | WireError::Tls { .. }
+            | WireError::Auth { .. }
+            | WireError::Protocol(_)
+            | WireError::Decode(_) => false,
+        }
+    }
+
+    /// The server's `ErrorResponse`, when this error is one.
+    pub fn server_error(&self) -> Option<&ServerError> {
+        match self {
+            WireError::Server(e) => Some(e),
+            WireError::Auth { source, .. } => source.as_deref(),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn io(doing: &'static str) -> impl FnOnce(io::Error) -> WireError {
+        move |source| match source.kind() {
+            io::ErrorKind::UnexpectedEof => WireError::Closed { doing },
+            _ => WireError::Io { doing, source },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str) -> WireError {
+        WireError::Server(Box::new(ServerError {
+            severity: "FATAL".into(),
+            code: code.into(),
+            message: "m".into(),
+            detail: None,
+            hint: None,
+        }))
+    }
+
+    #[test]
+    fn classifies_server_errors() {
+        for code in ["57P01", "57P02", "57P03", "53300", "55006", "08006"] {
+            assert!(server(code).is_retryable(), "{code}");
+        }
+        for code in ["42704", "42501", "28P01", "22023", "42601"] {
+            assert!(!server(code).is_retryable(), "{code}");
+        }
+        assert!(WireError::Closed { doing: "x" }.is_retryable());
+        assert!(!WireError::Protocol("x".into()).is_retryable());
+    }
+}
