@@ -12,7 +12,20 @@
 //! from them, and leftover bytes are an error.
 
 mod error;
+#[cfg(test)]
+mod fixture_tests;
+mod message;
+mod reader;
 pub mod replication;
+mod tuple;
 
 pub use error::DecodeError;
+pub use message::{
+    Begin, BeginPrepare, Column, Commit, CommitPrepared, DecodeContext, Delete, Insert,
+    LogicalDecodingMessage, LogicalMessage, OldTuple, Origin, Prepare, Relation, RelationColumns,
+    ReplicaIdentity, RollbackPrepared, StreamAbort, StreamCommit, StreamStart, Truncate,
+    TypeMessage, Update, decode,
+};
+pub use reader::Name;
 pub use replication::{Keepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
+pub use tuple::{ColumnValue, Columns, TupleData};
