@@ -9,6 +9,7 @@
 //! Each layer is one module: [`lsn`] owns WAL positions; further layers arrive with their issues
 //! (see `DESIGN.md` in the project's shared notes).
 
+pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod lsn;

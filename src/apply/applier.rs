@@ -1,0 +1,798 @@
+//! `Applier`: applies decoded source transactions to the target in commit order, exactly once.
+//!
+//! ```text
+//!            Begin ─┬─ final_lsn < stored progress ─▶ skipping (already applied) ─▶ … Commit
+//!                   └─ else: BEGIN on the target unless a group is open
+//!   Relation ─▶ cache        Insert ─▶ buffered run ─▶ multi-row INSERT ┐
+//!   Type/Origin/Message ─▶ ignored   Update/Delete ─▶ prepared statement ├─▶ pipelined, in order
+//!                                    Truncate ─▶ one TRUNCATE           ┘
+//!   Commit ─▶ group += 1 ─▶ commit_if(caught_up): progress row + COMMIT ─▶ Some(end_lsn) durable
+//! ```
+//!
+//! Changes execute as they arrive (nothing waits for the source Commit), so a source
+//! transaction of any size streams through in bounded memory. Inserts are buffered per table
+//! into multi-row statements; while `session_replication_role = replica` is in effect (no
+//! foreign-key or ordinary triggers fire) runs into different tables may be sent out of their
+//! interleaved order, since statements on different tables then commute and the target only
+//! shows the group's commit. Without it, a run is sent before any change to another table.
+//!
+//! On any error the target transaction is rolled back and the error returned; nothing after the
+//! last durable LSN survives. Drop the `Applier`, reconnect, and build a new one: it resumes from
+//! the progress row.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Statement};
+
+use super::batch::{
+    ColumnSet, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS, next_chunk,
+    rows_per_insert,
+};
+use super::error::{ApplyError, Operation};
+use super::inflight::{Context, InFlight};
+use super::progress;
+use super::relation::{Relation, RelationCache, SourceRelation};
+use super::sql::{self, Match, TruncateTarget};
+use super::value::Param;
+use crate::Lsn;
+use crate::pgoutput::{
+    ColumnValue, Commit, Delete, Insert, LogicalMessage, OldTuple, ReplicaIdentity, Truncate,
+    TupleData, Update,
+};
+
+/// Requests sent to the target and not yet answered, at most.
+const PIPELINE_WINDOW: usize = 256;
+
+/// Counters since the applier was built (changes counted as sent; a rolled-back group's
+/// changes are not subtracted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    pub transactions: u64,
+    pub skipped_transactions: u64,
+    pub inserts: u64,
+    pub updates: u64,
+    pub deletes: u64,
+    pub truncates: u64,
+    /// Updates and deletes whose row was not on the target.
+    pub rows_not_found: u64,
+    pub target_commits: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceTransaction {
+    Outside,
+    Applying,
+    /// Committed on the target before (its commit began before the stored progress LSN).
+    Skipping,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum StatementKind {
+    Insert {
+        rows: usize,
+    },
+    UpdateByKey,
+    DeleteByKey,
+    /// Identity FULL: which old values were NULL and which were left out of the match.
+    UpdateOneRow {
+        nulls: ColumnSet,
+        skipped: ColumnSet,
+    },
+    DeleteOneRow {
+        nulls: ColumnSet,
+        skipped: ColumnSet,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct StatementKey {
+    oid: u32,
+    kind: StatementKind,
+    /// Inserted or SET columns.
+    columns: ColumnSet,
+}
+
+#[derive(Debug)]
+pub struct Applier {
+    inflight: InFlight,
+    relations: RelationCache,
+    statements: HashMap<StatementKey, Statement>,
+    progress_statement: Statement,
+    slot: String,
+    /// The stored progress LSN: end LSN of the last source commit durable on the target.
+    durable: Lsn,
+    limits: GroupLimits,
+    group: Option<Group>,
+    source: SourceTransaction,
+    runs: Vec<InsertRun>,
+    buffered_rows: usize,
+    buffered_bytes: usize,
+    /// `session_replication_role = replica` is in effect, so runs into different tables commute.
+    replica_role: bool,
+    stats: ApplyStats,
+}
+
+impl Applier {
+    /// Prepare the session (`session_replication_role = replica` where permitted), create the
+    /// progress table if missing and read this slot's position from it.
+    pub async fn new(client: Client, slot: &str) -> Result<Self, ApplyError> {
+        Self::with_limits(client, slot, GroupLimits::default()).await
+    }
+
+    /// [`Applier::new`] with explicit group commit limits.
+    pub async fn with_limits(
+        client: Client,
+        slot: &str,
+        limits: GroupLimits,
+    ) -> Result<Self, ApplyError> {
+        let replica_role = prepare_session(&client).await?;
+        let durable = progress::prepare(&client, slot).await?;
+        let progress_statement = client.prepare(progress::WRITE).await.map_err(|e| {
+            ApplyError::from_target(e, progress::table_name(), Operation::Bookkeeping)
+        })?;
+        Ok(Applier {
+            inflight: InFlight::new(Arc::new(client), PIPELINE_WINDOW),
+            relations: RelationCache::default(),
+            statements: HashMap::new(),
+            progress_statement,
+            slot: slot.to_owned(),
+            durable,
+            limits,
+            group: None,
+            source: SourceTransaction::Outside,
+            runs: Vec::new(),
+            buffered_rows: 0,
+            buffered_bytes: 0,
+            replica_role,
+            stats: ApplyStats::default(),
+        })
+    }
+
+    /// End LSN of the last source commit durable on the target (`Lsn::ZERO` if none yet).
+    pub fn applied_lsn(&self) -> Lsn {
+        self.durable
+    }
+
+    pub fn stats(&self) -> ApplyStats {
+        ApplyStats {
+            rows_not_found: self.inflight.rows_not_found,
+            ..self.stats
+        }
+    }
+
+    /// Whether `session_replication_role = replica` is in effect on the target session.
+    pub fn replica_role(&self) -> bool {
+        self.replica_role
+    }
+
+    /// Apply one decoded message. On error the open target transaction has been rolled back.
+    pub async fn apply(&mut self, message: LogicalMessage) -> Result<(), ApplyError> {
+        match self.dispatch(message).await {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    /// Call after each source Commit. Commits the open group — progress row first, in the same
+    /// transaction — when `caught_up` or the group reached its limits, and returns the end LSN
+    /// that is now durable on the target; otherwise `None` (the group stays open for more).
+    pub async fn commit_if(&mut self, caught_up: bool) -> Result<Option<Lsn>, ApplyError> {
+        if self.source != SourceTransaction::Outside {
+            return Ok(None);
+        }
+        let Some(group) = &self.group else {
+            return Ok(None);
+        };
+        if group.last_commit.is_none() || !(caught_up || group.is_full(&self.limits)) {
+            return Ok(None);
+        }
+        match self.commit_group().await {
+            Ok(lsn) => Ok(Some(lsn)),
+            Err(err) => Err(self.fail(err).await),
+        }
+    }
+
+    async fn dispatch(&mut self, message: LogicalMessage) -> Result<(), ApplyError> {
+        let applying = self.source == SourceTransaction::Applying;
+        match message {
+            LogicalMessage::Begin(begin) => self.begin(begin.final_lsn).await,
+            LogicalMessage::Commit(commit) => self.commit(&commit),
+            LogicalMessage::Relation(relation) => {
+                self.relation(SourceRelation::from_message(&relation)).await
+            }
+            // Types are matched by the target from the columns; origins and logical decoding
+            // messages carry nothing to apply.
+            LogicalMessage::Type(_) | LogicalMessage::Origin(_) | LogicalMessage::Message(_) => {
+                Ok(())
+            }
+            LogicalMessage::Insert(insert) if applying => self.insert(&insert).await,
+            LogicalMessage::Update(update) if applying => self.update(&update).await,
+            LogicalMessage::Delete(delete) if applying => self.delete(&delete).await,
+            LogicalMessage::Truncate(truncate) if applying => self.truncate(&truncate).await,
+            LogicalMessage::Insert(_)
+            | LogicalMessage::Update(_)
+            | LogicalMessage::Delete(_)
+            | LogicalMessage::Truncate(_) => {
+                if self.source == SourceTransaction::Skipping {
+                    Ok(())
+                } else {
+                    Err(ApplyError::protocol(
+                        "a change arrived outside a transaction",
+                    ))
+                }
+            }
+            _ => Err(ApplyError::protocol(
+                "streamed or two-phase transaction messages are not supported: start \
+                 replication with proto_version 1 on a slot created without two_phase",
+            )),
+        }
+    }
+
+    async fn begin(&mut self, final_lsn: Lsn) -> Result<(), ApplyError> {
+        if self.source != SourceTransaction::Outside {
+            return Err(ApplyError::protocol(
+                "Begin arrived inside an open transaction",
+            ));
+        }
+        // The stored LSN is the end of a commit record; a transaction whose commit record
+        // starts before it was part of what the target already has.
+        if final_lsn < self.durable {
+            self.source = SourceTransaction::Skipping;
+            self.stats.skipped_transactions += 1;
+            return Ok(());
+        }
+        if self.group.is_none() {
+            self.inflight.simple("BEGIN".into()).await?;
+            self.group = Some(Group::new());
+        }
+        self.source = SourceTransaction::Applying;
+        Ok(())
+    }
+
+    fn commit(&mut self, commit: &Commit) -> Result<(), ApplyError> {
+        match self.source {
+            SourceTransaction::Outside => {
+                Err(ApplyError::protocol("Commit arrived outside a transaction"))
+            }
+            SourceTransaction::Skipping => {
+                self.source = SourceTransaction::Outside;
+                Ok(())
+            }
+            SourceTransaction::Applying => {
+                self.source = SourceTransaction::Outside;
+                let group = self
+                    .group
+                    .as_mut()
+                    .ok_or_else(|| ApplyError::protocol("Commit without an open target group"))?;
+                group.transactions += 1;
+                group.last_commit = Some((commit.end_lsn, commit.commit_time));
+                self.stats.transactions += 1;
+                Ok(())
+            }
+        }
+    }
+
+    async fn relation(&mut self, source: SourceRelation) -> Result<(), ApplyError> {
+        let oid = source.oid;
+        // Buffered rows were built for the old shape: send them before it is replaced.
+        if self.runs.iter().any(|r| r.oid == oid) {
+            self.flush_table(oid).await?;
+        }
+        if self.relations.replace(source) {
+            self.statements.retain(|key, _| key.oid != oid);
+        }
+        Ok(())
+    }
+
+    async fn insert(&mut self, insert: &Insert) -> Result<(), ApplyError> {
+        let oid = insert.relation_oid;
+        let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        check_width(relation, &insert.new)?;
+        let width = relation.source.columns.len();
+        // An unchanged-TOAST marker in an insert (a row-filter transformation) has no value:
+        // leave the column out so the target's default applies.
+        let mut columns = ColumnSet::with_columns(width);
+        let mut sent = 0;
+        for (i, value) in insert.new.iter().enumerate() {
+            if value != ColumnValue::UnchangedToast {
+                columns.insert(i);
+                sent += 1;
+            }
+        }
+        self.stats.inserts += 1;
+        if let Some(group) = &mut self.group {
+            group.rows += 1;
+        }
+
+        // Keep each run to one column set; keep table order when runs may not be reordered.
+        if let Some(i) = self
+            .runs
+            .iter()
+            .position(|r| r.oid == oid && r.columns != columns)
+        {
+            self.flush_run(i).await?;
+        }
+        if !self.replica_role && self.runs.iter().any(|r| r.oid != oid) {
+            self.flush_all().await?;
+        }
+        let index = match self.runs.iter().position(|r| r.oid == oid) {
+            Some(i) => i,
+            None => {
+                self.runs.push(InsertRun {
+                    oid,
+                    columns,
+                    width: sent,
+                    params: Vec::new(),
+                    rows: 0,
+                    bytes: 0,
+                });
+                self.runs.len() - 1
+            }
+        };
+        let run = &mut self.runs[index];
+        let mut bytes = 0;
+        for value in insert.new.iter() {
+            if let Some(param) = param(value) {
+                bytes += param.size();
+                run.params.push(param);
+            }
+        }
+        run.rows += 1;
+        run.bytes += bytes;
+        self.buffered_rows += 1;
+        self.buffered_bytes += bytes;
+        if run.rows >= rows_per_insert(run.width) {
+            self.flush_run(index).await?;
+        }
+        if self.buffered_rows >= MAX_BUFFERED_ROWS || self.buffered_bytes >= MAX_BUFFERED_BYTES {
+            self.flush_all().await?;
+        }
+        Ok(())
+    }
+
+    async fn update(&mut self, update: &Update) -> Result<(), ApplyError> {
+        let oid = update.relation_oid;
+        self.before_change(oid).await?;
+        let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        check_width(relation, &update.new)?;
+        self.stats.updates += 1;
+        if let Some(group) = &mut self.group {
+            group.rows += 1;
+        }
+
+        // SET every column that was sent; unchanged TOAST values stay as they are on the
+        // target (under FULL identity the matched row already holds the old value).
+        let width = relation.source.columns.len();
+        let mut set = ColumnSet::with_columns(width);
+        let mut params = Vec::with_capacity(width * 2);
+        for (i, value) in update.new.iter().enumerate() {
+            if let Some(p) = param(value) {
+                set.insert(i);
+                params.push(p);
+            }
+        }
+        if params.is_empty() {
+            return Ok(());
+        }
+        let name = Arc::clone(&relation.name);
+        let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
+        let (kind, sql): (StatementKind, Box<dyn FnOnce() -> String + Send>) =
+            if relation.source.identity == ReplicaIdentity::Full {
+                let Some(OldTuple::Full(old)) = &update.old else {
+                    return Err(ApplyError::protocol(format!(
+                        "an update of {name} (REPLICA IDENTITY FULL) came without its old row"
+                    )));
+                };
+                let matching = full_match(relation, old, &mut params)?;
+                let columns = column_names(relation, &set);
+                let old_names = relation.source.columns.clone();
+                let comparable = comparable(relation);
+                let name = Arc::clone(&name);
+                (
+                    StatementKind::UpdateOneRow {
+                        nulls: matching.nulls.clone(),
+                        skipped: matching.skipped.clone(),
+                    },
+                    Box::new(move || {
+                        let matches = matching.matches(&old_names, &comparable);
+                        let set: Vec<&str> = columns.iter().map(String::as_str).collect();
+                        sql::update_one_row(&name, &set, &matches, partitioned)
+                    }),
+                )
+            } else {
+                let key_tuple = match &update.old {
+                    Some(OldTuple::Key(key)) | Some(OldTuple::Full(key)) => key,
+                    None => &update.new,
+                };
+                check_width(relation, key_tuple)?;
+                let keys = key_params(relation, key_tuple, &mut params)?;
+                let columns = column_names(relation, &set);
+                let name = Arc::clone(&name);
+                (
+                    StatementKind::UpdateByKey,
+                    Box::new(move || {
+                        let set: Vec<&str> = columns.iter().map(String::as_str).collect();
+                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        sql::update_by_key(&name, &set, &keys)
+                    }),
+                )
+            };
+        let key = StatementKey {
+            oid,
+            kind,
+            columns: set,
+        };
+        self.execute(key, sql, name, Operation::Update, params)
+            .await
+    }
+
+    async fn delete(&mut self, delete: &Delete) -> Result<(), ApplyError> {
+        let oid = delete.relation_oid;
+        self.before_change(oid).await?;
+        let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        let old = delete.old.tuple();
+        check_width(relation, old)?;
+        self.stats.deletes += 1;
+        if let Some(group) = &mut self.group {
+            group.rows += 1;
+        }
+        let name = Arc::clone(&relation.name);
+        let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
+        let mut params = Vec::new();
+        let (kind, sql): (StatementKind, Box<dyn FnOnce() -> String + Send>) =
+            if relation.source.identity == ReplicaIdentity::Full {
+                let matching = full_match(relation, old, &mut params)?;
+                let old_names = relation.source.columns.clone();
+                let comparable = comparable(relation);
+                let name = Arc::clone(&name);
+                (
+                    StatementKind::DeleteOneRow {
+                        nulls: matching.nulls.clone(),
+                        skipped: matching.skipped.clone(),
+                    },
+                    Box::new(move || {
+                        let matches = matching.matches(&old_names, &comparable);
+                        sql::delete_one_row(&name, &matches, partitioned)
+                    }),
+                )
+            } else {
+                let keys = key_params(relation, old, &mut params)?;
+                let name = Arc::clone(&name);
+                (
+                    StatementKind::DeleteByKey,
+                    Box::new(move || {
+                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                        sql::delete_by_key(&name, &keys)
+                    }),
+                )
+            };
+        let key = StatementKey {
+            oid,
+            kind,
+            columns: ColumnSet::default(),
+        };
+        self.execute(key, sql, name, Operation::Delete, params)
+            .await
+    }
+
+    async fn truncate(&mut self, truncate: &Truncate) -> Result<(), ApplyError> {
+        // CASCADE may reach tables with buffered rows.
+        self.flush_all().await?;
+        let mut tables = Vec::with_capacity(truncate.relation_count());
+        for oid in truncate.relation_oids() {
+            let relation = self.relations.checked(self.inflight.client(), oid).await?;
+            let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
+            tables.push(TruncateTarget {
+                table: relation.name.to_string(),
+                only: !partitioned,
+            });
+        }
+        if tables.is_empty() {
+            return Ok(());
+        }
+        self.stats.truncates += 1;
+        let names = tables
+            .iter()
+            .map(|t| t.table.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let statement = sql::truncate(&tables, truncate.cascade(), truncate.restart_identity());
+        self.inflight
+            .simple_on(statement, names.into(), Operation::Truncate)
+            .await
+    }
+
+    /// Before an update or delete of `oid`: send the inserts that must precede it.
+    async fn before_change(&mut self, oid: u32) -> Result<(), ApplyError> {
+        if self.runs.is_empty() {
+            return Ok(());
+        }
+        if self.replica_role {
+            self.flush_table(oid).await
+        } else {
+            self.flush_all().await
+        }
+    }
+
+    async fn execute(
+        &mut self,
+        key: StatementKey,
+        sql: Box<dyn FnOnce() -> String + Send>,
+        table: Arc<str>,
+        operation: Operation,
+        params: Vec<Param>,
+    ) -> Result<(), ApplyError> {
+        let statement = match self.statements.get(&key) {
+            Some(statement) => statement.clone(),
+            None => {
+                let text = sql();
+                let statement = self
+                    .inflight
+                    .client()
+                    .prepare(&text)
+                    .await
+                    .map_err(|e| ApplyError::from_target(e, &table, operation))?;
+                self.statements.insert(key, statement.clone());
+                statement
+            }
+        };
+        let expects_row = matches!(operation, Operation::Update | Operation::Delete);
+        self.inflight
+            .execute(
+                statement,
+                params,
+                Context {
+                    table,
+                    operation,
+                    expects_row,
+                },
+            )
+            .await
+    }
+
+    async fn flush_table(&mut self, oid: u32) -> Result<(), ApplyError> {
+        while let Some(i) = self.runs.iter().position(|r| r.oid == oid) {
+            self.flush_run(i).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_all(&mut self) -> Result<(), ApplyError> {
+        while !self.runs.is_empty() {
+            self.flush_run(self.runs.len() - 1).await?;
+        }
+        Ok(())
+    }
+
+    /// Send run `index` as multi-row INSERTs and forget it.
+    async fn flush_run(&mut self, index: usize) -> Result<(), ApplyError> {
+        let mut run = self.runs.swap_remove(index);
+        self.buffered_rows -= run.rows;
+        self.buffered_bytes -= run.bytes;
+        let relation = self.relations.get(run.oid)?;
+        let name = Arc::clone(&relation.name);
+        let columns = column_names(relation, &run.columns);
+        let full = rows_per_insert(run.width);
+        let mut rows = run.rows;
+        let mut params = std::mem::take(&mut run.params).into_iter();
+        while rows > 0 {
+            let chunk = next_chunk(rows, full);
+            rows -= chunk;
+            let key = StatementKey {
+                oid: run.oid,
+                kind: StatementKind::Insert { rows: chunk },
+                columns: run.columns.clone(),
+            };
+            let sql_name = Arc::clone(&name);
+            let sql_columns = columns.clone();
+            let sql: Box<dyn FnOnce() -> String + Send> = Box::new(move || {
+                let columns: Vec<&str> = sql_columns.iter().map(String::as_str).collect();
+                sql::insert(&sql_name, &columns, chunk)
+            });
+            let chunk_params: Vec<Param> = params.by_ref().take(chunk * run.width).collect();
+            self.execute(key, sql, Arc::clone(&name), Operation::Insert, chunk_params)
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn commit_group(&mut self) -> Result<Lsn, ApplyError> {
+        self.flush_all().await?;
+        let Some((end_lsn, commit_time)) = self.group.as_ref().and_then(|g| g.last_commit) else {
+            return Err(ApplyError::protocol("no source commit to record"));
+        };
+        let params = progress::write_params(&self.slot, end_lsn, commit_time);
+        self.inflight
+            .execute(
+                self.progress_statement.clone(),
+                params,
+                Context {
+                    table: Arc::from(progress::table_name()),
+                    operation: Operation::Bookkeeping,
+                    expects_row: false,
+                },
+            )
+            .await?;
+        self.inflight.simple("COMMIT".into()).await?;
+        self.inflight.drain().await?;
+        self.group = None;
+        self.durable = end_lsn;
+        self.stats.target_commits += 1;
+        Ok(end_lsn)
+    }
+
+    /// Roll back the open target transaction and forget everything not yet durable.
+    async fn fail(&mut self, err: ApplyError) -> ApplyError {
+        let err = self.inflight.first_error(err).await;
+        self.inflight.clear();
+        if self.group.take().is_some() {
+            // Best effort: if the connection is gone the server rolls back by itself.
+            let _ = self.inflight.client().batch_execute("ROLLBACK").await;
+        }
+        self.source = SourceTransaction::Outside;
+        self.runs.clear();
+        self.buffered_rows = 0;
+        self.buffered_bytes = 0;
+        tracing::error!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");
+        err
+    }
+}
+
+/// Set up the apply session. Returns whether `session_replication_role = replica` is in effect.
+async fn prepare_session(client: &Client) -> Result<bool, ApplyError> {
+    let failed = |e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping);
+    // Values arrive as the source printed them with PostgreSQL's defaults; parse them the same
+    // way whatever this database's defaults are. An empty search_path, as PostgreSQL's own apply
+    // worker uses, keeps objects in user schemas from capturing operators in our statements.
+    client
+        .batch_execute(
+            "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = postgres; SET search_path = ''",
+        )
+        .await
+        .map_err(failed)?;
+    match client
+        .batch_execute("SET session_replication_role = replica")
+        .await
+    {
+        Ok(()) => Ok(true),
+        Err(e) if e.code() == Some(&SqlState::INSUFFICIENT_PRIVILEGE) => {
+            tracing::warn!(
+                "cannot set session_replication_role = replica on the target (needs superuser or \
+                 GRANT SET ON PARAMETER): triggers and foreign-key checks will fire on applied rows"
+            );
+            Ok(false)
+        }
+        Err(e) => Err(failed(e)),
+    }
+}
+
+fn param(value: ColumnValue) -> Option<Param> {
+    match value {
+        ColumnValue::Null => Some(Param::Null),
+        ColumnValue::UnchangedToast => None,
+        ColumnValue::Text(bytes) => Some(Param::Text(bytes)),
+        ColumnValue::Binary(bytes) => Some(Param::Binary(bytes)),
+    }
+}
+
+fn check_width(relation: &Relation, tuple: &TupleData) -> Result<(), ApplyError> {
+    if tuple.len() == relation.source.columns.len() {
+        Ok(())
+    } else {
+        Err(ApplyError::protocol(format!(
+            "a row for {} has {} columns, its Relation message {}",
+            relation.name,
+            tuple.len(),
+            relation.source.columns.len()
+        )))
+    }
+}
+
+fn column_names(relation: &Relation, set: &ColumnSet) -> Vec<String> {
+    relation
+        .source
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| set.contains(*i))
+        .map(|(_, c)| c.name.clone())
+        .collect()
+}
+
+fn comparable(relation: &Relation) -> Vec<bool> {
+    relation
+        .target
+        .as_ref()
+        .map(|t| t.comparable.clone())
+        .unwrap_or_default()
+}
+
+/// Push the key values of `tuple` and return the key column names.
+fn key_params(
+    relation: &Relation,
+    tuple: &TupleData,
+    params: &mut Vec<Param>,
+) -> Result<Vec<String>, ApplyError> {
+    let mut names = Vec::new();
+    for (column, value) in relation.source.columns.iter().zip(tuple.iter()) {
+        if !column.is_key {
+            continue;
+        }
+        let Some(p) = param(value) else {
+            return Err(ApplyError::protocol(format!(
+                "the key column \"{}\" of {} was not sent (unchanged TOAST)",
+                column.name, relation.name
+            )));
+        };
+        params.push(p);
+        names.push(column.name.clone());
+    }
+    if names.is_empty() {
+        return Err(ApplyError::protocol(format!(
+            "{} has no replica identity key on the source, yet an update or delete arrived",
+            relation.name
+        )));
+    }
+    Ok(names)
+}
+
+/// How an identity-FULL old row is matched: NULLs by `IS NULL`, binary values of types without
+/// equality left out (their text cannot be compared), everything else a parameter.
+#[derive(Debug, Clone)]
+struct FullMatch {
+    nulls: ColumnSet,
+    skipped: ColumnSet,
+}
+
+impl FullMatch {
+    fn matches<'a>(
+        &self,
+        columns: &'a [super::relation::SourceColumn],
+        comparable: &[bool],
+    ) -> Vec<Match<'a>> {
+        columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !self.skipped.contains(*i))
+            .map(|(i, c)| {
+                if self.nulls.contains(i) {
+                    Match::IsNull(&c.name)
+                } else if comparable.get(i).copied().unwrap_or(false) {
+                    Match::Equal(&c.name)
+                } else {
+                    Match::Text(&c.name)
+                }
+            })
+            .collect()
+    }
+}
+
+fn full_match(
+    relation: &Relation,
+    old: &TupleData,
+    params: &mut Vec<Param>,
+) -> Result<FullMatch, ApplyError> {
+    check_width(relation, old)?;
+    let width = relation.source.columns.len();
+    let comparable = relation.target.as_ref().map(|t| &t.comparable);
+    let mut nulls = ColumnSet::with_columns(width);
+    let mut skipped = ColumnSet::with_columns(width);
+    for (i, value) in old.iter().enumerate() {
+        let equality = comparable.and_then(|c| c.get(i)).copied().unwrap_or(false);
+        match value {
+            ColumnValue::Null => nulls.insert(i),
+            ColumnValue::Binary(_) if !equality => skipped.insert(i),
+            ColumnValue::Text(bytes) => params.push(Param::Text(bytes)),
+            ColumnValue::Binary(bytes) => params.push(Param::Binary(bytes)),
+            ColumnValue::UnchangedToast => {
+                return Err(ApplyError::protocol(format!(
+                    "the old row of {} lacks a column value (unchanged TOAST)",
+                    relation.name
+                )));
+            }
+        }
+    }
+    Ok(FullMatch { nulls, skipped })
+}

@@ -1,0 +1,216 @@
+//! `ApplyError`: why applying to the target stopped, classified for the operator.
+//!
+//! ```text
+//! target connection lost / server restarting ─▶ TargetConnection  (retry: reconnect, resume from progress)
+//! table or column missing on the target     ─▶ MissingTable / MissingColumn (operator: create it)
+//! a statement rejected by the target        ─▶ Data (table + operation + SQLSTATE; never row values)
+//! messages out of order / unknown relation  ─▶ Protocol (a bug or an unsupported slot option)
+//! ```
+//!
+//! A target error's message and DETAIL can quote row values (`Key (id)=(42) already exists`), so
+//! `Data` keeps only the SQLSTATE, the message with quoted parts blanked, and the constraint /
+//! column names; the full text is in the target server's log.
+
+use std::fmt;
+
+use tokio_postgres::error::SqlState;
+
+/// The kind of change being applied when a statement failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Insert,
+    Update,
+    Delete,
+    Truncate,
+    /// Reading the target catalog, writing the progress row, BEGIN / COMMIT.
+    Bookkeeping,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Insert => "insert",
+            Operation::Update => "update",
+            Operation::Delete => "delete",
+            Operation::Truncate => "truncate",
+            Operation::Bookkeeping => "bookkeeping",
+        }
+    }
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A target error with row values removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetError {
+    /// SQLSTATE, for example `23505`.
+    pub code: String,
+    /// The server's primary message with double-quoted parts replaced by `"…"`.
+    pub message: String,
+    pub constraint: Option<String>,
+    pub column: Option<String>,
+}
+
+impl fmt::Display for TargetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SQLSTATE {}: {}", self.code, self.message)?;
+        if let Some(c) = &self.constraint {
+            write!(f, " (constraint {c})")?;
+        }
+        if let Some(c) = &self.column {
+            write!(f, " (column {c})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TargetError {}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApplyError {
+    /// The target connection failed or the server is going away; nothing after the last
+    /// returned durable LSN was committed.
+    #[error(
+        "lost the target connection while applying ({operation}); reconnect and resume from the \
+         progress row"
+    )]
+    TargetConnection {
+        operation: Operation,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error(
+        "target table {table} does not exist: create it on the target with the source's \
+         columns, then restart"
+    )]
+    MissingTable { table: String },
+
+    #[error(
+        "target table {table} has no column \"{column}\", which the source publishes: add it on \
+         the target (ALTER TABLE {table} ADD COLUMN ...), then restart"
+    )]
+    MissingColumn { table: String, column: String },
+
+    #[error(
+        "the target rejected a change: {operation} on {table}; fix the target table or data \
+         (the full message is in the target server log)"
+    )]
+    Data {
+        table: String,
+        operation: Operation,
+        #[source]
+        source: TargetError,
+    },
+
+    #[error("the change stream broke the protocol: {what}")]
+    Protocol { what: String },
+}
+
+impl ApplyError {
+    /// Whether reconnecting and resuming from the progress row can succeed without an operator.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ApplyError::TargetConnection { .. })
+    }
+
+    /// A stable, low-cardinality name for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ApplyError::TargetConnection { .. } => "target_connection",
+            ApplyError::MissingTable { .. } | ApplyError::MissingColumn { .. } => "schema_mismatch",
+            ApplyError::Data { .. } => "data",
+            ApplyError::Protocol { .. } => "protocol",
+        }
+    }
+
+    pub(crate) fn protocol(what: impl Into<String>) -> Self {
+        ApplyError::Protocol { what: what.into() }
+    }
+
+    /// Classify an error from a statement on `table`.
+    pub(crate) fn from_target(
+        source: tokio_postgres::Error,
+        table: &str,
+        operation: Operation,
+    ) -> Self {
+        let Some(db) = source.as_db_error() else {
+            return ApplyError::TargetConnection { operation, source };
+        };
+        if is_connection_state(db.code()) {
+            return ApplyError::TargetConnection { operation, source };
+        }
+        ApplyError::Data {
+            table: table.to_owned(),
+            operation,
+            source: TargetError {
+                code: db.code().code().to_owned(),
+                message: blank_quoted(db.message()),
+                constraint: db.constraint().map(str::to_owned),
+                column: db.column().map(str::to_owned),
+            },
+        }
+    }
+}
+
+/// Server states after which a new session can succeed: connection failures, shutdown, crash
+/// recovery, and transaction conflicts that are safe to retry from the progress row.
+fn is_connection_state(code: &SqlState) -> bool {
+    let code = code.code();
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || code == SqlState::T_R_SERIALIZATION_FAILURE.code()
+        || code == SqlState::T_R_DEADLOCK_DETECTED.code()
+        || code == SqlState::TOO_MANY_CONNECTIONS.code()
+}
+
+/// `invalid input syntax for type integer: "abc"` → `… integer: "…"`.
+fn blank_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut parts = message.split('"');
+    if let Some(first) = parts.next() {
+        out.push_str(first);
+    }
+    for (i, part) in parts.enumerate() {
+        out.push('"');
+        if i % 2 == 1 {
+            out.push_str(part);
+        } else {
+            out.push('…');
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_parts_are_blanked() {
+        assert_eq!(
+            blank_quoted("invalid input syntax for type integer: \"abc\""),
+            "invalid input syntax for type integer: \"…\""
+        );
+        assert_eq!(blank_quoted("a \"x\" b \"y\" c"), "a \"…\" b \"…\" c");
+        assert_eq!(blank_quoted("no quotes"), "no quotes");
+    }
+
+    #[test]
+    fn schema_errors_name_the_table_and_column() {
+        let err = ApplyError::MissingColumn {
+            table: "\"s\".\"t\"".into(),
+            column: "c".into(),
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains("\"s\".\"t\"") && text.contains("\"c\""),
+            "{text}"
+        );
+        assert!(!err.is_retryable());
+        assert_eq!(err.kind(), "schema_mismatch");
+    }
+}

@@ -1,0 +1,29 @@
+//! The target side: decoded source transactions applied to a PostgreSQL target in commit order,
+//! exactly once.
+//!
+//! ```text
+//! LogicalMessage ─▶ Applier ─▶ relation cache (source OID → target table, checked once)
+//!                      │   ─▶ sql (statement text, quoted identifiers, $n parameters only)
+//!                      │   ─▶ batch (group commit, multi-row inserts) ─▶ inflight (pipelined)
+//!                      └─▶ progress row (same target transaction) ─▶ durable end LSN
+//! ```
+//!
+//! Values go to the target as the source printed them (text parameters), so no type needs
+//! decoding here. The pipeline feeds every message to [`Applier::apply`] and calls
+//! [`Applier::commit_if`] after each source Commit; what it returns is what may be reported to
+//! the source as flushed.
+
+mod applier;
+mod batch;
+mod error;
+mod inflight;
+mod progress;
+mod relation;
+pub mod sql;
+mod value;
+
+pub use applier::{Applier, ApplyStats};
+pub use batch::GroupLimits;
+pub use error::{ApplyError, Operation, TargetError};
+pub use relation::{SourceColumn, SourceRelation};
+pub use value::Param;

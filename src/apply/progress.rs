@@ -1,0 +1,68 @@
+//! The progress row: which source commit the target has applied, stored in the target itself.
+//!
+//! ```text
+//! BEGIN; <changes of source transactions …>; UPSERT lsnpipe.progress(slot, lsn = last end_lsn); COMMIT
+//! ```
+//!
+//! The row is written in the same target transaction as the changes it covers, so after any crash
+//! the target's data and its position agree. On start the applier reads it and skips every source
+//! transaction whose commit began before it (`Begin.final_lsn < lsn`), which makes apply
+//! exactly-once even when the source re-sends transactions it already delivered.
+
+use bytes::Bytes;
+use tokio_postgres::Client;
+
+use super::error::{ApplyError, Operation};
+use super::value::Param;
+use crate::Lsn;
+
+const TABLE: &str = "lsnpipe.progress";
+
+const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS lsnpipe; \
+    CREATE TABLE IF NOT EXISTS lsnpipe.progress ( \
+        slot text PRIMARY KEY, \
+        lsn pg_lsn NOT NULL, \
+        commit_time timestamptz, \
+        updated_at timestamptz NOT NULL DEFAULT now())";
+
+const READ: &str = "SELECT lsn::text FROM lsnpipe.progress WHERE slot = $1";
+
+/// Upsert; the commit time arrives as microseconds since 2000-01-01 UTC (the wire's epoch).
+pub(crate) const WRITE: &str = "INSERT INTO lsnpipe.progress (slot, lsn, commit_time, updated_at) \
+    VALUES ($1, $2::text::pg_lsn, \
+            '2000-01-01 00:00:00+00'::timestamptz + $3::text::int8 * interval '1 microsecond', \
+            clock_timestamp()) \
+    ON CONFLICT (slot) DO UPDATE SET lsn = EXCLUDED.lsn, commit_time = EXCLUDED.commit_time, \
+        updated_at = EXCLUDED.updated_at";
+
+/// Create the progress table if missing, and read this slot's position (`Lsn::ZERO` if none).
+pub async fn prepare(client: &Client, slot: &str) -> Result<Lsn, ApplyError> {
+    let failed = |e| ApplyError::from_target(e, TABLE, Operation::Bookkeeping);
+    client.batch_execute(CREATE).await.map_err(failed)?;
+    read(client, slot).await
+}
+
+/// This slot's stored position, `Lsn::ZERO` if there is none.
+pub async fn read(client: &Client, slot: &str) -> Result<Lsn, ApplyError> {
+    let failed = |e| ApplyError::from_target(e, TABLE, Operation::Bookkeeping);
+    let row = client.query_opt(READ, &[&slot]).await.map_err(failed)?;
+    let Some(row) = row else {
+        return Ok(Lsn::ZERO);
+    };
+    let text: String = row.try_get(0).map_err(failed)?;
+    text.parse()
+        .map_err(|e| ApplyError::protocol(format!("{TABLE} holds an unreadable LSN: {e}")))
+}
+
+/// Parameters of [`WRITE`].
+pub(crate) fn write_params(slot: &str, lsn: Lsn, commit_time_micros: i64) -> Vec<Param> {
+    vec![
+        Param::Text(Bytes::copy_from_slice(slot.as_bytes())),
+        Param::Text(Bytes::from(lsn.to_string())),
+        Param::Text(Bytes::from(commit_time_micros.to_string())),
+    ]
+}
+
+pub(crate) fn table_name() -> &'static str {
+    TABLE
+}

@@ -1,0 +1,253 @@
+//! Relation cache: what the source said a relation looks like, and the target table it maps to.
+//!
+//! ```text
+//! Relation message ──replace──▶ RelationCache[source OID] ──first change──▶ check target catalog
+//!                                  (owned copy of the shape)                 (table exists, every
+//!                                                                             published column exists)
+//! ```
+//!
+//! Keyed by the source relation OID, replaced on every Relation message (the walsender re-sends
+//! one after any change and after every reconnect). The target is found by schema + table name,
+//! and columns are matched by name, so the target's column order may differ and the target may
+//! have extra columns (they get their defaults). The check runs on first use and again after a
+//! Relation message that changed the shape.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio_postgres::Client;
+
+use super::error::{ApplyError, Operation};
+use super::sql;
+use crate::pgoutput::{self, ReplicaIdentity};
+
+/// One published column as the source described it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceColumn {
+    pub name: String,
+    pub type_oid: u32,
+    /// Part of the replica identity (every column under FULL).
+    pub is_key: bool,
+}
+
+/// An owned copy of a Relation message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceRelation {
+    pub oid: u32,
+    /// Never empty: the wire's empty namespace is `pg_catalog`.
+    pub schema: String,
+    pub table: String,
+    pub identity: ReplicaIdentity,
+    pub columns: Vec<SourceColumn>,
+}
+
+impl SourceRelation {
+    /// An owned copy of a decoded Relation message.
+    pub fn from_message(message: &pgoutput::Relation) -> Self {
+        let schema = match message.namespace() {
+            "" => "pg_catalog",
+            namespace => namespace,
+        };
+        SourceRelation {
+            oid: message.oid,
+            schema: schema.to_owned(),
+            table: message.name().to_owned(),
+            identity: message.replica_identity,
+            columns: message
+                .columns()
+                .map(|c| SourceColumn {
+                    name: c.name.to_owned(),
+                    type_oid: c.type_oid,
+                    is_key: c.is_key(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// What the target catalog said about the table, per source column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetTable {
+    /// A partitioned table (ctids repeat across partitions; no `TRUNCATE ONLY`).
+    pub partitioned: bool,
+    /// Per source column: the target type has an equality operator (else compare as text).
+    pub comparable: Vec<bool>,
+}
+
+/// A cached relation.
+#[derive(Debug)]
+pub struct Relation {
+    pub source: SourceRelation,
+    /// `"schema"."table"`, shared with statement contexts and errors.
+    pub name: Arc<str>,
+    /// Filled by [`RelationCache::checked`] on first use.
+    pub target: Option<TargetTable>,
+}
+
+/// Source relation OID → [`Relation`].
+#[derive(Debug, Default)]
+pub struct RelationCache {
+    relations: HashMap<u32, Relation>,
+}
+
+impl RelationCache {
+    /// Store `source`, replacing the entry for its OID. Returns whether the shape changed (a
+    /// re-sent, identical Relation keeps the target check and the statements built on it).
+    pub fn replace(&mut self, source: SourceRelation) -> bool {
+        if let Some(existing) = self.relations.get(&source.oid) {
+            if existing.source == source {
+                return false;
+            }
+        }
+        let name: Arc<str> = sql::qualified_name(&source.schema, &source.table).into();
+        self.relations.insert(
+            source.oid,
+            Relation {
+                source,
+                name,
+                target: None,
+            },
+        );
+        true
+    }
+
+    pub fn get(&self, oid: u32) -> Result<&Relation, ApplyError> {
+        self.relations.get(&oid).ok_or_else(|| {
+            ApplyError::protocol(format!(
+                "a change for relation OID {oid} arrived before its Relation message"
+            ))
+        })
+    }
+
+    /// The relation, its target table checked against the target catalog (once per shape).
+    pub async fn checked(&mut self, client: &Client, oid: u32) -> Result<&Relation, ApplyError> {
+        let relation = self.relations.get_mut(&oid).ok_or_else(|| {
+            ApplyError::protocol(format!(
+                "a change for relation OID {oid} arrived before its Relation message"
+            ))
+        })?;
+        if relation.target.is_none() {
+            relation.target = Some(lookup_target(client, &relation.source, &relation.name).await?);
+        }
+        Ok(relation)
+    }
+}
+
+const FIND_TABLE: &str = "SELECT c.oid, c.relkind = 'p' \
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')";
+
+/// Each column, and whether its type (after domains and array elements) has a default btree or
+/// hash operator class, which is what `=` needs at run time (json, point, xml have none).
+const TABLE_COLUMNS: &str = "WITH RECURSIVE chain(attname, typ, depth) AS ( \
+      SELECT a.attname::text, a.atttypid, 0 FROM pg_catalog.pg_attribute a \
+      WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
+    UNION ALL \
+      SELECT ch.attname, CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.typelem END, ch.depth + 1 \
+      FROM chain ch JOIN pg_catalog.pg_type t ON t.oid = ch.typ \
+      WHERE ch.depth < 20 AND (t.typtype = 'd' OR (t.typelem <> 0 \
+        AND t.typsubscript = 'pg_catalog.array_subscript_handler'::pg_catalog.regproc)) \
+    ), leaf AS ( \
+      SELECT DISTINCT ON (attname) attname, typ FROM chain ORDER BY attname, depth DESC \
+    ) \
+    SELECT l.attname, EXISTS ( \
+      SELECT 1 FROM pg_catalog.pg_type t, pg_catalog.pg_opclass oc \
+        JOIN pg_catalog.pg_am am ON am.oid = oc.opcmethod \
+      WHERE t.oid = l.typ AND oc.opcdefault AND am.amname IN ('btree', 'hash') \
+        AND (oc.opcintype = t.oid \
+          OR (oc.opcintype = 'pg_catalog.anyenum'::pg_catalog.regtype AND t.typtype = 'e') \
+          OR (oc.opcintype = 'pg_catalog.anyrange'::pg_catalog.regtype AND t.typtype = 'r') \
+          OR (oc.opcintype = 'pg_catalog.anymultirange'::pg_catalog.regtype AND t.typtype = 'm') \
+          OR (oc.opcintype = 'pg_catalog.record'::pg_catalog.regtype AND t.typtype = 'c') \
+          OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.castsource = t.oid \
+                     AND k.casttarget = oc.opcintype AND k.castmethod = 'b')) \
+    ) FROM leaf l";
+
+async fn lookup_target(
+    client: &Client,
+    source: &SourceRelation,
+    name: &str,
+) -> Result<TargetTable, ApplyError> {
+    let catalog_error = |e| ApplyError::from_target(e, name, Operation::Bookkeeping);
+    let table = client
+        .query_opt(FIND_TABLE, &[&source.schema, &source.table])
+        .await
+        .map_err(catalog_error)?;
+    let Some(table) = table else {
+        return Err(ApplyError::MissingTable {
+            table: name.to_owned(),
+        });
+    };
+    let table_oid: u32 = table.try_get(0).map_err(catalog_error)?;
+    let partitioned: bool = table.try_get(1).map_err(catalog_error)?;
+    let rows = client
+        .query(TABLE_COLUMNS, &[&table_oid])
+        .await
+        .map_err(catalog_error)?;
+    let mut target_columns = HashMap::with_capacity(rows.len());
+    for row in rows {
+        let column: String = row.try_get(0).map_err(catalog_error)?;
+        let comparable: bool = row.try_get(1).map_err(catalog_error)?;
+        target_columns.insert(column, comparable);
+    }
+    let comparable = source
+        .columns
+        .iter()
+        .map(|c| {
+            target_columns
+                .get(&c.name)
+                .copied()
+                .ok_or_else(|| ApplyError::MissingColumn {
+                    table: name.to_owned(),
+                    column: c.name.clone(),
+                })
+        })
+        .collect::<Result<Vec<bool>, ApplyError>>()?;
+    Ok(TargetTable {
+        partitioned,
+        comparable,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn relation(columns: &[&str]) -> SourceRelation {
+        SourceRelation {
+            oid: 7,
+            schema: "public".into(),
+            table: "t".into(),
+            identity: ReplicaIdentity::Default,
+            columns: columns
+                .iter()
+                .map(|c| SourceColumn {
+                    name: (*c).into(),
+                    type_oid: 23,
+                    is_key: *c == "id",
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn identical_relation_keeps_entry_changed_one_replaces_it() {
+        let mut cache = RelationCache::default();
+        assert!(cache.replace(relation(&["id", "a"])));
+        cache.relations.get_mut(&7).unwrap().target = Some(TargetTable {
+            partitioned: false,
+            comparable: vec![true, true],
+        });
+        assert!(!cache.replace(relation(&["id", "a"])));
+        assert!(cache.get(7).unwrap().target.is_some());
+        assert!(cache.replace(relation(&["id", "a", "b"])));
+        assert!(cache.get(7).unwrap().target.is_none());
+        assert_eq!(&*cache.get(7).unwrap().name, "\"public\".\"t\"");
+    }
+
+    #[test]
+    fn unknown_oid_is_a_protocol_error() {
+        let cache = RelationCache::default();
+        assert!(matches!(cache.get(1), Err(ApplyError::Protocol { .. })));
+    }
+}
