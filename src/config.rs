@@ -51,6 +51,9 @@ pub struct RunArgs {
     /// half the source's wal_sender_timeout).
     #[arg(long, env = "LSNPIPE_STATUS_INTERVAL_MS")]
     pub status_interval_ms: Option<u64>,
+    /// Seconds between reads of the slot's retained WAL from pg_replication_slots.
+    #[arg(long, env = "LSNPIPE_SLOT_MONITOR_INTERVAL_SECS")]
+    pub slot_monitor_interval_secs: Option<u64>,
 }
 
 /// The same settings as they appear in `lsnpipe.toml`.
@@ -67,6 +70,7 @@ pub struct FileSettings {
     pub max_batch_transactions: Option<u32>,
     pub max_batch_ms: Option<u64>,
     pub status_interval_ms: Option<u64>,
+    pub slot_monitor_interval_secs: Option<u64>,
 }
 
 /// Everything `lsnpipe run` needs, validated.
@@ -82,6 +86,7 @@ pub struct RunSettings {
     pub max_batch_transactions: u32,
     pub max_batch: Duration,
     pub status_interval: Duration,
+    pub slot_monitor_interval: Duration,
 }
 
 impl std::fmt::Debug for RunSettings {
@@ -205,6 +210,16 @@ impl RunSettings {
                 message: "must be at least 1".into(),
             });
         }
+        let slot_monitor_secs = args
+            .slot_monitor_interval_secs
+            .or(file.slot_monitor_interval_secs)
+            .unwrap_or(5);
+        if slot_monitor_secs == 0 {
+            return Err(ConfigError::Invalid {
+                key: "slot_monitor_interval_secs",
+                message: "must be at least 1".into(),
+            });
+        }
         Ok(RunSettings {
             source,
             target,
@@ -215,12 +230,13 @@ impl RunSettings {
             ready_max_lag_bytes: args
                 .ready_max_lag_bytes
                 .or(file.ready_max_lag_bytes)
-                .unwrap_or(64 * 1024 * 1024),
+                .unwrap_or(256 * 1024 * 1024),
             max_batch_transactions,
             max_batch: Duration::from_millis(
                 args.max_batch_ms.or(file.max_batch_ms).unwrap_or(250),
             ),
             status_interval: Duration::from_millis(status_ms),
+            slot_monitor_interval: Duration::from_secs(slot_monitor_secs),
         })
     }
 }

@@ -13,9 +13,13 @@ pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod lsn;
+pub mod metrics;
 pub mod pgoutput;
+pub mod pipeline;
 pub mod positions;
+pub mod report;
+pub mod source;
+pub mod telemetry;
 pub mod wire;
 
 pub use lsn::Lsn;
-pub mod metrics;

@@ -36,6 +36,7 @@ struct State {
     flushed: Lsn,
     reported_flush: Lsn,
     reported_write: Lsn,
+    status_updates: u64,
 }
 
 /// A copy of the positions at one moment, for metrics and logs.
@@ -102,6 +103,11 @@ impl Positions {
         self.lock().flushed
     }
 
+    /// How many status updates have been built for sending.
+    pub fn status_updates_sent(&self) -> u64 {
+        self.lock().status_updates
+    }
+
     pub fn snapshot(&self) -> PositionsSnapshot {
         let s = self.lock();
         PositionsSnapshot {
@@ -122,6 +128,7 @@ impl Positions {
         }
         s.reported_flush = s.reported_flush.max(flush);
         s.reported_write = s.reported_write.max(s.received).max(s.reported_flush);
+        s.status_updates += 1;
         StandbyStatusUpdate {
             write: s.reported_write,
             flush: s.reported_flush,

@@ -15,7 +15,6 @@
 mod health;
 mod lag;
 pub mod names;
-mod options;
 mod server;
 mod slot_monitor;
 
@@ -28,7 +27,6 @@ use prometheus::{
 use crate::Lsn;
 pub use health::Health;
 use lag::LagClock;
-pub use options::MetricsOptions;
 pub use server::serve;
 pub use slot_monitor::{SLOT_STATUSES, run_slot_monitor};
 

@@ -209,6 +209,11 @@ impl ReplicationStream {
         self.server_version_num
     }
 
+    /// Nothing received is waiting to be consumed: the consumer has caught up with the socket.
+    pub fn is_caught_up(&self) -> bool {
+        self.events.is_empty()
+    }
+
     /// End streaming: a final status update, CopyDone, then discard what the server had
     /// already sent until it confirms. Returns the connection, idle and reusable.
     pub async fn stop(mut self) -> Result<ReplicationConnection, WireError> {

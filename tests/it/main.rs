@@ -1,6 +1,13 @@
 //! Integration tests: one binary, one shared pair of real PostgreSQL clusters.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test helpers outside #[test] functions: a failed unwrap is a failed test"
+)]
+
 mod support;
 
+mod crash;
 mod harness;
 mod metrics;
+mod run;

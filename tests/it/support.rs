@@ -141,7 +141,7 @@ pub async fn test_dbs(prefix: &str) -> String {
 pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = std::time::Instant::now() + timeout;
     loop {
@@ -204,7 +204,10 @@ pub fn lsnpipe_command() -> std::process::Command {
             cmd.env_remove(key);
         }
     }
-    cmd.env("RUST_LOG", "info");
+    cmd.env(
+        "RUST_LOG",
+        std::env::var("LSNPIPE_TEST_LOG").unwrap_or_else(|_| "info".into()),
+    );
     cmd
 }
 
@@ -244,7 +247,10 @@ impl Running {
         let log = std::sync::Arc::new(Mutex::new(String::new()));
         let sink = log.clone();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
                 let mut log = sink.lock().unwrap_or_else(|e| e.into_inner());
                 log.push_str(&line);
                 log.push('\n');
@@ -270,7 +276,10 @@ impl Running {
     }
 
     /// Wait for the process to exit by itself.
-    pub async fn wait(&mut self, timeout: std::time::Duration) -> (std::process::ExitStatus, String) {
+    pub async fn wait(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> (std::process::ExitStatus, String) {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -280,7 +289,10 @@ impl Running {
             }
             if std::time::Instant::now() > deadline {
                 let _ = self.child.kill();
-                panic!("lsnpipe did not exit within {timeout:?}; log:\n{}", self.log());
+                panic!(
+                    "lsnpipe did not exit within {timeout:?}; log:\n{}",
+                    self.log()
+                );
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -305,7 +317,14 @@ pub fn pgbench(cluster: &ClusterRef, dbname: &str, args: &[&str]) -> std::proces
         .map(|d| d.join("pgbench"))
         .unwrap_or_else(|_| "pgbench".into());
     std::process::Command::new(bin)
-        .args(["-h", "127.0.0.1", "-p", &cluster.port.to_string(), "-U", "postgres"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &cluster.port.to_string(),
+            "-U",
+            "postgres",
+        ])
         .args(args)
         .arg(dbname)
         .output()

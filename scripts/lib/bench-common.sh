@@ -1,0 +1,78 @@
+# Shared pieces of the benchmark scripts: a pair of clusters with production-like durability,
+# CPU accounting from /proc, and table comparison. Sourced, not run.
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+TICKS=$(getconf CLK_TCK)
+
+machine() {
+  echo "machine: $(nproc) cores, $(lscpu | sed -n 's/^Model name: *//p' | head -1), $(free -g | awk '/Mem:/{print $2}') GiB"
+}
+
+# Start a source/target pair in $BENCH_DIR with fsync on (as a real server would run).
+start_clusters() {
+  BENCH_DIR=$(mktemp -d /tmp/lsnpipe-bench-XXXXXX)
+  rmdir "$BENCH_DIR"
+  PG_EXTRA_CONF=$'fsync = on\nfull_page_writes = on\nshared_buffers = 512MB\nmax_wal_size = 8GB\ncheckpoint_timeout = 30min\ntrack_commit_timestamp = on\nwal_sender_timeout = 60s\n'"${BENCH_EXTRA_CONF:-}" \
+    "$root/scripts/pg-test-cluster.sh" start "$BENCH_DIR" >/dev/null
+  SRC_PORT=$(cat "$BENCH_DIR/source/port")
+  DST_PORT=$(cat "$BENCH_DIR/target/port")
+}
+
+stop_clusters() {
+  [ -n "${BENCH_DIR:-}" ] && "$root/scripts/pg-test-cluster.sh" stop "$BENCH_DIR" >/dev/null 2>&1 || true
+}
+
+src() { echo "host=127.0.0.1 port=$SRC_PORT user=postgres dbname=$1"; }
+dst() { echo "host=127.0.0.1 port=$DST_PORT user=postgres dbname=$1"; }
+sq() { psql "$(src "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"; }
+dq() { psql "$(dst "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"; }
+
+# CPU seconds (user+system) of every process of the target cluster, including children that have
+# already exited (the postmaster's cutime/cstime).
+target_cpu_ticks() {
+  local pm total=0 pid f
+  pm=$(head -1 "$BENCH_DIR/target/data/postmaster.pid")
+  read -r -a f < <(sed 's/^.*) //' "/proc/$pm/stat")
+  total=$((f[11] + f[12] + f[13] + f[14]))
+  for pid in $(pgrep -P "$pm"); do
+    if read -r -a f < <(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null); then
+      total=$((total + f[11] + f[12]))
+    fi
+  done
+  echo "$total"
+}
+
+process_cpu_ticks() {
+  local f
+  read -r -a f < <(sed 's/^.*) //' "/proc/$1/stat")
+  echo $((f[11] + f[12]))
+}
+
+ticks_to_s() { awk -v t="$1" -v hz="$TICKS" 'BEGIN{printf "%.2f", t/hz}'; }
+now_ns() { date +%s%N; }
+
+# Wait until `query` (on the target database $1) prints t; fail after $3 seconds.
+wait_target() {
+  local db=$1 query=$2 limit=${3:-600} start
+  start=$(date +%s)
+  until [ "$(dq "$db" "$query" 2>/dev/null)" = "t" ]; do
+    if (($(date +%s) - start > limit)); then
+      echo "timed out after ${limit}s waiting for: $query on $db" >&2
+      return 1
+    fi
+    sleep 0.02
+  done
+}
+
+# Compare every listed table between the source db and a target db, row for row.
+same_tables() {
+  local sdb=$1 tdb=$2 t q
+  shift 2
+  for t in "$@"; do
+    q="SELECT md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) || ':' || count(*) FROM $t x"
+    if [ "$(sq "$sdb" "$q")" != "$(dq "$tdb" "$q")" ]; then
+      echo "MISMATCH: $t differs between source $sdb and target $tdb" >&2
+      return 1
+    fi
+  done
+}

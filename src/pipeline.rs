@@ -1,0 +1,273 @@
+//! The run loop: the source stream, decoded and applied to the target, with reconnects.
+//!
+//! ```text
+//!            ┌──────────── session (one pair of connections) ─────────────┐
+//!  run ──▶   │ stream.recv ─▶ pgoutput::decode ─▶ Applier ─▶ commit_if ──┐ │
+//!   ▲        │      ▲ (bounded channel: a slow target slows the socket)   │ │
+//!   │        │      └─────────── Positions ◀── mark_flushed ◀───────────┘ │
+//!   │        └────────────────────────────────────────────────────────────┘
+//!   └── retryable error: back off (1 s … 30 s) and start a new session
+//! ```
+//!
+//! Exactly-once rests on the applier: the applied position is committed on the target with the
+//! data, each session starts from it, and transactions at or before it are skipped.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::Lsn;
+use crate::apply::{Applier, ApplyError, GroupLimits};
+use crate::config::RunSettings;
+use crate::metrics::Side;
+use crate::pgoutput::{self, DecodeContext, DecodeError, LogicalMessage};
+use crate::positions::Positions;
+use crate::source::{self, SourceError, SourceOptions};
+use crate::telemetry::Telemetry;
+use crate::wire::{self, ConfigError as ConnConfigError, ConnConfig, WireError};
+
+/// Why a run stopped, or why a session ended early.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("source connection string: {0}")]
+    SourceConfig(#[source] ConnConfigError),
+    #[error("target connection string: {0}")]
+    TargetConfig(#[source] ConnConfigError),
+    #[error("source: {0}")]
+    Source(#[from] SourceError),
+    #[error("target: {0}")]
+    Target(#[source] WireError),
+    #[error("apply: {0}")]
+    Apply(#[from] ApplyError),
+    #[error("malformed message from the source: {0}")]
+    Decode(#[from] DecodeError),
+    #[error(
+        "the source sent a {0} message, which lsnpipe does not request; is the slot shared with \
+         another consumer or created with two-phase decoding?"
+    )]
+    Unexpected(&'static str),
+}
+
+impl RunError {
+    /// Worth a new session after a pause (connection loss, a restart), rather than a stop.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RunError::Source(e) => e.is_retryable(),
+            RunError::Target(e) => e.is_retryable(),
+            RunError::Apply(e) => e.is_retryable(),
+            // A frame damaged in transit is re-sent by the server on a new session.
+            RunError::Decode(_) => true,
+            _ => false,
+        }
+    }
+
+    /// A short label for the errors metric.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RunError::SourceConfig(_) | RunError::TargetConfig(_) => "config",
+            RunError::Source(_) => "source",
+            RunError::Target(_) => "target",
+            RunError::Apply(_) => "apply",
+            RunError::Decode(_) => "decode",
+            RunError::Unexpected(_) => "protocol",
+        }
+    }
+}
+
+enum SessionEnd {
+    Shutdown,
+    SourceEnded,
+}
+
+/// Replicate until `shutdown` turns true (or an error needs an operator).
+pub async fn run(
+    settings: &RunSettings,
+    telemetry: &Telemetry,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<(), RunError> {
+    let source_config = ConnConfig::parse(&settings.source).map_err(RunError::SourceConfig)?;
+    let target_config = ConnConfig::parse(&settings.target).map_err(RunError::TargetConfig)?;
+    let mut backoff = Backoff::new();
+    loop {
+        let started = Instant::now();
+        let result = session(
+            settings,
+            &source_config,
+            &target_config,
+            telemetry,
+            &mut shutdown,
+        )
+        .await;
+        telemetry.set_streaming(false);
+        if started.elapsed() > Duration::from_secs(60) {
+            backoff = Backoff::new();
+        }
+        let pause = backoff.next();
+        match result {
+            Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::SourceEnded) => {
+                tracing::warn!(
+                    "the source ended the replication stream; reconnecting in {pause:?}"
+                );
+                telemetry.reconnect(Side::Source);
+            }
+            Err(err) if err.is_retryable() => {
+                telemetry.error(err.kind());
+                let side = match err {
+                    RunError::Target(_) | RunError::Apply(_) => Side::Target,
+                    _ => Side::Source,
+                };
+                if side == Side::Target {
+                    telemetry.set_target_reachable(false);
+                }
+                telemetry.reconnect(side);
+                tracing::warn!(
+                    "replication interrupted, will reconnect in {pause:?}: {}",
+                    crate::report::chain(&err)
+                );
+            }
+            Err(err) => {
+                telemetry.error(err.kind());
+                return Err(err);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+        }
+    }
+}
+
+async fn session(
+    settings: &RunSettings,
+    source_config: &ConnConfig,
+    target_config: &ConnConfig,
+    telemetry: &Telemetry,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<SessionEnd, RunError> {
+    let target = wire::connect_sql(target_config)
+        .await
+        .map_err(RunError::Target)?;
+    let limits = GroupLimits {
+        max_transactions: u64::from(settings.max_batch_transactions),
+        max_age: settings.max_batch,
+        ..GroupLimits::default()
+    };
+    let mut applier = Applier::with_limits(target, &settings.slot, limits).await?;
+    telemetry.set_target_reachable(true);
+    let start = applier.applied_lsn();
+    let positions = Arc::new(Positions::new(start));
+    let options = SourceOptions {
+        publication: settings.publication.clone(),
+        slot: settings.slot.clone(),
+        create_slot: settings.create_slot,
+        status_interval: settings.status_interval,
+    };
+    let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;
+    tracing::info!(slot = %settings.slot, start = %start, "streaming");
+    telemetry.set_streaming(true);
+    telemetry.watch_positions(positions.clone());
+
+    let mut in_transaction = false;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let end = loop {
+        // Priorities: shutdown, then the once-a-second gauge refresh (cheap, and it must not
+        // starve under a backlog), then the next message. Shutdown is only looked at between
+        // messages, and a half-received source transaction is never committed.
+        let data = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => break SessionEnd::Shutdown,
+            _ = tick.tick() => {
+                telemetry.refresh();
+                continue;
+            }
+            next = stream.recv() => match next {
+                Ok(Some(x)) => x,
+                Ok(None) => break SessionEnd::SourceEnded,
+                Err(e) => return Err(SourceError::Wire(e).into()),
+            },
+        };
+        telemetry.received(&data.data);
+        let message = pgoutput::decode(data.data, DecodeContext::default())?;
+        let commit = match &message {
+            LogicalMessage::Begin(begin) => {
+                in_transaction = true;
+                telemetry.begin(begin.commit_time);
+                None
+            }
+            LogicalMessage::Commit(c) => Some(c.end_lsn),
+            LogicalMessage::StreamStart(_)
+            | LogicalMessage::StreamStop
+            | LogicalMessage::StreamCommit(_)
+            | LogicalMessage::StreamAbort(_)
+            | LogicalMessage::StreamPrepare(_) => return Err(RunError::Unexpected("streaming")),
+            LogicalMessage::BeginPrepare(_)
+            | LogicalMessage::Prepare(_)
+            | LogicalMessage::CommitPrepared(_)
+            | LogicalMessage::RollbackPrepared(_) => return Err(RunError::Unexpected("two-phase")),
+            _ => None,
+        };
+        applier.apply(message).await?;
+        if commit.is_some() {
+            in_transaction = false;
+            if let Some(flushed) = applier.commit_if(stream.is_caught_up()).await? {
+                flushed_to(&positions, &stream, telemetry, flushed, &applier);
+            }
+        }
+    };
+
+    if !in_transaction {
+        if let Some(flushed) = applier.commit_if(true).await? {
+            flushed_to(&positions, &stream, telemetry, flushed, &applier);
+        }
+    }
+    // Anything still open is part of a source transaction that will be sent again: dropping
+    // the applier rolls it back.
+    drop(applier);
+    stream.stop().await.map_err(SourceError::Wire)?;
+    Ok(end)
+}
+
+fn flushed_to(
+    positions: &Positions,
+    stream: &wire::ReplicationStream,
+    telemetry: &Telemetry,
+    flushed: Lsn,
+    applier: &Applier,
+) {
+    positions.mark_flushed(flushed);
+    stream.nudge();
+    telemetry.applied(applier.stats());
+}
+
+/// Exponential pauses between sessions: 1 s, 2 s, 4 s … 30 s.
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Backoff {
+            next: Duration::from_secs(1),
+        }
+    }
+
+    fn next(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = (self.next * 2).min(Duration::from_secs(30));
+        pause
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_thirty_seconds() {
+        let mut b = Backoff::new();
+        let pauses: Vec<u64> = (0..7).map(|_| b.next().as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30]);
+    }
+}

@@ -1,0 +1,184 @@
+//! The source side of a run: connect for replication, check what an operator may have got wrong
+//! (wal_level, the publication, the slot), create the slot when asked, and start streaming.
+//!
+//! ```text
+//!  ConnConfig ─▶ ReplicationConnection ─▶ preflight (SHOW wal_level, pg_publication,
+//!               pg_replication_slots) ─▶ [CREATE_REPLICATION_SLOT] ─▶ START_REPLICATION
+//! ```
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Lsn;
+use crate::positions::Positions;
+use crate::wire::{
+    ConnConfig, CreateSlotOptions, LogicalOptions, ReplicationConnection, ReplicationStream,
+    SnapshotAction, WireError, quote_literal,
+};
+
+/// What stops a run until an operator acts, or a transient failure worth retrying.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error(
+        "the source has wal_level = {0}; logical replication needs wal_level = logical: set it in \
+         postgresql.conf (ALTER SYSTEM SET wal_level = logical) and restart the source"
+    )]
+    WalLevel(String),
+    #[error(
+        "publication {0:?} does not exist on the source: create it there \
+         (CREATE PUBLICATION {0} FOR TABLE …, or FOR ALL TABLES)"
+    )]
+    NoPublication(String),
+    #[error(
+        "replication slot {0:?} does not exist on the source: run with --create-slot to create \
+         it, or create it with SELECT pg_create_logical_replication_slot('{0}', 'pgoutput')"
+    )]
+    NoSlot(String),
+    #[error("replication slot {slot:?} uses output plugin {plugin:?}; lsnpipe needs pgoutput")]
+    WrongPlugin { slot: String, plugin: String },
+    #[error(
+        "replication slot {0:?} has been invalidated (its WAL was removed, see \
+         max_slot_wal_keep_size): drop it, create a new one and copy the data again"
+    )]
+    SlotLost(String),
+    #[error(
+        "replication slot {0:?} has two-phase decoding enabled, which lsnpipe does not apply; \
+         use a slot created without TWO_PHASE"
+    )]
+    TwoPhaseSlot(String),
+    #[error(transparent)]
+    Wire(#[from] WireError),
+}
+
+impl SourceError {
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SourceError::Wire(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// How the stream should be opened.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub publication: String,
+    pub slot: String,
+    pub create_slot: bool,
+    pub status_interval: Duration,
+}
+
+/// Connect, check and start streaming from `start` (the target's applied position).
+pub async fn open_stream(
+    config: &ConnConfig,
+    options: &SourceOptions,
+    start: Lsn,
+    positions: Arc<Positions>,
+) -> Result<ReplicationStream, SourceError> {
+    let mut conn = ReplicationConnection::connect(config).await?;
+
+    let wal_level = conn.show("wal_level").await?;
+    if wal_level != "logical" {
+        return Err(SourceError::WalLevel(wal_level));
+    }
+    let found = conn
+        .simple_query(&format!(
+            "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {}",
+            quote_literal(&options.publication)
+        ))
+        .await?;
+    if found.is_empty() {
+        return Err(SourceError::NoPublication(options.publication.clone()));
+    }
+
+    let slot = conn
+        .simple_query(&format!(
+            "SELECT plugin, coalesce(wal_status, ''), two_phase::text \
+             FROM pg_catalog.pg_replication_slots WHERE slot_name = {} AND database = current_database()",
+            quote_literal(&options.slot)
+        ))
+        .await?;
+    match slot.first() {
+        None if options.create_slot => {
+            conn.create_slot(
+                &options.slot,
+                CreateSlotOptions {
+                    snapshot: SnapshotAction::Nothing,
+                    ..CreateSlotOptions::default()
+                },
+            )
+            .await?;
+            tracing::info!(slot = %options.slot, "created replication slot");
+        }
+        None => return Err(SourceError::NoSlot(options.slot.clone())),
+        Some(row) => {
+            let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            if field(0) != "pgoutput" {
+                return Err(SourceError::WrongPlugin {
+                    slot: options.slot.clone(),
+                    plugin: field(0),
+                });
+            }
+            if field(1) == "lost" {
+                return Err(SourceError::SlotLost(options.slot.clone()));
+            }
+            if field(2) == "true" {
+                return Err(SourceError::TwoPhaseSlot(options.slot.clone()));
+            }
+        }
+    }
+
+    // The walsender drops a client that is silent for wal_sender_timeout: report at least twice
+    // per timeout.
+    let timeout = conn
+        .show("wal_sender_timeout")
+        .await
+        .ok()
+        .and_then(|v| parse_pg_duration(&v))
+        .unwrap_or(Duration::from_secs(60));
+    let mut interval = options.status_interval;
+    if !timeout.is_zero() {
+        interval = interval.min(timeout / 2);
+    }
+
+    let logical = LogicalOptions::new(1, vec![options.publication.clone()]);
+    let stream = conn
+        .start_replication(&options.slot, start, &logical, positions, interval)
+        .await?;
+    Ok(stream)
+}
+
+/// A PostgreSQL duration setting as SHOW prints it: "60s", "500ms", "2min", "0".
+pub fn parse_pg_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number.parse().ok()?;
+    let ms = match unit {
+        "" | "ms" => n,
+        "s" => n.checked_mul(1_000)?,
+        "min" => n.checked_mul(60_000)?,
+        "h" => n.checked_mul(3_600_000)?,
+        "d" => n.checked_mul(86_400_000)?,
+        _ => return None,
+    };
+    Some(Duration::from_millis(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_durations_as_show_prints_them() {
+        assert_eq!(parse_pg_duration("60s"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_pg_duration("2s"), Some(Duration::from_secs(2)));
+        assert_eq!(parse_pg_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_pg_duration("1min"), Some(Duration::from_secs(60)));
+        assert_eq!(parse_pg_duration("0"), Some(Duration::ZERO));
+        assert_eq!(parse_pg_duration("soon"), None);
+        assert_eq!(parse_pg_duration("5x"), None);
+    }
+}

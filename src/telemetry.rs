@@ -1,0 +1,162 @@
+//! What the pipeline reports as it goes: the one place that turns pipeline events into
+//! Prometheus metrics and readiness (see `metrics/` for the names and the HTTP server).
+//!
+//! Called once per message kind, per target commit and per second, never per row.
+
+use std::sync::{Arc, Mutex};
+
+use crate::apply::ApplyStats;
+use crate::metrics::{Health, Metrics, RowOp, Side};
+use crate::positions::Positions;
+
+/// Shared by the pipeline, the HTTP server and the slot monitor.
+#[derive(Debug)]
+pub struct Telemetry {
+    pub metrics: Metrics,
+    pub health: Arc<Health>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    positions: Option<Arc<Positions>>,
+    /// Commit time (PostgreSQL µs) of the oldest source transaction received, not yet applied.
+    oldest_unapplied_commit: Option<i64>,
+    status_updates_seen: u64,
+    applied: ApplyStats,
+    last_commit: Option<std::time::Instant>,
+}
+
+impl Telemetry {
+    pub fn new(metrics: Metrics, health: Arc<Health>) -> Self {
+        Telemetry {
+            metrics,
+            health,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Metrics into a private registry: for callers that serve no HTTP endpoint.
+    pub fn unserved() -> Result<Self, prometheus::Error> {
+        let metrics = Metrics::register(&prometheus::Registry::new())?;
+        Ok(Self::new(metrics, Arc::new(Health::new())))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_streaming(&self, streaming: bool) {
+        self.health.set_streaming(streaming);
+        if !streaming {
+            let mut state = self.state();
+            state.positions = None;
+            state.oldest_unapplied_commit = None;
+        }
+    }
+
+    pub fn set_target_reachable(&self, reachable: bool) {
+        self.health.set_target_reachable(reachable);
+    }
+
+    /// A new session's positions: the source of the LSN gauges from now on.
+    pub fn watch_positions(&self, positions: Arc<Positions>) {
+        let mut state = self.state();
+        state.status_updates_seen = positions.status_updates_sent();
+        state.positions = Some(positions);
+        state.applied = ApplyStats::default();
+        state.last_commit = None;
+    }
+
+    /// One pgoutput message received.
+    pub fn received(&self, message: &[u8]) {
+        let kind = message_kind(message.first().copied());
+        self.metrics
+            .record_received(kind, 1, u64::try_from(message.len()).unwrap_or(u64::MAX));
+    }
+
+    /// A source transaction began arriving; its commit time dates the lag while it is pending.
+    pub fn begin(&self, commit_time: i64) {
+        let mut state = self.state();
+        if state.oldest_unapplied_commit.is_none() {
+            state.oldest_unapplied_commit = Some(commit_time);
+            self.metrics.set_oldest_unapplied_commit(Some(commit_time));
+        }
+    }
+
+    /// A group of source transactions is committed on the target; `total` is the applier's
+    /// running count.
+    pub fn applied(&self, total: ApplyStats) {
+        let mut state = self.state();
+        let before = std::mem::replace(&mut state.applied, total);
+        let now = std::time::Instant::now();
+        let duration = state
+            .last_commit
+            .replace(now)
+            .map(|t| now - t)
+            .unwrap_or_default();
+        state.oldest_unapplied_commit = None;
+        drop(state);
+        let rows = [
+            (RowOp::Insert, total.inserts.saturating_sub(before.inserts)),
+            (RowOp::Update, total.updates.saturating_sub(before.updates)),
+            (RowOp::Delete, total.deletes.saturating_sub(before.deletes)),
+            (
+                RowOp::Truncate,
+                total.truncates.saturating_sub(before.truncates),
+            ),
+        ];
+        self.metrics.record_applied_batch(
+            total.transactions.saturating_sub(before.transactions),
+            rows.into_iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(op, n)| ("all", op, n)),
+            duration,
+        );
+        self.metrics.set_oldest_unapplied_commit(None);
+        self.refresh();
+    }
+
+    /// Copy the stream positions into the gauges (called every second and after each commit).
+    pub fn refresh(&self) {
+        let mut state = self.state();
+        let Some(positions) = state.positions.clone() else {
+            return;
+        };
+        let now = positions.snapshot();
+        self.metrics
+            .set_positions(now.received, now.received, now.reported_flush);
+        self.health
+            .set_lag_bytes(now.received.bytes_since(now.reported_flush));
+        let sent = positions.status_updates_sent();
+        self.metrics
+            .status_updates_sent
+            .inc_by(sent.saturating_sub(state.status_updates_seen));
+        state.status_updates_seen = sent;
+    }
+
+    pub fn reconnect(&self, side: Side) {
+        self.metrics.reconnect(side);
+    }
+
+    pub fn error(&self, kind: &'static str) {
+        self.metrics.error(kind);
+    }
+}
+
+/// The `kind` label of a pgoutput message, from its tag.
+fn message_kind(tag: Option<u8>) -> &'static str {
+    match tag {
+        Some(b'B') => "begin",
+        Some(b'C') => "commit",
+        Some(b'I') => "insert",
+        Some(b'U') => "update",
+        Some(b'D') => "delete",
+        Some(b'T') => "truncate",
+        Some(b'R') => "relation",
+        Some(b'Y') => "type",
+        Some(b'O') => "origin",
+        Some(b'M') => "message",
+        _ => "other",
+    }
+}

@@ -1,0 +1,345 @@
+//! `lsnpipe run` end to end: the real binary between the real source and target clusters.
+
+use std::time::Duration;
+
+use crate::support::{self, Running};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Tables `a` (keyed) and `b` on both sides, a publication and a slot on the source.
+async fn setup(
+    prefix: &str,
+) -> (
+    String,
+    String,
+    tokio_postgres::Client,
+    tokio_postgres::Client,
+) {
+    let db = support::test_dbs(prefix).await;
+    let slot = support::unique_name(&format!("{prefix}_slot"));
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    let ddl = "CREATE TABLE a (id int PRIMARY KEY, v text);
+               CREATE TABLE b (id bigint PRIMARY KEY, n numeric, t timestamptz);";
+    source.batch_execute(ddl).await.unwrap();
+    target.batch_execute(ddl).await.unwrap();
+    source
+        .batch_execute("CREATE PUBLICATION pub FOR TABLE a, b")
+        .await
+        .unwrap();
+    (db, slot, source, target)
+}
+
+async fn slot_confirmed(source: &tokio_postgres::Client, slot: &str) -> i64 {
+    source
+        .query_one(
+            "SELECT coalesce(pg_wal_lsn_diff(confirmed_flush_lsn, '0/0'), 0)::bigint \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn replicates_changes_and_stops_cleanly_on_sigterm() {
+    let (db, slot, source, target) = setup("run_basic").await;
+    let lsnpipe = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &["--create-slot"],
+    ));
+    // The slot exists once lsnpipe has started streaming.
+    support::wait_until("the slot to be created", WAIT, || async {
+        slot_confirmed(&source, &slot).await > 0
+    })
+    .await;
+    // One statement per call: each is its own source transaction.
+    for sql in [
+        "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 500) g",
+        "UPDATE a SET v = 'changed' WHERE id % 7 = 0",
+        "DELETE FROM a WHERE id % 11 = 0",
+        "INSERT INTO b VALUES (1, 1.5, now()), (2, NULL, NULL)",
+        "BEGIN",
+        "INSERT INTO a VALUES (10000, 'rolled back')",
+        "ROLLBACK",
+    ] {
+        source.batch_execute(sql).await.unwrap();
+    }
+    let expected: i64 = source
+        .query_one("SELECT count(*) FROM a", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(expected, 500 - 45);
+    support::wait_until("the target to equal the source", WAIT, || async {
+        support::tables_equal(&source, &target, &["a", "b"]).await
+    })
+    .await;
+    let current: i64 = source
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    support::wait_until(
+        "the slot to be confirmed up to the last change",
+        WAIT,
+        || async { slot_confirmed(&source, &slot).await >= current },
+    )
+    .await;
+
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    assert!(log.contains("stopped cleanly"), "{log}");
+    let progress: Vec<String> = target
+        .query("SELECT slot || ' ' || lsn::text FROM lsnpipe.progress", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        progress.len(),
+        1,
+        "one progress row: {progress:?}; log:\n{log}"
+    );
+    assert!(progress[0].starts_with(&format!("{slot} ")), "{progress:?}");
+}
+
+#[tokio::test]
+async fn an_idle_publication_does_not_pin_wal() {
+    let (db, slot, source, target) = setup("run_idle").await;
+    source
+        .batch_execute("CREATE TABLE unpublished (id int)")
+        .await
+        .unwrap();
+    let lsnpipe = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &["--create-slot", "--status-interval-ms", "200"],
+    ));
+    support::wait_until("the slot to be created", WAIT, || async {
+        slot_confirmed(&source, &slot).await > 0
+    })
+    .await;
+    // Only an unpublished table changes: no transaction reaches lsnpipe, yet the slot must move.
+    source
+        .batch_execute("INSERT INTO unpublished SELECT generate_series(1, 1000)")
+        .await
+        .unwrap();
+    let after: i64 = source
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    support::wait_until("the slot to pass the unpublished writes", WAIT, || async {
+        slot_confirmed(&source, &slot).await >= after
+    })
+    .await;
+    let rows: i64 = target
+        .query_one("SELECT count(*) FROM a", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
+/// Run lsnpipe expecting it to stop by itself with an error; return its log.
+async fn run_expecting_error(cmd: std::process::Command) -> String {
+    let mut lsnpipe = Running::spawn(cmd);
+    let (status, log) = lsnpipe.wait(WAIT).await;
+    assert!(!status.success(), "lsnpipe should fail; log:\n{log}");
+    log
+}
+
+#[tokio::test]
+async fn a_missing_slot_is_named_with_the_fix() {
+    let (db, _slot, _source, _target) = setup("run_noslot").await;
+    let log = run_expecting_error(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        "no_such_slot",
+        &[],
+    ))
+    .await;
+    assert!(
+        log.contains("\"no_such_slot\" does not exist") && log.contains("--create-slot"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_publication_is_named() {
+    let (db, slot, _source, _target) = setup("run_nopub").await;
+    let log = run_expecting_error(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "no_such_pub",
+        &slot,
+        &["--create-slot"],
+    ))
+    .await;
+    assert!(
+        log.contains("publication \"no_such_pub\" does not exist"),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn a_table_missing_on_the_target_is_named_and_nothing_is_applied() {
+    let (db, slot, source, target) = setup("run_notable").await;
+    target.batch_execute("DROP TABLE b").await.unwrap();
+    source
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    source
+        .batch_execute(
+            "BEGIN; INSERT INTO a VALUES (1, 'x'); INSERT INTO b VALUES (1, 1, now()); COMMIT;",
+        )
+        .await
+        .unwrap();
+    let log = run_expecting_error(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &[],
+    ))
+    .await;
+    assert!(
+        log.contains("public.b") || log.contains("\"public\".\"b\""),
+        "{log}"
+    );
+    let rows: i64 = target
+        .query_one("SELECT count(*) FROM a", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 0,
+        "the half of the transaction that fits is not applied"
+    );
+}
+
+#[tokio::test]
+async fn a_column_missing_on_the_target_is_named() {
+    let (db, slot, source, target) = setup("run_nocol").await;
+    target
+        .batch_execute("ALTER TABLE a DROP COLUMN v")
+        .await
+        .unwrap();
+    source
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    source
+        .batch_execute("INSERT INTO a VALUES (1, 'x')")
+        .await
+        .unwrap();
+    let log = run_expecting_error(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &[],
+    ))
+    .await;
+    assert!(log.contains("\"v\"") || log.contains(" v "), "{log}");
+}
+
+#[tokio::test]
+async fn a_slot_in_use_is_reported() {
+    let (db, slot, source, _target) = setup("run_inuse").await;
+    let first = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &["--create-slot"],
+    ));
+    support::wait_until("the first lsnpipe to hold the slot", WAIT, || async {
+        source
+            .query_one(
+                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            .unwrap_or(false)
+    })
+    .await;
+    let mut second = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &[],
+    ));
+    // "In use" is retryable (the holder may be a dying session), so the second one keeps
+    // trying and says why in its log.
+    support::wait_until("the second lsnpipe to report the slot in use", WAIT, || {
+        let log = second.log();
+        async move { log.contains("is active for PID") }
+    })
+    .await;
+    let _ = second.child.kill();
+    let _ = second.wait(WAIT).await;
+    let (status, log) = first.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test]
+async fn a_source_without_logical_wal_is_refused() {
+    let replica_level = support::private_cluster("walreplica", &[("wal_level", "replica")]);
+    let log = run_expecting_error(support::lsnpipe_run(
+        &replica_level,
+        "postgres",
+        support::target(),
+        "postgres",
+        "pub",
+        "some_slot",
+        &["--create-slot"],
+    ))
+    .await;
+    assert!(
+        log.contains("wal_level = replica") && log.contains("wal_level = logical"),
+        "{log}"
+    );
+}
