@@ -210,7 +210,9 @@ impl ReplicationStream {
     }
 
     /// End streaming: a final status update, CopyDone, then discard what the server had
-    /// already sent until it confirms. Returns the connection, idle and reusable.
+    /// already sent until it confirms. Returns the connection, idle again: fine for SQL and
+    /// slot commands, but not for a second `START_REPLICATION` (a PostgreSQL 15 walsender ends
+    /// that one at once, because it does not reset its end-of-copy flags); reconnect for that.
     pub async fn stop(mut self) -> Result<ReplicationConnection, WireError> {
         let _ = self.commands.send(WriterCommand::Finish).await;
         let drained = tokio::time::timeout(STOP_TIMEOUT, async {

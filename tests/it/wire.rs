@@ -1,0 +1,545 @@
+//! The replication-protocol client against real servers: login methods, TLS, slot lifecycle,
+//! streaming volume and order, a stalled consumer under a short wal_sender_timeout, and a server
+//! restart mid-stream.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lsnpipe::Lsn;
+use lsnpipe::pgoutput::XLogData;
+use lsnpipe::positions::Positions;
+use lsnpipe::wire::{
+    ConnConfig, CreateSlotOptions, LogicalOptions, ReplicationConnection, ReplicationStream,
+    SnapshotAction, WireError, connect_sql,
+};
+
+use crate::support::{self, ClusterRef};
+
+const STATUS_INTERVAL: Duration = Duration::from_millis(500);
+
+fn config(cluster: &ClusterRef, db: &str, extra: &str) -> ConnConfig {
+    ConnConfig::parse(&format!("{} {extra}", cluster.conn_string(db)))
+        .unwrap_or_else(|e| panic!("conn string: {e}"))
+}
+
+async fn replication(cluster: &ClusterRef, db: &str) -> ReplicationConnection {
+    ReplicationConnection::connect(&config(cluster, db, ""))
+        .await
+        .unwrap_or_else(|e| panic!("replication connect: {e:?}"))
+}
+
+/// A database on the source with table `t (id int primary key, pad text)` and publication `pub`.
+async fn published_db(prefix: &str) -> String {
+    let db = support::unique_name(prefix);
+    support::create_db(support::source(), &db).await;
+    let sql = support::connect(support::source(), &db).await;
+    sql.batch_execute(
+        "CREATE TABLE t (id int PRIMARY KEY, pad text); CREATE PUBLICATION pub FOR TABLE t",
+    )
+    .await
+    .unwrap();
+    db
+}
+
+async fn start(
+    conn: ReplicationConnection,
+    slot: &str,
+    from: Lsn,
+    publication: &str,
+) -> Result<(ReplicationStream, Arc<Positions>), WireError> {
+    let positions = Arc::new(Positions::new(from));
+    let opts = LogicalOptions::new(1, vec![publication.to_owned()]);
+    let stream = conn
+        .start_replication(slot, from, &opts, positions.clone(), STATUS_INTERVAL)
+        .await?;
+    Ok((stream, positions))
+}
+
+/// The next XLogData within `limit`.
+async fn next(stream: &mut ReplicationStream, limit: Duration) -> XLogData {
+    match tokio::time::timeout(limit, stream.recv()).await {
+        Ok(Ok(Some(x))) => x,
+        Ok(other) => panic!("expected XLogData, got {other:?}"),
+        Err(_) => panic!("no XLogData within {limit:?}"),
+    }
+}
+
+fn commit_end_lsn(msg: &[u8]) -> Lsn {
+    assert_eq!(msg[0], b'C');
+    Lsn::new(u64::from_be_bytes(msg[10..18].try_into().unwrap()))
+}
+
+/// The `id` of an Insert into `t`: 'I', relid, 'N', ncols, 't', len, text.
+fn inserted_id(msg: &[u8]) -> i64 {
+    assert_eq!(msg[0], b'I');
+    assert_eq!(msg[5], b'N');
+    assert_eq!(msg[8], b't');
+    let len = u32::from_be_bytes(msg[9..13].try_into().unwrap()) as usize;
+    std::str::from_utf8(&msg[13..13 + len])
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// Wait for `f` to hold, polling, or panic after `limit`.
+async fn poll_until<F, Fut>(limit: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn identify_system_show_and_sql_on_a_trust_connection() {
+    let db = support::unique_name("wire_ident");
+    support::create_db(support::source(), &db).await;
+    let mut conn = replication(support::source(), &db).await;
+    assert!(conn.server_version_num() >= 100_000);
+    let sys = conn.identify_system().await.unwrap();
+    assert_eq!(sys.dbname.as_deref(), Some(db.as_str()));
+    assert!(sys.timeline >= 1);
+    assert!(!sys.xlogpos.is_zero());
+    assert!(sys.system_id.parse::<u64>().is_ok(), "{}", sys.system_id);
+    assert_eq!(conn.show("wal_sender_timeout").await.unwrap(), "1min");
+    let rows = conn
+        .simple_query("SELECT 1, NULL::text, 'it''s'")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![vec![Some("1".into()), None, Some("it's".into())]]
+    );
+    let err = conn
+        .simple_query("SELECT * FROM nowhere")
+        .await
+        .unwrap_err();
+    assert_eq!(err.server_error().unwrap().code, "42P01");
+    // The session is usable after an error.
+    assert_eq!(conn.show("max_wal_senders").await.unwrap(), "100");
+    conn.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn unix_socket_and_sql_sessions() {
+    let db = support::unique_name("wire_unix");
+    support::create_db(support::source(), &db).await;
+    let src = support::source();
+    let cfg = ConnConfig::parse(&format!(
+        "host={} port={} user=postgres dbname={db}",
+        src.root.display(),
+        src.port
+    ))
+    .unwrap();
+    let mut conn = ReplicationConnection::connect(&cfg).await.unwrap();
+    assert_eq!(
+        conn.identify_system().await.unwrap().dbname.as_deref(),
+        Some(db.as_str())
+    );
+    let sql = connect_sql(&cfg).await.unwrap();
+    let row = sql
+        .query_one("SELECT current_database()", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), db);
+}
+
+#[tokio::test]
+async fn slot_lifecycle_with_every_snapshot_mode() {
+    let db = published_db("wire_slots").await;
+    let src = support::source();
+    let sql = support::connect(src, &db).await;
+    let mut conn = replication(src, &db).await;
+
+    let exported = support::unique_name("slot_export");
+    let created = conn
+        .create_slot(&exported, CreateSlotOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(created.slot_name, exported);
+    assert!(!created.consistent_point.is_zero());
+    assert!(created.snapshot_name.is_some(), "export gives a snapshot");
+    assert_eq!(created.output_plugin.as_deref(), Some("pgoutput"));
+
+    let nothing = support::unique_name("slot_nothing");
+    let created = conn
+        .create_slot(
+            &nothing,
+            CreateSlotOptions {
+                snapshot: SnapshotAction::Nothing,
+                ..CreateSlotOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.snapshot_name, None);
+
+    // `use`: the slot's snapshot becomes this transaction's; the row inserted later is unseen.
+    let used = support::unique_name("slot_use");
+    conn.simple_query("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await
+        .unwrap();
+    let created = conn
+        .create_slot(
+            &used,
+            CreateSlotOptions {
+                snapshot: SnapshotAction::Use,
+                ..CreateSlotOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(created.snapshot_name, None);
+    sql.execute("INSERT INTO t VALUES (1, 'after the slot')", &[])
+        .await
+        .unwrap();
+    let rows = conn
+        .simple_query("SELECT count(*) FROM public.t")
+        .await
+        .unwrap();
+    assert_eq!(rows, vec![vec![Some("0".into())]]);
+    conn.simple_query("COMMIT").await.unwrap();
+
+    let temporary = support::unique_name("slot_temp");
+    conn.create_slot(
+        &temporary,
+        CreateSlotOptions {
+            temporary: true,
+            snapshot: SnapshotAction::Nothing,
+            ..CreateSlotOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let is_temp: bool = sql
+        .query_one(
+            "SELECT temporary FROM pg_replication_slots WHERE slot_name = $1",
+            &[&temporary],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(is_temp);
+
+    // Stream the insert from the `use` slot, stop, and reuse the connection to drop slots.
+    let (mut stream, positions) = start(conn, &used, Lsn::ZERO, "pub").await.unwrap();
+    let mut tags = Vec::new();
+    loop {
+        let x = next(&mut stream, Duration::from_secs(30)).await;
+        tags.push(x.data[0]);
+        if x.data[0] == b'I' {
+            assert_eq!(inserted_id(&x.data), 1);
+        }
+        if x.data[0] == b'C' {
+            positions.mark_flushed(commit_end_lsn(&x.data));
+            stream.nudge();
+            break;
+        }
+    }
+    assert_eq!(tags, b"BRIC");
+    let mut conn = stream.stop().await.unwrap();
+    // The nudge and the final status update moved the slot.
+    let confirmed: String = sql
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&used],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(confirmed.parse::<Lsn>().unwrap() >= positions.flushed());
+
+    for slot in [&exported, &nothing, &used] {
+        conn.drop_slot(slot, true).await.unwrap();
+    }
+    let err = conn.drop_slot(&exported, false).await.unwrap_err();
+    assert_eq!(err.server_error().unwrap().code, "42704");
+    assert!(!err.is_retryable());
+    conn.close().await.unwrap();
+    // The temporary slot goes with its connection.
+    poll_until(Duration::from_secs(10), "temporary slot to vanish", || {
+        let sql = &sql;
+        let temporary = &temporary;
+        async move {
+            sql.query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+                &[temporary],
+            )
+            .await
+            .unwrap()
+            .is_none()
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn slot_in_use_missing_slot_and_missing_publication() {
+    let db = published_db("wire_errs").await;
+    let src = support::source();
+    let slot = support::unique_name("slot_busy");
+    let mut conn = replication(src, &db).await;
+    conn.create_slot(
+        &slot,
+        CreateSlotOptions {
+            snapshot: SnapshotAction::Nothing,
+            ..CreateSlotOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (holder, _) = start(conn, &slot, Lsn::ZERO, "pub").await.unwrap();
+
+    let err = start(replication(src, &db).await, &slot, Lsn::ZERO, "pub")
+        .await
+        .unwrap_err();
+    let server = err.server_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(server.code, "55006", "{server}");
+    assert!(server.message.contains(&slot), "{server}");
+    assert!(err.is_retryable());
+
+    let missing = support::unique_name("slot_missing");
+    let err = start(replication(src, &db).await, &missing, Lsn::ZERO, "pub")
+        .await
+        .unwrap_err();
+    let server = err.server_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(server.code, "42704", "{server}");
+    assert!(server.message.contains(&missing), "{server}");
+    assert!(!err.is_retryable());
+
+    // A missing publication is reported when the first change is decoded.
+    holder.stop().await.unwrap();
+    let mut conn = replication(src, &db).await;
+    let nopub = support::unique_name("nopub");
+    let lonely = support::unique_name("slot_nopub");
+    conn.create_slot(
+        &lonely,
+        CreateSlotOptions {
+            snapshot: SnapshotAction::Nothing,
+            ..CreateSlotOptions::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (mut stream, _) = start(conn, &lonely, Lsn::ZERO, &nopub).await.unwrap();
+    let sql = support::connect(src, &db).await;
+    sql.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    let err = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stream.recv().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("stream ended without the publication error"),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("publication error within 30 s");
+    let server = err.server_error().unwrap_or_else(|| panic!("{err:?}"));
+    assert_eq!(server.code, "42704", "{server}");
+    assert!(server.message.contains(&nopub), "{server}");
+    assert!(!err.is_retryable());
+    drop(stream);
+
+    let mut conn = replication(src, &db).await;
+    conn.drop_slot(&slot, true).await.unwrap();
+    conn.drop_slot(&lonely, true).await.unwrap();
+}
+
+#[tokio::test]
+async fn ten_thousand_changes_arrive_complete_and_in_order() {
+    let db = published_db("wire_volume").await;
+    let src = support::source();
+    let slot = support::unique_name("slot_volume");
+    let mut conn = replication(src, &db).await;
+    let created = conn
+        .create_slot(
+            &slot,
+            CreateSlotOptions {
+                temporary: true,
+                snapshot: SnapshotAction::Nothing,
+                ..CreateSlotOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut stream, positions) = start(conn, &slot, created.consistent_point, "pub")
+        .await
+        .unwrap();
+
+    const TRANSACTIONS: i64 = 1_000;
+    const PER_TRANSACTION: i64 = 10;
+    let sql = support::connect(src, &db).await;
+    let writer = tokio::spawn(async move {
+        let mut batch = String::new();
+        for tx in 0..TRANSACTIONS {
+            let first = tx * PER_TRANSACTION + 1;
+            let last = first + PER_TRANSACTION - 1;
+            batch.push_str(&format!(
+                "BEGIN; INSERT INTO t SELECT g, 'x' FROM generate_series({first}, {last}) g; COMMIT;"
+            ));
+        }
+        sql.batch_execute(&batch).await.unwrap();
+    });
+
+    let mut expected_id = 1;
+    let mut commits = 0;
+    let mut last_end = Lsn::ZERO;
+    while commits < TRANSACTIONS {
+        let x = next(&mut stream, Duration::from_secs(60)).await;
+        match x.data[0] {
+            b'I' => {
+                assert_eq!(inserted_id(&x.data), expected_id);
+                expected_id += 1;
+            }
+            b'C' => {
+                let end = commit_end_lsn(&x.data);
+                assert!(end > last_end, "commit end {end} after {last_end}");
+                last_end = end;
+                commits += 1;
+                positions.mark_flushed(end);
+                if commits % 100 == 0 {
+                    stream.nudge();
+                }
+            }
+            b'B' | b'R' => {}
+            other => panic!("unexpected pgoutput message {:?}", other as char),
+        }
+    }
+    assert_eq!(expected_id, TRANSACTIONS * PER_TRANSACTION + 1);
+    writer.await.unwrap();
+    stream.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stalled_consumer_survives_a_short_wal_sender_timeout() {
+    let db = published_db("wire_stall").await;
+    let src = support::source();
+    let slot = support::unique_name("slot_stall");
+    let cfg = config(src, &db, "options='-c wal_sender_timeout=2s'");
+    let mut conn = ReplicationConnection::connect(&cfg).await.unwrap();
+    assert_eq!(conn.show("wal_sender_timeout").await.unwrap(), "2s");
+    let created = conn
+        .create_slot(
+            &slot,
+            CreateSlotOptions {
+                temporary: true,
+                snapshot: SnapshotAction::Nothing,
+                ..CreateSlotOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut stream, _positions) = start(conn, &slot, created.consistent_point, "pub")
+        .await
+        .unwrap();
+
+    // Enough to fill the channel and the socket buffers, so the walsender blocks on its send.
+    const ROWS: i64 = 30_000;
+    let sql = support::connect(src, &db).await;
+    sql.execute(
+        "INSERT INTO t SELECT g, repeat('p', 200) FROM generate_series(1, $1::int8) g",
+        &[&ROWS],
+    )
+    .await
+    .unwrap();
+    let first = next(&mut stream, Duration::from_secs(30)).await;
+    assert_eq!(first.data[0], b'B');
+
+    // The consumer stalls for five wal_sender_timeouts: this pause is the scenario itself.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    let mut inserts = 0;
+    loop {
+        let x = next(&mut stream, Duration::from_secs(30)).await;
+        match x.data[0] {
+            b'I' => inserts += 1,
+            b'C' => break,
+            _ => {}
+        }
+    }
+    assert_eq!(inserts, ROWS);
+    // Still streaming afterwards.
+    sql.execute("INSERT INTO t VALUES (-1)", &[]).await.unwrap();
+    loop {
+        let x = next(&mut stream, Duration::from_secs(30)).await;
+        if x.data[0] == b'I' {
+            assert_eq!(inserted_id(&x.data), -1);
+            break;
+        }
+    }
+    stream.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn restarting_the_source_ends_the_stream_with_a_retryable_error() {
+    let cluster = support::private_cluster("wire_restart", &[("wal_sender_timeout", "'5s'")]);
+    let db = "postgres";
+    let sql = support::connect(&cluster, db).await;
+    sql.batch_execute("CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION pub FOR TABLE t")
+        .await
+        .unwrap();
+    let slot = "slot_restart";
+    let mut conn = replication(&cluster, db).await;
+    let created = conn
+        .create_slot(
+            slot,
+            CreateSlotOptions {
+                snapshot: SnapshotAction::Nothing,
+                ..CreateSlotOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let (mut stream, positions) = start(conn, slot, created.consistent_point, "pub")
+        .await
+        .unwrap();
+    sql.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    loop {
+        let x = next(&mut stream, Duration::from_secs(30)).await;
+        if x.data[0] == b'C' {
+            positions.mark_flushed(commit_end_lsn(&x.data));
+            stream.nudge();
+            break;
+        }
+    }
+    drop(sql);
+
+    let restarting = cluster.clone();
+    let restart = tokio::task::spawn_blocking(move || restarting.with(|c| c.restart()));
+    let err = tokio::time::timeout(Duration::from_secs(90), async {
+        loop {
+            match stream.recv().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("a restart must not look like a clean end"),
+                Err(e) => return e,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within 90 s");
+    assert!(err.is_retryable(), "{err:?}");
+    restart.await.unwrap().unwrap();
+
+    // And the slot streams again after reconnecting.
+    let conn = replication(&cluster, db).await;
+    let (mut stream, _) = start(conn, slot, positions.flushed(), "pub").await.unwrap();
+    let sql = support::connect(&cluster, db).await;
+    sql.execute("INSERT INTO t VALUES (2)", &[]).await.unwrap();
+    loop {
+        let x = next(&mut stream, Duration::from_secs(30)).await;
+        if x.data[0] == b'I' {
+            assert_eq!(
+                inserted_id(&x.data),
+                2,
+                "nothing acknowledged is sent again"
+            );
+            break;
+        }
+    }
+}
