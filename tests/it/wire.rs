@@ -38,7 +38,7 @@ async fn published_db(prefix: &str) -> String {
         "CREATE TABLE t (id int PRIMARY KEY, pad text); CREATE PUBLICATION pub FOR TABLE t",
     )
     .await
-    .unwrap();
+    .expect("create table and publication");
     db
 }
 
@@ -67,7 +67,9 @@ async fn next(stream: &mut ReplicationStream, limit: Duration) -> XLogData {
 
 fn commit_end_lsn(msg: &[u8]) -> Lsn {
     assert_eq!(msg[0], b'C');
-    Lsn::new(u64::from_be_bytes(msg[10..18].try_into().unwrap()))
+    Lsn::new(u64::from_be_bytes(
+        msg[10..18].try_into().expect("Commit end_lsn"),
+    ))
 }
 
 /// The `id` of an Insert into `t`: 'I', relid, 'N', ncols, 't', len, text.
@@ -75,11 +77,11 @@ fn inserted_id(msg: &[u8]) -> i64 {
     assert_eq!(msg[0], b'I');
     assert_eq!(msg[5], b'N');
     assert_eq!(msg[8], b't');
-    let len = u32::from_be_bytes(msg[9..13].try_into().unwrap()) as usize;
+    let len = u32::from_be_bytes(msg[9..13].try_into().expect("column length")) as usize;
     std::str::from_utf8(&msg[13..13 + len])
-        .unwrap()
-        .parse()
-        .unwrap()
+        .ok()
+        .and_then(|t| t.parse().ok())
+        .expect("an integer id")
 }
 
 /// Wait for `f` to hold, polling, or panic after `limit`.
