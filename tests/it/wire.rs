@@ -545,3 +545,266 @@ async fn restarting_the_source_ends_the_stream_with_a_retryable_error() {
         }
     }
 }
+
+/// Run `sql` on the source's `postgres` database.
+async fn admin(cluster: &ClusterRef, sql: &str) {
+    support::connect(cluster, "postgres")
+        .await
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn quote_kv(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+/// Create a replication role whose password is stored with `encryption`.
+async fn create_role(cluster: &ClusterRef, user: &str, password: &str, encryption: &str) {
+    admin(
+        cluster,
+        &format!(
+            "SET password_encryption = '{encryption}'; CREATE ROLE {} LOGIN REPLICATION PASSWORD {}",
+            lsnpipe::wire::quote_ident(user),
+            lsnpipe::wire::quote_literal(password)
+        ),
+    )
+    .await;
+}
+
+async fn login(cluster: &ClusterRef, user: &str, extra: &str) -> Result<(), WireError> {
+    let cfg = ConnConfig::parse(&format!(
+        "host=127.0.0.1 port={} user={user} dbname=postgres {extra}",
+        cluster.port
+    ))
+    .expect("conn string");
+    let mut conn = ReplicationConnection::connect(&cfg).await?;
+    conn.identify_system().await?;
+    conn.close().await
+}
+
+fn assert_auth_failure(err: &WireError, user: &str) {
+    assert!(matches!(err, WireError::Auth { .. }), "{err:?}");
+    assert!(err.to_string().contains(user), "{err}");
+    assert!(!err.is_retryable());
+}
+
+#[tokio::test]
+async fn every_password_method_and_the_passfile() {
+    let src = support::source();
+    let password = "pa ss'wörd\\";
+    let cleartext = support::unique_name("wire_pw_clear");
+    let md5 = support::unique_name("wire_pw_md5");
+    let scram = support::unique_name("wire_pw_scram");
+    let trust = support::unique_name("wire_pw_trust");
+    create_role(src, &cleartext, password, "scram-sha-256").await;
+    create_role(src, &md5, password, "md5").await;
+    create_role(src, &scram, password, "scram-sha-256").await;
+    create_role(src, &trust, password, "scram-sha-256").await;
+    src.with(|c| {
+        c.prepend_hba(&format!(
+            "host all {cleartext} 127.0.0.1/32 password\n\
+             host all {md5} 127.0.0.1/32 md5\n\
+             host all {scram} 127.0.0.1/32 scram-sha-256"
+        ))
+    })
+    .expect("pg_hba.conf");
+    // The reload is asynchronous: wait until the server asks the SCRAM user for a password.
+    poll_until(Duration::from_secs(20), "pg_hba.conf reload", || async {
+        matches!(login(src, &scram, "").await, Err(WireError::Auth { .. }))
+    })
+    .await;
+
+    let good = format!("password={}", quote_kv(password));
+    for user in [&cleartext, &md5, &scram] {
+        login(src, user, &good)
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e:?}"));
+        let err = login(src, user, "password=wrong").await.unwrap_err();
+        assert_auth_failure(&err, user);
+        assert_eq!(err.server_error().map(|e| e.code.as_str()), Some("28P01"));
+        let err = login(src, user, "").await.unwrap_err();
+        assert_auth_failure(&err, user);
+    }
+    login(src, &trust, "").await.unwrap();
+
+    // The SQL session follows the same rules.
+    let cfg = ConnConfig::parse(&format!(
+        "postgresql://{scram}:{}@127.0.0.1:{}/postgres",
+        "pa%20ss'w%C3%B6rd%5C", src.port
+    ))
+    .unwrap();
+    let sql = connect_sql(&cfg).await.unwrap();
+    let me: String = sql
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(me, scram);
+    let wrong = ConnConfig::parse(&format!(
+        "host=127.0.0.1 port={} user={scram} dbname=postgres password=nope",
+        src.port
+    ))
+    .unwrap();
+    assert_auth_failure(&connect_sql(&wrong).await.unwrap_err(), &scram);
+
+    // A private passfile supplies the password; `:` and `\` in it are escaped.
+    let dir = std::env::temp_dir().join(support::unique_name("wire_passfile"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let passfile = dir.join("pgpass");
+    let escaped = password.replace('\\', "\\\\").replace(':', "\\:");
+    std::fs::write(
+        &passfile,
+        format!(
+            "otherhost:*:*:*:nope\n127.0.0.1:{}:*:{md5}:{escaped}\n",
+            src.port
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+    login(src, &md5, &format!("passfile={}", passfile.display()))
+        .await
+        .unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+struct Pki {
+    ca_pem: String,
+    server_cert_pem: String,
+    server_key_pem: String,
+    other_ca_pem: String,
+}
+
+/// A CA, a server certificate it signs for localhost and 127.0.0.1, and an unrelated CA.
+fn make_pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca = |name: &str| {
+        let key = KeyPair::generate().expect("rcgen");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("rcgen");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.self_signed(&key).expect("rcgen");
+        (params, key, cert)
+    };
+    let (ca_params, ca_key, ca_cert) = ca("lsnpipe test CA");
+    let (_, _, other_ca) = ca("another CA");
+    let server_key = KeyPair::generate().expect("rcgen");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("rcgen");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
+    let server_cert = params.signed_by(&server_key, &issuer).expect("rcgen");
+    Pki {
+        ca_pem: ca_cert.pem(),
+        server_cert_pem: server_cert.pem(),
+        server_key_pem: server_key.serialize_pem(),
+        other_ca_pem: other_ca.pem(),
+    }
+}
+
+#[tokio::test]
+async fn tls_modes_name_checks_and_scram_channel_binding() {
+    let pki = make_pki();
+    let cluster = support::private_cluster("wire_tls", &[]);
+    cluster
+        .with(|c| -> Result<(), lsnpipe::cluster::ClusterError> {
+            let data = c.data_dir();
+            c.write_owned(&data.join("server.crt"), pki.server_cert_pem.as_bytes())?;
+            let key = data.join("server.key");
+            c.write_owned(&key, pki.server_key_pem.as_bytes())?;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+                .expect("chmod server.key");
+            c.append_conf("ssl = on")?;
+            c.prepend_hba("hostssl all scram_user 127.0.0.1/32 scram-sha-256")?;
+            c.reload()
+        })
+        .expect("turn on ssl");
+    create_role(&cluster, "scram_user", "s3cret", "scram-sha-256").await;
+    let dir = std::env::temp_dir().join(support::unique_name("wire_tls_pki"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    let other_ca = dir.join("other-ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    std::fs::write(&other_ca, &pki.other_ca_pem).unwrap();
+
+    let encrypted = |extra: String| {
+        let cluster = cluster.clone();
+        async move {
+            let cfg = ConnConfig::parse(&format!("{} {extra}", cluster.conn_string("postgres")))
+                .expect("conn string");
+            let mut conn = ReplicationConnection::connect(&cfg).await?;
+            let rows = conn
+                .simple_query("SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_catalog.pg_backend_pid()")
+                .await?;
+            Ok::<bool, WireError>(rows == vec![vec![Some("t".to_owned())]])
+        }
+    };
+    poll_until(Duration::from_secs(20), "ssl to come on", || {
+        let attempt = encrypted("sslmode=require".into());
+        async move { matches!(attempt.await, Ok(true)) }
+    })
+    .await;
+
+    assert!(!encrypted("sslmode=disable".into()).await.unwrap());
+    assert!(encrypted("sslmode=prefer".into()).await.unwrap());
+    let root = format!("sslrootcert={}", ca.display());
+    assert!(
+        encrypted(format!("sslmode=verify-full {root}"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        encrypted(format!("sslmode=verify-ca {root}"))
+            .await
+            .unwrap()
+    );
+
+    // Reached by address under a name the certificate does not carry.
+    let renamed = format!("host=db.elsewhere.example hostaddr=127.0.0.1 {root}");
+    let err = encrypted(format!("sslmode=verify-full {renamed}"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, WireError::Tls { .. }), "{err:?}");
+    assert!(!err.is_retryable());
+    assert!(
+        encrypted(format!("sslmode=verify-ca {renamed}"))
+            .await
+            .unwrap(),
+        "verify-ca does not check the name"
+    );
+    let err = encrypted(format!(
+        "sslmode=verify-ca sslrootcert={}",
+        other_ca.display()
+    ))
+    .await
+    .unwrap_err();
+    assert!(matches!(err, WireError::Tls { .. }), "{err:?}");
+
+    // SCRAM-SHA-256-PLUS: channel_binding=require fails unless the binding was used.
+    let scram = format!(
+        "host=127.0.0.1 port={} user=scram_user dbname=postgres password=s3cret",
+        cluster.port
+    );
+    let cfg = ConnConfig::parse(&format!(
+        "{scram} sslmode=verify-full {root} channel_binding=require"
+    ))
+    .unwrap();
+    let mut conn = ReplicationConnection::connect(&cfg).await.unwrap();
+    conn.identify_system().await.unwrap();
+    let sql = connect_sql(&cfg).await.unwrap();
+    let me: String = sql
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(me, "scram_user");
+    let cfg =
+        ConnConfig::parse(&format!("{scram} sslmode=disable channel_binding=require")).unwrap();
+    let err = ReplicationConnection::connect(&cfg).await.unwrap_err();
+    assert!(!err.is_retryable(), "{err:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
