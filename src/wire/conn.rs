@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -52,6 +53,8 @@ const COPY_BOTH_TAG: u8 = b'W';
 pub struct FrameReader<R> {
     pub io: R,
     buf: BytesMut,
+    /// Longest wait for bytes before the server is presumed gone; `None` waits forever.
+    idle_limit: Option<Duration>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -59,6 +62,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             io,
             buf: BytesMut::with_capacity(64 * 1024),
+            idle_limit: None,
         }
     }
 
@@ -67,7 +71,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     pub fn from_parts(io: R, buf: BytesMut) -> Self {
-        FrameReader { io, buf }
+        FrameReader {
+            io,
+            buf,
+            idle_limit: None,
+        }
+    }
+
+    pub fn set_idle_limit(&mut self, limit: Option<Duration>) {
+        self.idle_limit = limit;
     }
 
     /// The next frame; `doing` names the step for the error if the connection ends.
@@ -79,11 +91,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(64 * 1024);
             }
-            let n = self
-                .io
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(WireError::io(doing))?;
+            let read = self.io.read_buf(&mut self.buf);
+            let n = match self.idle_limit {
+                None => read.await,
+                Some(limit) => {
+                    tokio::time::timeout(limit, read)
+                        .await
+                        .map_err(|_| WireError::Silent {
+                            seconds: limit.as_secs(),
+                        })?
+                }
+            }
+            .map_err(WireError::io(doing))?;
             if n == 0 {
                 return Err(WireError::Closed { doing });
             }
@@ -258,7 +277,7 @@ async fn write_flush<W: AsyncWrite + Unpin>(
 async fn connect_socket(cfg: &ConnConfig) -> Result<(BoxStream, Option<Vec<u8>>), WireError> {
     let target = cfg.redacted();
     let tcp_host = match cfg.host() {
-        Host::Unix(dir) => {
+        Host::Unix(dir) if cfg.hostaddr().is_none() => {
             // libpq never uses TLS over a Unix socket, whatever sslmode says.
             let path: PathBuf = dir.join(format!(".s.PGSQL.{}", cfg.port()));
             let sock = UnixStream::connect(&path)
@@ -269,6 +288,7 @@ async fn connect_socket(cfg: &ConnConfig) -> Result<(BoxStream, Option<Vec<u8>>)
                 })?;
             return Ok((Box::new(sock), None));
         }
+        Host::Unix(dir) => dir.to_string_lossy().into_owned(),
         Host::Tcp(h) => h.clone(),
     };
     let tcp = match cfg.hostaddr() {

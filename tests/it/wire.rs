@@ -526,6 +526,7 @@ async fn restarting_the_source_ends_the_stream_with_a_retryable_error() {
     .await
     .expect("the stream ends within 90 s");
     assert!(err.is_retryable(), "{err:?}");
+    println!("restart ended the stream with: {err}");
     restart.await.unwrap().unwrap();
 
     // And the slot streams again after reconnecting.
