@@ -809,3 +809,140 @@ async fn tls_modes_name_checks_and_scram_channel_binding() {
     assert!(!err.is_retryable(), "{err:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+async fn confirmed_flush(sql: &tokio_postgres::Client, slot: &str) -> Lsn {
+    let text: String = sql
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .expect("slot row")
+        .get(0);
+    text.parse().expect("an LSN")
+}
+
+#[tokio::test]
+async fn reply_requests_are_answered_at_once_and_a_nudge_reports_without_the_timer() {
+    let db = published_db("wire_nudge").await;
+    let src = support::source();
+    let sql = support::connect(src, &db).await;
+    let slot = support::unique_name("slot_nudge");
+    let never = Duration::from_secs(3600);
+
+    // The timer never fires; only answers to the server's reply requests (every second with a
+    // 2 s timeout) keep this connection alive through six seconds of quiet.
+    let cfg = config(src, &db, "options='-c wal_sender_timeout=2s'");
+    let mut conn = ReplicationConnection::connect(&cfg).await.unwrap();
+    let created = conn
+        .create_slot(
+            &slot,
+            CreateSlotOptions {
+                snapshot: SnapshotAction::Nothing,
+                ..CreateSlotOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let positions = Arc::new(Positions::new(created.consistent_point));
+    let opts = LogicalOptions::new(1, vec!["pub".into()]);
+    let mut stream = conn
+        .start_replication(&slot, Lsn::ZERO, &opts, positions.clone(), never)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    sql.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
+    loop {
+        if next(&mut stream, Duration::from_secs(30)).await.data[0] == b'C' {
+            break;
+        }
+    }
+    stream.stop().await.unwrap();
+
+    // With the default timeout the server asks for nothing, so only a nudge reports the flush.
+    let mut stream = replication(src, &db)
+        .await
+        .start_replication(&slot, Lsn::ZERO, &opts, positions.clone(), never)
+        .await
+        .unwrap();
+    sql.execute("INSERT INTO t VALUES (2)", &[]).await.unwrap();
+    let end = loop {
+        let x = next(&mut stream, Duration::from_secs(30)).await;
+        if x.data[0] == b'C' {
+            break commit_end_lsn(&x.data);
+        }
+    };
+    positions.mark_flushed(end);
+    assert!(confirmed_flush(&sql, &slot).await < end, "not reported yet");
+    stream.nudge();
+    poll_until(
+        Duration::from_secs(10),
+        "the nudged flush position",
+        || async { confirmed_flush(&sql, &slot).await >= end },
+    )
+    .await;
+    drop(stream);
+    replication(src, &db)
+        .await
+        .drop_slot(&slot, true)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_pgoutput_option_and_an_oddly_named_publication() {
+    let db = support::unique_name("wire_opts");
+    let src = support::source();
+    support::create_db(src, &db).await;
+    let sql = support::connect(src, &db).await;
+    let publication = "My \"Pub\", it's";
+    sql.batch_execute(&format!(
+        "CREATE TABLE t (id int PRIMARY KEY); CREATE PUBLICATION {} FOR TABLE t",
+        lsnpipe::wire::quote_ident(publication)
+    ))
+    .await
+    .unwrap();
+    let mut conn = replication(src, &db).await;
+    let slot = support::unique_name("slot_opts");
+    let created = conn
+        .create_slot(
+            &slot,
+            CreateSlotOptions {
+                temporary: true,
+                snapshot: SnapshotAction::Nothing,
+                two_phase: true,
+                ..CreateSlotOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    let mut opts = LogicalOptions::new(
+        lsnpipe::wire::max_proto_version(conn.server_version_num()),
+        vec![publication.to_owned()],
+    );
+    opts.binary = true;
+    opts.messages = true;
+    opts.streaming = lsnpipe::wire::Streaming::On;
+    opts.two_phase = true;
+    let positions = Arc::new(Positions::new(created.consistent_point));
+    let mut stream = conn
+        .start_replication(&slot, Lsn::ZERO, &opts, positions, STATUS_INTERVAL)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sql.batch_execute(
+        "BEGIN; SELECT pg_logical_emit_message(true, 'lsnpipe', 'hello'); \
+         INSERT INTO t VALUES (7); COMMIT;",
+    )
+    .await
+    .unwrap();
+    let mut tags = Vec::new();
+    loop {
+        let x = next(&mut stream, Duration::from_secs(30)).await;
+        tags.push(x.data[0]);
+        if x.data[0] == b'C' {
+            break;
+        }
+    }
+    assert_eq!(tags, b"BMRIC", "{:?}", String::from_utf8_lossy(&tags));
+    stream.stop().await.unwrap();
+}
