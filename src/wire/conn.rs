@@ -47,6 +47,9 @@ impl std::fmt::Debug for Backend {
 }
 
 const COPY_BOTH_TAG: u8 = b'W';
+/// The server cannot build a message over 1 GiB (its allocation limit); a larger length is
+/// corruption, and must not make us reserve that much memory.
+const MAX_FRAME: usize = (1 << 30) + (1 << 20);
 
 /// Reads whole backend frames from `io`, buffering partial ones.
 #[derive(Debug)]
@@ -118,6 +121,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let total = usize::try_from(header.len())
             .map_err(|_| WireError::Protocol("negative frame length".into()))?
             + 1;
+        if total > MAX_FRAME {
+            return Err(WireError::Protocol(format!(
+                "a {total}-byte frame (tag {:#04x}) is larger than any the server sends",
+                header.tag()
+            )));
+        }
         if self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
             return Ok(None);
@@ -556,5 +565,20 @@ mod tests {
             frames.next("t").await,
             Err(WireError::Closed { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn a_huge_length_is_refused_before_any_allocation() {
+        let (mut server, client) = tokio::io::duplex(64);
+        let mut frames = FrameReader::new(client);
+        server
+            .write_all(&[b'd', 0x7f, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
+        assert!(matches!(
+            frames.next("t").await,
+            Err(WireError::Protocol(_))
+        ));
+        assert!(frames.buf.capacity() < 1 << 20);
     }
 }
