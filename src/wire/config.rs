@@ -398,6 +398,15 @@ impl ConnConfig {
         self.connect_timeout
     }
 
+    /// Use `name` as `application_name` unless the user chose one (libpq's
+    /// `fallback_application_name`).
+    pub fn with_fallback_application_name(mut self, name: &str) -> Self {
+        if self.application_name.is_none() {
+            self.application_name = Some(name.to_owned());
+        }
+        self
+    }
+
     /// The same settings for another database (e.g. the maintenance database).
     pub fn with_dbname(&self, dbname: &str) -> Self {
         ConnConfig {
@@ -813,6 +822,12 @@ mod tests {
         assert_eq!(c.connect_timeout(), Some(Duration::from_secs(2)));
         assert_eq!(c.sslrootcert(), Some(Path::new("/ca.pem")));
 
+        assert_eq!(
+            c.clone()
+                .with_fallback_application_name("lsnpipe")
+                .application_name(),
+            Some("app")
+        );
         let c = parse("user=me port=1234", &env).unwrap();
         assert_eq!(c.user(), "me");
         assert_eq!(c.port(), 1234);
@@ -823,6 +838,11 @@ mod tests {
         assert_eq!(c.host(), &Host::Unix(DEFAULT_SOCKET_DIR.into()));
         assert_eq!(c.port(), DEFAULT_PORT);
         assert_eq!(c.sslmode(), SslMode::Prefer);
+        assert_eq!(
+            c.with_fallback_application_name("lsnpipe")
+                .application_name(),
+            Some("lsnpipe")
+        );
         assert_eq!(parse("", &[]), Err(ConfigError::NoUser));
     }
 
