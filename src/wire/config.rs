@@ -904,6 +904,20 @@ db:*:shop:app:first\\:match:with colons
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_fails_without_panicking(s in "\\PC{0,60}") {
+            let _ = parse(&s, &[]);
+            let _ = parse(&format!("postgres://{s}"), &[]);
+        }
+
+        #[test]
+        fn quoted_values_come_back_unchanged(v in "[^\\x00]{1,40}") {
+            let c = parse(&format!("user=u application_name={}", quote_value(&v)), &[]).unwrap();
+            proptest::prop_assert_eq!(c.application_name(), Some(v.as_str()));
+        }
+    }
+
     #[test]
     fn password_never_prints() {
         let c = parse("host=h user=u password=hunter2 dbname=d", &[]).unwrap();

@@ -567,6 +567,16 @@ mod tests {
         ));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_framer(bytes in proptest::collection::vec(0u8..=255, 0..200)) {
+            let mut frames = FrameReader::new(tokio::io::empty());
+            frames.buf.extend_from_slice(&bytes);
+            // Stop at the first error or when a frame is incomplete.
+            while let Ok(Some(_)) = frames.parse_buffered() {}
+        }
+    }
+
     #[tokio::test]
     async fn a_huge_length_is_refused_before_any_allocation() {
         let (mut server, client) = tokio::io::duplex(64);
