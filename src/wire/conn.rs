@@ -202,9 +202,7 @@ impl std::fmt::Debug for dyn ServerStream {
 
 impl Session {
     pub async fn send(&mut self, out: &[u8], doing: &'static str) -> Result<(), WireError> {
-        let io = &mut self.frames.io;
-        io.write_all(out).await.map_err(WireError::io(doing))?;
-        io.flush().await.map_err(WireError::io(doing))
+        write_flush(&mut self.frames.io, out, doing).await
     }
 }
 
