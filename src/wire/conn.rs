@@ -335,8 +335,8 @@ async fn connect_socket(cfg: &ConnConfig) -> Result<(BoxStream, Option<Vec<u8>>)
         b'N' => Err(WireError::Tls {
             target,
             reason: format!(
-                "the server does not support TLS but sslmode={:?}; enable ssl on the server",
-                cfg.sslmode()
+                "the server does not support TLS but sslmode={}; enable ssl on the server",
+                cfg.sslmode().as_str()
             ),
             source: None,
         }),

@@ -125,6 +125,18 @@ async fn identify_system_show_and_sql_on_a_trust_connection() {
     // The session is usable after an error.
     assert_eq!(conn.show("max_wal_senders").await.unwrap(), "100");
     conn.close().await.unwrap();
+
+    // The shared source has no TLS: prefer (the default) went plain, require refuses.
+    for extra in [
+        "sslmode=require",
+        "sslmode=verify-full sslrootcert=/nonexistent.pem",
+    ] {
+        let err = ReplicationConnection::connect(&config(support::source(), &db, extra))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, WireError::Tls { .. }), "{extra}: {err:?}");
+        assert!(!err.is_retryable());
+    }
 }
 
 #[tokio::test]
@@ -623,6 +635,7 @@ async fn every_password_method_and_the_passfile() {
             .unwrap_or_else(|e| panic!("{user}: {e:?}"));
         let err = login(src, user, "password=wrong").await.unwrap_err();
         assert_auth_failure(&err, user);
+        println!("wrong password: {err}");
         assert_eq!(err.server_error().map(|e| e.code.as_str()), Some("28P01"));
         let err = login(src, user, "").await.unwrap_err();
         assert_auth_failure(&err, user);
@@ -771,6 +784,7 @@ async fn tls_modes_name_checks_and_scram_channel_binding() {
         .unwrap_err();
     assert!(matches!(err, WireError::Tls { .. }), "{err:?}");
     assert!(!err.is_retryable());
+    println!("verify-full with another name: {err}");
     assert!(
         encrypted(format!("sslmode=verify-ca {renamed}"))
             .await
