@@ -960,3 +960,56 @@ async fn every_pgoutput_option_and_an_oddly_named_publication() {
     assert_eq!(tags, b"BMRIC", "{:?}", String::from_utf8_lossy(&tags));
     stream.stop().await.unwrap();
 }
+
+/// A figure, not a check: `cargo test --test it -- --ignored wire::throughput --nocapture`.
+#[tokio::test]
+#[ignore = "measurement; run by hand"]
+async fn throughput() {
+    let db = published_db("wire_speed").await;
+    let src = support::source();
+    let slot = support::unique_name("slot_speed");
+    let mut conn = replication(src, &db).await;
+    let created = conn
+        .create_slot(
+            &slot,
+            CreateSlotOptions {
+                temporary: true,
+                snapshot: SnapshotAction::Nothing,
+                ..CreateSlotOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+    const ROWS: i64 = 500_000;
+    let sql = support::connect(src, &db).await;
+    sql.execute(
+        "INSERT INTO t SELECT g, repeat('p', 100) FROM generate_series(1, $1::int8) g",
+        &[&ROWS],
+    )
+    .await
+    .unwrap();
+    let (mut stream, _) = start(conn, &slot, created.consistent_point, "pub")
+        .await
+        .unwrap();
+    let first = next(&mut stream, Duration::from_secs(60)).await;
+    assert_eq!(first.data[0], b'B');
+    let started = Instant::now();
+    let mut messages = 1u64;
+    let mut bytes = first.data.len() as u64;
+    loop {
+        let x = next(&mut stream, Duration::from_secs(60)).await;
+        messages += 1;
+        bytes += x.data.len() as u64;
+        if x.data[0] == b'C' {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "{messages} messages, {:.1} MB in {secs:.2} s: {:.0} messages/s, {:.1} MB/s",
+        bytes as f64 / 1e6,
+        messages as f64 / secs,
+        bytes as f64 / 1e6 / secs
+    );
+    stream.stop().await.unwrap();
+}
