@@ -87,7 +87,7 @@ impl SslMode {
         })
     }
 
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             SslMode::Disable => "disable",
             SslMode::Prefer => "prefer",
@@ -396,6 +396,15 @@ impl ConnConfig {
     }
     pub fn connect_timeout(&self) -> Option<Duration> {
         self.connect_timeout
+    }
+
+    /// Use `name` as `application_name` unless the user chose one (libpq's
+    /// `fallback_application_name`).
+    pub fn with_fallback_application_name(mut self, name: &str) -> Self {
+        if self.application_name.is_none() {
+            self.application_name = Some(name.to_owned());
+        }
+        self
     }
 
     /// The same settings for another database (e.g. the maintenance database).
@@ -813,6 +822,12 @@ mod tests {
         assert_eq!(c.connect_timeout(), Some(Duration::from_secs(2)));
         assert_eq!(c.sslrootcert(), Some(Path::new("/ca.pem")));
 
+        assert_eq!(
+            c.clone()
+                .with_fallback_application_name("lsnpipe")
+                .application_name(),
+            Some("app")
+        );
         let c = parse("user=me port=1234", &env).unwrap();
         assert_eq!(c.user(), "me");
         assert_eq!(c.port(), 1234);
@@ -823,6 +838,11 @@ mod tests {
         assert_eq!(c.host(), &Host::Unix(DEFAULT_SOCKET_DIR.into()));
         assert_eq!(c.port(), DEFAULT_PORT);
         assert_eq!(c.sslmode(), SslMode::Prefer);
+        assert_eq!(
+            c.with_fallback_application_name("lsnpipe")
+                .application_name(),
+            Some("lsnpipe")
+        );
         assert_eq!(parse("", &[]), Err(ConfigError::NoUser));
     }
 
@@ -882,6 +902,20 @@ db:*:shop:app:first\\:match:with colons
             "no .pgpass in that home"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_or_fails_without_panicking(s in "\\PC{0,60}") {
+            let _ = parse(&s, &[]);
+            let _ = parse(&format!("postgres://{s}"), &[]);
+        }
+
+        #[test]
+        fn quoted_values_come_back_unchanged(v in "[^\\x00]{1,40}") {
+            let c = parse(&format!("user=u application_name={}", quote_value(&v)), &[]).unwrap();
+            proptest::prop_assert_eq!(c.application_name(), Some(v.as_str()));
+        }
     }
 
     #[test]

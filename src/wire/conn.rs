@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use fallible_iterator::FallibleIterator;
@@ -46,12 +47,17 @@ impl std::fmt::Debug for Backend {
 }
 
 const COPY_BOTH_TAG: u8 = b'W';
+/// The server cannot build a message over 1 GiB (its allocation limit); a larger length is
+/// corruption, and must not make us reserve that much memory.
+const MAX_FRAME: usize = (1 << 30) + (1 << 20);
 
 /// Reads whole backend frames from `io`, buffering partial ones.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     pub io: R,
     buf: BytesMut,
+    /// Longest wait for bytes before the server is presumed gone; `None` waits forever.
+    idle_limit: Option<Duration>,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -59,6 +65,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             io,
             buf: BytesMut::with_capacity(64 * 1024),
+            idle_limit: None,
         }
     }
 
@@ -67,7 +74,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     pub fn from_parts(io: R, buf: BytesMut) -> Self {
-        FrameReader { io, buf }
+        FrameReader {
+            io,
+            buf,
+            idle_limit: None,
+        }
+    }
+
+    pub fn set_idle_limit(&mut self, limit: Option<Duration>) {
+        self.idle_limit = limit;
     }
 
     /// The next frame; `doing` names the step for the error if the connection ends.
@@ -79,11 +94,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             if self.buf.capacity() - self.buf.len() < 4096 {
                 self.buf.reserve(64 * 1024);
             }
-            let n = self
-                .io
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(WireError::io(doing))?;
+            let read = self.io.read_buf(&mut self.buf);
+            let n = match self.idle_limit {
+                None => read.await,
+                Some(limit) => {
+                    tokio::time::timeout(limit, read)
+                        .await
+                        .map_err(|_| WireError::Silent {
+                            seconds: limit.as_secs(),
+                        })?
+                }
+            }
+            .map_err(WireError::io(doing))?;
             if n == 0 {
                 return Err(WireError::Closed { doing });
             }
@@ -99,6 +121,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let total = usize::try_from(header.len())
             .map_err(|_| WireError::Protocol("negative frame length".into()))?
             + 1;
+        if total > MAX_FRAME {
+            return Err(WireError::Protocol(format!(
+                "a {total}-byte frame (tag {:#04x}) is larger than any the server sends",
+                header.tag()
+            )));
+        }
         if self.buf.len() < total {
             self.buf.reserve(total - self.buf.len());
             return Ok(None);
@@ -174,9 +202,7 @@ impl std::fmt::Debug for dyn ServerStream {
 
 impl Session {
     pub async fn send(&mut self, out: &[u8], doing: &'static str) -> Result<(), WireError> {
-        let io = &mut self.frames.io;
-        io.write_all(out).await.map_err(WireError::io(doing))?;
-        io.flush().await.map_err(WireError::io(doing))
+        write_flush(&mut self.frames.io, out, doing).await
     }
 }
 
@@ -258,7 +284,7 @@ async fn write_flush<W: AsyncWrite + Unpin>(
 async fn connect_socket(cfg: &ConnConfig) -> Result<(BoxStream, Option<Vec<u8>>), WireError> {
     let target = cfg.redacted();
     let tcp_host = match cfg.host() {
-        Host::Unix(dir) => {
+        Host::Unix(dir) if cfg.hostaddr().is_none() => {
             // libpq never uses TLS over a Unix socket, whatever sslmode says.
             let path: PathBuf = dir.join(format!(".s.PGSQL.{}", cfg.port()));
             let sock = UnixStream::connect(&path)
@@ -269,6 +295,7 @@ async fn connect_socket(cfg: &ConnConfig) -> Result<(BoxStream, Option<Vec<u8>>)
                 })?;
             return Ok((Box::new(sock), None));
         }
+        Host::Unix(dir) => dir.to_string_lossy().into_owned(),
         Host::Tcp(h) => h.clone(),
     };
     let tcp = match cfg.hostaddr() {
@@ -308,8 +335,8 @@ async fn connect_socket(cfg: &ConnConfig) -> Result<(BoxStream, Option<Vec<u8>>)
         b'N' => Err(WireError::Tls {
             target,
             reason: format!(
-                "the server does not support TLS but sslmode={:?}; enable ssl on the server",
-                cfg.sslmode()
+                "the server does not support TLS but sslmode={}; enable ssl on the server",
+                cfg.sslmode().as_str()
             ),
             source: None,
         }),
@@ -536,5 +563,30 @@ mod tests {
             frames.next("t").await,
             Err(WireError::Closed { .. })
         ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_framer(bytes in proptest::collection::vec(0u8..=255, 0..200)) {
+            let mut frames = FrameReader::new(tokio::io::empty());
+            frames.buf.extend_from_slice(&bytes);
+            // Stop at the first error or when a frame is incomplete.
+            while let Ok(Some(_)) = frames.parse_buffered() {}
+        }
+    }
+
+    #[tokio::test]
+    async fn a_huge_length_is_refused_before_any_allocation() {
+        let (mut server, client) = tokio::io::duplex(64);
+        let mut frames = FrameReader::new(client);
+        server
+            .write_all(&[b'd', 0x7f, 0xff, 0xff, 0xff])
+            .await
+            .unwrap();
+        assert!(matches!(
+            frames.next("t").await,
+            Err(WireError::Protocol(_))
+        ));
+        assert!(frames.buf.capacity() < 1 << 20);
     }
 }

@@ -59,10 +59,13 @@ impl ServerError {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
-    #[error("invalid connection settings")]
+    #[error(transparent)]
     Config(#[from] ConfigError),
 
-    #[error("cannot connect to {target}: check that the server runs and accepts connections there")]
+    #[error(
+        "cannot connect to {target}: {source}; check that the server runs and accepts \
+         connections there"
+    )]
     Connect {
         target: String,
         #[source]
@@ -72,7 +75,7 @@ pub enum WireError {
     #[error("connecting to {target} timed out after {seconds} s (connect_timeout)")]
     ConnectTimeout { target: String, seconds: u64 },
 
-    #[error("connection to the server lost while {doing}")]
+    #[error("connection to the server lost while {doing}: {source}")]
     Io {
         doing: &'static str,
         #[source]
@@ -81,6 +84,12 @@ pub enum WireError {
 
     #[error("the server closed the connection unexpectedly while {doing}")]
     Closed { doing: &'static str },
+
+    #[error(
+        "the server sent nothing for {seconds} s although asked to reply; the connection is \
+         presumed dead (network partition or a stuck server)"
+    )]
+    Silent { seconds: u64 },
 
     #[error("TLS with {target} failed: {reason}")]
     Tls {
@@ -101,16 +110,16 @@ pub enum WireError {
         source: Option<Box<ServerError>>,
     },
 
-    #[error("the server reported an error")]
-    Server(#[source] Box<ServerError>),
+    #[error(transparent)]
+    Server(Box<ServerError>),
 
     #[error("unexpected reply from the server: {0}")]
     Protocol(String),
 
-    #[error("cannot decode a replication message")]
+    #[error("cannot decode a replication message: {0}")]
     Decode(#[source] DecodeError),
 
-    #[error("SQL session failed")]
+    #[error("SQL session failed: {0}")]
     Sql(#[source] tokio_postgres::Error),
 }
 
@@ -121,7 +130,8 @@ impl WireError {
             WireError::Connect { .. }
             | WireError::ConnectTimeout { .. }
             | WireError::Io { .. }
-            | WireError::Closed { .. } => true,
+            | WireError::Closed { .. }
+            | WireError::Silent { .. } => true,
             WireError::Server(e) => e.is_retryable(),
             // Without a server error the SQL session failed on I/O.
             WireError::Sql(e) => e.code().is_none_or(|c| {

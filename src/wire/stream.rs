@@ -19,7 +19,9 @@
 //! writer's timer alone keeps `wal_sender_timeout` from firing: the interval must be below half
 //! of it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -42,6 +44,10 @@ const EVENT_CAPACITY: usize = 256;
 const COMMAND_CAPACITY: usize = 4;
 /// How long `stop` waits for the server to finish the stream.
 const STOP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Silence on the socket after which the server is presumed gone (libpq's receiver uses 60 s);
+/// at least this many status intervals, since every quiet interval asks the server for a reply.
+const RECEIVE_TIMEOUT_MIN: Duration = Duration::from_secs(60);
+const RECEIVE_TIMEOUT_INTERVALS: u32 = 6;
 
 enum Event {
     Data(XLogData),
@@ -56,6 +62,8 @@ enum WriterCommand {
     StatusNow,
     /// Send a final status update and CopyDone, then hand the socket back.
     Finish,
+    /// Hand the socket back without writing (the server already ended streaming).
+    Quit,
 }
 
 type Reader = FrameReader<ReadHalf<BoxStream>>;
@@ -69,6 +77,7 @@ pub struct ReplicationStream {
     writer: Option<JoinHandle<Result<WriteHalf<BoxStream>, WireError>>>,
     state: StreamState,
     server_version_num: u32,
+    parameters: HashMap<String, String>,
     target: String,
 }
 
@@ -113,22 +122,32 @@ impl ReplicationConnection {
         wait_for_copy_both(&mut self.session).await?;
 
         let server_version_num = self.server_version_num();
+        let parameters = std::mem::take(&mut self.session.parameters);
         let (io, buf) = self.session.frames.into_parts();
         let (read_half, write_half) = tokio::io::split(io);
+        let mut frames = FrameReader::from_parts(read_half, buf);
+        frames.set_idle_limit(Some(
+            RECEIVE_TIMEOUT_MIN.max(status_interval.saturating_mul(RECEIVE_TIMEOUT_INTERVALS)),
+        ));
+        let heard = Arc::new(AtomicBool::new(true));
         let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);
         let reader = tokio::spawn(read_loop(
-            FrameReader::from_parts(read_half, buf),
+            frames,
             event_tx.clone(),
             commands.clone(),
             positions.clone(),
+            heard.clone(),
         ));
         let writer = tokio::spawn(write_loop(
             write_half,
             command_rx,
             event_tx,
-            positions,
-            status_interval,
+            Updates {
+                positions,
+                heard,
+                interval: status_interval,
+            },
         ));
         Ok(ReplicationStream {
             events,
@@ -137,6 +156,7 @@ impl ReplicationConnection {
             writer: Some(writer),
             state: StreamState::Streaming,
             server_version_num,
+            parameters,
             target: self.target,
         })
     }
@@ -215,10 +235,27 @@ impl ReplicationStream {
     }
 
     /// End streaming: a final status update, CopyDone, then discard what the server had
-    /// already sent until it confirms. Returns the connection, idle and reusable.
+    /// already sent until it confirms. Returns the connection, idle again: fine for SQL and
+    /// slot commands, but not for a second `START_REPLICATION` (a PostgreSQL 15 walsender ends
+    /// that one at once, because it does not reset its end-of-copy flags); reconnect for that.
     pub async fn stop(mut self) -> Result<ReplicationConnection, WireError> {
+        match self.state {
+            StreamState::Streaming => self.finish_streaming().await?,
+            // The server already ended it; the writer still waits for commands.
+            StreamState::Ended => drop(self.commands.send(WriterCommand::Quit).await),
+            StreamState::Failed => {
+                return Err(WireError::Closed {
+                    doing: "stopping (the stream had already failed)",
+                });
+            }
+        }
+        self.reclaim_connection().await
+    }
+
+    /// Send the final update and CopyDone; discard data until the server confirms the end.
+    async fn finish_streaming(&mut self) -> Result<(), WireError> {
         let _ = self.commands.send(WriterCommand::Finish).await;
-        let drained = tokio::time::timeout(STOP_TIMEOUT, async {
+        tokio::time::timeout(STOP_TIMEOUT, async {
             loop {
                 match self.events.recv().await {
                     Some(Event::Data(_)) => {}
@@ -233,8 +270,11 @@ impl ReplicationStream {
             Err(WireError::Protocol(
                 "the server did not end the stream after CopyDone".into(),
             ))
-        });
-        drained?;
+        })
+    }
+
+    /// Join both tasks and put the socket halves back together.
+    async fn reclaim_connection(&mut self) -> Result<ReplicationConnection, WireError> {
         let lost = |e: tokio::task::JoinError| {
             WireError::Protocol(format!("replication stream task failed: {e}"))
         };
@@ -250,7 +290,7 @@ impl ReplicationStream {
         Ok(ReplicationConnection {
             session: Session {
                 frames: FrameReader::from_parts(io, buf),
-                parameters: Default::default(),
+                parameters: std::mem::take(&mut self.parameters),
                 server_version_num: self.server_version_num,
             },
             target: std::mem::take(&mut self.target),
@@ -275,8 +315,9 @@ async fn read_loop(
     events: mpsc::Sender<Event>,
     commands: mpsc::Sender<WriterCommand>,
     positions: Arc<Positions>,
+    heard: Arc<AtomicBool>,
 ) -> Reader {
-    let last = match read_frames(&mut frames, &events, &commands, &positions).await {
+    let last = match read_frames(&mut frames, &events, &commands, &positions, &heard).await {
         Ok(()) => Event::End,
         Err(e) => Event::Failed(e),
     };
@@ -289,6 +330,7 @@ async fn read_frames(
     events: &mpsc::Sender<Event>,
     commands: &mpsc::Sender<WriterCommand>,
     positions: &Positions,
+    heard: &AtomicBool,
 ) -> Result<(), WireError> {
     let mut copy_over = false;
     loop {
@@ -311,6 +353,7 @@ async fn read_frames(
                 "a second CopyBothResponse while streaming".into(),
             ));
         };
+        heard.store(true, Ordering::Relaxed);
         match msg {
             Message::CopyData(body) => match ReplicationMessage::parse(body.into_bytes()) {
                 Ok(ReplicationMessage::XLogData(x)) => {
@@ -360,24 +403,28 @@ async fn read_frames(
     }
 }
 
+/// What the writer needs to build status updates.
+struct Updates {
+    positions: Arc<Positions>,
+    /// Set by the reader on every frame; the writer clears it on each tick.
+    heard: Arc<AtomicBool>,
+    interval: Duration,
+}
+
 async fn write_loop(
     mut io: WriteHalf<BoxStream>,
     mut commands: mpsc::Receiver<WriterCommand>,
     events: mpsc::Sender<Event>,
-    positions: Arc<Positions>,
-    status_interval: Duration,
+    updates: Updates,
 ) -> Result<WriteHalf<BoxStream>, WireError> {
-    let result = write_updates(&mut io, &mut commands, &positions, status_interval).await;
-    match result {
+    match write_updates(&mut io, &mut commands, &updates).await {
         Ok(()) => Ok(io),
         Err(e) => {
-            // Tell the consumer too; it may be waiting on a socket nobody writes to any more.
-            let _ = events
-                .send(Event::Failed(WireError::Protocol(format!(
-                    "cannot send status updates: {e}"
-                ))))
-                .await;
-            Err(e)
+            // Tell the consumer: with no status updates the server will end the stream anyway.
+            let _ = events.send(Event::Failed(e)).await;
+            Err(WireError::Closed {
+                doing: "sending status updates",
+            })
         }
     }
 }
@@ -385,25 +432,26 @@ async fn write_loop(
 async fn write_updates(
     io: &mut WriteHalf<BoxStream>,
     commands: &mut mpsc::Receiver<WriterCommand>,
-    positions: &Positions,
-    status_interval: Duration,
+    updates: &Updates,
 ) -> Result<(), WireError> {
-    let mut ticker = tokio::time::interval(status_interval);
+    let mut ticker = tokio::time::interval(updates.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut out = BytesMut::new();
     loop {
         // Commands first: a reply the server asked for must not wait for the timer.
-        let finish = tokio::select! {
+        let (finish, ask_reply) = tokio::select! {
             biased;
             cmd = commands.recv() => match cmd {
-                Some(WriterCommand::StatusNow) => false,
-                Some(WriterCommand::Finish) => true,
-                None => return Ok(()),
+                Some(WriterCommand::StatusNow) => (false, false),
+                Some(WriterCommand::Finish) => (true, false),
+                Some(WriterCommand::Quit) | None => return Ok(()),
             },
-            _ = ticker.tick() => false,
+            // A quiet interval asks the server to answer, so silence means a dead connection
+            // (the reader's idle limit) rather than an idle one.
+            _ = ticker.tick() => (false, !updates.heard.swap(false, Ordering::Relaxed)),
         };
         out.clear();
-        encode_status(positions, &mut out)?;
+        encode_status(&updates.positions, ask_reply, &mut out)?;
         if finish {
             frontend::copy_done(&mut out);
         }
@@ -420,9 +468,15 @@ async fn write_updates(
     }
 }
 
-fn encode_status(positions: &Positions, out: &mut BytesMut) -> Result<(), WireError> {
+fn encode_status(
+    positions: &Positions,
+    reply_requested: bool,
+    out: &mut BytesMut,
+) -> Result<(), WireError> {
     let mut payload = BytesMut::new();
-    positions.status_update(false).encode(&mut payload);
+    positions
+        .status_update(reply_requested)
+        .encode(&mut payload);
     frontend::CopyData::new(payload.freeze())
         .map_err(|e| WireError::Protocol(format!("cannot frame a status update: {e}")))?
         .write(out);

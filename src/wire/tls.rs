@@ -64,8 +64,8 @@ impl TlsSettings {
         } else {
             let path = root_path.ok_or_else(|| {
                 fail(format!(
-                    "sslmode={:?} needs a root certificate: set sslrootcert to a PEM file",
-                    cfg.sslmode()
+                    "sslmode={} needs a root certificate: set sslrootcert to a PEM file",
+                    cfg.sslmode().as_str()
                 ))
             })?;
             let roots = Arc::new(load_roots(&path).map_err(fail)?);

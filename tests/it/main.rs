@@ -11,3 +11,4 @@ mod crash;
 mod harness;
 mod metrics;
 mod run;
+mod wire;
