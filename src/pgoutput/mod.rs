@@ -30,4 +30,4 @@ pub use message::{
 };
 pub use reader::Name;
 pub use replication::{Keepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
-pub use tuple::{ColumnValue, Columns, TupleData};
+pub use tuple::{ColumnSlice, ColumnSlices, ColumnValue, Columns, TupleData};
