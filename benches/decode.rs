@@ -2,8 +2,10 @@
 //! (Begin, Update ×3, Insert, Commit, with Relation messages) read from a PostgreSQL 15 slot by
 //! `scripts/capture-proto-fixtures.sh` into `proto/pgbench-2000.bin`.
 //!
-//! Every message is decoded and every column value is read (a view of the frame), as the apply
-//! layer would. Reported as pgoutput payload bytes per second and as messages per second.
+//! Three ways: decode only (`decode` validates every tuple, so this is the decoder's own cost);
+//! decode and read every column value as a borrowed slice (what an applier copying values out
+//! does); decode and read every value as a `Bytes` view. Reported as pgoutput payload bytes per
+//! second and as messages per second.
 //!
 //!     cargo bench --bench decode
 
@@ -33,6 +35,8 @@ fn messages() -> Vec<Bytes> {
 /// How the bench reads each value.
 #[derive(Clone, Copy)]
 enum Read {
+    /// Decode only (the tuples are validated by `decode`, values are not read).
+    Nothing,
     /// `TupleData::slices`: borrowed slices (what an applier that copies the bytes out needs).
     Slices,
     /// `TupleData::iter`: a `Bytes` view per value (one reference-count increment each).
@@ -66,6 +70,7 @@ fn decode_all(messages: &[Bytes], read: Read) -> usize {
         };
         for tuple in [a, b].into_iter().flatten() {
             match read {
+                Read::Nothing => {}
                 Read::Slices => {
                     for value in tuple.slices() {
                         if let ColumnSlice::Text(v) | ColumnSlice::Binary(v) = value {
@@ -97,6 +102,9 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("pgbench-2000");
     group.throughput(Throughput::Bytes(payload as u64));
+    group.bench_function("bytes/s, decode only", |b| {
+        b.iter(|| decode_all(black_box(&messages), Read::Nothing))
+    });
     group.bench_function("bytes/s, values as slices", |b| {
         b.iter(|| decode_all(black_box(&messages), Read::Slices))
     });
@@ -104,6 +112,9 @@ fn bench(c: &mut Criterion) {
         b.iter(|| decode_all(black_box(&messages), Read::Bytes))
     });
     group.throughput(Throughput::Elements(messages.len() as u64));
+    group.bench_function("messages/s, decode only", |b| {
+        b.iter(|| decode_all(black_box(&messages), Read::Nothing))
+    });
     group.bench_function("messages/s, values as slices", |b| {
         b.iter(|| decode_all(black_box(&messages), Read::Slices))
     });

@@ -153,8 +153,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A name from the wire (schema, table, column, type, origin, message prefix, GID): a view of the
-/// frame that was checked to be UTF-8 when the message was decoded.
+/// A name from the wire (schema, table, type, origin, message prefix, GID): a view of the frame
+/// that was checked to be UTF-8 when the message was decoded. Messages expose it as `&str`.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Name(Bytes);
 
@@ -163,11 +163,6 @@ impl Name {
         // Validated in `Reader::name`; the fallback is unreachable but keeps this free of
         // `unsafe` and of panics.
         std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-
-    /// The raw bytes, a view of the received frame.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
     }
 }
 
@@ -180,17 +175,5 @@ impl std::fmt::Debug for Name {
 impl std::fmt::Display for Name {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for Name {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
     }
 }
