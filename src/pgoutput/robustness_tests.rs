@@ -81,7 +81,18 @@ fn walk(message: &LogicalMessage) {
     };
     for t in tuples {
         assert_eq!(t.iter().count(), t.len());
+        assert_eq!(t.slices().count(), t.len());
         assert_eq!(t.get(t.len()), None);
+        for (value, slice) in t.iter().zip(t.slices()) {
+            let same = match (value, slice) {
+                (ColumnValue::Null, ColumnSlice::Null) => true,
+                (ColumnValue::UnchangedToast, ColumnSlice::UnchangedToast) => true,
+                (ColumnValue::Text(v), ColumnSlice::Text(s)) => v == s,
+                (ColumnValue::Binary(v), ColumnSlice::Binary(s)) => v == s,
+                _ => false,
+            };
+            assert!(same);
+        }
     }
 }
 
