@@ -408,7 +408,10 @@ fn v2_streamed_commit_with_subtransaction_abort() {
     assert_eq!(last, 1001);
     let k = streamed.len();
     assert!(k > 500 && k < 1000, "{k} inserts before the rollback");
-    assert!(streamed.iter().copied().eq(1..=k as u32), "ids in order");
+    assert!(
+        streamed.iter().copied().eq(1..=u32::try_from(k).unwrap()),
+        "ids in order"
+    );
     // The savepoint's inserts carry its subtransaction xid; the insert after ROLLBACK TO runs in
     // a fresh subtransaction.
     let savepoint_xid = inserts_xid(&m, 501);

@@ -17,6 +17,8 @@ mod fixture_tests;
 mod message;
 mod reader;
 pub mod replication;
+#[cfg(test)]
+mod robustness_tests;
 mod tuple;
 
 pub use error::DecodeError;

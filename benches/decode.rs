@@ -1,0 +1,84 @@
+//! Decoder throughput on a captured stream: 2,000 pgbench TPC-B-like transactions
+//! (Begin, Update ×3, Insert, Commit, with Relation messages) read from a PostgreSQL 15 slot by
+//! `scripts/capture-proto-fixtures.sh` into `proto/pgbench-2000.bin`.
+//!
+//! Every message is decoded and every column value is read (a view of the frame), as the apply
+//! layer would. Reported as pgoutput payload bytes per second and as messages per second.
+//!
+//!     cargo bench --bench decode
+
+use std::hint::black_box;
+
+use bytes::Bytes;
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use lsnpipe::pgoutput::{ColumnValue, DecodeContext, LogicalMessage, OldTuple, decode};
+
+/// The capture: each message is a big-endian u32 length followed by the message.
+fn messages() -> Vec<Bytes> {
+    let file = Bytes::from_static(include_bytes!("../proto/pgbench-2000.bin"));
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < file.len() {
+        let mut len = [0u8; 4];
+        len.copy_from_slice(&file[pos..pos + 4]);
+        let len = u32::from_be_bytes(len) as usize;
+        out.push(file.slice(pos + 4..pos + 4 + len));
+        pos += 4 + len;
+    }
+    out
+}
+
+/// Decode every message and read every value; returns the value bytes seen.
+fn decode_all(messages: &[Bytes]) -> usize {
+    let mut ctx = DecodeContext::default();
+    let mut value_bytes = 0;
+    for m in messages {
+        let decoded = match decode(m.clone(), ctx) {
+            Ok(d) => d,
+            Err(e) => panic!("the capture does not decode: {e}"),
+        };
+        let (a, b) = match &decoded {
+            LogicalMessage::Insert(i) => (Some(&i.new), None),
+            LogicalMessage::Update(u) => (Some(&u.new), u.old.as_ref().map(OldTuple::tuple)),
+            LogicalMessage::Delete(d) => (Some(d.old.tuple()), None),
+            LogicalMessage::StreamStart(_) => {
+                ctx.in_stream = true;
+                (None, None)
+            }
+            LogicalMessage::StreamStop => {
+                ctx.in_stream = false;
+                (None, None)
+            }
+            _ => (None, None),
+        };
+        for tuple in [a, b].into_iter().flatten() {
+            for value in tuple {
+                if let ColumnValue::Text(v) | ColumnValue::Binary(v) = value {
+                    value_bytes += v.len();
+                }
+            }
+        }
+        black_box(&decoded);
+    }
+    value_bytes
+}
+
+fn bench(c: &mut Criterion) {
+    let messages = messages();
+    let payload: usize = messages.iter().map(Bytes::len).sum();
+    assert!(decode_all(&messages) > 0);
+
+    let mut group = c.benchmark_group("pgbench-2000");
+    group.throughput(Throughput::Bytes(payload as u64));
+    group.bench_function("decode (payload bytes)", |b| {
+        b.iter(|| decode_all(black_box(&messages)))
+    });
+    group.throughput(Throughput::Elements(messages.len() as u64));
+    group.bench_function("decode (messages)", |b| {
+        b.iter(|| decode_all(black_box(&messages)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
