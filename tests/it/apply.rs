@@ -727,3 +727,112 @@ async fn a_large_transaction_streams_through() {
     assert_eq!(case.assert_same("t").await.len(), 20000);
     case.assert_same("u").await;
 }
+
+/// Catch-up speed on a pgbench stream: `LSNPIPE_BENCH_TX` transactions per client (4 clients)
+/// are made on the source, read from the slot, then applied in one timed run.
+/// Run with `cargo test --release --test it apply::bench_pgbench_catch_up -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "benchmark; run explicitly"]
+async fn bench_pgbench_catch_up() {
+    let per_client: u32 = std::env::var("LSNPIPE_BENCH_TX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_500);
+    let db = support::test_dbs("apply_bench").await;
+    let pgbench = |cluster: &support::ClusterRef, args: &[&str]| {
+        let status = std::process::Command::new("/usr/lib/postgresql/15/bin/pgbench")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
+            .arg(cluster.port.to_string())
+            .args(args)
+            .arg(&db)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pgbench {args:?}");
+    };
+    pgbench(support::source(), &["-i", "-s", "1", "-q"]);
+    pgbench(support::target(), &["-i", "-s", "1", "-q"]);
+    let source = support::connect(support::source(), &db).await;
+    let slot = support::unique_name("apply_bench_slot");
+    source
+        .batch_execute("CREATE PUBLICATION pub FOR ALL TABLES")
+        .await
+        .unwrap();
+    source
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    let tx = per_client.to_string();
+    pgbench(support::source(), &["-n", "-c", "4", "-j", "2", "-t", &tx]);
+
+    let started = std::time::Instant::now();
+    let rows = source
+        .query(
+            "SELECT data FROM pg_logical_slot_get_binary_changes($1, NULL, NULL, \
+             'proto_version', '1', 'publication_names', 'pub')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    let messages: Vec<LogicalMessage> = rows
+        .iter()
+        .map(|r| {
+            let data: Vec<u8> = r.get(0);
+            pgoutput::decode(Bytes::from(data), DecodeContext::default()).unwrap()
+        })
+        .collect();
+    let read = started.elapsed();
+    let changes = messages
+        .iter()
+        .filter(|m| {
+            matches!(
+                m,
+                LogicalMessage::Insert(_) | LogicalMessage::Update(_) | LogicalMessage::Delete(_)
+            )
+        })
+        .count();
+    let transactions = commits(&messages).len();
+
+    let client = support::connect(support::target(), &db).await;
+    let mut applier = Applier::new(client, &slot).await.unwrap();
+    let last = messages
+        .iter()
+        .rposition(|m| matches!(m, LogicalMessage::Commit(_)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    for (i, message) in messages.into_iter().enumerate() {
+        let is_commit = matches!(message, LogicalMessage::Commit(_));
+        applier.apply(message).await.unwrap();
+        if is_commit {
+            applier.commit_if(i == last).await.unwrap();
+        }
+    }
+    let applied = started.elapsed();
+    let secs = applied.as_secs_f64();
+    println!(
+        "pgbench stream: {transactions} transactions, {changes} row changes; slot read+decode \
+         {read:.2?}; apply {applied:.2?} = {:.0} rows/s, {:.0} transactions/s; {} target commits",
+        changes as f64 / secs,
+        transactions as f64 / secs,
+        applier.stats().target_commits
+    );
+
+    let target = support::connect(support::target(), &db).await;
+    for table in [
+        "pgbench_accounts",
+        "pgbench_tellers",
+        "pgbench_branches",
+        "pgbench_history",
+    ] {
+        let q = format!(
+            "SELECT count(*)::text || ' ' || coalesce(sum(hashtext(x::text)), 0)::text FROM {table} x"
+        );
+        let s: String = source.query_one(&q, &[]).await.unwrap().get(0);
+        let t: String = target.query_one(&q, &[]).await.unwrap().get(0);
+        assert_eq!(s, t, "{table}");
+    }
+}
