@@ -739,20 +739,23 @@ async fn bench_pgbench_catch_up() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_500);
     let db = support::test_dbs("apply_bench").await;
-    let pgbench = |cluster: &support::ClusterRef, args: &[&str]| {
+    let pgbench = |cluster: &support::ClusterRef, db: &str, args: &[&str]| {
         let status = std::process::Command::new("/usr/lib/postgresql/15/bin/pgbench")
             .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
             .arg(cluster.port.to_string())
             .args(args)
-            .arg(&db)
+            .arg(db)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .status()
             .unwrap();
         assert!(status.success(), "pgbench {args:?}");
     };
-    pgbench(support::source(), &["-i", "-s", "1", "-q"]);
-    pgbench(support::target(), &["-i", "-s", "1", "-q"]);
+    let native_db = format!("{db}_native");
+    support::create_db(support::target(), &native_db).await;
+    pgbench(support::source(), &db, &["-i", "-s", "1", "-q"]);
+    pgbench(support::target(), &db, &["-i", "-s", "1", "-q"]);
+    pgbench(support::target(), &native_db, &["-i", "-s", "1", "-q"]);
     let source = support::connect(support::source(), &db).await;
     let slot = support::unique_name("apply_bench_slot");
     source
@@ -766,8 +769,21 @@ async fn bench_pgbench_catch_up() {
         )
         .await
         .unwrap();
+    // PostgreSQL's own subscriber gets the same transactions through its own slot.
+    let native_slot = format!("{slot}_native");
+    source
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&native_slot],
+        )
+        .await
+        .unwrap();
     let tx = per_client.to_string();
-    pgbench(support::source(), &["-n", "-c", "4", "-j", "2", "-t", &tx]);
+    pgbench(
+        support::source(),
+        &db,
+        &["-n", "-c", "4", "-j", "2", "-t", &tx],
+    );
 
     let started = std::time::Instant::now();
     let rows = source
@@ -803,6 +819,7 @@ async fn bench_pgbench_catch_up() {
         .iter()
         .rposition(|m| matches!(m, LogicalMessage::Commit(_)))
         .unwrap();
+    let cpu_before = thread_cpu();
     let started = std::time::Instant::now();
     for (i, message) in messages.into_iter().enumerate() {
         let is_commit = matches!(message, LogicalMessage::Commit(_));
@@ -812,13 +829,16 @@ async fn bench_pgbench_catch_up() {
         }
     }
     let applied = started.elapsed();
+    let cpu = thread_cpu() - cpu_before;
     let secs = applied.as_secs_f64();
     println!(
         "pgbench stream: {transactions} transactions, {changes} row changes; slot read+decode \
-         {read:.2?}; apply {applied:.2?} = {:.0} rows/s, {:.0} transactions/s; {} target commits",
+         {read:.2?}; apply {applied:.2?} = {:.0} rows/s, {:.0} transactions/s; {} target commits; \
+         applier CPU {cpu:.2?} ({:.1} µs per row change)",
         changes as f64 / secs,
         transactions as f64 / secs,
-        applier.stats().target_commits
+        applier.stats().target_commits,
+        cpu.as_secs_f64() * 1e6 / changes as f64,
     );
 
     let target = support::connect(support::target(), &db).await;
@@ -835,4 +855,72 @@ async fn bench_pgbench_catch_up() {
         let t: String = target.query_one(&q, &[]).await.unwrap().get(0);
         assert_eq!(s, t, "{table}");
     }
+
+    // Native: enable a subscription on the same backlog and wait until the last row is there.
+    let native = support::connect(support::target(), &native_db).await;
+    let history: i64 = source
+        .query_one("SELECT count(*) FROM pgbench_history", &[])
+        .await
+        .unwrap()
+        .get(0);
+    native
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION native_sub CONNECTION '{}' PUBLICATION pub \
+             WITH (copy_data = false, create_slot = false, slot_name = '{native_slot}', \
+             enabled = false)",
+            support::source().conn_string(&db)
+        ))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    native
+        .batch_execute("ALTER SUBSCRIPTION native_sub ENABLE")
+        .await
+        .unwrap();
+    let deadline = started + std::time::Duration::from_secs(300);
+    loop {
+        let n: i64 = native
+            .query_one("SELECT count(*) FROM pgbench_history", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if n == history {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "native apply stalled at {n}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let native_secs = started.elapsed().as_secs_f64();
+    println!(
+        "native subscriber (decoding included): {native_secs:.2}s = {:.0} rows/s, {:.0} \
+         transactions/s",
+        changes as f64 / native_secs,
+        transactions as f64 / native_secs
+    );
+    native
+        .batch_execute(
+            "ALTER SUBSCRIPTION native_sub DISABLE; \
+             ALTER SUBSCRIPTION native_sub SET (slot_name = NONE); DROP SUBSCRIPTION native_sub",
+        )
+        .await
+        .unwrap();
+}
+
+/// CPU time of this thread (the test's runtime runs the applier and its connection task here).
+fn thread_cpu() -> std::time::Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    #[allow(unsafe_code)]
+    // SAFETY: getrusage writes a plain struct we own; RUSAGE_THREAD needs no other argument.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_THREAD, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let micros = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec.unsigned_abs())
+            + std::time::Duration::from_micros(t.tv_usec.unsigned_abs())
+    };
+    micros(usage.ru_utime) + micros(usage.ru_stime)
 }
