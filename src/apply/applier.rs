@@ -27,14 +27,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
 use super::batch::{
-    ColumnSet, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS, next_chunk,
-    rows_per_insert,
+    ColumnSet, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS, UpdateRun,
+    next_chunk, rows_per_insert,
 };
 use super::error::{ApplyError, Operation};
 use super::inflight::{Context, InFlight};
 use super::progress;
 use super::relation::{Relation, RelationCache, SourceRelation};
-use super::sql::{self, Match, TruncateTarget};
+use super::sql::{self, TruncateTarget};
+use super::statements::{OldMatch, StatementKey, StatementKind, statement_text};
 use super::value::Param;
 use crate::Lsn;
 use crate::pgoutput::{
@@ -68,32 +69,6 @@ enum SourceTransaction {
     Skipping,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum StatementKind {
-    Insert {
-        rows: usize,
-    },
-    UpdateByKey,
-    DeleteByKey,
-    /// Identity FULL: which old values were NULL and which were left out of the match.
-    UpdateOneRow {
-        nulls: ColumnSet,
-        skipped: ColumnSet,
-    },
-    DeleteOneRow {
-        nulls: ColumnSet,
-        skipped: ColumnSet,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct StatementKey {
-    oid: u32,
-    kind: StatementKind,
-    /// Inserted or SET columns.
-    columns: ColumnSet,
-}
-
 #[derive(Debug)]
 pub struct Applier {
     inflight: InFlight,
@@ -107,6 +82,8 @@ pub struct Applier {
     group: Option<Group>,
     source: SourceTransaction,
     runs: Vec<InsertRun>,
+    /// Folded updates by unchanged key, per relation (only with `replica_role`).
+    updates: Vec<UpdateRun>,
     buffered_rows: usize,
     buffered_bytes: usize,
     /// `session_replication_role = replica` is in effect, so runs into different tables commute.
@@ -143,6 +120,7 @@ impl Applier {
             group: None,
             source: SourceTransaction::Outside,
             runs: Vec::new(),
+            updates: Vec::new(),
             buffered_rows: 0,
             buffered_bytes: 0,
             replica_role,
@@ -277,9 +255,7 @@ impl Applier {
     async fn relation(&mut self, source: SourceRelation) -> Result<(), ApplyError> {
         let oid = source.oid;
         // Buffered rows were built for the old shape: send them before it is replaced.
-        if self.runs.iter().any(|r| r.oid == oid) {
-            self.flush_table(oid).await?;
-        }
+        self.flush_table(oid).await?;
         if self.relations.replace(source) {
             self.statements.retain(|key, _| key.oid != oid);
         }
@@ -354,13 +330,20 @@ impl Applier {
 
     async fn update(&mut self, update: &Update) -> Result<(), ApplyError> {
         let oid = update.relation_oid;
-        self.before_change(oid).await?;
         let relation = self.relations.checked(self.inflight.client(), oid).await?;
         check_width(relation, &update.new)?;
         self.stats.updates += 1;
         if let Some(group) = &mut self.group {
             group.rows += 1;
         }
+        let foldable = self.replica_role
+            && update.old.is_none()
+            && relation.source.identity != ReplicaIdentity::Full;
+        if foldable {
+            return self.fold_update(oid, &update.new).await;
+        }
+        self.before_change(oid).await?;
+        let relation = self.relations.get(oid)?;
 
         // SET every column that was sent; unchanged TOAST values stay as they are on the
         // target (under FULL identity the matched row already holds the old value).
@@ -376,56 +359,54 @@ impl Applier {
         if params.is_empty() {
             return Ok(());
         }
-        let name = Arc::clone(&relation.name);
-        let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
-        let (kind, sql): (StatementKind, Box<dyn FnOnce() -> String + Send>) =
-            if relation.source.identity == ReplicaIdentity::Full {
-                let Some(OldTuple::Full(old)) = &update.old else {
-                    return Err(ApplyError::protocol(format!(
-                        "an update of {name} (REPLICA IDENTITY FULL) came without its old row"
-                    )));
-                };
-                let matching = full_match(relation, old, &mut params)?;
-                let columns = column_names(relation, &set);
-                let old_names = relation.source.columns.clone();
-                let comparable = comparable(relation);
-                let name = Arc::clone(&name);
-                (
-                    StatementKind::UpdateOneRow {
-                        nulls: matching.nulls.clone(),
-                        skipped: matching.skipped.clone(),
-                    },
-                    Box::new(move || {
-                        let matches = matching.matches(&old_names, &comparable);
-                        let set: Vec<&str> = columns.iter().map(String::as_str).collect();
-                        sql::update_one_row(&name, &set, &matches, partitioned)
-                    }),
-                )
-            } else {
-                let key_tuple = match &update.old {
-                    Some(OldTuple::Key(key)) | Some(OldTuple::Full(key)) => key,
-                    None => &update.new,
-                };
-                check_width(relation, key_tuple)?;
-                let keys = key_params(relation, key_tuple, &mut params)?;
-                let columns = column_names(relation, &set);
-                let name = Arc::clone(&name);
-                (
-                    StatementKind::UpdateByKey,
-                    Box::new(move || {
-                        let set: Vec<&str> = columns.iter().map(String::as_str).collect();
-                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        sql::update_by_key(&name, &set, &keys)
-                    }),
-                )
+        let kind = if relation.source.identity == ReplicaIdentity::Full {
+            let Some(OldTuple::Full(old)) = &update.old else {
+                return Err(ApplyError::protocol(format!(
+                    "an update of {} (REPLICA IDENTITY FULL) came without its old row",
+                    relation.name
+                )));
             };
+            StatementKind::UpdateOneRow {
+                old: full_match(relation, old, &mut params)?,
+            }
+        } else {
+            let key_tuple = match &update.old {
+                Some(OldTuple::Key(key)) | Some(OldTuple::Full(key)) => key,
+                None => &update.new,
+            };
+            check_width(relation, key_tuple)?;
+            key_params(relation, key_tuple, &mut params)?;
+            StatementKind::UpdateByKey
+        };
+        let table = Arc::clone(&relation.name);
         let key = StatementKey {
             oid,
             kind,
             columns: set,
         };
-        self.execute(key, sql, name, Operation::Update, params)
-            .await
+        self.execute(key, table, Operation::Update, params).await
+    }
+
+    /// Buffer an update that keeps its key, merged with earlier ones to the same row.
+    async fn fold_update(&mut self, oid: u32, new: &TupleData) -> Result<(), ApplyError> {
+        let relation = self.relations.get(oid)?;
+        let mut key = Vec::new();
+        key_params(relation, new, &mut key)?;
+        let values: Vec<Option<Param>> = new.iter().map(param).collect();
+        let index = match self.updates.iter().position(|r| r.oid == oid) {
+            Some(i) => i,
+            None => {
+                self.updates.push(UpdateRun::new(oid));
+                self.updates.len() - 1
+            }
+        };
+        let (added, bytes) = self.updates[index].add(key, values);
+        self.buffered_rows += usize::from(added);
+        self.buffered_bytes += bytes;
+        if self.buffered_rows >= MAX_BUFFERED_ROWS || self.buffered_bytes >= MAX_BUFFERED_BYTES {
+            self.flush_all().await?;
+        }
+        Ok(())
     }
 
     async fn delete(&mut self, delete: &Delete) -> Result<(), ApplyError> {
@@ -438,43 +419,22 @@ impl Applier {
         if let Some(group) = &mut self.group {
             group.rows += 1;
         }
-        let name = Arc::clone(&relation.name);
-        let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
         let mut params = Vec::new();
-        let (kind, sql): (StatementKind, Box<dyn FnOnce() -> String + Send>) =
-            if relation.source.identity == ReplicaIdentity::Full {
-                let matching = full_match(relation, old, &mut params)?;
-                let old_names = relation.source.columns.clone();
-                let comparable = comparable(relation);
-                let name = Arc::clone(&name);
-                (
-                    StatementKind::DeleteOneRow {
-                        nulls: matching.nulls.clone(),
-                        skipped: matching.skipped.clone(),
-                    },
-                    Box::new(move || {
-                        let matches = matching.matches(&old_names, &comparable);
-                        sql::delete_one_row(&name, &matches, partitioned)
-                    }),
-                )
-            } else {
-                let keys = key_params(relation, old, &mut params)?;
-                let name = Arc::clone(&name);
-                (
-                    StatementKind::DeleteByKey,
-                    Box::new(move || {
-                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        sql::delete_by_key(&name, &keys)
-                    }),
-                )
-            };
+        let kind = if relation.source.identity == ReplicaIdentity::Full {
+            StatementKind::DeleteOneRow {
+                old: full_match(relation, old, &mut params)?,
+            }
+        } else {
+            key_params(relation, old, &mut params)?;
+            StatementKind::DeleteByKey
+        };
+        let table = Arc::clone(&relation.name);
         let key = StatementKey {
             oid,
             kind,
             columns: ColumnSet::default(),
         };
-        self.execute(key, sql, name, Operation::Delete, params)
-            .await
+        self.execute(key, table, Operation::Delete, params).await
     }
 
     async fn truncate(&mut self, truncate: &Truncate) -> Result<(), ApplyError> {
@@ -506,7 +466,7 @@ impl Applier {
 
     /// Before an update or delete of `oid`: send the inserts that must precede it.
     async fn before_change(&mut self, oid: u32) -> Result<(), ApplyError> {
-        if self.runs.is_empty() {
+        if self.runs.is_empty() && self.updates.is_empty() {
             return Ok(());
         }
         if self.replica_role {
@@ -516,10 +476,10 @@ impl Applier {
         }
     }
 
+    /// Run the statement `key` describes (prepared on first use) with `params`, pipelined.
     async fn execute(
         &mut self,
         key: StatementKey,
-        sql: Box<dyn FnOnce() -> String + Send>,
         table: Arc<str>,
         operation: Operation,
         params: Vec<Param>,
@@ -527,7 +487,7 @@ impl Applier {
         let statement = match self.statements.get(&key) {
             Some(statement) => statement.clone(),
             None => {
-                let text = sql();
+                let text = statement_text(self.relations.get(key.oid)?, &key);
                 let statement = self
                     .inflight
                     .client()
@@ -552,9 +512,14 @@ impl Applier {
             .await
     }
 
+    /// Send what is buffered for `oid`: inserts first, since a folded update may be of a row
+    /// inserted in the same group.
     async fn flush_table(&mut self, oid: u32) -> Result<(), ApplyError> {
         while let Some(i) = self.runs.iter().position(|r| r.oid == oid) {
             self.flush_run(i).await?;
+        }
+        while let Some(i) = self.updates.iter().position(|r| r.oid == oid) {
+            self.flush_updates(i).await?;
         }
         Ok(())
     }
@@ -562,6 +527,35 @@ impl Applier {
     async fn flush_all(&mut self) -> Result<(), ApplyError> {
         while !self.runs.is_empty() {
             self.flush_run(self.runs.len() - 1).await?;
+        }
+        while !self.updates.is_empty() {
+            self.flush_updates(self.updates.len() - 1).await?;
+        }
+        Ok(())
+    }
+
+    /// Send update run `index`, one statement per row, and forget it.
+    async fn flush_updates(&mut self, index: usize) -> Result<(), ApplyError> {
+        let run = self.updates.swap_remove(index);
+        self.buffered_rows -= run.entries.len();
+        self.buffered_bytes -= run.bytes;
+        for (key, values) in run.entries {
+            let mut set = ColumnSet::with_columns(values.len());
+            let mut params = Vec::with_capacity(values.len() + key.len());
+            for (i, value) in values.into_iter().enumerate() {
+                if let Some(value) = value {
+                    set.insert(i);
+                    params.push(value);
+                }
+            }
+            params.extend(key);
+            let table = Arc::clone(&self.relations.get(run.oid)?.name);
+            let key = StatementKey {
+                oid: run.oid,
+                kind: StatementKind::UpdateByKey,
+                columns: set,
+            };
+            self.execute(key, table, Operation::Update, params).await?;
         }
         Ok(())
     }
@@ -571,9 +565,7 @@ impl Applier {
         let mut run = self.runs.swap_remove(index);
         self.buffered_rows -= run.rows;
         self.buffered_bytes -= run.bytes;
-        let relation = self.relations.get(run.oid)?;
-        let name = Arc::clone(&relation.name);
-        let columns = column_names(relation, &run.columns);
+        let table = Arc::clone(&self.relations.get(run.oid)?.name);
         let full = rows_per_insert(run.width);
         let mut rows = run.rows;
         let mut params = std::mem::take(&mut run.params).into_iter();
@@ -585,14 +577,8 @@ impl Applier {
                 kind: StatementKind::Insert { rows: chunk },
                 columns: run.columns.clone(),
             };
-            let sql_name = Arc::clone(&name);
-            let sql_columns = columns.clone();
-            let sql: Box<dyn FnOnce() -> String + Send> = Box::new(move || {
-                let columns: Vec<&str> = sql_columns.iter().map(String::as_str).collect();
-                sql::insert(&sql_name, &columns, chunk)
-            });
             let chunk_params: Vec<Param> = params.by_ref().take(chunk * run.width).collect();
-            self.execute(key, sql, Arc::clone(&name), Operation::Insert, chunk_params)
+            self.execute(key, Arc::clone(&table), Operation::Insert, chunk_params)
                 .await?;
         }
         Ok(())
@@ -633,6 +619,7 @@ impl Applier {
         }
         self.source = SourceTransaction::Outside;
         self.runs.clear();
+        self.updates.clear();
         self.buffered_rows = 0;
         self.buffered_bytes = 0;
         tracing::error!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");
@@ -690,32 +677,13 @@ fn check_width(relation: &Relation, tuple: &TupleData) -> Result<(), ApplyError>
     }
 }
 
-fn column_names(relation: &Relation, set: &ColumnSet) -> Vec<String> {
-    relation
-        .source
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| set.contains(*i))
-        .map(|(_, c)| c.name.clone())
-        .collect()
-}
-
-fn comparable(relation: &Relation) -> Vec<bool> {
-    relation
-        .target
-        .as_ref()
-        .map(|t| t.comparable.clone())
-        .unwrap_or_default()
-}
-
-/// Push the key values of `tuple` and return the key column names.
+/// Push the key values of `tuple`.
 fn key_params(
     relation: &Relation,
     tuple: &TupleData,
     params: &mut Vec<Param>,
-) -> Result<Vec<String>, ApplyError> {
-    let mut names = Vec::new();
+) -> Result<(), ApplyError> {
+    let mut keys = 0;
     for (column, value) in relation.source.columns.iter().zip(tuple.iter()) {
         if !column.is_key {
             continue;
@@ -727,53 +695,23 @@ fn key_params(
             )));
         };
         params.push(p);
-        names.push(column.name.clone());
+        keys += 1;
     }
-    if names.is_empty() {
+    if keys == 0 {
         return Err(ApplyError::protocol(format!(
             "{} has no replica identity key on the source, yet an update or delete arrived",
             relation.name
         )));
     }
-    Ok(names)
+    Ok(())
 }
 
-/// How an identity-FULL old row is matched: NULLs by `IS NULL`, binary values of types without
-/// equality left out (their text cannot be compared), everything else a parameter.
-#[derive(Debug, Clone)]
-struct FullMatch {
-    nulls: ColumnSet,
-    skipped: ColumnSet,
-}
-
-impl FullMatch {
-    fn matches<'a>(
-        &self,
-        columns: &'a [super::relation::SourceColumn],
-        comparable: &[bool],
-    ) -> Vec<Match<'a>> {
-        columns
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !self.skipped.contains(*i))
-            .map(|(i, c)| {
-                if self.nulls.contains(i) {
-                    Match::IsNull(&c.name)
-                } else if comparable.get(i).copied().unwrap_or(false) {
-                    Match::Equal(&c.name)
-                } else {
-                    Match::Text(&c.name)
-                }
-            })
-            .collect()
-    }
-}
-
+/// Push the values an identity-FULL match compares and return the match's shape.
 fn full_match(
     relation: &Relation,
     old: &TupleData,
     params: &mut Vec<Param>,
-) -> Result<FullMatch, ApplyError> {
+) -> Result<OldMatch, ApplyError> {
     check_width(relation, old)?;
     let width = relation.source.columns.len();
     let comparable = relation.target.as_ref().map(|t| &t.comparable);
@@ -794,5 +732,5 @@ fn full_match(
             }
         }
     }
-    Ok(FullMatch { nulls, skipped })
+    Ok(OldMatch { nulls, skipped })
 }

@@ -20,6 +20,7 @@ mod inflight;
 mod progress;
 mod relation;
 pub mod sql;
+mod statements;
 mod value;
 
 pub use applier::{Applier, ApplyStats};
