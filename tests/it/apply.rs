@@ -924,3 +924,86 @@ fn thread_cpu() -> std::time::Duration {
     };
     micros(usage.ru_utime) + micros(usage.ru_stime)
 }
+
+#[tokio::test]
+async fn hot_rows_changed_by_many_transactions_in_one_group() {
+    let ddl = "CREATE TABLE hot (id int PRIMARY KEY, a int, b text);
+               CREATE TABLE side (id int PRIMARY KEY, hot_id int);";
+    let case = Case::new("apply_hot", ddl).await;
+    let statements = [
+        "INSERT INTO hot VALUES (1, 0, 'start'), (2, 0, 'two')",
+        "UPDATE hot SET a = a + 1 WHERE id = 1",
+        "INSERT INTO side VALUES (1, 1)",
+        "UPDATE hot SET a = a + 1, b = 'again' WHERE id = 1",
+        "UPDATE hot SET a = a + 10 WHERE id = 2",
+        "DELETE FROM hot WHERE id = 1",
+        "INSERT INTO hot VALUES (1, 100, 'reborn')",
+        "UPDATE hot SET a = a + 1 WHERE id = 1",
+        "UPDATE hot SET id = 3 WHERE id = 2",
+        "UPDATE hot SET b = 'after key change' WHERE id = 3",
+        "INSERT INTO side VALUES (2, 3)",
+        "UPDATE hot SET a = a * 2",
+    ];
+    for statement in statements {
+        case.source.batch_execute(statement).await.unwrap();
+    }
+    let mut applier = case.applier().await;
+    let messages = case.changes().await;
+    // One group: nothing is committed until the end.
+    assert_eq!(
+        case.apply(&mut applier, messages).await.unwrap(),
+        applier.applied_lsn().into()
+    );
+    assert_eq!(applier.stats().target_commits, 1);
+    assert_eq!(
+        case.assert_same("hot").await,
+        ["(1,202,reborn)", "(3,20,\"after key change\")"]
+    );
+    case.assert_same("side").await;
+    assert_eq!(applier.stats().rows_not_found, 0);
+}
+
+#[tokio::test]
+async fn without_replica_role_changes_apply_in_stream_order() {
+    let ddl = "CREATE TABLE parent (id int PRIMARY KEY, n int);
+               CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));";
+    let case = Case::new("apply_plain_role", ddl).await;
+    // An ordinary role may not set session_replication_role: foreign keys are checked on the
+    // target, so a child row must never reach it before its parent.
+    let role = support::unique_name("apply_role");
+    case.target
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT CREATE ON DATABASE \"{db}\" TO {role};
+             GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};",
+            db = case.db
+        ))
+        .await
+        .unwrap();
+    for statement in [
+        "INSERT INTO parent VALUES (1, 0)",
+        "INSERT INTO child VALUES (1, 1)",
+        "INSERT INTO parent VALUES (2, 0)",
+        "UPDATE parent SET n = n + 1",
+        "INSERT INTO child VALUES (2, 2)",
+        "DELETE FROM child WHERE id = 1",
+        "DELETE FROM parent WHERE id = 1",
+    ] {
+        case.source.batch_execute(statement).await.unwrap();
+    }
+    let conn = format!(
+        "host=127.0.0.1 port={} user={role} dbname={}",
+        support::target().port,
+        case.db
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut applier = Applier::new(client, &case.slot).await.unwrap();
+    assert!(!applier.replica_role());
+    let messages = case.changes().await;
+    case.apply(&mut applier, messages).await.unwrap();
+    assert_eq!(case.assert_same("parent").await, ["(2,1)"]);
+    assert_eq!(case.assert_same("child").await, ["(2,2)"]);
+}
