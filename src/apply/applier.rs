@@ -140,6 +140,12 @@ impl Applier {
         }
     }
 
+    /// Nothing applied and not yet durable, and no source transaction open: the pipeline may
+    /// then acknowledge a keepalive's WAL end (an idle publication must not pin WAL).
+    pub fn is_idle(&self) -> bool {
+        self.source == SourceTransaction::Outside && self.group.is_none()
+    }
+
     /// Whether `session_replication_role = replica` is in effect on the target session.
     pub fn replica_role(&self) -> bool {
         self.replica_role
@@ -156,6 +162,8 @@ impl Applier {
     /// Call after each source Commit. Commits the open group — progress row first, in the same
     /// transaction — when `caught_up` or the group reached its limits, and returns the end LSN
     /// that is now durable on the target; otherwise `None` (the group stays open for more).
+    /// Also call it with `true` when the stream goes quiet between transactions, so an open
+    /// group does not wait for the next Commit.
     pub async fn commit_if(&mut self, caught_up: bool) -> Result<Option<Lsn>, ApplyError> {
         if self.source != SourceTransaction::Outside {
             return Ok(None);

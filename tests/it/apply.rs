@@ -60,13 +60,23 @@ impl Case {
         self.read("pg_logical_slot_peek_binary_changes").await
     }
 
+    /// Consume what the slot has, with values in binary format where the type allows.
+    async fn binary_changes(&self) -> Vec<LogicalMessage> {
+        self.read_with("pg_logical_slot_get_binary_changes", ", 'binary', 'true'")
+            .await
+    }
+
     async fn read(&self, function: &str) -> Vec<LogicalMessage> {
+        self.read_with(function, "").await
+    }
+
+    async fn read_with(&self, function: &str, options: &str) -> Vec<LogicalMessage> {
         let rows = self
             .source
             .query(
                 &format!(
                     "SELECT data FROM {function}($1, NULL, NULL, \
-                     'proto_version', '1', 'publication_names', 'pub')"
+                     'proto_version', '1', 'publication_names', 'pub'{options})"
                 ),
                 &[&self.slot],
             )
@@ -606,7 +616,9 @@ async fn group_commit_reports_only_durable_commits() {
     assert_eq!(reported, [ends[4], ends[9]]);
     // Two transactions are still open in the target transaction, invisible to others.
     assert_eq!(case.count(&case.target, "t").await, 10);
+    assert!(!applier.is_idle());
     assert_eq!(applier.commit_if(true).await.unwrap(), Some(ends[11]));
+    assert!(applier.is_idle());
     assert_eq!(applier.applied_lsn(), ends[11]);
     case.assert_same("t").await;
 }
@@ -1006,4 +1018,91 @@ async fn without_replica_role_changes_apply_in_stream_order() {
     case.apply(&mut applier, messages).await.unwrap();
     assert_eq!(case.assert_same("parent").await, ["(2,1)"]);
     assert_eq!(case.assert_same("child").await, ["(2,2)"]);
+}
+
+#[tokio::test]
+async fn binary_values_apply_too() {
+    let ddl = "CREATE TYPE mood AS ENUM ('sad', 'happy');
+               CREATE TABLE b (id int PRIMARY KEY, n numeric, f float8, t text, by bytea,
+                               j jsonb, arr int[], u uuid, ts timestamptz, iv interval, m mood,
+                               p point);
+               CREATE TABLE bf (a int, p point, j json);
+               ALTER TABLE bf REPLICA IDENTITY FULL;";
+    let case = Case::new("apply_binary", ddl).await;
+    case.source
+        .batch_execute(
+            "INSERT INTO b VALUES (1, 1.50, 'NaN', 'tëxt', '\\x0001', '{\"a\": 1}', '{1,2}',
+                                   'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', now(), '1 day',
+                                   'happy', '(1,2)'),
+                                  (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                                   NULL, NULL);
+             UPDATE b SET n = n * 2, m = 'sad' WHERE id = 1;
+             DELETE FROM b WHERE id = 2;
+             INSERT INTO bf VALUES (1, '(1,1)', '{}'), (1, '(1,1)', '{}'), (2, '(0,0)', '[]');
+             UPDATE bf SET a = 5 WHERE ctid = (SELECT ctid FROM bf WHERE a = 1 LIMIT 1);
+             DELETE FROM bf WHERE a = 2;",
+        )
+        .await
+        .unwrap();
+    let messages = case.binary_changes().await;
+    let binary_values = messages
+        .iter()
+        .filter_map(|m| match m {
+            LogicalMessage::Insert(i) => Some(&i.new),
+            _ => None,
+        })
+        .flat_map(|t| t.iter())
+        .filter(|v| matches!(v, ColumnValue::Binary(_)))
+        .count();
+    assert!(
+        binary_values > 10,
+        "values were sent in binary: {binary_values}"
+    );
+    let mut applier = case.applier().await;
+    case.apply(&mut applier, messages).await.unwrap();
+    assert_eq!(case.assert_same("b").await.len(), 1);
+    assert_eq!(case.assert_same("bf").await.len(), 2);
+    assert_eq!(applier.stats().rows_not_found, 0);
+}
+
+#[tokio::test]
+async fn a_column_added_on_the_source_stops_apply_with_its_name() {
+    let case = Case::new("apply_added_col", "CREATE TABLE t (id int PRIMARY KEY)").await;
+    case.source
+        .batch_execute("INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let applier = case.sync().await;
+    let applied = applier.applied_lsn();
+    drop(applier);
+    case.source
+        .batch_execute("ALTER TABLE t ADD COLUMN note text; INSERT INTO t VALUES (2, 'new')")
+        .await
+        .unwrap();
+    let mut applier = case.applier().await;
+    let err = case
+        .apply(&mut applier, case.peek().await)
+        .await
+        .unwrap_err();
+    match &err {
+        ApplyError::MissingColumn { table, column } => {
+            assert_eq!(
+                (table.as_str(), column.as_str()),
+                ("\"public\".\"t\"", "note")
+            );
+        }
+        other => panic!("expected MissingColumn, got {other:?}"),
+    }
+    assert_eq!(Case::rows(&case.target, "t").await, ["(1)"]);
+    assert_eq!(case.stored_progress().await, Some(applied.to_string()));
+    // The operator adds the column; the same stream then applies.
+    case.target
+        .batch_execute("ALTER TABLE t ADD COLUMN note text")
+        .await
+        .unwrap();
+    let mut applier = case.applier().await;
+    case.apply(&mut applier, case.changes().await)
+        .await
+        .unwrap();
+    case.assert_same("t").await;
 }
