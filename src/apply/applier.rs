@@ -28,7 +28,7 @@ use tokio_postgres::{Client, Statement};
 
 use super::batch::{
     ColumnSet, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS, UpdateRun,
-    next_chunk, rows_per_insert,
+    next_chunk, rows_per_insert, rows_per_update,
 };
 use super::error::{ApplyError, Operation};
 use super::inflight::{Context, InFlight};
@@ -492,6 +492,11 @@ impl Applier {
         operation: Operation,
         params: Vec<Param>,
     ) -> Result<(), ApplyError> {
+        let expected_rows = match (&key.kind, operation) {
+            (StatementKind::UpdateRows { rows }, _) => u64::try_from(*rows).unwrap_or(u64::MAX),
+            (_, Operation::Update | Operation::Delete) => 1,
+            _ => 0,
+        };
         let statement = match self.statements.get(&key) {
             Some(statement) => statement.clone(),
             None => {
@@ -506,7 +511,6 @@ impl Applier {
                 statement
             }
         };
-        let expects_row = matches!(operation, Operation::Update | Operation::Delete);
         self.inflight
             .execute(
                 statement,
@@ -514,7 +518,7 @@ impl Applier {
                 Context {
                     table,
                     operation,
-                    expects_row,
+                    expected_rows,
                 },
             )
             .await
@@ -542,28 +546,51 @@ impl Applier {
         Ok(())
     }
 
-    /// Send update run `index`, one statement per row, and forget it.
+    /// Send update run `index` and forget it: rows that set the same columns go together, as
+    /// multi-row statements.
     async fn flush_updates(&mut self, index: usize) -> Result<(), ApplyError> {
         let run = self.updates.swap_remove(index);
         self.buffered_rows -= run.entries.len();
         self.buffered_bytes -= run.bytes;
+        let oid = run.oid;
+        let mut shapes: HashMap<ColumnSet, (usize, Vec<Param>)> = HashMap::new();
         for (key, values) in run.entries {
             let mut set = ColumnSet::with_columns(values.len());
-            let mut params = Vec::with_capacity(values.len() + key.len());
+            let mut row = Vec::with_capacity(values.len() + key.len());
             for (i, value) in values.into_iter().enumerate() {
                 if let Some(value) = value {
                     set.insert(i);
-                    params.push(value);
+                    row.push(value);
                 }
             }
-            params.extend(key);
-            let table = Arc::clone(&self.relations.get(run.oid)?.name);
-            let key = StatementKey {
-                oid: run.oid,
-                kind: StatementKind::UpdateByKey,
-                columns: set,
-            };
-            self.execute(key, table, Operation::Update, params).await?;
+            row.extend(key);
+            let (rows, params) = shapes.entry(set).or_default();
+            *rows += 1;
+            params.extend(row);
+        }
+        let table = Arc::clone(&self.relations.get(oid)?.name);
+        for (set, (mut rows, params)) in shapes {
+            let width = params.len() / rows.max(1);
+            let full = rows_per_update(width);
+            let mut params = params.into_iter();
+            while rows > 0 {
+                let chunk = next_chunk(rows, full);
+                rows -= chunk;
+                // One row: the plain statement (an index lookup, no join to plan).
+                let kind = if chunk == 1 {
+                    StatementKind::UpdateByKey
+                } else {
+                    StatementKind::UpdateRows { rows: chunk }
+                };
+                let key = StatementKey {
+                    oid,
+                    kind,
+                    columns: set.clone(),
+                };
+                let chunk_params: Vec<Param> = params.by_ref().take(chunk * width).collect();
+                self.execute(key, Arc::clone(&table), Operation::Update, chunk_params)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -605,7 +632,7 @@ impl Applier {
                 Context {
                     table: Arc::from(progress::table_name()),
                     operation: Operation::Bookkeeping,
-                    expects_row: false,
+                    expected_rows: 0,
                 },
             )
             .await?;

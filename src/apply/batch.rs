@@ -103,6 +103,15 @@ pub(crate) fn rows_per_insert(columns: usize) -> usize {
     (MAX_PARAMS / columns).clamp(1, MAX_ROWS_PER_INSERT)
 }
 
+/// Largest number of rows in one multi-row UPDATE: small enough that the planner joins the
+/// rows to the table by its key index rather than scanning the table.
+const MAX_ROWS_PER_UPDATE: usize = 64;
+
+/// Rows of a full multi-row UPDATE with `columns` parameters each (SET values and key).
+pub(crate) fn rows_per_update(columns: usize) -> usize {
+    (MAX_PARAMS / columns.max(1)).clamp(1, MAX_ROWS_PER_UPDATE)
+}
+
 /// How many rows the next statement of a run of `rows` takes: a full statement, else the largest
 /// power of two, so each table needs only a handful of prepared statement sizes.
 pub(crate) fn next_chunk(rows: usize, full: usize) -> usize {

@@ -9,7 +9,7 @@
 //! hash lookup, and text is built and prepared once per (table, operation, column set).
 
 use super::batch::ColumnSet;
-use super::relation::Relation;
+use super::relation::{Relation, SourceColumn};
 use super::sql::{self, Match};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -19,6 +19,10 @@ pub(crate) enum StatementKind {
         rows: usize,
     },
     UpdateByKey,
+    /// Update of `rows` rows with distinct keys in one statement.
+    UpdateRows {
+        rows: usize,
+    },
     DeleteByKey,
     /// Identity FULL: which old values were NULL and which were left out of the match.
     UpdateOneRow {
@@ -46,7 +50,7 @@ pub(crate) struct StatementKey {
 }
 
 /// The statement text for `key` on `relation`.
-pub(crate) fn statement_text(relation: &Relation, key: &StatementKey) -> String {
+pub(crate) fn statement_text<'a>(relation: &'a Relation, key: &StatementKey) -> String {
     let columns = &relation.source.columns;
     let chosen: Vec<&str> = columns
         .iter()
@@ -66,6 +70,26 @@ pub(crate) fn statement_text(relation: &Relation, key: &StatementKey) -> String 
     match &key.kind {
         StatementKind::Insert { rows } => sql::insert(name, &chosen, *rows),
         StatementKind::UpdateByKey => sql::update_by_key(name, &chosen, &keys()),
+        StatementKind::UpdateRows { rows } => {
+            let types = relation.target.as_ref().map(|t| t.types.as_slice());
+            let typed = |i: usize, c: &'a SourceColumn| -> (&'a str, &'a str) {
+                let type_name = types.and_then(|t| t.get(i)).map_or("text", String::as_str);
+                (c.name.as_str(), type_name)
+            };
+            let set: Vec<(&str, &str)> = columns
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| key.columns.contains(*i))
+                .map(|(i, c)| typed(i, c))
+                .collect();
+            let keys: Vec<(&str, &str)> = columns
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| c.is_key)
+                .map(|(i, c)| typed(i, c))
+                .collect();
+            sql::update_rows(name, &set, &keys, *rows)
+        }
         StatementKind::DeleteByKey => sql::delete_by_key(name, &keys()),
         StatementKind::UpdateOneRow { old } => {
             sql::update_one_row(name, &chosen, &matches(relation, old), partitioned)
@@ -120,6 +144,7 @@ mod tests {
             target: Some(TargetTable {
                 partitioned: false,
                 comparable: vec![true, false, true],
+                types: vec!["integer".into(), "json".into(), "text".into()],
             }),
         }
     }
@@ -148,6 +173,24 @@ mod tests {
             statement_text(&relation(), &key),
             "UPDATE \"s\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM \"s\".\"t\" WHERE \
              \"id\" = $2 AND \"j\"::text = $3::text AND \"v\" IS NULL LIMIT 1)"
+        );
+    }
+
+    #[test]
+    fn update_rows_takes_types_from_the_target() {
+        let mut relation = relation();
+        for c in &mut relation.source.columns {
+            c.is_key = c.name == "id";
+        }
+        let key = StatementKey {
+            oid: 1,
+            kind: StatementKind::UpdateRows { rows: 1 },
+            columns: set(3, &[1]),
+        };
+        assert_eq!(
+            statement_text(&relation, &key),
+            "UPDATE \"s\".\"t\" SET \"j\" = lsnpipe_rows.c1 FROM (VALUES ($1::json, \
+             $2::integer)) AS lsnpipe_rows (c1, k1) WHERE \"s\".\"t\".\"id\" = lsnpipe_rows.k1"
         );
     }
 

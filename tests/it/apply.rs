@@ -423,7 +423,8 @@ async fn values_of_many_types_and_nulls() {
               1, '[]', '(0,0)');
              UPDATE typed SET t = 'changed', f8 = 'NaN', num = 'NaN' WHERE id = 3;
              UPDATE typed SET i4 = NULL, j = NULL WHERE id = 1;
-             UPDATE typed SET m = 'ok', arr = '{{1,2},{3,4}}' WHERE id = 2;"#,
+             UPDATE typed SET m = 'ok', arr = '{{1,2},{3,4}}' WHERE id = 2;
+             UPDATE typed SET t = t || '!', i2 = i2 + 1;"#,
         )
         .await
         .unwrap();
