@@ -74,6 +74,9 @@ pub struct TargetTable {
     pub comparable: Vec<bool>,
     /// Per source column: the target column's type name, without modifier, spelled for this
     /// session (casts in multi-row statements, where no column gives a parameter its type).
+    /// Asked for with typmod -1, so `char(n)` and `bit(n)` come back as `bpchar` and `"bit"`
+    /// (unbounded), not as `character` / `bit`, which mean length 1 and would truncate in a cast;
+    /// the column's own modifier is applied, with its errors, on assignment.
     pub types: Vec<String>,
 }
 
@@ -164,7 +167,7 @@ const TABLE_COLUMNS: &str = "WITH RECURSIVE chain(attname, typ, depth) AS ( \
           OR (oc.opcintype = 'pg_catalog.record'::pg_catalog.regtype AND t.typtype = 'c') \
           OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.castsource = t.oid \
                      AND k.casttarget = oc.opcintype AND k.castmethod = 'b')) \
-    ), pg_catalog.format_type(a.atttypid, NULL) \
+    ), pg_catalog.format_type(a.atttypid, -1) \
     FROM leaf l JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attname = l.attname";
 
 async fn lookup_target(

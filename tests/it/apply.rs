@@ -405,7 +405,8 @@ async fn values_of_many_types_and_nulls() {
                CREATE TABLE typed (
                  id int PRIMARY KEY, i2 int2, i4 int4, i8 int8, num numeric, f4 real, f8 float8,
                  t text, b bytea, j jsonb, arr int[], tarr text[], u uuid, ts timestamptz,
-                 iv interval, m mood, d posint, js json, p point);";
+                 iv interval, m mood, d posint, js json, p point, c char(3), bits bit(3),
+                 vc varchar(4));";
     let case = Case::new("apply_types", ddl).await;
     case.source
         .batch_execute(
@@ -415,12 +416,12 @@ async fn values_of_many_types_and_nulls() {
               '{"a": [1, 2, {"b": null}], "é": "\"q\""}', '{1,NULL,3}',
               '{"a b","c,d","e\"f",NULL,"NULL"}', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
               '2026-11-25 13:00:00.123456+02', '1 year 2 mons 3 days 04:05:06.789', 'happy',
-              7, '{"x":1,  "y" : 2}', '(1.5,-2)'),
+              7, '{"x":1,  "y" : 2}', '(1.5,-2)', 'abc', B'101', 'abcd'),
              (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-              NULL, NULL, NULL, NULL, NULL),
+              NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
              (3, 0, 0, 0, '-0.000001', '-Infinity', '-0', '', '\x', '{}', '{}', '{}',
               '00000000-0000-0000-0000-000000000000', '-infinity', '-1 days -00:00:01', 'sad',
-              1, '[]', '(0,0)');
+              1, '[]', '(0,0)', 'x', B'011', '');
              UPDATE typed SET t = 'changed', f8 = 'NaN', num = 'NaN' WHERE id = 3;
              UPDATE typed SET i4 = NULL, j = NULL WHERE id = 1;
              UPDATE typed SET m = 'ok', arr = '{{1,2},{3,4}}' WHERE id = 2;
