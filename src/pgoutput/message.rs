@@ -464,6 +464,9 @@ pub fn decode(data: Bytes, ctx: DecodeContext) -> Result<LogicalMessage, DecodeE
             });
         }
     };
+    if matches!(tag, b'I' | b'U' | b'D') {
+        return row_change(tag, what, data, ctx);
+    }
     let mut r = Reader::new(&data, 1, what);
     let message = body(tag, &mut r, ctx)?;
     r.finish()?;
@@ -501,44 +504,6 @@ fn body(tag: u8, r: &mut Reader<'_>, ctx: DecodeContext) -> Result<LogicalMessag
             namespace: r.name()?,
             name: r.name()?,
         }),
-        b'I' => {
-            let xid = stream_xid(r)?;
-            let relation_oid = r.u32()?;
-            expect_marker(r, b'N')?;
-            LogicalMessage::Insert(Insert {
-                xid,
-                relation_oid,
-                new: TupleData::decode(r)?,
-            })
-        }
-        b'U' => {
-            let xid = stream_xid(r)?;
-            let relation_oid = r.u32()?;
-            let old = match r.u8()? {
-                b'N' => None,
-                marker => {
-                    let old = old_tuple(marker, r)?;
-                    expect_marker(r, b'N')?;
-                    Some(old)
-                }
-            };
-            LogicalMessage::Update(Update {
-                xid,
-                relation_oid,
-                old,
-                new: TupleData::decode(r)?,
-            })
-        }
-        b'D' => {
-            let xid = stream_xid(r)?;
-            let relation_oid = r.u32()?;
-            let marker = r.u8()?;
-            LogicalMessage::Delete(Delete {
-                xid,
-                relation_oid,
-                old: old_tuple(marker, r)?,
-            })
-        }
         b'T' => {
             let xid = stream_xid(r)?;
             let raw = r.u32()?;
@@ -665,15 +630,58 @@ fn relation(xid: Option<u32>, r: &mut Reader<'_>) -> Result<Relation, DecodeErro
     })
 }
 
-fn old_tuple(marker: u8, r: &mut Reader<'_>) -> Result<OldTuple, DecodeError> {
-    match marker {
-        b'K' => Ok(OldTuple::Key(TupleData::decode(r)?)),
-        b'O' => Ok(OldTuple::Full(TupleData::decode(r)?)),
-        tag => Err(DecodeError::UnknownTag {
-            what: r.what(),
-            tag,
+/// Insert, Update and Delete, the hot path: the tuples are validated first, then the frame is
+/// moved into the (last) tuple, so decoding costs no reference-count operation (one for an
+/// Update with an old tuple).
+fn row_change(
+    tag: u8,
+    what: &'static str,
+    data: Bytes,
+    ctx: DecodeContext,
+) -> Result<LogicalMessage, DecodeError> {
+    let mut r = Reader::new(&data, 1, what);
+    let xid = if ctx.in_stream { Some(r.u32()?) } else { None };
+    let relation_oid = r.u32()?;
+    let marker = r.u8()?;
+    let (old, new) = match (tag, marker) {
+        (b'I', b'N') | (b'U', b'N') => (None, Some(TupleData::validate(&mut r)?)),
+        (b'U', b'K' | b'O') => {
+            let old = TupleData::validate(&mut r)?;
+            expect_marker(&mut r, b'N')?;
+            (Some((marker, old)), Some(TupleData::validate(&mut r)?))
+        }
+        (b'D', b'K' | b'O') => (Some((marker, TupleData::validate(&mut r)?)), None),
+        (_, tag) => return Err(DecodeError::UnknownTag { what, tag }),
+    };
+    r.finish()?;
+    let old_tuple = |marker: u8, frame: Bytes, range| {
+        let tuple = TupleData::new(frame, range);
+        if marker == b'K' {
+            OldTuple::Key(tuple)
+        } else {
+            OldTuple::Full(tuple)
+        }
+    };
+    Ok(match (tag, old, new) {
+        (b'I', None, Some(new)) => LogicalMessage::Insert(Insert {
+            xid,
+            relation_oid,
+            new: TupleData::new(data, new),
         }),
-    }
+        (b'U', old, Some(new)) => LogicalMessage::Update(Update {
+            xid,
+            relation_oid,
+            old: old.map(|(marker, range)| old_tuple(marker, data.clone(), range)),
+            new: TupleData::new(data, new),
+        }),
+        (b'D', Some((marker, old)), None) => LogicalMessage::Delete(Delete {
+            xid,
+            relation_oid,
+            old: old_tuple(marker, data, old),
+        }),
+        // The match above produces only the shapes handled here.
+        (tag, _, _) => return Err(DecodeError::UnknownTag { what, tag }),
+    })
 }
 
 fn expect_marker(r: &mut Reader<'_>, expected: u8) -> Result<(), DecodeError> {
@@ -855,5 +863,106 @@ mod tests {
             decode(hex("54 ffffffff 00 00000001"), OUTSIDE),
             Err(DecodeError::InvalidCount { .. })
         ));
+    }
+
+    #[test]
+    fn names_unknown_tags_and_markers_are_typed_errors() {
+        // Relation whose table name is not UTF-8.
+        assert_eq!(
+            decode(hex("52 0000403a 00 ff00 64 0000"), OUTSIDE),
+            Err(DecodeError::InvalidName { what: "Relation" })
+        );
+        // Origin name without its NUL.
+        assert_eq!(
+            decode(hex("4f 0000000012345678 7570"), OUTSIDE),
+            Err(DecodeError::UnterminatedString { what: "Origin" })
+        );
+        assert_eq!(
+            decode(hex("5a 00"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "pgoutput message",
+                tag: b'Z'
+            })
+        );
+        assert_eq!(
+            decode(Bytes::new(), OUTSIDE),
+            Err(DecodeError::Truncated {
+                what: "pgoutput message",
+                offset: 0,
+                needed: 1
+            })
+        );
+        // Tuple column kind 'x'.
+        assert_eq!(
+            decode(hex("49 0000403a 4e 0001 78"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "tuple column kind",
+                tag: b'x'
+            })
+        );
+        // Update with an old key but no 'N' before the new tuple; Delete with 'N'.
+        assert_eq!(
+            decode(hex("55 0000403a 4b 0001 6e 4b 0001 6e"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "Update",
+                tag: b'K'
+            })
+        );
+        assert_eq!(
+            decode(hex("44 0000403a 4e 0001 6e"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "Delete",
+                tag: b'N'
+            })
+        );
+        assert_eq!(
+            decode(hex("52 0000403a 00 7400 78 0000"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "Relation replica identity",
+                tag: b'x'
+            })
+        );
+        assert_eq!(
+            decode(hex("53 00000001 02"), OUTSIDE),
+            Err(DecodeError::InvalidValue {
+                what: "Stream Start first_segment",
+                value: 2
+            })
+        );
+        // A truncated Begin names where it stopped.
+        assert_eq!(
+            decode(hex("42 0000000001"), OUTSIDE),
+            Err(DecodeError::Truncated {
+                what: "Begin",
+                offset: 6,
+                needed: 3
+            })
+        );
+    }
+
+    #[test]
+    fn xids_are_read_only_inside_a_stream() {
+        let in_stream = DecodeContext {
+            in_stream: true,
+            parallel_streaming: false,
+        };
+        let truncate = hex("54 000002fb 00000001 03 0000403a");
+        let LogicalMessage::Truncate(t) = decode(truncate, in_stream).unwrap() else {
+            panic!()
+        };
+        assert_eq!((t.xid, t.options), (Some(0x2fb), 3));
+        assert_eq!(t.relation_oids().collect::<Vec<_>>(), [0x403a]);
+        let typ = hex("59 000002fb 00004001 7075626c696300 6d6f6f6400");
+        let LogicalMessage::Type(y) = decode(typ.clone(), in_stream).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (y.xid, y.oid, y.namespace(), y.name()),
+            (Some(0x2fb), 0x4001, "public", "mood")
+        );
+        assert!(decode(typ, OUTSIDE).is_err());
+        // Begin, Commit and the two-phase messages never carry one.
+        let begin = hex("42 000000000166fac0 00030418581cac15 00000308");
+        assert_eq!(decode(begin.clone(), in_stream), decode(begin, OUTSIDE));
     }
 }

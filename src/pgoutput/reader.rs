@@ -26,15 +26,18 @@ impl<'a> Reader<'a> {
         self.what
     }
 
+    #[inline(always)]
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }
 
+    #[inline(always)]
     pub(crate) fn remaining(&self) -> usize {
         self.frame.len().saturating_sub(self.pos)
     }
 
     /// The next `n` bytes as a plain slice, advancing past them.
+    #[inline(always)]
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let remaining = self.remaining();
         if n > remaining {
@@ -50,6 +53,7 @@ impl<'a> Reader<'a> {
     }
 
     /// The next `n` bytes as a view of the frame, advancing past them.
+    #[inline]
     pub(crate) fn take_bytes(&mut self, n: usize) -> Result<Bytes, DecodeError> {
         let start = self.pos;
         self.take(n)?;
@@ -61,30 +65,37 @@ impl<'a> Reader<'a> {
         self.frame.slice(start..self.pos)
     }
 
+    #[inline(always)]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
+    #[inline(always)]
     pub(crate) fn i16(&mut self) -> Result<i16, DecodeError> {
         Ok(i16::from_be_bytes(self.array()?))
     }
 
+    #[inline(always)]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
+    #[inline(always)]
     pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
         Ok(i32::from_be_bytes(self.array()?))
     }
 
+    #[inline(always)]
     pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_be_bytes(self.array()?))
     }
 
+    #[inline(always)]
     pub(crate) fn lsn(&mut self) -> Result<Lsn, DecodeError> {
         Ok(Lsn::new(u64::from_be_bytes(self.array()?)))
     }
 
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);
@@ -108,6 +119,7 @@ impl<'a> Reader<'a> {
 
     /// A count from the wire: non-negative, and no more items than the remaining bytes can hold
     /// when each item needs at least `min_item_len` bytes.
+    #[inline]
     pub(crate) fn count(&mut self, raw: i64, min_item_len: usize) -> Result<usize, DecodeError> {
         let invalid = || DecodeError::InvalidCount {
             what: self.what,
@@ -129,6 +141,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Reject bytes after a complete message.
+    #[inline]
     pub(crate) fn finish(self) -> Result<(), DecodeError> {
         match self.remaining() {
             0 => Ok(()),
@@ -140,8 +153,8 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// A name from the wire (schema, table, column, type, origin, message prefix, GID): a view of the
-/// frame that was checked to be UTF-8 when the message was decoded.
+/// A name from the wire (schema, table, type, origin, message prefix, GID): a view of the frame
+/// that was checked to be UTF-8 when the message was decoded. Messages expose it as `&str`.
 #[derive(Clone, PartialEq, Eq, Hash, Default)]
 pub struct Name(Bytes);
 
@@ -150,11 +163,6 @@ impl Name {
         // Validated in `Reader::name`; the fallback is unreachable but keeps this free of
         // `unsafe` and of panics.
         std::str::from_utf8(&self.0).unwrap_or_default()
-    }
-
-    /// The raw bytes, a view of the received frame.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
     }
 }
 
@@ -167,17 +175,5 @@ impl std::fmt::Debug for Name {
 impl std::fmt::Display for Name {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl PartialEq<str> for Name {
-    fn eq(&self, other: &str) -> bool {
-        self.0 == other.as_bytes()
-    }
-}
-
-impl PartialEq<&str> for Name {
-    fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
     }
 }

@@ -81,7 +81,18 @@ fn walk(message: &LogicalMessage) {
     };
     for t in tuples {
         assert_eq!(t.iter().count(), t.len());
+        assert_eq!(t.slices().count(), t.len());
         assert_eq!(t.get(t.len()), None);
+        for (value, slice) in t.iter().zip(t.slices()) {
+            let same = match (value, slice) {
+                (ColumnValue::Null, ColumnSlice::Null) => true,
+                (ColumnValue::UnchangedToast, ColumnSlice::UnchangedToast) => true,
+                (ColumnValue::Text(v), ColumnSlice::Text(s)) => v == s,
+                (ColumnValue::Binary(v), ColumnSlice::Binary(s)) => v == s,
+                _ => false,
+            };
+            assert!(same);
+        }
     }
 }
 
@@ -119,6 +130,28 @@ proptest! {
     #[test]
     fn random_bytes_return(data in proptest::collection::vec(any::<u8>(), 0..256)) {
         decode_all_contexts(&Bytes::from(data));
+    }
+
+    #[test]
+    fn random_replication_payloads_return(
+        tag in proptest::sample::select(b"wkrs".to_vec()),
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut data = vec![tag];
+        data.extend(body);
+        let payload = Bytes::from(data);
+        match ReplicationMessage::parse(payload.clone()) {
+            Ok(ReplicationMessage::XLogData(x)) => {
+                prop_assert_eq!(&x.data[..], &payload[25..]);
+            }
+            Ok(ReplicationMessage::Keepalive(_)) => prop_assert_eq!(payload.len(), 18),
+            Err(_) => prop_assert!(
+                (tag == b'w' && payload.len() < 25)
+                    || (tag == b'k' && payload.len() != 18)
+                    || tag == b'r'
+                    || tag == b's'
+            ),
+        }
     }
 
     #[test]

@@ -29,12 +29,35 @@ pub enum ColumnValue {
     Binary(Bytes),
 }
 
+/// A borrowed view of one column of a [`TupleData`]: what [`TupleData::slices`] yields when the
+/// caller only reads the bytes (no reference-count traffic at all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnSlice<'a> {
+    Null,
+    UnchangedToast,
+    Text(&'a [u8]),
+    Binary(&'a [u8]),
+}
+
 /// A row: the values of the Relation's columns, in the Relation's column order.
-#[derive(Clone, PartialEq, Eq, Default)]
+///
+/// Holds the received frame (moved in by [`decode`](super::decode), so decoding an Insert or a
+/// Delete touches no reference count) and where in it the column entries lie.
+#[derive(Clone, Default)]
 pub struct TupleData {
+    frame: Bytes,
+    /// The column entries after the count: `frame[start..end]`, validated.
+    start: usize,
+    end: usize,
     len: u16,
-    /// The column entries after the count, validated.
-    columns: Bytes,
+}
+
+/// Where a validated tuple lies in the frame, before the frame is handed to the `TupleData`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TupleRange {
+    start: usize,
+    end: usize,
+    len: u16,
 }
 
 const NULL: u8 = b'n';
@@ -44,7 +67,7 @@ const BINARY: u8 = b'b';
 
 impl TupleData {
     /// Read a tuple at the reader's position and check every column entry.
-    pub(crate) fn decode(reader: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    pub(crate) fn validate(reader: &mut Reader<'_>) -> Result<TupleRange, DecodeError> {
         let raw = reader.i16()?;
         // Each column takes at least its kind byte.
         let len = reader.count(i64::from(raw), 1)?;
@@ -65,11 +88,22 @@ impl TupleData {
                 }
             }
         }
-        Ok(TupleData {
+        Ok(TupleRange {
+            start,
+            end: reader.pos(),
             // `count` bounded `len` by a non-negative i16.
             len: u16::try_from(len).unwrap_or(u16::MAX),
-            columns: reader.since(start),
         })
+    }
+
+    /// `frame` must be the frame `range` was validated in.
+    pub(crate) fn new(frame: Bytes, range: TupleRange) -> Self {
+        TupleData {
+            frame,
+            start: range.start,
+            end: range.end,
+            len: range.len,
+        }
     }
 
     /// The number of columns (equal to the Relation's column count).
@@ -81,11 +115,19 @@ impl TupleData {
         self.len == 0
     }
 
-    /// The column values in order.
+    /// The column values in order, each value a `Bytes` view of the frame (one reference-count
+    /// increment each, no copy).
     pub fn iter(&self) -> Columns<'_> {
         Columns {
-            columns: &self.columns,
-            pos: 0,
+            tuple: self,
+            slices: self.slices(),
+        }
+    }
+
+    /// The column values in order as borrowed slices: the cheapest way to read a row.
+    pub fn slices(&self) -> ColumnSlices<'_> {
+        ColumnSlices {
+            entries: self.raw(),
             left: self.len,
         }
     }
@@ -96,14 +138,37 @@ impl TupleData {
     }
 
     /// The encoded column entries (after the count), a view of the frame.
-    pub fn raw(&self) -> &Bytes {
-        &self.columns
+    pub fn raw(&self) -> &[u8] {
+        self.frame.get(self.start..self.end).unwrap_or_default()
+    }
+
+    /// The whole frame this tuple came from.
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    fn to_value(&self, slice: ColumnSlice<'_>) -> ColumnValue {
+        match slice {
+            ColumnSlice::Null => ColumnValue::Null,
+            ColumnSlice::UnchangedToast => ColumnValue::UnchangedToast,
+            ColumnSlice::Text(v) => ColumnValue::Text(self.frame.slice_ref(v)),
+            ColumnSlice::Binary(v) => ColumnValue::Binary(self.frame.slice_ref(v)),
+        }
     }
 }
 
+impl PartialEq for TupleData {
+    /// Equal values, wherever they were received.
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.raw() == other.raw()
+    }
+}
+
+impl Eq for TupleData {}
+
 impl std::fmt::Debug for TupleData {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.iter()).finish()
+        f.debug_list().entries(self.slices()).finish()
     }
 }
 
@@ -116,42 +181,41 @@ impl<'a> IntoIterator for &'a TupleData {
     }
 }
 
-/// Iterator over a [`TupleData`]'s values. Infallible: the tuple was checked when decoded.
+/// Iterator over a [`TupleData`]'s values as borrowed slices. Infallible: the tuple was checked
+/// when decoded.
 #[derive(Debug, Clone)]
-pub struct Columns<'a> {
-    columns: &'a Bytes,
-    pos: usize,
+pub struct ColumnSlices<'a> {
+    entries: &'a [u8],
     left: u16,
 }
 
-impl Iterator for Columns<'_> {
-    type Item = ColumnValue;
+impl<'a> Iterator for ColumnSlices<'a> {
+    type Item = ColumnSlice<'a>;
 
-    fn next(&mut self) -> Option<ColumnValue> {
+    fn next(&mut self) -> Option<ColumnSlice<'a>> {
         if self.left == 0 {
             return None;
         }
         self.left -= 1;
-        let kind = *self.columns.get(self.pos)?;
-        self.pos += 1;
+        let (&kind, rest) = self.entries.split_first()?;
         match kind {
-            NULL => Some(ColumnValue::Null),
-            UNCHANGED_TOAST => Some(ColumnValue::UnchangedToast),
+            NULL => {
+                self.entries = rest;
+                Some(ColumnSlice::Null)
+            }
+            UNCHANGED_TOAST => {
+                self.entries = rest;
+                Some(ColumnSlice::UnchangedToast)
+            }
             _ => {
-                let len_bytes = self.columns.get(self.pos..self.pos + 4)?;
-                let mut len = [0u8; 4];
-                len.copy_from_slice(len_bytes);
-                let start = self.pos + 4;
-                let end = start + usize::try_from(i32::from_be_bytes(len)).ok()?;
-                if end > self.columns.len() {
-                    return None;
-                }
-                self.pos = end;
-                let value = self.columns.slice(start..end);
+                let (len, rest) = rest.split_first_chunk::<4>()?;
+                let len = usize::try_from(i32::from_be_bytes(*len)).ok()?;
+                let (value, rest) = rest.split_at_checked(len)?;
+                self.entries = rest;
                 Some(if kind == TEXT {
-                    ColumnValue::Text(value)
+                    ColumnSlice::Text(value)
                 } else {
-                    ColumnValue::Binary(value)
+                    ColumnSlice::Binary(value)
                 })
             }
         }
@@ -160,6 +224,28 @@ impl Iterator for Columns<'_> {
     fn size_hint(&self) -> (usize, Option<usize>) {
         // Exact: the tuple was validated, so every remaining entry is there.
         (usize::from(self.left), Some(usize::from(self.left)))
+    }
+}
+
+impl ExactSizeIterator for ColumnSlices<'_> {}
+
+/// Iterator over a [`TupleData`]'s values as `Bytes` views. Infallible, like [`ColumnSlices`].
+#[derive(Debug, Clone)]
+pub struct Columns<'a> {
+    tuple: &'a TupleData,
+    slices: ColumnSlices<'a>,
+}
+
+impl Iterator for Columns<'_> {
+    type Item = ColumnValue;
+
+    fn next(&mut self) -> Option<ColumnValue> {
+        let slice = self.slices.next()?;
+        Some(self.tuple.to_value(slice))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.slices.size_hint()
     }
 }
 
