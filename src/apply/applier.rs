@@ -11,10 +11,12 @@
 //!
 //! Changes execute as they arrive (nothing waits for the source Commit), so a source
 //! transaction of any size streams through in bounded memory. Inserts are buffered per table
-//! into multi-row statements; while `session_replication_role = replica` is in effect (no
-//! foreign-key or ordinary triggers fire) runs into different tables may be sent out of their
-//! interleaved order, since statements on different tables then commute and the target only
-//! shows the group's commit. Without it, a run is sent before any change to another table.
+//! into multi-row statements. While `session_replication_role = replica` is in effect (no
+//! foreign-key or ordinary triggers fire), statements on different tables commute and the
+//! target only shows the group's commit, so more is buffered per table: updates that keep
+//! their key are folded to one row each and sent as multi-row UPDATEs, deletes by key as
+//! multi-row DELETEs, and tables are flushed independently. Without it, everything is sent in
+//! stream order (only consecutive inserts into one table are combined).
 //!
 //! On any error the target transaction is rolled back and the error returned; nothing after the
 //! last durable LSN survives. Drop the `Applier`, reconnect, and build a new one: it resumes from
@@ -27,8 +29,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
 use super::batch::{
-    ColumnSet, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS, UpdateRun,
-    next_chunk, rows_per_insert, rows_per_update,
+    ColumnSet, DeleteRun, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS,
+    UpdateRun, next_chunk, rows_per_delete, rows_per_insert, rows_per_update,
 };
 use super::error::{ApplyError, Operation};
 use super::inflight::{Context, InFlight};
@@ -84,6 +86,8 @@ pub struct Applier {
     runs: Vec<InsertRun>,
     /// Folded updates by unchanged key, per relation (only with `replica_role`).
     updates: Vec<UpdateRun>,
+    /// Deletes by key, per relation (only with `replica_role`).
+    deletes: Vec<DeleteRun>,
     buffered_rows: usize,
     buffered_bytes: usize,
     /// `session_replication_role = replica` is in effect, so runs into different tables commute.
@@ -121,6 +125,7 @@ impl Applier {
             source: SourceTransaction::Outside,
             runs: Vec::new(),
             updates: Vec::new(),
+            deletes: Vec::new(),
             buffered_rows: 0,
             buffered_bytes: 0,
             replica_role,
@@ -290,6 +295,10 @@ impl Applier {
             group.rows += 1;
         }
 
+        // The row may be one deleted earlier in the group.
+        while let Some(i) = self.deletes.iter().position(|r| r.oid == oid) {
+            self.flush_deletes(i).await?;
+        }
         // Keep each run to one column set; keep table order when runs may not be reordered.
         if let Some(i) = self
             .runs
@@ -419,8 +428,12 @@ impl Applier {
 
     async fn delete(&mut self, delete: &Delete) -> Result<(), ApplyError> {
         let oid = delete.relation_oid;
-        self.before_change(oid).await?;
         let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        if self.replica_role && relation.source.identity != ReplicaIdentity::Full {
+            return self.buffer_delete(oid, delete.old.tuple()).await;
+        }
+        self.before_change(oid).await?;
+        let relation = self.relations.get(oid)?;
         let old = delete.old.tuple();
         check_width(relation, old)?;
         self.stats.deletes += 1;
@@ -443,6 +456,80 @@ impl Applier {
             columns: ColumnSet::default(),
         };
         self.execute(key, table, Operation::Delete, params).await
+    }
+
+    /// Buffer a delete by key; rows inserted or updated earlier in the group go first.
+    async fn buffer_delete(&mut self, oid: u32, old: &TupleData) -> Result<(), ApplyError> {
+        while let Some(i) = self.runs.iter().position(|r| r.oid == oid) {
+            self.flush_run(i).await?;
+        }
+        while let Some(i) = self.updates.iter().position(|r| r.oid == oid) {
+            self.flush_updates(i).await?;
+        }
+        let relation = self.relations.get(oid)?;
+        check_width(relation, old)?;
+        let mut key = Vec::new();
+        key_params(relation, old, &mut key)?;
+        self.stats.deletes += 1;
+        if let Some(group) = &mut self.group {
+            group.rows += 1;
+        }
+        let index = match self.deletes.iter().position(|r| r.oid == oid) {
+            Some(i) => i,
+            None => {
+                self.deletes.push(DeleteRun {
+                    oid,
+                    width: key.len(),
+                    keys: Vec::new(),
+                    rows: 0,
+                    bytes: 0,
+                });
+                self.deletes.len() - 1
+            }
+        };
+        let run = &mut self.deletes[index];
+        let bytes: usize = key.iter().map(Param::size).sum();
+        run.keys.extend(key);
+        run.rows += 1;
+        run.bytes += bytes;
+        self.buffered_rows += 1;
+        self.buffered_bytes += bytes;
+        if run.rows >= rows_per_delete(run.width) {
+            self.flush_deletes(index).await?;
+        }
+        if self.buffered_rows >= MAX_BUFFERED_ROWS || self.buffered_bytes >= MAX_BUFFERED_BYTES {
+            self.flush_all().await?;
+        }
+        Ok(())
+    }
+
+    /// Send delete run `index` as multi-row DELETEs and forget it.
+    async fn flush_deletes(&mut self, index: usize) -> Result<(), ApplyError> {
+        let run = self.deletes.swap_remove(index);
+        self.buffered_rows -= run.rows;
+        self.buffered_bytes -= run.bytes;
+        let table = Arc::clone(&self.relations.get(run.oid)?.name);
+        let full = rows_per_delete(run.width);
+        let mut rows = run.rows;
+        let mut keys = run.keys.into_iter();
+        while rows > 0 {
+            let chunk = next_chunk(rows, full);
+            rows -= chunk;
+            let kind = if chunk == 1 {
+                StatementKind::DeleteByKey
+            } else {
+                StatementKind::DeleteRows { rows: chunk }
+            };
+            let key = StatementKey {
+                oid: run.oid,
+                kind,
+                columns: ColumnSet::default(),
+            };
+            let params: Vec<Param> = keys.by_ref().take(chunk * run.width).collect();
+            self.execute(key, Arc::clone(&table), Operation::Delete, params)
+                .await?;
+        }
+        Ok(())
     }
 
     async fn truncate(&mut self, truncate: &Truncate) -> Result<(), ApplyError> {
@@ -474,7 +561,7 @@ impl Applier {
 
     /// Before an update or delete of `oid`: send the inserts that must precede it.
     async fn before_change(&mut self, oid: u32) -> Result<(), ApplyError> {
-        if self.runs.is_empty() && self.updates.is_empty() {
+        if self.runs.is_empty() && self.updates.is_empty() && self.deletes.is_empty() {
             return Ok(());
         }
         if self.replica_role {
@@ -493,7 +580,9 @@ impl Applier {
         params: Vec<Param>,
     ) -> Result<(), ApplyError> {
         let expected_rows = match (&key.kind, operation) {
-            (StatementKind::UpdateRows { rows }, _) => u64::try_from(*rows).unwrap_or(u64::MAX),
+            (StatementKind::UpdateRows { rows } | StatementKind::DeleteRows { rows }, _) => {
+                u64::try_from(*rows).unwrap_or(u64::MAX)
+            }
             (_, Operation::Update | Operation::Delete) => 1,
             _ => 0,
         };
@@ -524,9 +613,13 @@ impl Applier {
             .await
     }
 
-    /// Send what is buffered for `oid`: inserts first, since a folded update may be of a row
-    /// inserted in the same group.
+    /// Send what is buffered for `oid`, in the one order that is always right: deletes (an
+    /// insert that arrived after them flushed them, so none reuses their keys), then inserts,
+    /// then folded updates (which may be of rows inserted in the same group).
     async fn flush_table(&mut self, oid: u32) -> Result<(), ApplyError> {
+        while let Some(i) = self.deletes.iter().position(|r| r.oid == oid) {
+            self.flush_deletes(i).await?;
+        }
         while let Some(i) = self.runs.iter().position(|r| r.oid == oid) {
             self.flush_run(i).await?;
         }
@@ -537,6 +630,9 @@ impl Applier {
     }
 
     async fn flush_all(&mut self) -> Result<(), ApplyError> {
+        while !self.deletes.is_empty() {
+            self.flush_deletes(self.deletes.len() - 1).await?;
+        }
         while !self.runs.is_empty() {
             self.flush_run(self.runs.len() - 1).await?;
         }
@@ -655,6 +751,7 @@ impl Applier {
         self.source = SourceTransaction::Outside;
         self.runs.clear();
         self.updates.clear();
+        self.deletes.clear();
         self.buffered_rows = 0;
         self.buffered_bytes = 0;
         tracing::error!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");

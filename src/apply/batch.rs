@@ -107,6 +107,11 @@ pub(crate) fn rows_per_insert(columns: usize) -> usize {
 /// rows to the table by its key index rather than scanning the table.
 const MAX_ROWS_PER_UPDATE: usize = 64;
 
+/// Rows of a full multi-row DELETE with `columns` key columns.
+pub(crate) fn rows_per_delete(columns: usize) -> usize {
+    (MAX_PARAMS / columns.max(1)).clamp(1, MAX_ROWS_PER_INSERT)
+}
+
 /// Rows of a full multi-row UPDATE with `columns` parameters each (SET values and key).
 pub(crate) fn rows_per_update(columns: usize) -> usize {
     (MAX_PARAMS / columns.max(1)).clamp(1, MAX_ROWS_PER_UPDATE)
@@ -131,6 +136,16 @@ pub(crate) struct InsertRun {
     pub columns: ColumnSet,
     pub width: usize,
     pub params: Vec<Param>,
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+/// Deletes by key from one relation, not yet sent (the key values, row after row).
+#[derive(Debug)]
+pub(crate) struct DeleteRun {
+    pub oid: u32,
+    pub width: usize,
+    pub keys: Vec<Param>,
     pub rows: usize,
     pub bytes: usize,
 }

@@ -151,6 +151,41 @@ pub fn delete_by_key(table: &str, key: &[&str]) -> String {
     sql
 }
 
+/// Several rows deleted by key in one statement:
+/// `DELETE FROM t WHERE "k" IN ($1, $2)`, or with a key of several columns
+/// `DELETE FROM t WHERE ("a", "b") IN (($1, $2), ($3, $4))`.
+pub fn delete_rows(table: &str, key: &[&str], rows: usize) -> String {
+    let mut sql = format!("DELETE FROM {table} WHERE ");
+    let composite = key.len() != 1;
+    if composite {
+        push_list(&mut sql, key);
+    } else {
+        push_ident(&mut sql, key.first().copied().unwrap_or_default());
+    }
+    sql.push_str(" IN (");
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        if composite {
+            sql.push('(');
+        }
+        for i in 0..key.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            let _ = write!(sql, "${n}");
+        }
+        if composite {
+            sql.push(')');
+        }
+    }
+    sql.push(')');
+    sql
+}
+
 /// `UPDATE table SET … WHERE <one row matching old>` (identity FULL).
 pub fn update_one_row(table: &str, set: &[&str], old: &[Match<'_>], partitioned: bool) -> String {
     let mut sql = format!("UPDATE {table} SET ");
@@ -312,6 +347,18 @@ mod tests {
             "UPDATE \"s\".\"t\" SET \"a b\" = lsnpipe_rows.c1 FROM (VALUES ($1::integer, \
              $2::bigint), ($3::integer, $4::bigint)) AS lsnpipe_rows (c1, k1) WHERE \
              \"s\".\"t\".\"id\" = lsnpipe_rows.k1"
+        );
+    }
+
+    #[test]
+    fn delete_rows_lists_keys_or_key_tuples() {
+        assert_eq!(
+            delete_rows("t", &["id"], 3),
+            "DELETE FROM t WHERE \"id\" IN ($1, $2, $3)"
+        );
+        assert_eq!(
+            delete_rows("t", &["a", "b"], 2),
+            "DELETE FROM t WHERE (\"a\", \"b\") IN (($1, $2), ($3, $4))"
         );
     }
 

@@ -24,6 +24,10 @@ pub(crate) enum StatementKind {
         rows: usize,
     },
     DeleteByKey,
+    /// Delete of `rows` rows by key in one statement.
+    DeleteRows {
+        rows: usize,
+    },
     /// Identity FULL: which old values were NULL and which were left out of the match.
     UpdateOneRow {
         old: OldMatch,
@@ -91,6 +95,7 @@ pub(crate) fn statement_text<'a>(relation: &'a Relation, key: &StatementKey) -> 
             sql::update_rows(name, &set, &keys, *rows)
         }
         StatementKind::DeleteByKey => sql::delete_by_key(name, &keys()),
+        StatementKind::DeleteRows { rows } => sql::delete_rows(name, &keys(), *rows),
         StatementKind::UpdateOneRow { old } => {
             sql::update_one_row(name, &chosen, &matches(relation, old), partitioned)
         }

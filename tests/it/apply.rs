@@ -1108,3 +1108,32 @@ async fn a_column_added_on_the_source_stops_apply_with_its_name() {
         .unwrap();
     case.assert_same("t").await;
 }
+
+#[tokio::test]
+async fn deletes_in_bulk_and_keys_reused_within_a_group() {
+    let ddl = "CREATE TABLE one (id int PRIMARY KEY, v text);
+               CREATE TABLE two (a int, b text, v int, PRIMARY KEY (a, b));";
+    let case = Case::new("apply_deletes", ddl).await;
+    for statement in [
+        "INSERT INTO one SELECT g, 'v' FROM generate_series(1, 1000) g",
+        "INSERT INTO two SELECT g % 10, 'k' || g, g FROM generate_series(1, 500) g",
+        "DELETE FROM one WHERE id % 2 = 0",
+        "DELETE FROM two WHERE v < 300",
+        "INSERT INTO one VALUES (2, 'again'), (4, 'again')",
+        "UPDATE one SET v = 'touched' WHERE id IN (2, 3)",
+        "DELETE FROM one WHERE id IN (2, 5)",
+        "INSERT INTO two VALUES (1, 'k1', -1)",
+        "DELETE FROM two WHERE a = 1 AND b = 'k1'",
+        "INSERT INTO two VALUES (1, 'k1', -2)",
+    ] {
+        case.source.batch_execute(statement).await.unwrap();
+    }
+    let mut applier = case.applier().await;
+    case.apply(&mut applier, case.changes().await)
+        .await
+        .unwrap();
+    assert_eq!(applier.stats().target_commits, 1, "one group");
+    assert_eq!(case.assert_same("one").await.len(), 500);
+    assert_eq!(case.assert_same("two").await.len(), 202);
+    assert_eq!(applier.stats().rows_not_found, 0);
+}
