@@ -1137,3 +1137,65 @@ async fn deletes_in_bulk_and_keys_reused_within_a_group() {
     assert_eq!(case.assert_same("two").await.len(), 202);
     assert_eq!(applier.stats().rows_not_found, 0);
 }
+
+#[tokio::test]
+async fn losing_the_target_connection_is_retryable_and_loses_only_the_open_group() {
+    let case = Case::new("apply_conn_lost", "CREATE TABLE t (id int PRIMARY KEY)").await;
+    for i in 1..=6 {
+        case.source
+            .execute("INSERT INTO t VALUES ($1)", &[&i])
+            .await
+            .unwrap();
+    }
+    let messages = case.changes().await;
+    let ends = commits(&messages);
+    let name = support::unique_name("apply_conn_lost");
+    let conn = format!(
+        "{} application_name={name}",
+        support::target().conn_string(&case.db)
+    );
+    let (client, connection) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut applier = Applier::new(client, &case.slot).await.unwrap();
+    let mut result = Ok(());
+    let mut killed = false;
+    for message in messages {
+        let is_commit = matches!(message, LogicalMessage::Commit(_));
+        if let Err(e) = applier.apply(message).await {
+            result = Err(e);
+            break;
+        }
+        if is_commit {
+            // Commit the first three transactions, then kill the session mid-group.
+            let caught_up = applier.stats().transactions == 3;
+            if let Err(e) = applier.commit_if(caught_up).await {
+                result = Err(e);
+                break;
+            }
+            if caught_up && !killed {
+                case.target
+                    .execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                         WHERE application_name = $1",
+                        &[&name],
+                    )
+                    .await
+                    .unwrap();
+                killed = true;
+            }
+        }
+    }
+    if result.is_ok() {
+        result = applier.commit_if(true).await.map(|_| ());
+    }
+    let err = result.unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(
+        matches!(err, ApplyError::TargetConnection { .. }),
+        "{err:?}"
+    );
+    assert_eq!(case.stored_progress().await, Some(ends[2].to_string()));
+    assert_eq!(case.count(&case.target, "t").await, 3);
+}
