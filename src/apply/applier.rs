@@ -1,12 +1,15 @@
 //! `Applier`: applies decoded source transactions to the target in commit order, exactly once.
 //!
 //! ```text
-//!            Begin ─┬─ final_lsn < stored progress ─▶ skipping (already applied) ─▶ … Commit
-//!                   └─ else: BEGIN on the target unless a group is open
-//!   Relation ─▶ cache        Insert ─▶ buffered run ─▶ multi-row INSERT ┐
-//!   Type/Origin/Message ─▶ ignored   Update/Delete ─▶ prepared statement ├─▶ pipelined, in order
-//!                                    Truncate ─▶ one TRUNCATE           ┘
-//!   Commit ─▶ group += 1 ─▶ commit_if(caught_up): progress row + COMMIT ─▶ Some(end_lsn) durable
+//!   Begin ─┬─ final_lsn < stored progress ─▶ skipping (already applied) … until its Commit
+//!          └─ else: BEGIN on the target unless a group is open
+//!   Relation ─▶ cache;  Type / Origin / Message ─▶ ignored
+//!   Insert ──────────────────▶ per-table run ─────▶ multi-row INSERT  ┐
+//!   Update keeping its key ──▶ folded, one per row ▶ multi-row UPDATE ├─▶ pipelined on the
+//!   Delete by key ───────────▶ per-table run ─────▶ multi-row DELETE  │   target connection
+//!   key change, FULL identity ───────────────────▶ one statement     │
+//!   Truncate ────────────────────────────────────▶ one TRUNCATE      ┘
+//!   Commit ─▶ group += 1 ─▶ commit_if(caught_up): flush, progress row, COMMIT ─▶ Some(end_lsn)
 //! ```
 //!
 //! Changes execute as they arrive (nothing waits for the source Commit), so a source
