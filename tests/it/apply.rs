@@ -753,8 +753,9 @@ async fn bench_pgbench_catch_up() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(2_500);
     let db = support::test_dbs("apply_bench").await;
+    let bindir = lsnpipe::cluster::find_bindir().unwrap();
     let pgbench = |cluster: &support::ClusterRef, db: &str, args: &[&str]| {
-        let status = std::process::Command::new("/usr/lib/postgresql/15/bin/pgbench")
+        let status = std::process::Command::new(bindir.join("pgbench"))
             .args(["-h", "127.0.0.1", "-U", "postgres", "-p"])
             .arg(cluster.port.to_string())
             .args(args)
