@@ -757,7 +757,7 @@ impl Applier {
         self.deletes.clear();
         self.buffered_rows = 0;
         self.buffered_bytes = 0;
-        tracing::error!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");
+        tracing::debug!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");
         err
     }
 }

@@ -85,7 +85,7 @@ impl InFlight {
 
     /// Send a parameterless simple query (`BEGIN`, `COMMIT`) in the same order.
     pub async fn simple(&mut self, sql: String) -> Result<(), ApplyError> {
-        self.simple_on(sql, Arc::from(""), Operation::Bookkeeping)
+        self.simple_on(sql, Arc::from("(transaction)"), Operation::Bookkeeping)
             .await
     }
 

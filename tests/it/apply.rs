@@ -1200,3 +1200,45 @@ async fn losing_the_target_connection_is_retryable_and_loses_only_the_open_group
     assert_eq!(case.stored_progress().await, Some(ends[2].to_string()));
     assert_eq!(case.count(&case.target, "t").await, 3);
 }
+
+#[tokio::test]
+async fn multi_row_updates_and_deletes_use_the_key_index_on_a_large_table() {
+    let db = support::test_dbs("apply_plan").await;
+    let target = support::connect(support::target(), &db).await;
+    target
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text);
+             INSERT INTO big SELECT g, 'v' FROM generate_series(1, 200000) g;
+             ANALYZE big;
+             SET plan_cache_mode = force_generic_plan;",
+        )
+        .await
+        .unwrap();
+    let rows = 64;
+    let update = lsnpipe::apply::sql::update_rows(
+        "\"public\".\"big\"",
+        &[("v", "text")],
+        &[("id", "integer")],
+        rows,
+    );
+    let delete = lsnpipe::apply::sql::delete_rows("\"public\".\"big\"", &["id"], 256);
+    let update_args: Vec<String> = (1..=rows).map(|i| format!("'x', {i}")).collect();
+    let delete_args: Vec<String> = (1..=256).map(|i| i.to_string()).collect();
+    for (sql, args) in [(update, update_args), (delete, delete_args)] {
+        target
+            .batch_execute(&format!("PREPARE p AS {sql}"))
+            .await
+            .unwrap();
+        let plan: Vec<String> = target
+            .query(&format!("EXPLAIN EXECUTE p({})", args.join(", ")), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let plan = plan.join("\n");
+        assert!(plan.contains("Index"), "{plan}");
+        assert!(!plan.contains("Seq Scan on big"), "{plan}");
+        target.batch_execute("DEALLOCATE p").await.unwrap();
+    }
+}
