@@ -280,7 +280,8 @@ impl Applier {
 
     async fn insert(&mut self, insert: &Insert) -> Result<(), ApplyError> {
         let oid = insert.relation_oid;
-        let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        self.check_target(oid).await?;
+        let relation = self.relations.get(oid)?;
         check_width(relation, &insert.new)?;
         let width = relation.source.columns.len();
         // An unchanged-TOAST marker in an insert (a row-filter transformation) has no value:
@@ -350,7 +351,8 @@ impl Applier {
 
     async fn update(&mut self, update: &Update) -> Result<(), ApplyError> {
         let oid = update.relation_oid;
-        let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        self.check_target(oid).await?;
+        let relation = self.relations.get(oid)?;
         check_width(relation, &update.new)?;
         self.stats.updates += 1;
         if let Some(group) = &mut self.group {
@@ -431,7 +433,8 @@ impl Applier {
 
     async fn delete(&mut self, delete: &Delete) -> Result<(), ApplyError> {
         let oid = delete.relation_oid;
-        let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        self.check_target(oid).await?;
+        let relation = self.relations.get(oid)?;
         if self.replica_role && relation.source.identity != ReplicaIdentity::Full {
             return self.buffer_delete(oid, delete.old.tuple()).await;
         }
@@ -540,7 +543,8 @@ impl Applier {
         self.flush_all().await?;
         let mut tables = Vec::with_capacity(truncate.relation_count());
         for oid in truncate.relation_oids() {
-            let relation = self.relations.checked(self.inflight.client(), oid).await?;
+            self.check_target(oid).await?;
+            let relation = self.relations.get(oid)?;
             let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
             tables.push(TruncateTarget {
                 table: relation.name.to_string(),
@@ -560,6 +564,17 @@ impl Applier {
         self.inflight
             .simple_on(statement, names.into(), Operation::Truncate)
             .await
+    }
+
+    /// Check `oid`'s target table on first use. The catalog queries are awaited directly, so
+    /// the queue is drained first: tokio-postgres hands responses out in order through small
+    /// channels, and a queued response nobody reads could hold up the one awaited here.
+    async fn check_target(&mut self, oid: u32) -> Result<(), ApplyError> {
+        if self.relations.get(oid)?.target.is_none() {
+            self.inflight.drain().await?;
+            self.relations.checked(self.inflight.client(), oid).await?;
+        }
+        Ok(())
     }
 
     /// Before an update or delete of `oid`: send the inserts that must precede it.
@@ -592,6 +607,8 @@ impl Applier {
         let statement = match self.statements.get(&key) {
             Some(statement) => statement.clone(),
             None => {
+                // Awaited out of turn, so nothing may be queued before it (see `check_target`).
+                self.inflight.drain().await?;
                 let text = statement_text(self.relations.get(key.oid)?, &key);
                 let statement = self
                     .inflight
