@@ -7,6 +7,7 @@
 
 mod support;
 
+mod apply;
 mod crash;
 mod harness;
 mod metrics;
