@@ -98,6 +98,16 @@ pub struct Applier {
     /// `session_replication_role = replica` is in effect, so runs into different tables commute.
     replica_role: bool,
     stats: ApplyStats,
+    committed: Committed,
+}
+
+/// Source transactions and row changes committed on the target (see [`Applier::take_committed`]).
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub transactions: u64,
+    /// From the opening of each target transaction to its commit.
+    pub duration: std::time::Duration,
+    pub rows: Vec<(String, Operation, u64)>,
 }
 
 impl Applier {
@@ -135,6 +145,7 @@ impl Applier {
             buffered_bytes: 0,
             replica_role,
             stats: ApplyStats::default(),
+            committed: Committed::default(),
         })
     }
 
@@ -296,10 +307,7 @@ impl Applier {
                 sent += 1;
             }
         }
-        self.stats.inserts += 1;
-        if let Some(group) = &mut self.group {
-            group.rows += 1;
-        }
+        self.count(oid, Operation::Insert);
 
         // The row may be one deleted earlier in the group.
         while let Some(i) = self.deletes.iter().position(|r| r.oid == oid) {
@@ -354,12 +362,9 @@ impl Applier {
     async fn update(&mut self, update: &Update) -> Result<(), ApplyError> {
         let oid = update.relation_oid;
         self.check_target(oid).await?;
+        self.count(oid, Operation::Update);
         let relation = self.relations.get(oid)?;
         check_width(relation, &update.new)?;
-        self.stats.updates += 1;
-        if let Some(group) = &mut self.group {
-            group.rows += 1;
-        }
         let foldable = self.replica_role
             && update.old.is_none()
             && relation.source.identity != ReplicaIdentity::Full;
@@ -419,13 +424,10 @@ impl Applier {
             return self.buffer_delete(oid, delete.old.tuple()).await;
         }
         self.before_change(oid).await?;
+        self.count(oid, Operation::Delete);
         let relation = self.relations.get(oid)?;
         let old = delete.old.tuple();
         check_width(relation, old)?;
-        self.stats.deletes += 1;
-        if let Some(group) = &mut self.group {
-            group.rows += 1;
-        }
         let mut params = Vec::new();
         let kind = if relation.source.identity == ReplicaIdentity::Full {
             StatementKind::DeleteOneRow {
@@ -461,6 +463,11 @@ impl Applier {
             return Ok(());
         }
         self.stats.truncates += 1;
+        for oid in truncate.relation_oids() {
+            if let Some(group) = &mut self.group {
+                group.count(oid, Operation::Truncate);
+            }
+        }
         let names = tables
             .iter()
             .map(|t| t.table.as_str())
@@ -546,10 +553,40 @@ impl Applier {
             .await?;
         self.inflight.simple("COMMIT".into()).await?;
         self.inflight.drain().await?;
-        self.group = None;
+        if let Some(group) = self.group.take() {
+            self.committed.transactions += group.transactions;
+            self.committed.duration += group.age();
+            for ((oid, operation), rows) in group.rows_by_table {
+                let table = match self.relations.get(oid) {
+                    Ok(r) => format!("{}.{}", r.source.schema, r.source.table),
+                    Err(_) => "unknown".to_owned(),
+                };
+                self.committed.rows.push((table, operation, rows));
+            }
+        }
         self.durable = end_lsn;
         self.stats.target_commits += 1;
         Ok(end_lsn)
+    }
+
+    /// Count one row change of `oid` in the open group.
+    fn count(&mut self, oid: u32, operation: Operation) {
+        match operation {
+            Operation::Insert => self.stats.inserts += 1,
+            Operation::Update => self.stats.updates += 1,
+            Operation::Delete => self.stats.deletes += 1,
+            Operation::Truncate => self.stats.truncates += 1,
+            Operation::Bookkeeping => {}
+        }
+        if let Some(group) = &mut self.group {
+            group.count(oid, operation);
+        }
+    }
+
+    /// What has been committed on the target since the last call: source transactions and row
+    /// changes per `schema.table` and operation (for metrics).
+    pub fn take_committed(&mut self) -> Committed {
+        std::mem::take(&mut self.committed)
     }
 
     /// Roll back the open target transaction and forget everything not yet durable.

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::error::Operation;
 use super::value::Param;
 use crate::Lsn;
 
@@ -46,6 +47,8 @@ pub(crate) struct Group {
     pub rows: u64,
     /// End LSN and commit time (µs since 2000) of the last source commit in the group.
     pub last_commit: Option<(Lsn, i64)>,
+    /// Row changes per (source relation OID, operation), reported once the group commits.
+    pub rows_by_table: HashMap<(u32, Operation), u64>,
 }
 
 impl Group {
@@ -55,7 +58,18 @@ impl Group {
             transactions: 0,
             rows: 0,
             last_commit: None,
+            rows_by_table: HashMap::new(),
         }
+    }
+
+    /// How long the group has been open.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn count(&mut self, oid: u32, operation: Operation) {
+        self.rows += 1;
+        *self.rows_by_table.entry((oid, operation)).or_default() += 1;
     }
 
     pub fn is_full(&self, limits: &GroupLimits) -> bool {

@@ -25,7 +25,7 @@ pub mod sql;
 mod statements;
 mod value;
 
-pub use applier::{Applier, ApplyStats};
+pub use applier::{Applier, ApplyStats, Committed};
 pub use batch::GroupLimits;
 pub use error::{ApplyError, Operation, TargetError};
 pub use relation::{SourceColumn, SourceRelation};

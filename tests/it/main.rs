@@ -11,5 +11,6 @@ mod apply;
 mod crash;
 mod harness;
 mod metrics;
+mod observe;
 mod run;
 mod wire;

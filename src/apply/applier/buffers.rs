@@ -66,10 +66,7 @@ impl Applier {
         check_width(relation, old)?;
         let mut key = Vec::new();
         key_params(relation, old, &mut key)?;
-        self.stats.deletes += 1;
-        if let Some(group) = &mut self.group {
-            group.rows += 1;
-        }
+        self.count(oid, Operation::Delete);
         let index = match self.deletes.iter().position(|r| r.oid == oid) {
             Some(i) => i,
             None => {
