@@ -34,10 +34,16 @@ async fn start(
     slot: &str,
 ) -> (Running, SocketAddr) {
     let addr = free_addr();
-    let mut cmd = support::lsnpipe_run(source, db, target, db, "pub", slot, &[]);
-    // The last --metrics-listen wins over the helper's "off".
-    cmd.args(["--metrics-listen", &addr.to_string()]);
-    let running = Running::spawn(cmd);
+    let listen = addr.to_string();
+    let running = Running::spawn(support::lsnpipe_run(
+        source,
+        db,
+        target,
+        db,
+        "pub",
+        slot,
+        &["--metrics-listen", &listen],
+    ));
     support::wait_until("the metrics server to answer", WAIT, || async move {
         tokio::net::TcpStream::connect(addr).await.is_ok()
     })
