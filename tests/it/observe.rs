@@ -184,3 +184,41 @@ async fn readyz_turns_503_while_the_target_is_down_and_200_after() {
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
 }
+
+/// A real Prometheus scrapes a replicating lsnpipe; PromQL through its HTTP API returns the lag.
+#[tokio::test]
+async fn prometheus_scrapes_a_replication_and_answers_promql() {
+    let db = support::test_dbs("prom").await;
+    let slot = support::unique_name("prom_slot");
+    let (source, target) = (support::source(), support::target());
+    prepare(source, target, &db, &slot).await;
+    let (lsnpipe, addr) = start(source, target, &db, &slot).await;
+    let s = support::connect(source, &db).await;
+    s.batch_execute("INSERT INTO a SELECT g, 'x' FROM generate_series(1, 1000) g")
+        .await
+        .unwrap();
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/prometheus-smoke.sh");
+    let out = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(addr.to_string())
+        .env("SMOKE_TIMEOUT", "60")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "prometheus-smoke.sh failed (CI installs the Debian package `prometheus`): {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: f64 = stdout
+        .trim()
+        .strip_prefix("lsnpipe_lag_bytes ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no lag value in {stdout:?}"));
+    assert!(value >= 0.0);
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
