@@ -82,10 +82,11 @@ for rate in "${RATES[@]}"; do
     wait "$probe_pid"
     catch_up "$who"
     stop_replicator "$who"
-    stats=$(dq "$who" "SELECT format('%s  p50 %6.1f ms  p99 %6.1f ms  max %7.1f ms  (%s probes)',
+    stats=$(dq "$who" "SELECT format('%s  p50 %s ms  p99 %s ms  max %s ms  (%s probes)',
                   rpad('$who', 8),
-                  percentile_cont(0.5) WITHIN GROUP (ORDER BY ms),
-                  percentile_cont(0.99) WITHIN GROUP (ORDER BY ms), max(ms), count(*))
+                  round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 1),
+                  round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 1),
+                  round(max(ms)::numeric, 1), count(*))
              FROM (SELECT extract(epoch FROM pg_xact_commit_timestamp(xmin) - src_ts) * 1000 AS ms
                    FROM probe WHERE phase = $phase) p")
     results+=("rate $rate tx/s (achieved $(printf '%.0f' "$load")): $stats")

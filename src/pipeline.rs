@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::Lsn;
 use crate::apply::{Applier, ApplyError, GroupLimits};
 use crate::config::RunSettings;
 use crate::metrics::Side;
@@ -170,15 +169,21 @@ async fn session(
     telemetry.watch_positions(positions.clone());
 
     let mut in_transaction = false;
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // Durability of asynchronous target commits is checked on this tick (the target's WAL
+    // writer flushes every 200 ms by default), and the gauges are refreshed.
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
     let end = loop {
-        // Priorities: shutdown, then the once-a-second gauge refresh (cheap, and it must not
-        // starve under a backlog), then the next message. Shutdown is only looked at between
+        // Priorities: shutdown, then the durability tick (cheap, and it must not starve under a
+        // backlog, or the slot would not advance), then the next message. Shutdown is only looked at between
         // messages, and a half-received source transaction is never committed.
         let data = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => break SessionEnd::Shutdown,
             _ = tick.tick() => {
+                if let Some(durable) = applier.confirm_durable().await? {
+                    positions.mark_flushed(durable);
+                    stream.nudge();
+                }
                 telemetry.refresh();
                 continue;
             }
@@ -211,34 +216,24 @@ async fn session(
         applier.apply(message).await?;
         if commit.is_some() {
             in_transaction = false;
-            if let Some(flushed) = applier.commit_if(stream.is_caught_up()).await? {
-                flushed_to(&positions, &stream, telemetry, flushed, &mut applier);
+            if applier.commit_if(stream.is_caught_up()).await?.is_some() {
+                telemetry.applied(applier.take_committed());
             }
         }
     };
 
-    if !in_transaction {
-        if let Some(flushed) = applier.commit_if(true).await? {
-            flushed_to(&positions, &stream, telemetry, flushed, &mut applier);
-        }
+    if !in_transaction && applier.commit_if(true).await?.is_some() {
+        telemetry.applied(applier.take_committed());
+    }
+    // The final status update reports everything that is on the target's disk.
+    if let Some(durable) = applier.sync().await? {
+        positions.mark_flushed(durable);
     }
     // Anything still open is part of a source transaction that will be sent again: dropping
     // the applier rolls it back.
     drop(applier);
     stream.stop().await.map_err(SourceError::Wire)?;
     Ok(end)
-}
-
-fn flushed_to(
-    positions: &Positions,
-    stream: &wire::ReplicationStream,
-    telemetry: &Telemetry,
-    flushed: Lsn,
-    applier: &mut Applier,
-) {
-    positions.mark_flushed(flushed);
-    stream.nudge();
-    telemetry.applied(applier.take_committed());
 }
 
 /// Exponential pauses between sessions: 1 s, 2 s, 4 s … 30 s.

@@ -37,6 +37,7 @@ use super::batch::{
     ColumnSet, DeleteRun, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS,
     UpdateRun, rows_per_insert,
 };
+use super::durability::Unflushed;
 use super::error::{ApplyError, Operation};
 use super::inflight::{Context, InFlight};
 use super::progress;
@@ -99,6 +100,7 @@ pub struct Applier {
     replica_role: bool,
     stats: ApplyStats,
     committed: Committed,
+    unflushed: Unflushed,
 }
 
 /// Source transactions and row changes committed on the target (see [`Applier::take_committed`]).
@@ -146,6 +148,7 @@ impl Applier {
             replica_role,
             stats: ApplyStats::default(),
             committed: Committed::default(),
+            unflushed: Unflushed::default(),
         })
     }
 
@@ -182,7 +185,8 @@ impl Applier {
 
     /// Call after each source Commit. Commits the open group — progress row first, in the same
     /// transaction — when `caught_up` or the group reached its limits, and returns the end LSN
-    /// that is now durable on the target; otherwise `None` (the group stays open for more).
+    /// now committed (visible) on the target; otherwise `None` (the group stays open for more).
+    /// The commit is asynchronous: [`Applier::confirm_durable`] says when it is on disk.
     /// Also call it with `true` when the stream goes quiet between transactions, so an open
     /// group does not wait for the next Commit.
     pub async fn commit_if(&mut self, caught_up: bool) -> Result<Option<Lsn>, ApplyError> {
@@ -553,6 +557,16 @@ impl Applier {
             .await?;
         self.inflight.simple("COMMIT".into()).await?;
         self.inflight.drain().await?;
+        // The commit record is behind this position: once the target has flushed past it, the
+        // group (and its progress row) is on disk.
+        let target_lsn = self
+            .inflight
+            .client()
+            .query_one(TARGET_INSERT_LSN, &[])
+            .await
+            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))
+            .and_then(|row| parse_lsn_row(&row))?;
+        self.unflushed.push(target_lsn, end_lsn);
         if let Some(group) = self.group.take() {
             self.committed.transactions += group.transactions;
             self.committed.duration += group.age();
@@ -567,6 +581,36 @@ impl Applier {
         self.durable = end_lsn;
         self.stats.target_commits += 1;
         Ok(end_lsn)
+    }
+
+    /// The end LSN of the newest source commit that is now on the target's disk, if any became
+    /// so since the last call. Asks the target for its WAL flush position (one round trip) only
+    /// while some commit is waiting.
+    pub async fn confirm_durable(&mut self) -> Result<Option<Lsn>, ApplyError> {
+        if self.unflushed.is_empty() || self.group.is_some() {
+            return Ok(None);
+        }
+        let row = self
+            .inflight
+            .client()
+            .query_one(TARGET_FLUSH_LSN, &[])
+            .await
+            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
+        Ok(self.unflushed.release(parse_lsn_row(&row)?))
+    }
+
+    /// Make every commit so far durable now (a small synchronous commit flushes all WAL before
+    /// it), and return the newest source end LSN covered. For a clean stop.
+    pub async fn sync(&mut self) -> Result<Option<Lsn>, ApplyError> {
+        if self.unflushed.is_empty() || self.group.is_some() {
+            return Ok(None);
+        }
+        self.inflight
+            .client()
+            .batch_execute(SYNC_BARRIER)
+            .await
+            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
+        self.confirm_durable().await
     }
 
     /// Count one row change of `oid` in the open group.
@@ -609,14 +653,30 @@ impl Applier {
 }
 
 /// Set up the apply session. Returns whether `session_replication_role = replica` is in effect.
+const TARGET_INSERT_LSN: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text";
+const TARGET_FLUSH_LSN: &str = "SELECT pg_catalog.pg_current_wal_flush_lsn()::text";
+/// A transaction with an xid, committed synchronously: its commit flushes all WAL before it.
+const SYNC_BARRIER: &str = "BEGIN; SET LOCAL synchronous_commit = on; \
+    SELECT pg_catalog.txid_current(); COMMIT";
+
+fn parse_lsn_row(row: &tokio_postgres::Row) -> Result<Lsn, ApplyError> {
+    let text: String = row
+        .try_get(0)
+        .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
+    text.parse()
+        .map_err(|e| ApplyError::protocol(format!("the target reported an unreadable LSN: {e}")))
+}
+
 async fn prepare_session(client: &Client) -> Result<bool, ApplyError> {
     let failed = |e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping);
     // Values arrive as the source printed them with PostgreSQL's defaults; parse them the same
     // way whatever this database's defaults are. An empty search_path, as PostgreSQL's own apply
     // worker uses, keeps objects in user schemas from capturing operators in our statements.
+    // Commits are asynchronous: durability is tracked separately (see `durability.rs`).
     client
         .batch_execute(
-            "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = postgres; SET search_path = ''",
+            "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = postgres; SET search_path = ''; \
+             SET synchronous_commit = off",
         )
         .await
         .map_err(failed)?;

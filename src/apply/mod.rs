@@ -17,6 +17,7 @@
 
 mod applier;
 mod batch;
+mod durability;
 mod error;
 mod inflight;
 mod progress;
