@@ -71,6 +71,20 @@ pub struct FileSettings {
     pub max_batch_ms: Option<u64>,
     pub status_interval_ms: Option<u64>,
     pub slot_monitor_interval_secs: Option<u64>,
+    /// `--log-format` (a global flag): "text" or "json".
+    pub log_format: Option<String>,
+    /// Settings of `lsnpipe demo`.
+    #[serde(default)]
+    pub demo: DemoFileSettings,
+}
+
+/// The `[demo]` table of `lsnpipe.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct DemoFileSettings {
+    pub duration: Option<u64>,
+    pub keep: Option<bool>,
+    pub rate: Option<u32>,
 }
 
 /// Everything `lsnpipe run` needs, validated.
@@ -181,14 +195,7 @@ impl RunSettings {
             .clone()
             .or_else(|| file.metrics_listen.clone())
             .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
-        let metrics_listen = if listen.eq_ignore_ascii_case("off") {
-            None
-        } else {
-            Some(listen.parse().map_err(|e| ConfigError::Invalid {
-                key: "metrics_listen",
-                message: format!("{listen:?} is not an address like 127.0.0.1:9930 ({e})"),
-            })?)
-        };
+        let metrics_listen = parse_listen(&listen)?;
 
         let max_batch_transactions = args
             .max_batch_transactions
@@ -241,6 +248,17 @@ impl RunSettings {
     }
 }
 
+/// A `metrics_listen` value: an address, or "off".
+fn parse_listen(listen: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if listen.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    listen.parse().map(Some).map_err(|e| ConfigError::Invalid {
+        key: "metrics_listen",
+        message: format!("{listen:?} is not an address like 127.0.0.1:9930 ({e})"),
+    })
+}
+
 /// PostgreSQL's own rule for slot names: lower-case letters, digits and underscores, at most 63.
 fn validate_slot_name(slot: &str) -> Result<(), ConfigError> {
     let ok = slot.len() <= 63
@@ -259,6 +277,9 @@ fn validate_slot_name(slot: &str) -> Result<(), ConfigError> {
         })
     }
 }
+
+mod ops;
+pub use ops::{ConnArgs, DemoArgs, DemoSettings, OpsSettings};
 
 #[cfg(test)]
 mod tests {
