@@ -10,5 +10,6 @@ mod support;
 mod crash;
 mod harness;
 mod metrics;
+mod ops;
 mod run;
 mod wire;
