@@ -572,3 +572,53 @@ fn scrape(addr: &str) -> String {
     assert!(body.contains("lsnpipe_"), "{body}");
     body
 }
+
+#[tokio::test]
+async fn logs_are_text_by_default_json_on_request_and_filtered_by_rust_log() {
+    let db = support::test_dbs("logs").await;
+    // No such publication: `run` logs one error and exits.
+    let run = |format: Option<&str>, filter: &str| {
+        let mut cmd = support::lsnpipe_run(
+            support::source(),
+            &db,
+            support::target(),
+            &db,
+            "no_such_pub",
+            "logs_slot",
+            &[],
+        );
+        if let Some(format) = format {
+            cmd.args(["--log-format", format]);
+        }
+        cmd.env("RUST_LOG", filter);
+        cmd
+    };
+    let out = output(run(None, "info"), WAIT).await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("no_such_pub"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("ERROR") && !line.starts_with('{'), "{line}");
+    assert!(
+        !line.contains('\x1b'),
+        "no colours without a terminal: {line:?}"
+    );
+
+    let out = output(run(Some("json"), "info"), WAIT).await;
+    let (_, stderr) = text(&out);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("no_such_pub"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.starts_with('{') && line.contains(r#""level":"ERROR""#),
+        "{line}"
+    );
+
+    let out = output(run(None, "off"), WAIT).await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert_eq!(stderr, "", "RUST_LOG=off silences the log");
+}
