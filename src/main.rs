@@ -3,7 +3,7 @@
 
 mod commands;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -67,24 +67,13 @@ fn main() -> ExitCode {
         Some(path) => FileSettings::load(path),
         None => Ok(FileSettings::default()),
     };
+    // FileSettings::load has checked the value, so it parses.
     let file_format = file
         .as_ref()
         .ok()
         .and_then(|f| f.log_format.as_deref())
-        .map(|v| LogFormat::from_str(v, true));
-    let format = match (cli.log_format, file_format) {
-        (Some(flag), _) => flag,
-        (None, Some(Ok(from_file))) => from_file,
-        (None, Some(Err(_))) => {
-            init_logging(LogFormat::Text);
-            tracing::error!(
-                "config file {}: invalid value for `log_format`: use \"text\" or \"json\"",
-                cli.config.as_deref().unwrap_or(Path::new("?")).display()
-            );
-            return ExitCode::FAILURE;
-        }
-        (None, None) => LogFormat::Text,
-    };
+        .and_then(|v| LogFormat::from_str(v, true).ok());
+    let format = cli.log_format.or(file_format).unwrap_or(LogFormat::Text);
     init_logging(format);
     let file = match file {
         Ok(f) => f,
