@@ -74,7 +74,12 @@ fn main() -> ExitCode {
         .and_then(|f| f.log_format.as_deref())
         .and_then(|v| LogFormat::from_str(v, true).ok());
     let format = cli.log_format.or(file_format).unwrap_or(LogFormat::Text);
-    init_logging(format);
+    // The demo draws its own status line; its log shows only what needs attention by default.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info,tokio_postgres=warn",
+    };
+    init_logging(format, default_filter);
     let file = match file {
         Ok(f) => f,
         Err(e) => return fail(&e),
@@ -195,10 +200,10 @@ pub(crate) async fn wait_for_signal() {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     // Colours only for a person at a terminal, not in files or log collectors.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
