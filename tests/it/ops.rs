@@ -313,6 +313,49 @@ async fn teardown_asks_then_drops_the_slot_and_the_bookkeeping() {
             == 1
     };
 
+    // A slot in use is not dropped, even with --yes.
+    let running = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &[],
+    ));
+    support::wait_until("the slot to be active", WAIT, || async {
+        source
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    let out = output(teardown(&slot, &["--yes"]), WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    let (status, log) = running.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(slot_exists().await);
+    // The walsender lets go of the slot a moment after the client has gone.
+    support::wait_until("the slot to be released", WAIT, || async {
+        source
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+
     // No terminal and no --yes: refused, nothing dropped.
     let out = output(teardown(&slot, &[]), WAIT).await;
     let (stdout, stderr) = text(&out);
