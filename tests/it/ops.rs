@@ -227,7 +227,24 @@ async fn replicated(prefix: &str, rows: i64) -> (String, String) {
     .await;
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
+    slot_released(&source, &slot).await;
     (db, slot)
+}
+
+/// Wait until the walsender has let go of the slot (a moment after its client has gone).
+async fn slot_released(source: &tokio_postgres::Client, slot: &str) {
+    support::wait_until("the slot to be released", WAIT, || async {
+        source
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -342,19 +359,7 @@ async fn teardown_asks_then_drops_the_slot_and_the_bookkeeping() {
     let (status, log) = running.terminate().await;
     assert!(status.success(), "{log}");
     assert!(slot_exists().await);
-    // The walsender lets go of the slot a moment after the client has gone.
-    support::wait_until("the slot to be released", WAIT, || async {
-        source
-            .query_one(
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
-                &[&slot],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    })
-    .await;
+    slot_released(&source, &slot).await;
 
     // No terminal and no --yes: refused, nothing dropped.
     let out = output(teardown(&slot, &[]), WAIT).await;
