@@ -31,8 +31,10 @@ sq postgres "CREATE DATABASE bench"
 pgbench -i -q -s "$SCALE" "$(src bench)" >/dev/null 2>&1
 sq bench "CREATE TABLE bench_marker (id int PRIMARY KEY);
           CREATE PUBLICATION bench_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, bench_marker;
-          SELECT pg_create_logical_replication_slot('native_bench', 'pgoutput');
-          SELECT pg_create_logical_replication_slot('lsnpipe_bench', 'pgoutput');" >/dev/null
+" >/dev/null
+# Each slot in a transaction of its own (a slot cannot be created after writes in one).
+sq bench "SELECT pg_create_logical_replication_slot('native_bench', 'pgoutput')" >/dev/null
+sq bench "SELECT pg_create_logical_replication_slot('lsnpipe_bench', 'pgoutput')" >/dev/null
 for db in native lsnpipe; do
   dq postgres "CREATE DATABASE $db"
   pg_dump -s -t 'pgbench_*' -t bench_marker "$(src bench)" | psql -Xq "$(dst $db)" >/dev/null
@@ -61,7 +63,7 @@ same_tables bench native "${TABLES[@]}"
 
 # lsnpipe
 cpu0=$(target_cpu_ticks); t0=$(now_ns)
-"$LSNPIPE" run --source "$(src bench)" --target "$(dst lsnpipe)" --publication bench_pub \
+${LSNPIPE_WRAP:-} "$LSNPIPE" run --source "$(src bench)" --target "$(dst lsnpipe)" --publication bench_pub \
   --slot lsnpipe_bench --metrics-listen off 2>"$BENCH_DIR/lsnpipe.log" &
 lsnpipe_pid=$!
 wait_target lsnpipe "SELECT EXISTS (SELECT 1 FROM bench_marker)"

@@ -34,8 +34,10 @@ sq postgres "CREATE DATABASE bench"
 pgbench -i -q -s "$SCALE" "$(src bench)" >/dev/null 2>&1
 sq bench "CREATE TABLE probe (id bigserial PRIMARY KEY, phase int NOT NULL, src_ts timestamptz NOT NULL);
           CREATE PUBLICATION bench_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, probe;
-          SELECT pg_create_logical_replication_slot('native_bench', 'pgoutput');
-          SELECT pg_create_logical_replication_slot('lsnpipe_bench', 'pgoutput');" >/dev/null
+" >/dev/null
+# Each slot in a transaction of its own (a slot cannot be created after writes in one).
+sq bench "SELECT pg_create_logical_replication_slot('native_bench', 'pgoutput')" >/dev/null
+sq bench "SELECT pg_create_logical_replication_slot('lsnpipe_bench', 'pgoutput')" >/dev/null
 for db in native lsnpipe; do
   dq postgres "CREATE DATABASE $db"
   pg_dump -s -t 'pgbench_*' -t probe "$(src bench)" | psql -Xq "$(dst $db)" >/dev/null

@@ -84,7 +84,10 @@ fn main() -> ExitCode {
         Ok(f) => f,
         Err(e) => return fail(&e),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // One thread: the pipeline is a chain of small tasks handing messages to each other, and on
+    // one thread those hand-offs cost no cross-thread wake-ups. The source's walsender and the
+    // target's backend are the other processes on the machine that need a core.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {

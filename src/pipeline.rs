@@ -212,14 +212,14 @@ async fn session(
         if commit.is_some() {
             in_transaction = false;
             if let Some(flushed) = applier.commit_if(stream.is_caught_up()).await? {
-                flushed_to(&positions, &stream, telemetry, flushed, &applier);
+                flushed_to(&positions, &stream, telemetry, flushed, &mut applier);
             }
         }
     };
 
     if !in_transaction {
         if let Some(flushed) = applier.commit_if(true).await? {
-            flushed_to(&positions, &stream, telemetry, flushed, &applier);
+            flushed_to(&positions, &stream, telemetry, flushed, &mut applier);
         }
     }
     // Anything still open is part of a source transaction that will be sent again: dropping
@@ -234,11 +234,11 @@ fn flushed_to(
     stream: &wire::ReplicationStream,
     telemetry: &Telemetry,
     flushed: Lsn,
-    applier: &Applier,
+    applier: &mut Applier,
 ) {
     positions.mark_flushed(flushed);
     stream.nudge();
-    telemetry.applied(applier.stats());
+    telemetry.applied(applier.take_committed());
 }
 
 /// Exponential pauses between sessions: 1 s, 2 s, 4 s … 30 s.

@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::apply::ApplyStats;
+use crate::apply::{Committed, Operation};
 use crate::metrics::{Health, Metrics, RowOp, Side};
 use crate::positions::Positions;
 
@@ -23,8 +23,6 @@ struct State {
     /// Commit time (PostgreSQL µs) of the oldest source transaction received, not yet applied.
     oldest_unapplied_commit: Option<i64>,
     status_updates_seen: u64,
-    applied: ApplyStats,
-    last_commit: Option<std::time::Instant>,
 }
 
 impl Telemetry {
@@ -64,8 +62,6 @@ impl Telemetry {
         let mut state = self.state();
         state.status_updates_seen = positions.status_updates_sent();
         state.positions = Some(positions);
-        state.applied = ApplyStats::default();
-        state.last_commit = None;
     }
 
     /// One pgoutput message received.
@@ -84,34 +80,16 @@ impl Telemetry {
         }
     }
 
-    /// A group of source transactions is committed on the target; `total` is the applier's
-    /// running count.
-    pub fn applied(&self, total: ApplyStats) {
-        let mut state = self.state();
-        let before = std::mem::replace(&mut state.applied, total);
-        let now = std::time::Instant::now();
-        let duration = state
-            .last_commit
-            .replace(now)
-            .map(|t| now - t)
-            .unwrap_or_default();
-        state.oldest_unapplied_commit = None;
-        drop(state);
-        let rows = [
-            (RowOp::Insert, total.inserts.saturating_sub(before.inserts)),
-            (RowOp::Update, total.updates.saturating_sub(before.updates)),
-            (RowOp::Delete, total.deletes.saturating_sub(before.deletes)),
-            (
-                RowOp::Truncate,
-                total.truncates.saturating_sub(before.truncates),
-            ),
-        ];
+    /// A group of source transactions is committed on the target.
+    pub fn applied(&self, committed: Committed) {
+        self.state().oldest_unapplied_commit = None;
         self.metrics.record_applied_batch(
-            total.transactions.saturating_sub(before.transactions),
-            rows.into_iter()
-                .filter(|(_, n)| *n > 0)
-                .map(|(op, n)| ("all", op, n)),
-            duration,
+            committed.transactions,
+            committed
+                .rows
+                .iter()
+                .filter_map(|(table, op, n)| Some((table.as_str(), row_op(*op)?, *n))),
+            committed.duration,
         );
         self.metrics.set_oldest_unapplied_commit(None);
         self.refresh();
@@ -141,6 +119,16 @@ impl Telemetry {
 
     pub fn error(&self, kind: &'static str) {
         self.metrics.error(kind);
+    }
+}
+
+fn row_op(operation: Operation) -> Option<RowOp> {
+    match operation {
+        Operation::Insert => Some(RowOp::Insert),
+        Operation::Update => Some(RowOp::Update),
+        Operation::Delete => Some(RowOp::Delete),
+        Operation::Truncate => Some(RowOp::Truncate),
+        Operation::Bookkeeping => None,
     }
 }
 

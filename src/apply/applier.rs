@@ -1,24 +1,31 @@
 //! `Applier`: applies decoded source transactions to the target in commit order, exactly once.
 //!
 //! ```text
-//!            Begin ─┬─ final_lsn < stored progress ─▶ skipping (already applied) ─▶ … Commit
-//!                   └─ else: BEGIN on the target unless a group is open
-//!   Relation ─▶ cache        Insert ─▶ buffered run ─▶ multi-row INSERT ┐
-//!   Type/Origin/Message ─▶ ignored   Update/Delete ─▶ prepared statement ├─▶ pipelined, in order
-//!                                    Truncate ─▶ one TRUNCATE           ┘
-//!   Commit ─▶ group += 1 ─▶ commit_if(caught_up): progress row + COMMIT ─▶ Some(end_lsn) durable
+//!   Begin ─┬─ final_lsn < stored progress ─▶ skipping (already applied) … until its Commit
+//!          └─ else: BEGIN on the target unless a group is open
+//!   Relation ─▶ cache;  Type / Origin / Message ─▶ ignored
+//!   Insert ──────────────────▶ per-table run ─────▶ multi-row INSERT  ┐
+//!   Update keeping its key ──▶ folded, one per row ▶ multi-row UPDATE ├─▶ pipelined on the
+//!   Delete by key ───────────▶ per-table run ─────▶ multi-row DELETE  │   target connection
+//!   key change, FULL identity ───────────────────▶ one statement     │
+//!   Truncate ────────────────────────────────────▶ one TRUNCATE      ┘
+//!   Commit ─▶ group += 1 ─▶ commit_if(caught_up): flush, progress row, COMMIT ─▶ Some(end_lsn)
 //! ```
 //!
 //! Changes execute as they arrive (nothing waits for the source Commit), so a source
 //! transaction of any size streams through in bounded memory. Inserts are buffered per table
-//! into multi-row statements; while `session_replication_role = replica` is in effect (no
-//! foreign-key or ordinary triggers fire) runs into different tables may be sent out of their
-//! interleaved order, since statements on different tables then commute and the target only
-//! shows the group's commit. Without it, a run is sent before any change to another table.
+//! into multi-row statements. While `session_replication_role = replica` is in effect (no
+//! foreign-key or ordinary triggers fire), statements on different tables commute and the
+//! target only shows the group's commit, so more is buffered per table: updates that keep
+//! their key are folded to one row each and sent as multi-row UPDATEs, deletes by key as
+//! multi-row DELETEs, and tables are flushed independently. Without it, everything is sent in
+//! stream order (only consecutive inserts into one table are combined).
 //!
 //! On any error the target transaction is rolled back and the error returned; nothing after the
 //! last durable LSN survives. Drop the `Applier`, reconnect, and build a new one: it resumes from
 //! the progress row.
+
+mod buffers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -27,14 +34,15 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
 use super::batch::{
-    ColumnSet, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS, next_chunk,
-    rows_per_insert,
+    ColumnSet, DeleteRun, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS,
+    UpdateRun, rows_per_insert,
 };
 use super::error::{ApplyError, Operation};
 use super::inflight::{Context, InFlight};
 use super::progress;
 use super::relation::{Relation, RelationCache, SourceRelation};
-use super::sql::{self, Match, TruncateTarget};
+use super::sql::{self, TruncateTarget};
+use super::statements::{OldMatch, StatementKey, StatementKind, statement_text};
 use super::value::Param;
 use crate::Lsn;
 use crate::pgoutput::{
@@ -68,32 +76,6 @@ enum SourceTransaction {
     Skipping,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum StatementKind {
-    Insert {
-        rows: usize,
-    },
-    UpdateByKey,
-    DeleteByKey,
-    /// Identity FULL: which old values were NULL and which were left out of the match.
-    UpdateOneRow {
-        nulls: ColumnSet,
-        skipped: ColumnSet,
-    },
-    DeleteOneRow {
-        nulls: ColumnSet,
-        skipped: ColumnSet,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct StatementKey {
-    oid: u32,
-    kind: StatementKind,
-    /// Inserted or SET columns.
-    columns: ColumnSet,
-}
-
 #[derive(Debug)]
 pub struct Applier {
     inflight: InFlight,
@@ -107,11 +89,25 @@ pub struct Applier {
     group: Option<Group>,
     source: SourceTransaction,
     runs: Vec<InsertRun>,
+    /// Folded updates by unchanged key, per relation (only with `replica_role`).
+    updates: Vec<UpdateRun>,
+    /// Deletes by key, per relation (only with `replica_role`).
+    deletes: Vec<DeleteRun>,
     buffered_rows: usize,
     buffered_bytes: usize,
     /// `session_replication_role = replica` is in effect, so runs into different tables commute.
     replica_role: bool,
     stats: ApplyStats,
+    committed: Committed,
+}
+
+/// Source transactions and row changes committed on the target (see [`Applier::take_committed`]).
+#[derive(Debug, Default)]
+pub struct Committed {
+    pub transactions: u64,
+    /// From the opening of each target transaction to its commit.
+    pub duration: std::time::Duration,
+    pub rows: Vec<(String, Operation, u64)>,
 }
 
 impl Applier {
@@ -143,10 +139,13 @@ impl Applier {
             group: None,
             source: SourceTransaction::Outside,
             runs: Vec::new(),
+            updates: Vec::new(),
+            deletes: Vec::new(),
             buffered_rows: 0,
             buffered_bytes: 0,
             replica_role,
             stats: ApplyStats::default(),
+            committed: Committed::default(),
         })
     }
 
@@ -160,6 +159,12 @@ impl Applier {
             rows_not_found: self.inflight.rows_not_found,
             ..self.stats
         }
+    }
+
+    /// Nothing applied and not yet durable, and no source transaction open: the pipeline may
+    /// then acknowledge a keepalive's WAL end (an idle publication must not pin WAL).
+    pub fn is_idle(&self) -> bool {
+        self.source == SourceTransaction::Outside && self.group.is_none()
     }
 
     /// Whether `session_replication_role = replica` is in effect on the target session.
@@ -178,6 +183,8 @@ impl Applier {
     /// Call after each source Commit. Commits the open group — progress row first, in the same
     /// transaction — when `caught_up` or the group reached its limits, and returns the end LSN
     /// that is now durable on the target; otherwise `None` (the group stays open for more).
+    /// Also call it with `true` when the stream goes quiet between transactions, so an open
+    /// group does not wait for the next Commit.
     pub async fn commit_if(&mut self, caught_up: bool) -> Result<Option<Lsn>, ApplyError> {
         if self.source != SourceTransaction::Outside {
             return Ok(None);
@@ -277,9 +284,7 @@ impl Applier {
     async fn relation(&mut self, source: SourceRelation) -> Result<(), ApplyError> {
         let oid = source.oid;
         // Buffered rows were built for the old shape: send them before it is replaced.
-        if self.runs.iter().any(|r| r.oid == oid) {
-            self.flush_table(oid).await?;
-        }
+        self.flush_table(oid).await?;
         if self.relations.replace(source) {
             self.statements.retain(|key, _| key.oid != oid);
         }
@@ -288,7 +293,8 @@ impl Applier {
 
     async fn insert(&mut self, insert: &Insert) -> Result<(), ApplyError> {
         let oid = insert.relation_oid;
-        let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        self.check_target(oid).await?;
+        let relation = self.relations.get(oid)?;
         check_width(relation, &insert.new)?;
         let width = relation.source.columns.len();
         // An unchanged-TOAST marker in an insert (a row-filter transformation) has no value:
@@ -301,11 +307,12 @@ impl Applier {
                 sent += 1;
             }
         }
-        self.stats.inserts += 1;
-        if let Some(group) = &mut self.group {
-            group.rows += 1;
-        }
+        self.count(oid, Operation::Insert);
 
+        // The row may be one deleted earlier in the group.
+        while let Some(i) = self.deletes.iter().position(|r| r.oid == oid) {
+            self.flush_deletes(i).await?;
+        }
         // Keep each run to one column set; keep table order when runs may not be reordered.
         if let Some(i) = self
             .runs
@@ -354,13 +361,18 @@ impl Applier {
 
     async fn update(&mut self, update: &Update) -> Result<(), ApplyError> {
         let oid = update.relation_oid;
-        self.before_change(oid).await?;
-        let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        self.check_target(oid).await?;
+        self.count(oid, Operation::Update);
+        let relation = self.relations.get(oid)?;
         check_width(relation, &update.new)?;
-        self.stats.updates += 1;
-        if let Some(group) = &mut self.group {
-            group.rows += 1;
+        let foldable = self.replica_role
+            && update.old.is_none()
+            && relation.source.identity != ReplicaIdentity::Full;
+        if foldable {
+            return self.fold_update(oid, &update.new).await;
         }
+        self.before_change(oid).await?;
+        let relation = self.relations.get(oid)?;
 
         // SET every column that was sent; unchanged TOAST values stay as they are on the
         // target (under FULL identity the matched row already holds the old value).
@@ -376,105 +388,62 @@ impl Applier {
         if params.is_empty() {
             return Ok(());
         }
-        let name = Arc::clone(&relation.name);
-        let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
-        let (kind, sql): (StatementKind, Box<dyn FnOnce() -> String + Send>) =
-            if relation.source.identity == ReplicaIdentity::Full {
-                let Some(OldTuple::Full(old)) = &update.old else {
-                    return Err(ApplyError::protocol(format!(
-                        "an update of {name} (REPLICA IDENTITY FULL) came without its old row"
-                    )));
-                };
-                let matching = full_match(relation, old, &mut params)?;
-                let columns = column_names(relation, &set);
-                let old_names = relation.source.columns.clone();
-                let comparable = comparable(relation);
-                let name = Arc::clone(&name);
-                (
-                    StatementKind::UpdateOneRow {
-                        nulls: matching.nulls.clone(),
-                        skipped: matching.skipped.clone(),
-                    },
-                    Box::new(move || {
-                        let matches = matching.matches(&old_names, &comparable);
-                        let set: Vec<&str> = columns.iter().map(String::as_str).collect();
-                        sql::update_one_row(&name, &set, &matches, partitioned)
-                    }),
-                )
-            } else {
-                let key_tuple = match &update.old {
-                    Some(OldTuple::Key(key)) | Some(OldTuple::Full(key)) => key,
-                    None => &update.new,
-                };
-                check_width(relation, key_tuple)?;
-                let keys = key_params(relation, key_tuple, &mut params)?;
-                let columns = column_names(relation, &set);
-                let name = Arc::clone(&name);
-                (
-                    StatementKind::UpdateByKey,
-                    Box::new(move || {
-                        let set: Vec<&str> = columns.iter().map(String::as_str).collect();
-                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        sql::update_by_key(&name, &set, &keys)
-                    }),
-                )
+        let kind = if relation.source.identity == ReplicaIdentity::Full {
+            let Some(OldTuple::Full(old)) = &update.old else {
+                return Err(ApplyError::protocol(format!(
+                    "an update of {} (REPLICA IDENTITY FULL) came without its old row",
+                    relation.name
+                )));
             };
+            StatementKind::UpdateOneRow {
+                old: full_match(relation, old, &mut params)?,
+            }
+        } else {
+            let key_tuple = match &update.old {
+                Some(OldTuple::Key(key)) | Some(OldTuple::Full(key)) => key,
+                None => &update.new,
+            };
+            check_width(relation, key_tuple)?;
+            key_params(relation, key_tuple, &mut params)?;
+            StatementKind::UpdateByKey
+        };
+        let table = Arc::clone(&relation.name);
         let key = StatementKey {
             oid,
             kind,
             columns: set,
         };
-        self.execute(key, sql, name, Operation::Update, params)
-            .await
+        self.execute(key, table, Operation::Update, params).await
     }
 
     async fn delete(&mut self, delete: &Delete) -> Result<(), ApplyError> {
         let oid = delete.relation_oid;
+        self.check_target(oid).await?;
+        let relation = self.relations.get(oid)?;
+        if self.replica_role && relation.source.identity != ReplicaIdentity::Full {
+            return self.buffer_delete(oid, delete.old.tuple()).await;
+        }
         self.before_change(oid).await?;
-        let relation = self.relations.checked(self.inflight.client(), oid).await?;
+        self.count(oid, Operation::Delete);
+        let relation = self.relations.get(oid)?;
         let old = delete.old.tuple();
         check_width(relation, old)?;
-        self.stats.deletes += 1;
-        if let Some(group) = &mut self.group {
-            group.rows += 1;
-        }
-        let name = Arc::clone(&relation.name);
-        let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
         let mut params = Vec::new();
-        let (kind, sql): (StatementKind, Box<dyn FnOnce() -> String + Send>) =
-            if relation.source.identity == ReplicaIdentity::Full {
-                let matching = full_match(relation, old, &mut params)?;
-                let old_names = relation.source.columns.clone();
-                let comparable = comparable(relation);
-                let name = Arc::clone(&name);
-                (
-                    StatementKind::DeleteOneRow {
-                        nulls: matching.nulls.clone(),
-                        skipped: matching.skipped.clone(),
-                    },
-                    Box::new(move || {
-                        let matches = matching.matches(&old_names, &comparable);
-                        sql::delete_one_row(&name, &matches, partitioned)
-                    }),
-                )
-            } else {
-                let keys = key_params(relation, old, &mut params)?;
-                let name = Arc::clone(&name);
-                (
-                    StatementKind::DeleteByKey,
-                    Box::new(move || {
-                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        sql::delete_by_key(&name, &keys)
-                    }),
-                )
-            };
+        let kind = if relation.source.identity == ReplicaIdentity::Full {
+            StatementKind::DeleteOneRow {
+                old: full_match(relation, old, &mut params)?,
+            }
+        } else {
+            key_params(relation, old, &mut params)?;
+            StatementKind::DeleteByKey
+        };
+        let table = Arc::clone(&relation.name);
         let key = StatementKey {
             oid,
             kind,
             columns: ColumnSet::default(),
         };
-        self.execute(key, sql, name, Operation::Delete, params)
-            .await
+        self.execute(key, table, Operation::Delete, params).await
     }
 
     async fn truncate(&mut self, truncate: &Truncate) -> Result<(), ApplyError> {
@@ -482,7 +451,8 @@ impl Applier {
         self.flush_all().await?;
         let mut tables = Vec::with_capacity(truncate.relation_count());
         for oid in truncate.relation_oids() {
-            let relation = self.relations.checked(self.inflight.client(), oid).await?;
+            self.check_target(oid).await?;
+            let relation = self.relations.get(oid)?;
             let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
             tables.push(TruncateTarget {
                 table: relation.name.to_string(),
@@ -493,6 +463,11 @@ impl Applier {
             return Ok(());
         }
         self.stats.truncates += 1;
+        for oid in truncate.relation_oids() {
+            if let Some(group) = &mut self.group {
+                group.count(oid, Operation::Truncate);
+            }
+        }
         let names = tables
             .iter()
             .map(|t| t.table.as_str())
@@ -504,30 +479,38 @@ impl Applier {
             .await
     }
 
-    /// Before an update or delete of `oid`: send the inserts that must precede it.
-    async fn before_change(&mut self, oid: u32) -> Result<(), ApplyError> {
-        if self.runs.is_empty() {
-            return Ok(());
+    /// Check `oid`'s target table on first use. The catalog queries are awaited directly, so
+    /// the queue is drained first: tokio-postgres hands responses out in order through small
+    /// channels, and a queued response nobody reads could hold up the one awaited here.
+    async fn check_target(&mut self, oid: u32) -> Result<(), ApplyError> {
+        if self.relations.get(oid)?.target.is_none() {
+            self.inflight.drain().await?;
+            self.relations.checked(self.inflight.client(), oid).await?;
         }
-        if self.replica_role {
-            self.flush_table(oid).await
-        } else {
-            self.flush_all().await
-        }
+        Ok(())
     }
 
+    /// Run the statement `key` describes (prepared on first use) with `params`, pipelined.
     async fn execute(
         &mut self,
         key: StatementKey,
-        sql: Box<dyn FnOnce() -> String + Send>,
         table: Arc<str>,
         operation: Operation,
         params: Vec<Param>,
     ) -> Result<(), ApplyError> {
+        let expected_rows = match (&key.kind, operation) {
+            (StatementKind::UpdateRows { rows } | StatementKind::DeleteRows { rows }, _) => {
+                u64::try_from(*rows).unwrap_or(u64::MAX)
+            }
+            (_, Operation::Update | Operation::Delete) => 1,
+            _ => 0,
+        };
         let statement = match self.statements.get(&key) {
             Some(statement) => statement.clone(),
             None => {
-                let text = sql();
+                // Awaited out of turn, so nothing may be queued before it (see `check_target`).
+                self.inflight.drain().await?;
+                let text = statement_text(self.relations.get(key.oid)?, &key);
                 let statement = self
                     .inflight
                     .client()
@@ -538,7 +521,6 @@ impl Applier {
                 statement
             }
         };
-        let expects_row = matches!(operation, Operation::Update | Operation::Delete);
         self.inflight
             .execute(
                 statement,
@@ -546,56 +528,10 @@ impl Applier {
                 Context {
                     table,
                     operation,
-                    expects_row,
+                    expected_rows,
                 },
             )
             .await
-    }
-
-    async fn flush_table(&mut self, oid: u32) -> Result<(), ApplyError> {
-        while let Some(i) = self.runs.iter().position(|r| r.oid == oid) {
-            self.flush_run(i).await?;
-        }
-        Ok(())
-    }
-
-    async fn flush_all(&mut self) -> Result<(), ApplyError> {
-        while !self.runs.is_empty() {
-            self.flush_run(self.runs.len() - 1).await?;
-        }
-        Ok(())
-    }
-
-    /// Send run `index` as multi-row INSERTs and forget it.
-    async fn flush_run(&mut self, index: usize) -> Result<(), ApplyError> {
-        let mut run = self.runs.swap_remove(index);
-        self.buffered_rows -= run.rows;
-        self.buffered_bytes -= run.bytes;
-        let relation = self.relations.get(run.oid)?;
-        let name = Arc::clone(&relation.name);
-        let columns = column_names(relation, &run.columns);
-        let full = rows_per_insert(run.width);
-        let mut rows = run.rows;
-        let mut params = std::mem::take(&mut run.params).into_iter();
-        while rows > 0 {
-            let chunk = next_chunk(rows, full);
-            rows -= chunk;
-            let key = StatementKey {
-                oid: run.oid,
-                kind: StatementKind::Insert { rows: chunk },
-                columns: run.columns.clone(),
-            };
-            let sql_name = Arc::clone(&name);
-            let sql_columns = columns.clone();
-            let sql: Box<dyn FnOnce() -> String + Send> = Box::new(move || {
-                let columns: Vec<&str> = sql_columns.iter().map(String::as_str).collect();
-                sql::insert(&sql_name, &columns, chunk)
-            });
-            let chunk_params: Vec<Param> = params.by_ref().take(chunk * run.width).collect();
-            self.execute(key, sql, Arc::clone(&name), Operation::Insert, chunk_params)
-                .await?;
-        }
-        Ok(())
     }
 
     async fn commit_group(&mut self) -> Result<Lsn, ApplyError> {
@@ -611,16 +547,46 @@ impl Applier {
                 Context {
                     table: Arc::from(progress::table_name()),
                     operation: Operation::Bookkeeping,
-                    expects_row: false,
+                    expected_rows: 0,
                 },
             )
             .await?;
         self.inflight.simple("COMMIT".into()).await?;
         self.inflight.drain().await?;
-        self.group = None;
+        if let Some(group) = self.group.take() {
+            self.committed.transactions += group.transactions;
+            self.committed.duration += group.age();
+            for ((oid, operation), rows) in group.rows_by_table {
+                let table = match self.relations.get(oid) {
+                    Ok(r) => format!("{}.{}", r.source.schema, r.source.table),
+                    Err(_) => "unknown".to_owned(),
+                };
+                self.committed.rows.push((table, operation, rows));
+            }
+        }
         self.durable = end_lsn;
         self.stats.target_commits += 1;
         Ok(end_lsn)
+    }
+
+    /// Count one row change of `oid` in the open group.
+    fn count(&mut self, oid: u32, operation: Operation) {
+        match operation {
+            Operation::Insert => self.stats.inserts += 1,
+            Operation::Update => self.stats.updates += 1,
+            Operation::Delete => self.stats.deletes += 1,
+            Operation::Truncate => self.stats.truncates += 1,
+            Operation::Bookkeeping => {}
+        }
+        if let Some(group) = &mut self.group {
+            group.count(oid, operation);
+        }
+    }
+
+    /// What has been committed on the target since the last call: source transactions and row
+    /// changes per `schema.table` and operation (for metrics).
+    pub fn take_committed(&mut self) -> Committed {
+        std::mem::take(&mut self.committed)
     }
 
     /// Roll back the open target transaction and forget everything not yet durable.
@@ -633,9 +599,11 @@ impl Applier {
         }
         self.source = SourceTransaction::Outside;
         self.runs.clear();
+        self.updates.clear();
+        self.deletes.clear();
         self.buffered_rows = 0;
         self.buffered_bytes = 0;
-        tracing::error!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");
+        tracing::debug!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");
         err
     }
 }
@@ -690,32 +658,13 @@ fn check_width(relation: &Relation, tuple: &TupleData) -> Result<(), ApplyError>
     }
 }
 
-fn column_names(relation: &Relation, set: &ColumnSet) -> Vec<String> {
-    relation
-        .source
-        .columns
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| set.contains(*i))
-        .map(|(_, c)| c.name.clone())
-        .collect()
-}
-
-fn comparable(relation: &Relation) -> Vec<bool> {
-    relation
-        .target
-        .as_ref()
-        .map(|t| t.comparable.clone())
-        .unwrap_or_default()
-}
-
-/// Push the key values of `tuple` and return the key column names.
+/// Push the key values of `tuple`.
 fn key_params(
     relation: &Relation,
     tuple: &TupleData,
     params: &mut Vec<Param>,
-) -> Result<Vec<String>, ApplyError> {
-    let mut names = Vec::new();
+) -> Result<(), ApplyError> {
+    let mut keys = 0;
     for (column, value) in relation.source.columns.iter().zip(tuple.iter()) {
         if !column.is_key {
             continue;
@@ -727,53 +676,23 @@ fn key_params(
             )));
         };
         params.push(p);
-        names.push(column.name.clone());
+        keys += 1;
     }
-    if names.is_empty() {
+    if keys == 0 {
         return Err(ApplyError::protocol(format!(
             "{} has no replica identity key on the source, yet an update or delete arrived",
             relation.name
         )));
     }
-    Ok(names)
+    Ok(())
 }
 
-/// How an identity-FULL old row is matched: NULLs by `IS NULL`, binary values of types without
-/// equality left out (their text cannot be compared), everything else a parameter.
-#[derive(Debug, Clone)]
-struct FullMatch {
-    nulls: ColumnSet,
-    skipped: ColumnSet,
-}
-
-impl FullMatch {
-    fn matches<'a>(
-        &self,
-        columns: &'a [super::relation::SourceColumn],
-        comparable: &[bool],
-    ) -> Vec<Match<'a>> {
-        columns
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !self.skipped.contains(*i))
-            .map(|(i, c)| {
-                if self.nulls.contains(i) {
-                    Match::IsNull(&c.name)
-                } else if comparable.get(i).copied().unwrap_or(false) {
-                    Match::Equal(&c.name)
-                } else {
-                    Match::Text(&c.name)
-                }
-            })
-            .collect()
-    }
-}
-
+/// Push the values an identity-FULL match compares and return the match's shape.
 fn full_match(
     relation: &Relation,
     old: &TupleData,
     params: &mut Vec<Param>,
-) -> Result<FullMatch, ApplyError> {
+) -> Result<OldMatch, ApplyError> {
     check_width(relation, old)?;
     let width = relation.source.columns.len();
     let comparable = relation.target.as_ref().map(|t| &t.comparable);
@@ -794,5 +713,5 @@ fn full_match(
             }
         }
     }
-    Ok(FullMatch { nulls, skipped })
+    Ok(OldMatch { nulls, skipped })
 }

@@ -13,8 +13,10 @@
 //! transaction. Buffered insert rows are bounded in count and bytes, so a source transaction of
 //! millions of rows streams through.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::error::Operation;
 use super::value::Param;
 use crate::Lsn;
 
@@ -45,6 +47,8 @@ pub(crate) struct Group {
     pub rows: u64,
     /// End LSN and commit time (µs since 2000) of the last source commit in the group.
     pub last_commit: Option<(Lsn, i64)>,
+    /// Row changes per (source relation OID, operation), reported once the group commits.
+    pub rows_by_table: HashMap<(u32, Operation), u64>,
 }
 
 impl Group {
@@ -54,7 +58,18 @@ impl Group {
             transactions: 0,
             rows: 0,
             last_commit: None,
+            rows_by_table: HashMap::new(),
         }
+    }
+
+    /// How long the group has been open.
+    pub fn age(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn count(&mut self, oid: u32, operation: Operation) {
+        self.rows += 1;
+        *self.rows_by_table.entry((oid, operation)).or_default() += 1;
     }
 
     pub fn is_full(&self, limits: &GroupLimits) -> bool {
@@ -102,6 +117,20 @@ pub(crate) fn rows_per_insert(columns: usize) -> usize {
     (MAX_PARAMS / columns).clamp(1, MAX_ROWS_PER_INSERT)
 }
 
+/// Largest number of rows in one multi-row UPDATE: small enough that the planner joins the
+/// rows to the table by its key index rather than scanning the table.
+const MAX_ROWS_PER_UPDATE: usize = 64;
+
+/// Rows of a full multi-row DELETE with `columns` key columns.
+pub(crate) fn rows_per_delete(columns: usize) -> usize {
+    (MAX_PARAMS / columns.max(1)).clamp(1, MAX_ROWS_PER_INSERT)
+}
+
+/// Rows of a full multi-row UPDATE with `columns` parameters each (SET values and key).
+pub(crate) fn rows_per_update(columns: usize) -> usize {
+    (MAX_PARAMS / columns.max(1)).clamp(1, MAX_ROWS_PER_UPDATE)
+}
+
 /// How many rows the next statement of a run of `rows` takes: a full statement, else the largest
 /// power of two, so each table needs only a handful of prepared statement sizes.
 pub(crate) fn next_chunk(rows: usize, full: usize) -> usize {
@@ -125,9 +154,96 @@ pub(crate) struct InsertRun {
     pub bytes: usize,
 }
 
+/// Deletes by key from one relation, not yet sent (the key values, row after row).
+#[derive(Debug)]
+pub(crate) struct DeleteRun {
+    pub oid: u32,
+    pub width: usize,
+    pub keys: Vec<Param>,
+    pub rows: usize,
+    pub bytes: usize,
+}
+
+/// Updates of one relation that keep their key, folded to one entry per key: within one target
+/// transaction only the last values of a row are ever seen, so a row updated by a thousand
+/// source transactions is written once. Only used while no triggers fire on the target.
+#[derive(Debug)]
+pub(crate) struct UpdateRun {
+    pub oid: u32,
+    index: HashMap<Vec<Param>, usize>,
+    /// Key values, and per column the newest value sent (`None`: not sent, keep the target's).
+    pub entries: Vec<(Vec<Param>, Vec<Option<Param>>)>,
+    pub bytes: usize,
+}
+
+impl UpdateRun {
+    pub fn new(oid: u32) -> Self {
+        UpdateRun {
+            oid,
+            index: HashMap::new(),
+            entries: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Fold an update into the run. Returns whether it added a row, and the bytes it added.
+    pub fn add(&mut self, key: Vec<Param>, values: Vec<Option<Param>>) -> (bool, usize) {
+        let mut bytes: usize = values.iter().flatten().map(Param::size).sum();
+        if let Some(&i) = self.index.get(&key) {
+            let (_, current) = &mut self.entries[i];
+            for (slot, value) in current.iter_mut().zip(values) {
+                if value.is_some() {
+                    *slot = value;
+                }
+            }
+            self.bytes += bytes;
+            return (false, bytes);
+        }
+        bytes += key.iter().map(Param::size).sum::<usize>();
+        self.index.insert(key.clone(), self.entries.len());
+        self.entries.push((key, values));
+        self.bytes += bytes;
+        (true, bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
+
+    fn text(s: &'static str) -> Param {
+        Param::Text(Bytes::from_static(s.as_bytes()))
+    }
+
+    #[test]
+    fn updates_of_one_key_fold_to_the_newest_values() {
+        let mut run = UpdateRun::new(1);
+        assert!(
+            run.add(
+                vec![text("1")],
+                vec![Some(text("1")), Some(text("a")), None]
+            )
+            .0
+        );
+        assert!(
+            run.add(
+                vec![text("2")],
+                vec![Some(text("2")), Some(text("b")), None]
+            )
+            .0
+        );
+        let (added, _) = run.add(
+            vec![text("1")],
+            vec![Some(text("1")), None, Some(text("z"))],
+        );
+        assert!(!added);
+        assert_eq!(run.entries.len(), 2);
+        assert_eq!(
+            run.entries[0].1,
+            [Some(text("1")), Some(text("a")), Some(text("z"))]
+        );
+    }
 
     #[test]
     fn chunks_are_full_statements_then_powers_of_two() {

@@ -30,8 +30,8 @@ type Response = Pin<Box<dyn Future<Output = Result<u64, tokio_postgres::Error>> 
 pub(crate) struct Context {
     pub table: Arc<str>,
     pub operation: Operation,
-    /// An update or delete of one row: zero rows affected means the row was not found.
-    pub expects_row: bool,
+    /// Rows an update or delete must find (fewer: the target had diverged); 0 for others.
+    pub expected_rows: u64,
 }
 
 struct Pending {
@@ -85,7 +85,7 @@ impl InFlight {
 
     /// Send a parameterless simple query (`BEGIN`, `COMMIT`) in the same order.
     pub async fn simple(&mut self, sql: String) -> Result<(), ApplyError> {
-        self.simple_on(sql, Arc::from(""), Operation::Bookkeeping)
+        self.simple_on(sql, Arc::from("(transaction)"), Operation::Bookkeeping)
             .await
     }
 
@@ -102,7 +102,7 @@ impl InFlight {
         let context = Context {
             table,
             operation,
-            expects_row: false,
+            expected_rows: 0,
         };
         self.push(response, context).await
     }
@@ -164,8 +164,8 @@ impl InFlight {
         context: &Context,
     ) -> Result<(), ApplyError> {
         match result {
-            Ok(0) if context.expects_row => {
-                self.rows_not_found += 1;
+            Ok(found) if found < context.expected_rows => {
+                self.rows_not_found += context.expected_rows - found;
                 tracing::warn!(
                     table = %context.table,
                     operation = %context.operation,

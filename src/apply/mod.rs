@@ -3,8 +3,10 @@
 //!
 //! ```text
 //! LogicalMessage ─▶ Applier ─▶ relation cache (source OID → target table, checked once)
-//!                      │   ─▶ sql (statement text, quoted identifiers, $n parameters only)
-//!                      │   ─▶ batch (group commit, multi-row inserts) ─▶ inflight (pipelined)
+//!                      │   ─▶ batch + applier/buffers (group commit; per-table runs of inserts,
+//!                      │      folded updates, deletes) ─▶ statements (cache key → prepared
+//!                      │      statement; text from sql: quoted identifiers, $n parameters only)
+//!                      │   ─▶ inflight (pipelined on the one target connection, in order)
 //!                      └─▶ progress row (same target transaction) ─▶ durable end LSN
 //! ```
 //!
@@ -20,9 +22,10 @@ mod inflight;
 mod progress;
 mod relation;
 pub mod sql;
+mod statements;
 mod value;
 
-pub use applier::{Applier, ApplyStats};
+pub use applier::{Applier, ApplyStats, Committed};
 pub use batch::GroupLimits;
 pub use error::{ApplyError, Operation, TargetError};
 pub use relation::{SourceColumn, SourceRelation};

@@ -72,6 +72,12 @@ pub struct TargetTable {
     pub partitioned: bool,
     /// Per source column: the target type has an equality operator (else compare as text).
     pub comparable: Vec<bool>,
+    /// Per source column: the target column's type name, without modifier, spelled for this
+    /// session (casts in multi-row statements, where no column gives a parameter its type).
+    /// Asked for with typmod -1, so `char(n)` and `bit(n)` come back as `bpchar` and `"bit"`
+    /// (unbounded), not as `character` / `bit`, which mean length 1 and would truncate in a cast;
+    /// the column's own modifier is applied, with its errors, on assignment.
+    pub types: Vec<String>,
 }
 
 /// A cached relation.
@@ -161,7 +167,8 @@ const TABLE_COLUMNS: &str = "WITH RECURSIVE chain(attname, typ, depth) AS ( \
           OR (oc.opcintype = 'pg_catalog.record'::pg_catalog.regtype AND t.typtype = 'c') \
           OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.castsource = t.oid \
                      AND k.casttarget = oc.opcintype AND k.castmethod = 'b')) \
-    ) FROM leaf l";
+    ), pg_catalog.format_type(a.atttypid, -1) \
+    FROM leaf l JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attname = l.attname";
 
 async fn lookup_target(
     client: &Client,
@@ -188,24 +195,25 @@ async fn lookup_target(
     for row in rows {
         let column: String = row.try_get(0).map_err(catalog_error)?;
         let comparable: bool = row.try_get(1).map_err(catalog_error)?;
-        target_columns.insert(column, comparable);
+        let type_name: String = row.try_get(2).map_err(catalog_error)?;
+        target_columns.insert(column, (comparable, type_name));
     }
-    let comparable = source
-        .columns
-        .iter()
-        .map(|c| {
-            target_columns
-                .get(&c.name)
-                .copied()
-                .ok_or_else(|| ApplyError::MissingColumn {
-                    table: name.to_owned(),
-                    column: c.name.clone(),
-                })
-        })
-        .collect::<Result<Vec<bool>, ApplyError>>()?;
+    let mut comparable = Vec::with_capacity(source.columns.len());
+    let mut types = Vec::with_capacity(source.columns.len());
+    for column in &source.columns {
+        let Some((equality, type_name)) = target_columns.remove(&column.name) else {
+            return Err(ApplyError::MissingColumn {
+                table: name.to_owned(),
+                column: column.name.clone(),
+            });
+        };
+        comparable.push(equality);
+        types.push(type_name);
+    }
     Ok(TargetTable {
         partitioned,
         comparable,
+        types,
     })
 }
 
@@ -237,6 +245,7 @@ mod tests {
         cache.relations.get_mut(&7).unwrap().target = Some(TargetTable {
             partitioned: false,
             comparable: vec![true, true],
+            types: vec!["integer".into(), "integer".into()],
         });
         assert!(!cache.replace(relation(&["id", "a"])));
         assert!(cache.get(7).unwrap().target.is_some());

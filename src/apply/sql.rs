@@ -92,10 +92,97 @@ pub fn update_by_key(table: &str, set: &[&str], key: &[&str]) -> String {
     sql
 }
 
+/// Several rows updated by key in one statement; each value is cast to its column's type, since
+/// a VALUES list gives its parameters no type of its own:
+/// `UPDATE t SET "a" = lsnpipe_rows.c1 FROM (VALUES ($1::integer, $2::text), …)
+///  AS lsnpipe_rows (c1, k1) WHERE t."k" = lsnpipe_rows.k1`.
+/// Columns and keys are (name, type) pairs; the keys must be distinct across the rows.
+pub fn update_rows(table: &str, set: &[(&str, &str)], key: &[(&str, &str)], rows: usize) -> String {
+    let mut sql = format!("UPDATE {table} SET ");
+    for (i, (column, _)) in set.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        push_ident(&mut sql, column);
+        let _ = write!(sql, " = lsnpipe_rows.c{}", i + 1);
+    }
+    sql.push_str(" FROM (VALUES ");
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for (i, (_, type_name)) in set.iter().chain(key).enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            let _ = write!(sql, "${n}::{type_name}");
+        }
+        sql.push(')');
+    }
+    sql.push_str(") AS lsnpipe_rows (");
+    for i in 0..set.len() {
+        let _ = write!(sql, "c{}, ", i + 1);
+    }
+    for i in 0..key.len() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        let _ = write!(sql, "k{}", i + 1);
+    }
+    sql.push_str(") WHERE ");
+    for (i, (column, _)) in key.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(" AND ");
+        }
+        let _ = write!(sql, "{table}.");
+        push_ident(&mut sql, column);
+        let _ = write!(sql, " = lsnpipe_rows.k{}", i + 1);
+    }
+    sql
+}
+
 /// `DELETE FROM table WHERE k = $1` (identity DEFAULT / USING INDEX).
 pub fn delete_by_key(table: &str, key: &[&str]) -> String {
     let mut sql = format!("DELETE FROM {table} WHERE ");
     push_key(&mut sql, key, 0);
+    sql
+}
+
+/// Several rows deleted by key in one statement:
+/// `DELETE FROM t WHERE "k" IN ($1, $2)`, or with a key of several columns
+/// `DELETE FROM t WHERE ("a", "b") IN (($1, $2), ($3, $4))`.
+pub fn delete_rows(table: &str, key: &[&str], rows: usize) -> String {
+    let mut sql = format!("DELETE FROM {table} WHERE ");
+    let composite = key.len() != 1;
+    if composite {
+        push_list(&mut sql, key);
+    } else {
+        push_ident(&mut sql, key.first().copied().unwrap_or_default());
+    }
+    sql.push_str(" IN (");
+    let mut n = 0;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        if composite {
+            sql.push('(');
+        }
+        for i in 0..key.len() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            let _ = write!(sql, "${n}");
+        }
+        if composite {
+            sql.push(')');
+        }
+    }
+    sql.push(')');
     sql
 }
 
@@ -250,6 +337,28 @@ mod tests {
         assert_eq!(
             update_by_key("t", &["a", "b"], &["k1", "k2"]),
             "UPDATE t SET \"a\" = $1, \"b\" = $2 WHERE \"k1\" = $3 AND \"k2\" = $4"
+        );
+    }
+
+    #[test]
+    fn update_rows_casts_every_value_and_joins_on_the_key() {
+        assert_eq!(
+            update_rows("\"s\".\"t\"", &[("a b", "integer")], &[("id", "bigint")], 2),
+            "UPDATE \"s\".\"t\" SET \"a b\" = lsnpipe_rows.c1 FROM (VALUES ($1::integer, \
+             $2::bigint), ($3::integer, $4::bigint)) AS lsnpipe_rows (c1, k1) WHERE \
+             \"s\".\"t\".\"id\" = lsnpipe_rows.k1"
+        );
+    }
+
+    #[test]
+    fn delete_rows_lists_keys_or_key_tuples() {
+        assert_eq!(
+            delete_rows("t", &["id"], 3),
+            "DELETE FROM t WHERE \"id\" IN ($1, $2, $3)"
+        );
+        assert_eq!(
+            delete_rows("t", &["a", "b"], 2),
+            "DELETE FROM t WHERE (\"a\", \"b\") IN (($1, $2), ($3, $4))"
         );
     }
 

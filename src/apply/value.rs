@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use tokio_postgres::types::{Format, IsNull, ToSql, Type, to_sql_checked};
 
 /// One parameter value. `Debug` shows the length only: row values never reach a log.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub enum Param {
     Null,
     /// The type's text output, sent in text format.

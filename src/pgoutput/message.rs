@@ -864,4 +864,105 @@ mod tests {
             Err(DecodeError::InvalidCount { .. })
         ));
     }
+
+    #[test]
+    fn names_unknown_tags_and_markers_are_typed_errors() {
+        // Relation whose table name is not UTF-8.
+        assert_eq!(
+            decode(hex("52 0000403a 00 ff00 64 0000"), OUTSIDE),
+            Err(DecodeError::InvalidName { what: "Relation" })
+        );
+        // Origin name without its NUL.
+        assert_eq!(
+            decode(hex("4f 0000000012345678 7570"), OUTSIDE),
+            Err(DecodeError::UnterminatedString { what: "Origin" })
+        );
+        assert_eq!(
+            decode(hex("5a 00"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "pgoutput message",
+                tag: b'Z'
+            })
+        );
+        assert_eq!(
+            decode(Bytes::new(), OUTSIDE),
+            Err(DecodeError::Truncated {
+                what: "pgoutput message",
+                offset: 0,
+                needed: 1
+            })
+        );
+        // Tuple column kind 'x'.
+        assert_eq!(
+            decode(hex("49 0000403a 4e 0001 78"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "tuple column kind",
+                tag: b'x'
+            })
+        );
+        // Update with an old key but no 'N' before the new tuple; Delete with 'N'.
+        assert_eq!(
+            decode(hex("55 0000403a 4b 0001 6e 4b 0001 6e"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "Update",
+                tag: b'K'
+            })
+        );
+        assert_eq!(
+            decode(hex("44 0000403a 4e 0001 6e"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "Delete",
+                tag: b'N'
+            })
+        );
+        assert_eq!(
+            decode(hex("52 0000403a 00 7400 78 0000"), OUTSIDE),
+            Err(DecodeError::UnknownTag {
+                what: "Relation replica identity",
+                tag: b'x'
+            })
+        );
+        assert_eq!(
+            decode(hex("53 00000001 02"), OUTSIDE),
+            Err(DecodeError::InvalidValue {
+                what: "Stream Start first_segment",
+                value: 2
+            })
+        );
+        // A truncated Begin names where it stopped.
+        assert_eq!(
+            decode(hex("42 0000000001"), OUTSIDE),
+            Err(DecodeError::Truncated {
+                what: "Begin",
+                offset: 6,
+                needed: 3
+            })
+        );
+    }
+
+    #[test]
+    fn xids_are_read_only_inside_a_stream() {
+        let in_stream = DecodeContext {
+            in_stream: true,
+            parallel_streaming: false,
+        };
+        let truncate = hex("54 000002fb 00000001 03 0000403a");
+        let LogicalMessage::Truncate(t) = decode(truncate, in_stream).unwrap() else {
+            panic!()
+        };
+        assert_eq!((t.xid, t.options), (Some(0x2fb), 3));
+        assert_eq!(t.relation_oids().collect::<Vec<_>>(), [0x403a]);
+        let typ = hex("59 000002fb 00004001 7075626c696300 6d6f6f6400");
+        let LogicalMessage::Type(y) = decode(typ.clone(), in_stream).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            (y.xid, y.oid, y.namespace(), y.name()),
+            (Some(0x2fb), 0x4001, "public", "mood")
+        );
+        assert!(decode(typ, OUTSIDE).is_err());
+        // Begin, Commit and the two-phase messages never carry one.
+        let begin = hex("42 000000000166fac0 00030418581cac15 00000308");
+        assert_eq!(decode(begin.clone(), in_stream), decode(begin, OUTSIDE));
+    }
 }

@@ -26,18 +26,18 @@ impl<'a> Reader<'a> {
         self.what
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pos(&self) -> usize {
         self.pos
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn remaining(&self) -> usize {
         self.frame.len().saturating_sub(self.pos)
     }
 
     /// The next `n` bytes as a plain slice, advancing past them.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let remaining = self.remaining();
         if n > remaining {
@@ -65,37 +65,37 @@ impl<'a> Reader<'a> {
         self.frame.slice(start..self.pos)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u8(&mut self) -> Result<u8, DecodeError> {
         Ok(self.take(1)?[0])
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn i16(&mut self) -> Result<i16, DecodeError> {
         Ok(i16::from_be_bytes(self.array()?))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array()?))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn i32(&mut self) -> Result<i32, DecodeError> {
         Ok(i32::from_be_bytes(self.array()?))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_be_bytes(self.array()?))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn lsn(&mut self) -> Result<Lsn, DecodeError> {
         Ok(Lsn::new(u64::from_be_bytes(self.array()?)))
     }
 
-    #[inline]
+    #[inline(always)]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], DecodeError> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.take(N)?);

@@ -113,12 +113,20 @@ fn every_truncation_of_every_captured_shape_is_an_error() {
 
 #[test]
 fn every_single_byte_corruption_of_every_captured_shape_returns() {
-    for (frame, _) in distinct_shapes() {
+    // All 256 values at every position; decoded inside and outside a stream (the parallel
+    // flag changes only Stream Abort, whose shapes the random tests cover), to keep this quick
+    // in an unoptimised test build.
+    for (frame, ctx) in distinct_shapes() {
         for pos in 0..frame.len() {
             for value in 0..=u8::MAX {
                 let mut bad = frame.to_vec();
                 bad[pos] = value;
-                decode_all_contexts(&Bytes::from(bad));
+                let bad = Bytes::from(bad);
+                for in_stream in [ctx.in_stream, !ctx.in_stream] {
+                    if let Ok(m) = decode(bad.clone(), DecodeContext { in_stream, ..ctx }) {
+                        walk(&m);
+                    }
+                }
             }
         }
     }
@@ -130,6 +138,28 @@ proptest! {
     #[test]
     fn random_bytes_return(data in proptest::collection::vec(any::<u8>(), 0..256)) {
         decode_all_contexts(&Bytes::from(data));
+    }
+
+    #[test]
+    fn random_replication_payloads_return(
+        tag in proptest::sample::select(b"wkrs".to_vec()),
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        let mut data = vec![tag];
+        data.extend(body);
+        let payload = Bytes::from(data);
+        match ReplicationMessage::parse(payload.clone()) {
+            Ok(ReplicationMessage::XLogData(x)) => {
+                prop_assert_eq!(&x.data[..], &payload[25..]);
+            }
+            Ok(ReplicationMessage::Keepalive(_)) => prop_assert_eq!(payload.len(), 18),
+            Err(_) => prop_assert!(
+                (tag == b'w' && payload.len() < 25)
+                    || (tag == b'k' && payload.len() != 18)
+                    || tag == b'r'
+                    || tag == b's'
+            ),
+        }
     }
 
     #[test]

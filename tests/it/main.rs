@@ -7,9 +7,11 @@
 
 mod support;
 
+mod apply;
 mod crash;
 mod harness;
 mod metrics;
+mod observe;
 mod ops;
 mod run;
 mod wire;

@@ -56,10 +56,10 @@ async fn start_server(ready_max_lag_bytes: u64) -> Server {
 }
 
 #[derive(Debug)]
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Reply {
@@ -72,7 +72,7 @@ impl Reply {
 }
 
 /// One HTTP/1.1 request on a fresh connection, read to the server's close.
-async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
+pub(crate) async fn request(addr: SocketAddr, method: &str, path: &str) -> Reply {
     let mut stream = TcpStream::connect(addr)
         .await
         .expect("connect to the metrics server");

@@ -226,8 +226,10 @@ pub fn lsnpipe_run(
         .args(["--source", &source.conn_string(source_db)])
         .args(["--target", &target.conn_string(target_db)])
         .args(["--publication", publication, "--slot", slot])
-        .args(["--metrics-listen", "off"])
         .args(extra);
+    if !extra.contains(&"--metrics-listen") {
+        cmd.args(["--metrics-listen", "off"]);
+    }
     cmd
 }
 

@@ -1,0 +1,224 @@
+//! Metrics and readiness of a real `lsnpipe run`, scraped over HTTP while it replicates.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::metrics::request;
+use crate::support::{self, ClusterRef, Running};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// The value of one sample line (`name{labels} value`) in a scrape, if present.
+fn sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape.lines().find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let reply = request(addr, "GET", "/metrics").await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.body
+}
+
+async fn start(
+    source: &ClusterRef,
+    target: &ClusterRef,
+    db: &str,
+    slot: &str,
+) -> (Running, SocketAddr) {
+    let addr = free_addr();
+    let listen = addr.to_string();
+    let running = Running::spawn(support::lsnpipe_run(
+        source,
+        db,
+        target,
+        db,
+        "pub",
+        slot,
+        &["--metrics-listen", &listen],
+    ));
+    support::wait_until("the metrics server to answer", WAIT, || async move {
+        tokio::net::TcpStream::connect(addr).await.is_ok()
+    })
+    .await;
+    (running, addr)
+}
+
+async fn prepare(source: &ClusterRef, target: &ClusterRef, db: &str, slot: &str) {
+    let s = support::connect(source, db).await;
+    let t = support::connect(target, db).await;
+    let ddl = "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE a, b")
+        .await
+        .unwrap();
+    s.execute(
+        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+        &[&slot],
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn counters_move_by_exactly_the_rows_changed_and_lag_returns_to_zero() {
+    let db = support::test_dbs("observe").await;
+    let slot = support::unique_name("observe_slot");
+    let (source, target) = (support::source(), support::target());
+    prepare(source, target, &db, &slot).await;
+    let (lsnpipe, addr) = start(source, target, &db, &slot).await;
+
+    let s = support::connect(source, &db).await;
+    let t = support::connect(target, &db).await;
+    for sql in [
+        "INSERT INTO a SELECT g, 'x' FROM generate_series(1, 30) g",
+        "UPDATE a SET v = 'y' WHERE id <= 10",
+        "DELETE FROM a WHERE id > 25",
+        "INSERT INTO b SELECT generate_series(1, 7)",
+        "TRUNCATE b",
+    ] {
+        s.batch_execute(sql).await.unwrap();
+    }
+    support::wait_until("the target to equal the source", WAIT, || async {
+        support::tables_equal(&s, &t, &["a", "b"]).await
+            && t.query_one("SELECT count(*) FROM a", &[])
+                .await
+                .map(|r| r.get::<_, i64>(0) == 25)
+                .unwrap_or(false)
+    })
+    .await;
+    // The counters are updated when the target commits, which is before the rows are visible
+    // to another session only by the time it takes to read them: poll for the last one.
+    let expected = [
+        (
+            "lsnpipe_rows_applied_total{op=\"insert\",table=\"public.a\"}",
+            30.0,
+        ),
+        (
+            "lsnpipe_rows_applied_total{op=\"update\",table=\"public.a\"}",
+            10.0,
+        ),
+        (
+            "lsnpipe_rows_applied_total{op=\"delete\",table=\"public.a\"}",
+            5.0,
+        ),
+        (
+            "lsnpipe_rows_applied_total{op=\"insert\",table=\"public.b\"}",
+            7.0,
+        ),
+        (
+            "lsnpipe_rows_applied_total{op=\"truncate\",table=\"public.b\"}",
+            1.0,
+        ),
+        ("lsnpipe_transactions_applied_total", 5.0),
+    ];
+    support::wait_until("every counter to be exact", WAIT, || async {
+        let body = scrape(addr).await;
+        expected
+            .iter()
+            .all(|(series, v)| sample(&body, series) == Some(*v))
+    })
+    .await;
+    let body = scrape(addr).await;
+    for (series, v) in expected {
+        assert_eq!(sample(&body, series), Some(v), "{series}\n{body}");
+    }
+    assert!(sample(&body, "lsnpipe_received_messages_total{kind=\"commit\"}") >= Some(5.0));
+
+    support::wait_until("lag to return to zero while idle", WAIT, || async {
+        let body = scrape(addr).await;
+        sample(&body, "lsnpipe_lag_bytes") == Some(0.0)
+            && sample(&body, "lsnpipe_lag_seconds") == Some(0.0)
+    })
+    .await;
+    let ready = request(addr, "GET", "/readyz").await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
+#[tokio::test]
+async fn readyz_turns_503_while_the_target_is_down_and_200_after() {
+    let source = support::source();
+    let target = support::private_cluster("readyz_dst", &[]);
+    let db = support::unique_name("readyz");
+    support::create_db(source, &db).await;
+    support::create_db(&target, &db).await;
+    let slot = support::unique_name("readyz_slot");
+    prepare(source, &target, &db, &slot).await;
+    let (lsnpipe, addr) = start(source, &target, &db, &slot).await;
+
+    support::wait_until("ready while streaming", WAIT, || async {
+        request(addr, "GET", "/readyz").await.status == 200
+    })
+    .await;
+    target.with(|c| c.stop()).unwrap();
+    // A change makes the applier notice the lost target at once.
+    let s = support::connect(source, &db).await;
+    s.batch_execute("INSERT INTO a VALUES (1, 'while down')")
+        .await
+        .unwrap();
+    support::wait_until("not ready while the target is down", WAIT, || async {
+        let reply = request(addr, "GET", "/readyz").await;
+        reply.status == 503 && !reply.body.is_empty()
+    })
+    .await;
+    target.with(|c| c.start_again()).unwrap();
+    support::wait_until("ready again once the target is back", WAIT, || async {
+        request(addr, "GET", "/readyz").await.status == 200
+    })
+    .await;
+    let t = support::connect(&target, &db).await;
+    support::wait_until("the change made while down to arrive", WAIT, || async {
+        support::tables_equal(&s, &t, &["a"]).await
+    })
+    .await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
+/// A real Prometheus scrapes a replicating lsnpipe; PromQL through its HTTP API returns the lag.
+#[tokio::test]
+async fn prometheus_scrapes_a_replication_and_answers_promql() {
+    let db = support::test_dbs("prom").await;
+    let slot = support::unique_name("prom_slot");
+    let (source, target) = (support::source(), support::target());
+    prepare(source, target, &db, &slot).await;
+    let (lsnpipe, addr) = start(source, target, &db, &slot).await;
+    let s = support::connect(source, &db).await;
+    s.batch_execute("INSERT INTO a SELECT g, 'x' FROM generate_series(1, 1000) g")
+        .await
+        .unwrap();
+
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/prometheus-smoke.sh");
+    let out = tokio::process::Command::new("bash")
+        .arg(script)
+        .arg(addr.to_string())
+        .env("SMOKE_TIMEOUT", "60")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "prometheus-smoke.sh failed (CI installs the Debian package `prometheus`): {}{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let value: f64 = stdout
+        .trim()
+        .strip_prefix("lsnpipe_lag_bytes ")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no lag value in {stdout:?}"));
+    assert!(value >= 0.0);
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
