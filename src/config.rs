@@ -71,6 +71,20 @@ pub struct FileSettings {
     pub max_batch_ms: Option<u64>,
     pub status_interval_ms: Option<u64>,
     pub slot_monitor_interval_secs: Option<u64>,
+    /// `--log-format` (a global flag): "text" or "json".
+    pub log_format: Option<String>,
+    /// Settings of `lsnpipe demo`.
+    #[serde(default)]
+    pub demo: DemoFileSettings,
+}
+
+/// The `[demo]` table of `lsnpipe.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct DemoFileSettings {
+    pub duration: Option<u64>,
+    pub keep: Option<bool>,
+    pub rate: Option<u32>,
 }
 
 /// Everything `lsnpipe run` needs, validated.
@@ -139,10 +153,55 @@ impl FileSettings {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let file: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
             message: e.to_string().trim_end().to_owned(),
-        })
+        })?;
+        file.validate().map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        Ok(file)
+    }
+
+    /// Check the values the file gives, so that a bad one is reported with the file's name
+    /// (the same checks run again on the merged settings).
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(slot) = &self.slot {
+            validate_slot_name(slot)?;
+        }
+        if let Some(listen) = &self.metrics_listen {
+            parse_listen(listen)?;
+        }
+        if let Some(format) = &self.log_format {
+            if !matches!(format.as_str(), "text" | "json") {
+                return Err(ConfigError::Invalid {
+                    key: "log_format",
+                    message: format!("{format:?}: use \"text\" or \"json\""),
+                });
+            }
+        }
+        let at_least_one = [
+            (
+                "max_batch_transactions",
+                self.max_batch_transactions.map(u64::from),
+            ),
+            ("status_interval_ms", self.status_interval_ms),
+            (
+                "slot_monitor_interval_secs",
+                self.slot_monitor_interval_secs,
+            ),
+            ("demo.rate", self.demo.rate.map(u64::from)),
+        ];
+        for (key, value) in at_least_one {
+            if value == Some(0) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    message: "must be at least 1".into(),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -181,14 +240,7 @@ impl RunSettings {
             .clone()
             .or_else(|| file.metrics_listen.clone())
             .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
-        let metrics_listen = if listen.eq_ignore_ascii_case("off") {
-            None
-        } else {
-            Some(listen.parse().map_err(|e| ConfigError::Invalid {
-                key: "metrics_listen",
-                message: format!("{listen:?} is not an address like 127.0.0.1:9930 ({e})"),
-            })?)
-        };
+        let metrics_listen = parse_listen(&listen)?;
 
         let max_batch_transactions = args
             .max_batch_transactions
@@ -241,6 +293,17 @@ impl RunSettings {
     }
 }
 
+/// A `metrics_listen` value: an address, or "off".
+fn parse_listen(listen: &str) -> Result<Option<SocketAddr>, ConfigError> {
+    if listen.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    listen.parse().map(Some).map_err(|e| ConfigError::Invalid {
+        key: "metrics_listen",
+        message: format!("{listen:?} is not an address like 127.0.0.1:9930 ({e})"),
+    })
+}
+
 /// PostgreSQL's own rule for slot names: lower-case letters, digits and underscores, at most 63.
 fn validate_slot_name(slot: &str) -> Result<(), ConfigError> {
     let ok = slot.len() <= 63
@@ -259,6 +322,9 @@ fn validate_slot_name(slot: &str) -> Result<(), ConfigError> {
         })
     }
 }
+
+mod ops;
+pub use ops::{ConnArgs, DemoArgs, DemoSettings, OpsSettings};
 
 #[cfg(test)]
 mod tests {
@@ -325,6 +391,24 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("metrics_listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_in_the_file_name_the_file() {
+        for (text, key) in [
+            ("slot = 'Bad-Name'\n", "slot"),
+            ("metrics_listen = 'nowhere'\n", "metrics_listen"),
+            ("log_format = 'xml'\n", "log_format"),
+            ("status_interval_ms = 0\n", "status_interval_ms"),
+            ("[demo]\nrate = 0\n", "demo.rate"),
+        ] {
+            let err = FileSettings::parse(text, Path::new("/etc/lsnpipe.toml")).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains("/etc/lsnpipe.toml") && text.contains(key),
+                "{text}"
+            );
+        }
     }
 
     #[test]

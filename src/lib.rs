@@ -14,6 +14,7 @@ pub mod cluster;
 pub mod config;
 pub mod lsn;
 pub mod metrics;
+pub mod ops;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod positions;

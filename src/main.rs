@@ -1,13 +1,17 @@
 //! The `lsnpipe` command line: parse flags and config, set up logging and the runtime, run the
 //! chosen command, and map its outcome to an exit code.
 
+mod commands;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
 
-use lsnpipe::config::{FileSettings, RunArgs, RunSettings};
+use lsnpipe::config::{
+    ConnArgs, DemoArgs, DemoSettings, FileSettings, OpsSettings, RunArgs, RunSettings,
+};
 use lsnpipe::metrics::{self, Health, Metrics};
 use lsnpipe::telemetry::Telemetry;
 use tokio::sync::watch;
@@ -19,14 +23,10 @@ struct Cli {
     /// Settings file (TOML); flags and LSNPIPE_* variables take precedence over it.
     #[arg(long, global = true, env = "LSNPIPE_CONFIG")]
     config: Option<PathBuf>,
-    /// Log format.
-    #[arg(
-        long,
-        global = true,
-        env = "LSNPIPE_LOG_FORMAT",
-        default_value = "text"
-    )]
-    log_format: LogFormat,
+    /// Log format: text (readable; the default) or json (one object per line). Which messages
+    /// are logged follows RUST_LOG (e.g. RUST_LOG=info,lsnpipe=debug).
+    #[arg(long, global = true, env = "LSNPIPE_LOG_FORMAT")]
+    log_format: Option<LogFormat>,
     #[command(subcommand)]
     command: Command,
 }
@@ -41,11 +41,49 @@ enum LogFormat {
 enum Command {
     /// Stream changes from the source's slot into the target until SIGINT/SIGTERM.
     Run(RunArgs),
+    /// Try lsnpipe on two throwaway local clusters with a sample write load (Ctrl-C stops it).
+    Demo(DemoArgs),
+    /// Preflight: check both databases for what replication needs; exits 1 if something blocks.
+    Check(ConnArgs),
+    /// Show the slot, the retained WAL, the applied position and the lag.
+    Status(ConnArgs),
+    /// Drop the slot and lsnpipe's bookkeeping on the target (asks first unless --yes).
+    Teardown(TeardownArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct TeardownArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Do not ask for confirmation.
+    #[arg(long)]
+    yes: bool,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    // The file is read before logging starts, since it may choose the log format.
+    let file = match &cli.config {
+        Some(path) => FileSettings::load(path),
+        None => Ok(FileSettings::default()),
+    };
+    // FileSettings::load has checked the value, so it parses.
+    let file_format = file
+        .as_ref()
+        .ok()
+        .and_then(|f| f.log_format.as_deref())
+        .and_then(|v| LogFormat::from_str(v, true).ok());
+    let format = cli.log_format.or(file_format).unwrap_or(LogFormat::Text);
+    // The demo draws its own status line; its log shows only what needs attention by default.
+    let default_filter = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "info,tokio_postgres=warn",
+    };
+    init_logging(format, default_filter);
+    let file = match file {
+        Ok(f) => f,
+        Err(e) => return fail(&e),
+    };
     // One thread: the pipeline is a chain of small tasks handing messages to each other, and on
     // one thread those hand-offs cost no cross-thread wake-ups. The source's walsender and the
     // target's backend are the other processes on the machine that need a core.
@@ -59,13 +97,6 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let file = match &cli.config {
-        Some(path) => match FileSettings::load(path) {
-            Ok(f) => f,
-            Err(e) => return fail(&e),
-        },
-        None => FileSettings::default(),
-    };
     match cli.command {
         Command::Run(args) => {
             let settings = match RunSettings::resolve(&args, &file) {
@@ -74,6 +105,22 @@ fn main() -> ExitCode {
             };
             runtime.block_on(run(settings))
         }
+        Command::Demo(args) => match DemoSettings::resolve(&args, &file) {
+            Ok(settings) => runtime.block_on(commands::demo(settings)),
+            Err(e) => fail(&e),
+        },
+        Command::Check(args) => match OpsSettings::resolve(&args, &file, true) {
+            Ok(settings) => runtime.block_on(commands::check(settings)),
+            Err(e) => fail(&e),
+        },
+        Command::Status(args) => match OpsSettings::resolve(&args, &file, false) {
+            Ok(settings) => runtime.block_on(commands::status(settings)),
+            Err(e) => fail(&e),
+        },
+        Command::Teardown(args) => match OpsSettings::resolve(&args.conn, &file, false) {
+            Ok(settings) => runtime.block_on(commands::teardown(settings, args.yes)),
+            Err(e) => fail(&e),
+        },
     }
 }
 
@@ -136,12 +183,12 @@ async fn run(settings: RunSettings) -> ExitCode {
     }
 }
 
-fn fail(err: &dyn std::error::Error) -> ExitCode {
+pub(crate) fn fail(err: &dyn std::error::Error) -> ExitCode {
     tracing::error!("{}", lsnpipe::report::chain(err));
     ExitCode::FAILURE
 }
 
-async fn wait_for_signal() {
+pub(crate) async fn wait_for_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     match signal(SignalKind::terminate()) {
         Ok(mut term) => {
@@ -156,12 +203,15 @@ async fn wait_for_signal() {
     }
 }
 
-fn init_logging(format: LogFormat) {
+fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Colours only for a person at a terminal, not in files or log collectors.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

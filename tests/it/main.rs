@@ -12,5 +12,6 @@ mod crash;
 mod harness;
 mod metrics;
 mod observe;
+mod ops;
 mod run;
 mod wire;

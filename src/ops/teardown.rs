@@ -1,0 +1,172 @@
+//! `lsnpipe teardown`: remove what lsnpipe left on both sides, after a confirmation.
+//!
+//! ```text
+//!  connect both ─▶ plan (slot exists? active? progress row? other rows?) ─▶ print the plan
+//!    ─▶ confirmed (--yes, or "yes" typed at a terminal)?  no terminal and no --yes ─▶ refuse
+//!    ─▶ drop the slot (source) ─▶ delete the progress row, and drop lsnpipe.progress and the
+//!       schema when nothing else is left (target)
+//! ```
+//!
+//! The slot goes first: a progress row without its slot is harmless, but a slot whose progress
+//! row is gone would make the next run apply everything from the slot's start again. The
+//! publication and the replicated tables belong to the user and are left alone.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use super::{OpsError, Side};
+use crate::config::OpsSettings;
+
+/// How the user agreed (or not) to the teardown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmation {
+    /// `--yes`.
+    Given,
+    /// Ask on the terminal; refuse when stdin is not one.
+    Ask,
+}
+
+/// Tear down, writing the plan and each step to `out`.
+pub async fn run(
+    settings: &OpsSettings,
+    confirmation: Confirmation,
+    out: &mut dyn Write,
+) -> Result<(), OpsError> {
+    let source = Side::connect("source", &settings.source).await?;
+    let target = Side::connect("target", &settings.target).await?;
+    let slot = settings.slot.as_str();
+    let write = |out: &mut dyn Write, text: String| {
+        writeln!(out, "{text}").map_err(OpsError::io("write to stdout"))
+    };
+
+    let slot_row = source
+        .client
+        .query_opt(
+            "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(source.sql("read the slot"))?;
+    if let Some(pid) = slot_row.as_ref().and_then(|r| r.get::<_, Option<i32>>(0)) {
+        return Err(OpsError::Refused(format!(
+            "slot {slot:?} is in use by walsender pid {pid}: stop the lsnpipe (or other client) \
+             reading it first"
+        )));
+    }
+    let has_progress: bool = target
+        .client
+        .query_one("SELECT to_regclass('lsnpipe.progress') IS NOT NULL", &[])
+        .await
+        .map_err(target.sql("look for lsnpipe.progress"))?
+        .get(0);
+
+    write(out, "lsnpipe teardown will:".into())?;
+    match slot_row {
+        Some(_) => write(
+            out,
+            format!(
+                "  - drop replication slot {slot} on the source ({})",
+                source.config.redacted()
+            ),
+        )?,
+        None => write(
+            out,
+            format!("  - (slot {slot} does not exist on the source)"),
+        )?,
+    }
+    if has_progress {
+        write(
+            out,
+            format!(
+                "  - delete slot {slot}'s row from lsnpipe.progress on the target ({}), and drop \
+                 the lsnpipe schema if nothing else is left in it",
+                target.config.redacted()
+            ),
+        )?;
+    } else {
+        write(out, "  - (no lsnpipe.progress on the target)".into())?;
+    }
+    write(
+        out,
+        "The publication and the replicated tables are left as they are.".into(),
+    )?;
+    if slot_row.is_none() && !has_progress {
+        write(out, "Nothing to do.".into())?;
+        return Ok(());
+    }
+    if confirmation == Confirmation::Ask && !ask(out)? {
+        return Err(OpsError::Refused("teardown cancelled".into()));
+    }
+
+    if slot_row.is_some() {
+        source
+            .client
+            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .map_err(source.sql("drop the slot"))?;
+        write(out, format!("dropped slot {slot}"))?;
+        tracing::info!(slot, "dropped replication slot");
+    }
+    if has_progress {
+        drop_bookkeeping(&target, slot, out).await?;
+    }
+    Ok(())
+}
+
+/// Delete the row; drop the table and the schema only when they hold nothing else.
+async fn drop_bookkeeping(target: &Side, slot: &str, out: &mut dyn Write) -> Result<(), OpsError> {
+    let c = &target.client;
+    let deleted = c
+        .execute("DELETE FROM lsnpipe.progress WHERE slot = $1", &[&slot])
+        .await
+        .map_err(target.sql("delete the progress row"))?;
+    let mut said = format!("deleted {deleted} row(s) from lsnpipe.progress");
+    let others: i64 = c
+        .query_one("SELECT count(*) FROM lsnpipe.progress", &[])
+        .await
+        .map_err(target.sql("count the progress rows"))?
+        .get(0);
+    if others > 0 {
+        said.push_str(&format!(
+            "; kept the table: it holds {others} other slot(s)"
+        ));
+    } else {
+        c.batch_execute("DROP TABLE lsnpipe.progress")
+            .await
+            .map_err(target.sql("drop lsnpipe.progress"))?;
+        said.push_str("; dropped lsnpipe.progress");
+        // RESTRICT: anything a user put in the schema keeps it alive.
+        match c.batch_execute("DROP SCHEMA lsnpipe RESTRICT").await {
+            Ok(()) => said.push_str(" and schema lsnpipe"),
+            Err(e)
+                if e.code()
+                    == Some(&tokio_postgres::error::SqlState::DEPENDENT_OBJECTS_STILL_EXIST) =>
+            {
+                said.push_str("; kept schema lsnpipe: it holds other objects");
+            }
+            Err(e) => return Err(OpsError::sql("target", "drop schema lsnpipe")(e)),
+        }
+    }
+    writeln!(out, "{said}").map_err(OpsError::io("write to stdout"))?;
+    tracing::info!(slot, "removed lsnpipe bookkeeping from the target");
+    Ok(())
+}
+
+/// Ask on the terminal; without one there is nobody to ask, so refuse.
+fn ask(out: &mut dyn Write) -> Result<bool, OpsError> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        return Err(OpsError::Refused(
+            "not confirmed: stdin is not a terminal, so lsnpipe cannot ask; pass --yes to tear \
+             down without asking"
+                .into(),
+        ));
+    }
+    write!(out, "Type \"yes\" to continue: ").map_err(OpsError::io("write to stdout"))?;
+    out.flush().map_err(OpsError::io("write to stdout"))?;
+    let mut answer = String::new();
+    stdin
+        .lock()
+        .read_line(&mut answer)
+        .map_err(OpsError::io("read the answer"))?;
+    Ok(answer.trim().eq_ignore_ascii_case("yes"))
+}

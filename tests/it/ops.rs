@@ -1,0 +1,672 @@
+//! The operator commands end to end: `demo`, `check`, `status`, `teardown`, the config file's
+//! precedence, and passwords kept out of everything lsnpipe prints.
+
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support::{self, ClusterRef, Running};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Run an lsnpipe command to completion (stdin closed), within `timeout`.
+async fn output(mut cmd: Command, timeout: Duration) -> Output {
+    cmd.stdin(Stdio::null());
+    let run = tokio::task::spawn_blocking(move || cmd.output().expect("run lsnpipe"));
+    tokio::time::timeout(timeout, run)
+        .await
+        .expect("lsnpipe finished in time")
+        .expect("join")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn ops_command(command: &str, source: &str, target: &str, extra: &[&str]) -> Command {
+    let mut cmd = support::lsnpipe_command();
+    cmd.arg(command)
+        .args(["--source", source, "--target", target])
+        .args(extra);
+    cmd
+}
+
+/// Processes whose command line mentions `path` (a server or watchdog of a demo cluster).
+fn processes_mentioning(path: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(path) {
+                found.push(format!(
+                    "{}: {cmdline}",
+                    entry.file_name().to_string_lossy()
+                ));
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn demo_streams_the_workload_and_leaves_nothing_behind() {
+    let mut cmd = support::lsnpipe_command();
+    cmd.args(["demo", "--duration", "10", "--rate", "100"])
+        .args(["--metrics-listen", "127.0.0.1:0"]);
+    let out = output(cmd, Duration::from_secs(240)).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+
+    let summary = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("demo summary: "))
+        .unwrap_or_else(|| panic!("no summary line:\n{stdout}"));
+    let field = |key: &str| -> String {
+        summary
+            .split(' ')
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("{key} missing: {summary}"))
+            .to_owned()
+    };
+    let written: u64 = field("transactions_written").parse().unwrap();
+    let applied: u64 = field("rows_applied").parse().unwrap();
+    // 6000 sample rows are streamed before any load; every load transaction writes a row.
+    assert!(written > 100, "{summary}");
+    assert!(applied >= 6000 + written, "{summary}");
+    assert_eq!(field("tables_match"), "true", "{summary}");
+    assert!(stdout.contains("http://127.0.0.1:"), "{stdout}");
+    assert!(stdout.contains("psql \"host=127.0.0.1 port="), "{stdout}");
+
+    let roots: Vec<String> = stdout
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("(data in "))
+        .map(|l| l.trim_end_matches(')').to_owned())
+        .collect();
+    assert_eq!(roots.len(), 2, "{stdout}");
+    for root in &roots {
+        assert!(!PathBuf::from(root).exists(), "{root} was left behind");
+    }
+    // The servers are stopped before the demo exits; the watchdogs notice within a second.
+    support::wait_until("no demo cluster process left", WAIT, || async {
+        roots.iter().all(|r| processes_mentioning(r).is_empty())
+    })
+    .await;
+}
+
+/// A source database with a keyed and an unkeyed table in publication `pub`, and the target
+/// database with only the keyed table.
+async fn check_fixture(source: &ClusterRef, target: &ClusterRef, db: &str) {
+    support::create_db(source, db).await;
+    support::create_db(target, db).await;
+    let src = support::connect(source, db).await;
+    src.batch_execute(
+        "CREATE TABLE keyed (id int PRIMARY KEY, v text);
+         CREATE TABLE nokey (v text);
+         CREATE PUBLICATION pub FOR TABLE keyed, nokey;",
+    )
+    .await
+    .unwrap();
+    let tgt = support::connect(target, db).await;
+    tgt.batch_execute("CREATE TABLE keyed (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn check_reports_wal_level_identity_and_missing_tables_with_fixes() {
+    let source = support::private_cluster("check_replica", &[("wal_level", "replica")]);
+    let target = support::target();
+    let db = support::unique_name("check_bad");
+    check_fixture(&source, target, &db).await;
+
+    let cmd = ops_command(
+        "check",
+        &source.conn_string(&db),
+        &target.conn_string(&db),
+        &["--publication", "pub", "--slot", "check_slot"],
+    );
+    let out = output(cmd, WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let line = |needle: &str| -> &str {
+        stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}:\n{stdout}"))
+    };
+    let wal = line("wal_level");
+    assert!(wal.starts_with("FAIL") && wal.contains("replica"), "{wal}");
+    assert!(
+        wal.contains("ALTER SYSTEM SET wal_level = logical"),
+        "{wal}"
+    );
+    let identity = line(r#"replica identity "public"."nokey""#);
+    assert!(identity.starts_with("FAIL"), "{identity}");
+    assert!(
+        identity.contains(r#"ALTER TABLE "public"."nokey" REPLICA IDENTITY FULL"#),
+        "{identity}"
+    );
+    assert!(line(r#"replica identity "public"."keyed""#).starts_with("OK"));
+    assert!(line(r#"target table "public"."nokey""#).starts_with("FAIL"));
+    assert!(line(r#"target columns "public"."keyed""#).starts_with("OK"));
+    assert!(line("max_slot_wal_keep_size").starts_with("WARN"));
+    assert!(stdout.contains("block replication"), "{stdout}");
+}
+
+#[tokio::test]
+async fn check_passes_once_the_problems_are_fixed() {
+    let db = support::unique_name("check_good");
+    check_fixture(support::source(), support::target(), &db).await;
+    let src = support::connect(support::source(), &db).await;
+    src.batch_execute("ALTER TABLE nokey REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    let tgt = support::connect(support::target(), &db).await;
+    tgt.batch_execute("CREATE TABLE nokey (v text)")
+        .await
+        .unwrap();
+    let cmd = ops_command(
+        "check",
+        &support::source().conn_string(&db),
+        &support::target().conn_string(&db),
+        &["--publication", "pub", "--slot", "check_good_slot"],
+    );
+    let out = output(cmd, WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Ready to replicate"), "{stdout}");
+    assert!(!stdout.lines().any(|l| l.starts_with("FAIL")), "{stdout}");
+}
+
+/// Tables on both sides, a publication, and lsnpipe run until `rows` rows are on the target.
+async fn replicated(prefix: &str, rows: i64) -> (String, String) {
+    let db = support::test_dbs(prefix).await;
+    let slot = support::unique_name(&format!("{prefix}_slot"));
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    let ddl = "CREATE TABLE t (id int PRIMARY KEY, v text)";
+    source.batch_execute(ddl).await.unwrap();
+    target.batch_execute(ddl).await.unwrap();
+    source
+        .batch_execute("CREATE PUBLICATION pub FOR TABLE t")
+        .await
+        .unwrap();
+    source
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    let lsnpipe = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &[],
+    ));
+    source
+        .execute(
+            "INSERT INTO t SELECT g, 'v' FROM generate_series(1, $1::int8) g",
+            &[&rows],
+        )
+        .await
+        .unwrap();
+    support::wait_until("rows on the target", WAIT, || async {
+        target
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .map(|r| r.get::<_, i64>(0) == rows)
+            .unwrap_or(false)
+    })
+    .await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    slot_released(&source, &slot).await;
+    (db, slot)
+}
+
+/// Wait until the walsender has let go of the slot (a moment after its client has gone).
+async fn slot_released(source: &tokio_postgres::Client, slot: &str) {
+    support::wait_until("the slot to be released", WAIT, || async {
+        source
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_shows_the_slot_the_applied_position_and_the_lag() {
+    let (db, slot) = replicated("status", 100).await;
+    let status = |slot: &str| {
+        ops_command(
+            "status",
+            &support::source().conn_string(&db),
+            &support::target().conn_string(&db),
+            &["--slot", slot],
+        )
+    };
+    let out = output(status(&slot), WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains(&format!("slot {slot}")), "{stdout}");
+    assert!(stdout.contains("inactive"), "{stdout}");
+    let applied = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("applied LSN"))
+        .unwrap_or_else(|| panic!("{stdout}"))
+        .trim();
+    assert!(applied.parse::<lsnpipe::Lsn>().is_ok(), "{stdout}");
+    assert!(stdout.contains("last commit"), "{stdout}");
+
+    // Changes lsnpipe has not applied show up as lag.
+    let source = support::connect(support::source(), &db).await;
+    source
+        .batch_execute("INSERT INTO t SELECT g, 'late' FROM generate_series(1001, 2000) g")
+        .await
+        .unwrap();
+    let out = output(status(&slot), WAIT).await;
+    let (stdout, _) = text(&out);
+    let bytes: u64 = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("bytes"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(bytes > 1000, "{stdout}");
+    assert!(stdout.contains("at most"), "{stdout}");
+
+    // A missing slot is reported, with a non-zero exit.
+    let out = output(status("no_such_slot"), WAIT).await;
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("missing"), "{stdout}");
+}
+
+#[tokio::test]
+async fn teardown_asks_then_drops_the_slot_and_the_bookkeeping() {
+    let (db, slot) = replicated("teardown", 10).await;
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    // A second slot's row keeps the table the first time round.
+    target
+        .execute(
+            "INSERT INTO lsnpipe.progress (slot, lsn) VALUES ('other_slot', '0/1')",
+            &[],
+        )
+        .await
+        .unwrap();
+    let teardown = |slot: &str, extra: &[&str]| {
+        let mut extra: Vec<&str> = extra.to_vec();
+        extra.extend(["--slot", slot]);
+        ops_command(
+            "teardown",
+            &support::source().conn_string(&db),
+            &support::target().conn_string(&db),
+            &extra,
+        )
+    };
+    let slot_exists = || async {
+        source
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    };
+
+    // A slot in use is not dropped, even with --yes.
+    let running = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &[],
+    ));
+    support::wait_until("the slot to be active", WAIT, || async {
+        source
+            .query_one(
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                &[&slot],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    let out = output(teardown(&slot, &["--yes"]), WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("in use"), "{stderr}");
+    let (status, log) = running.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(slot_exists().await);
+    slot_released(&source, &slot).await;
+
+    // No terminal and no --yes: refused, nothing dropped.
+    let out = output(teardown(&slot, &[]), WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(!out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("--yes"), "{stderr}");
+    assert!(slot_exists().await);
+
+    let out = output(teardown(&slot, &["--yes"]), WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(!slot_exists().await);
+    let rows: Vec<String> = target
+        .query("SELECT slot FROM lsnpipe.progress", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(rows, ["other_slot"]);
+
+    // The last row goes, and with it the table and the schema.
+    let out = output(teardown("other_slot", &["--yes"]), WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let schema: i64 = target
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'lsnpipe'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(schema, 0, "{stdout}");
+    // The user's data stays.
+    let n: i64 = target
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 10);
+}
+
+#[tokio::test]
+async fn flags_beat_the_environment_which_beats_the_file() {
+    let db = support::test_dbs("precedence").await;
+    let dir = std::env::temp_dir().join(support::unique_name("lsnpipe_config"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("lsnpipe.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "source = \"{}\"\ntarget = \"{}\"\nslot = \"from_file\"\n",
+            support::source().conn_string(&db),
+            support::target().conn_string(&db)
+        ),
+    )
+    .unwrap();
+    let status = |env: Option<&str>, flag: Option<&str>| {
+        let mut cmd = support::lsnpipe_command();
+        cmd.arg("--config").arg(&file).arg("status");
+        if let Some(slot) = flag {
+            cmd.args(["--slot", slot]);
+        }
+        if let Some(slot) = env {
+            cmd.env("LSNPIPE_SLOT", slot);
+        }
+        cmd
+    };
+    for (env, flag, expected) in [
+        (None, None, "from_file"),
+        (Some("from_env"), None, "from_env"),
+        (Some("from_env"), Some("from_flag"), "from_flag"),
+    ] {
+        let out = output(status(env, flag), WAIT).await;
+        let (stdout, stderr) = text(&out);
+        assert!(
+            stdout.starts_with(&format!("slot {expected}\n")),
+            "{expected}: {stdout}\n{stderr}"
+        );
+    }
+
+    // Unknown keys and bad values name the key and the file.
+    for (bad, key) in [
+        ("sloot = 'x'\n", "sloot"),
+        ("[demo]\nrate = 'fast'\n", "rate"),
+    ] {
+        std::fs::write(&file, bad).unwrap();
+        let out = output(status(None, None), WAIT).await;
+        let (_, stderr) = text(&out);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(key) && stderr.contains(&file.display().to_string()),
+            "{stderr}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test]
+async fn passwords_never_reach_logs_output_or_help() {
+    const SECRET: &str = "Sekr1t-pw-4711";
+    let source = support::source();
+    let db = support::test_dbs("secret").await;
+    let user = support::unique_name("secret_user");
+    let admin = support::connect(source, &db).await;
+    admin
+        .batch_execute(&format!(
+            "SET password_encryption = 'md5';
+             CREATE ROLE {user} LOGIN REPLICATION PASSWORD '{SECRET}';
+             CREATE TABLE t (id int PRIMARY KEY);
+             GRANT SELECT ON t TO {user};
+             CREATE PUBLICATION pub FOR TABLE t;"
+        ))
+        .await
+        .unwrap();
+    source
+        .with(|c| c.prepend_hba(&format!("host all {user} 127.0.0.1/32 md5")))
+        .unwrap();
+    let target = support::connect(support::target(), &db).await;
+    target
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+
+    let base = format!(
+        "host=127.0.0.1 port={} user={user} dbname={db}",
+        source.port
+    );
+    // The reload is asynchronous: wait until a password is demanded.
+    support::wait_until("pg_hba.conf reload", WAIT, || async {
+        tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .is_err()
+    })
+    .await;
+
+    let passfile = std::env::temp_dir().join(support::unique_name("secret_pgpass"));
+    std::fs::write(
+        &passfile,
+        format!("127.0.0.1:{}:*:{user}:{SECRET}\n", source.port),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&passfile, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let with_string = format!("{base} password={SECRET}");
+    let url = format!(
+        "postgresql://{user}:{SECRET}@127.0.0.1:{}/{db}",
+        source.port
+    );
+    let target_conn = support::target().conn_string(&db);
+    type Env<'a> = Vec<(&'a str, String)>;
+    let ways: [(&str, &str, Env); 4] = [
+        ("connection string", &with_string, vec![]),
+        ("URL", &url, vec![]),
+        ("PGPASSWORD", &base, vec![("PGPASSWORD", SECRET.to_owned())]),
+        (
+            "passfile",
+            &base,
+            vec![("PGPASSFILE", passfile.display().to_string())],
+        ),
+    ];
+    for (i, (way, source_conn, env)) in ways.iter().enumerate() {
+        let slot = format!("secret_slot_{i}");
+        let mut seen = String::new();
+        let traced = |mut cmd: Command| {
+            cmd.env("RUST_LOG", "trace");
+            for (k, v) in env {
+                cmd.env(k, v);
+            }
+            cmd
+        };
+        // `run`, logging everything, in both formats.
+        for format in ["text", "json"] {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let listen = format!("127.0.0.1:{port}");
+            let mut cmd = traced(support::lsnpipe_command());
+            cmd.arg("run")
+                .args(["--source", source_conn, "--target", &target_conn])
+                .args(["--publication", "pub", "--slot", &slot, "--create-slot"])
+                .args(["--metrics-listen", &listen, "--log-format", format]);
+            let lsnpipe = Running::spawn(cmd);
+            support::wait_until(&format!("{way}: streaming"), WAIT, || async {
+                lsnpipe.log().contains("streaming")
+            })
+            .await;
+            seen.push_str(&scrape(&listen));
+            let (status, log) = lsnpipe.terminate().await;
+            assert!(status.success(), "{way}: {log}");
+            seen.push_str(&log);
+        }
+        for command in ["check", "status"] {
+            let cmd = traced(ops_command(
+                command,
+                source_conn,
+                &target_conn,
+                &["--publication", "pub", "--slot", &slot],
+            ));
+            let out = output(cmd, WAIT).await;
+            let (stdout, stderr) = text(&out);
+            assert!(out.status.success(), "{way} {command}: {stdout}\n{stderr}");
+            seen.push_str(&stdout);
+            seen.push_str(&stderr);
+        }
+        // A failing login: the error names the user, never the password.
+        let wrong_db = format!("{base} password={SECRET}x dbname=no_such_db");
+        let out = output(
+            traced(ops_command(
+                "status",
+                &wrong_db,
+                &target_conn,
+                &["--slot", &slot],
+            )),
+            WAIT,
+        )
+        .await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success());
+        seen.push_str(&stdout);
+        seen.push_str(&stderr);
+        // --help with the connection string in the environment.
+        let mut help = traced(support::lsnpipe_command());
+        help.args(["run", "--help"])
+            .env("LSNPIPE_SOURCE", source_conn)
+            .env("LSNPIPE_TARGET", source_conn);
+        let out = output(help, WAIT).await;
+        let (stdout, stderr) = text(&out);
+        assert!(stdout.contains("LSNPIPE_SOURCE"), "{stdout}");
+        seen.push_str(&stdout);
+        seen.push_str(&stderr);
+
+        assert!(
+            seen.contains(&user),
+            "{way}: the output should name the user"
+        );
+        assert!(
+            !seen.contains(SECRET),
+            "{way}: the password leaked:\n{seen}"
+        );
+    }
+    std::fs::remove_file(&passfile).unwrap();
+}
+
+/// GET /metrics over plain HTTP/1.1.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    assert!(body.contains("lsnpipe_"), "{body}");
+    body
+}
+
+#[tokio::test]
+async fn logs_are_text_by_default_json_on_request_and_filtered_by_rust_log() {
+    let db = support::test_dbs("logs").await;
+    // No such publication: `run` logs one error and exits.
+    let run = |format: Option<&str>, filter: &str| {
+        let mut cmd = support::lsnpipe_run(
+            support::source(),
+            &db,
+            support::target(),
+            &db,
+            "no_such_pub",
+            "logs_slot",
+            &[],
+        );
+        if let Some(format) = format {
+            cmd.args(["--log-format", format]);
+        }
+        cmd.env("RUST_LOG", filter);
+        cmd
+    };
+    let out = output(run(None, "info"), WAIT).await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("no_such_pub"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(line.contains("ERROR") && !line.starts_with('{'), "{line}");
+    assert!(
+        !line.contains('\x1b'),
+        "no colours without a terminal: {line:?}"
+    );
+
+    let out = output(run(Some("json"), "info"), WAIT).await;
+    let (_, stderr) = text(&out);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("no_such_pub"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert!(
+        line.starts_with('{') && line.contains(r#""level":"ERROR""#),
+        "{line}"
+    );
+
+    let out = output(run(None, "off"), WAIT).await;
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert_eq!(stderr, "", "RUST_LOG=off silences the log");
+}
