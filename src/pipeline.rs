@@ -133,7 +133,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
+            _ = stopped(&mut shutdown) => return Ok(()),
         }
     }
 }
@@ -178,7 +178,7 @@ async fn session(
         // messages, and a half-received source transaction is never committed.
         let data = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|stop| *stop) => break SessionEnd::Shutdown,
+            _ = stopped(shutdown) => break SessionEnd::Shutdown,
             _ = tick.tick() => {
                 if let Some(durable) = applier.confirm_durable().await? {
                     positions.mark_flushed(durable);
@@ -234,6 +234,12 @@ async fn session(
     drop(applier);
     stream.stop().await.map_err(SourceError::Wire)?;
     Ok(end)
+}
+
+/// Resolves once shutdown is asked for (or nobody can ask any more). The borrow of the channel's
+/// value ends inside, so the future stays `Send`.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// Exponential pauses between sessions: 1 s, 2 s, 4 s … 30 s.
