@@ -47,12 +47,18 @@ impl Table {
 }
 
 /// Published columns, filters and sizes; PostgreSQL 15 publishes column lists and row filters.
+/// Generated columns are left out: COPY refuses them and the target computes its own.
 const PUBLISHED_15: &str = "SELECT c.oid::int8, n.nspname::text, c.relname::text, \
-        c.relkind = 'p', pt.attnames::text[], pt.rowfilter, \
+        c.relkind = 'p', \
+        ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid \
+              AND a.attname = ANY (pt.attnames) AND a.attgenerated = '' ORDER BY a.attnum), \
+        pt.rowfilter, \
         ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
-              WHERE a.attrelid = c.oid AND a.attname = ANY (pt.attnames) ORDER BY a.attnum), \
+              WHERE a.attrelid = c.oid AND a.attname = ANY (pt.attnames) \
+              AND a.attgenerated = '' ORDER BY a.attnum), \
         NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid \
-              AND a.attname = ANY (pt.attnames) AND a.atttypid >= 16384), \
+              AND a.attname = ANY (pt.attnames) AND a.attgenerated = '' \
+              AND a.atttypid >= 16384), \
         pg_catalog.has_table_privilege(c.oid, 'SELECT'), \
         pg_catalog.pg_relation_size(c.oid)::int8, \
         current_setting('block_size')::int8, \

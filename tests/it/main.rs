@@ -11,4 +11,5 @@ mod crash;
 mod harness;
 mod metrics;
 mod run;
+mod snapshot;
 mod wire;
