@@ -46,6 +46,7 @@ use tokio_postgres::Client;
 
 pub use error::SnapshotError;
 pub use filter::SyncFilter;
+pub use progress::LogWriter;
 
 use crate::Lsn;
 use crate::metrics::Metrics;
