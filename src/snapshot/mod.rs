@@ -113,6 +113,10 @@ pub async fn prepare(
         .await
         .map_err(source::SourceError::from)?
         .is_empty();
+    if run.is_none() && options.snapshot.is_none() && slot_exists {
+        // --create-slot with a slot that is already there: nothing to create, nothing to copy.
+        return Ok(Prepared::Ready(SyncFilter::default()));
+    }
     let catalog = connect_source(source_config).await?;
     let published = catalog::published(&catalog, &options.publication).await?;
 

@@ -476,3 +476,41 @@ async fn a_non_empty_target_table_is_named_and_left_alone() {
         .get(0);
     assert_eq!(rows, 1);
 }
+
+#[tokio::test]
+async fn create_slot_with_a_slot_already_there_streams_without_copying() {
+    let (db, source, target) = two_tables("snap_noop").await;
+    let slot = support::unique_name("snap_noop_slot");
+    source
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .unwrap();
+    // The target already holds the rows (copied by other means).
+    target
+        .batch_execute(
+            "INSERT INTO open_t SELECT generate_series(1, 10);
+             INSERT INTO secret SELECT generate_series(1, 10);",
+        )
+        .await
+        .unwrap();
+    let lsnpipe = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &["--create-slot"],
+    ));
+    source
+        .batch_execute("INSERT INTO open_t VALUES (11)")
+        .await
+        .unwrap();
+    converge(&source, &target, &["open_t", "secret"]).await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(!log.contains("initial copy"), "{log}");
+}
