@@ -106,6 +106,12 @@ pub(super) struct CopyProgress {
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .with_key(
+            "rate",
+            |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} rows/s", state.per_sec());
+            },
+        )
         .progress_chars("=> ")
 }
 
@@ -115,7 +121,7 @@ impl CopyProgress {
         let est: u64 = tables.iter().map(|t| t.est_rows).sum();
         let overall = multi.add(ProgressBar::new(est.max(1)));
         overall.set_style(style(
-            "{prefix:>32.bold} [{bar:30}] {human_pos}/{human_len} rows {msg} {per_sec} eta {eta}",
+            "{prefix:>32.bold} [{bar:30}] {human_pos}/{human_len} rows {msg} {rate} eta {eta}",
         ));
         overall.set_prefix("all tables");
         let tables_total = u64::try_from(tables.len()).unwrap_or(u64::MAX);
@@ -143,7 +149,7 @@ impl CopyProgress {
             .multi
             .insert_before(&self.overall, ProgressBar::new(table.est_rows.max(1)));
         bar.set_style(style(
-            "{prefix:>32} [{bar:30}] {human_pos}/{human_len} rows {msg} {per_sec} eta {eta}",
+            "{prefix:>32} [{bar:30}] {human_pos}/{human_len} rows {msg} {rate} eta {eta}",
         ));
         bar.set_prefix(table.name.clone());
         *table.bar.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar);
@@ -156,17 +162,18 @@ impl CopyProgress {
         let all_rows = self.rows.fetch_add(rows, Ordering::Relaxed) + rows;
         let all_bytes = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         self.metrics.snapshot_rows_copied(rows);
+        // Increments, not positions: workers report concurrently and out of order.
         if let Some(bar) = table.bar() {
             if table_rows > bar.length().unwrap_or(0) {
                 bar.set_length(table_rows);
             }
-            bar.set_position(table_rows);
+            bar.inc(rows);
             bar.set_message(HumanBytes(table_bytes).to_string());
         }
         if all_rows > self.overall.length().unwrap_or(0) {
             self.overall.set_length(all_rows);
         }
-        self.overall.set_position(all_rows);
+        self.overall.inc(rows);
         self.overall.set_message(HumanBytes(all_bytes).to_string());
     }
 
