@@ -3,15 +3,16 @@
 //! ```text
 //!  before the copy: CREATE SCHEMA IF NOT EXISTS; CREATE TABLE (columns, types, collations,
 //!                   NOT NULL, defaults that need no source-only object, identity, generated
-//!                   columns, PRIMARY KEY)
-//!  after the copy:  unique/exclusion constraints and secondary indexes the target lacks, then
-//!                   the replica identity (building an index once over all rows is faster than
-//!                   maintaining it row by row)
+//!                   columns)
+//!  after the copy:  primary key, unique/exclusion constraints and secondary indexes the target
+//!                   lacks, then the replica identity
 //! ```
 //!
-//! Identity columns are created `BY DEFAULT`: the target receives the source's values, it never
-//! generates its own. Partitioned tables and column types that exist only on the source are
-//! reported for the operator to create.
+//! Building an index once over all rows is much faster than maintaining it row by row, so even
+//! the primary key waits for the data; it is in place before streaming starts, which is when the
+//! applier needs it. Identity columns are created `BY DEFAULT`: the target receives the source's
+//! values, it never generates its own. Partitioned tables and column types that exist only on
+//! the source are reported for the operator to create.
 
 use tokio_postgres::Client;
 
@@ -37,21 +38,19 @@ const COLUMNS: &str = "SELECT a.attname::text, pg_catalog.format_type(a.atttypid
     WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped \
     ORDER BY a.attnum";
 
-const PRIMARY_KEY: &str = "SELECT pg_catalog.quote_ident(conname), \
-        pg_catalog.pg_get_constraintdef(oid) \
-    FROM pg_catalog.pg_constraint WHERE conrelid = $1::int8::oid AND contype = 'p'";
-
 /// Constraints backed by an index, and plain indexes, in a form that can be run as is.
 const SECONDARY: &str = "SELECT c.conname::text, 'ALTER TABLE ' || $2 || ' ADD CONSTRAINT ' \
-        || pg_catalog.quote_ident(c.conname) || ' ' || pg_catalog.pg_get_constraintdef(c.oid) \
+        || pg_catalog.quote_ident(c.conname) || ' ' || pg_catalog.pg_get_constraintdef(c.oid), \
+        CASE c.contype WHEN 'p' THEN 0 ELSE 1 END AS rank \
     FROM pg_catalog.pg_constraint c \
-    WHERE c.conrelid = $1::int8::oid AND c.contype IN ('u', 'x') \
+    WHERE c.conrelid = $1::int8::oid AND c.contype IN ('p', 'u', 'x') \
     UNION ALL \
-    SELECT ic.relname::text, pg_catalog.pg_get_indexdef(i.indexrelid) \
+    SELECT ic.relname::text, pg_catalog.pg_get_indexdef(i.indexrelid), 2 \
     FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class ic ON ic.oid = i.indexrelid \
     WHERE i.indrelid = $1::int8::oid AND NOT EXISTS ( \
         SELECT 1 FROM pg_catalog.pg_constraint c WHERE c.conrelid = i.indrelid \
-          AND c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x'))";
+          AND c.conindid = i.indexrelid AND c.contype IN ('p', 'u', 'x')) \
+    ORDER BY rank, 1";
 
 const REPLICA_IDENTITY: &str = "SELECT c.relreplident::text, \
         (SELECT ic.relname::text FROM pg_catalog.pg_index i \
@@ -73,7 +72,7 @@ pub async fn create_table_sql(source: &Client, table: &Table) -> Result<String, 
         .query(COLUMNS, &[&oid])
         .await
         .map_err(SnapshotError::Catalog)?;
-    let mut parts = Vec::with_capacity(columns.len() + 1);
+    let mut parts = Vec::with_capacity(columns.len());
     for row in &columns {
         let get = |i| {
             row.try_get::<_, Option<String>>(i)
@@ -89,15 +88,6 @@ pub async fn create_table_sql(source: &Client, table: &Table) -> Result<String, 
         parts.push(column_sql(
             &name, &ty, &collation, not_null, &identity, &generated, &default,
         ));
-    }
-    if let Some(pk) = source
-        .query_opt(PRIMARY_KEY, &[&oid])
-        .await
-        .map_err(SnapshotError::Catalog)?
-    {
-        let name: String = pk.try_get(0).map_err(SnapshotError::Catalog)?;
-        let def: String = pk.try_get(1).map_err(SnapshotError::Catalog)?;
-        parts.push(format!("CONSTRAINT {name} {def}"));
     }
     Ok(format!(
         "CREATE SCHEMA IF NOT EXISTS {}; CREATE TABLE {} ({})",
@@ -153,8 +143,8 @@ pub async fn create_table(
     Ok(())
 }
 
-/// Build the source's secondary indexes and constraints that the target lacks, then set the
-/// replica identity.
+/// Build the source's primary key, constraints and indexes that the target lacks (the primary
+/// key first: the replica identity may rest on it), then set the replica identity.
 pub async fn build_indexes(
     source: &Client,
     target: &Client,
