@@ -54,6 +54,16 @@ pub struct RunArgs {
     /// Seconds between reads of the slot's retained WAL from pg_replication_slots.
     #[arg(long, env = "LSNPIPE_SLOT_MONITOR_INTERVAL_SECS")]
     pub slot_monitor_interval_secs: Option<u64>,
+    /// Create the slot with an exported snapshot and copy every published table under it before
+    /// streaming (on by default when lsnpipe creates the slot itself; `--snapshot=false` to skip).
+    #[arg(long, env = "LSNPIPE_SNAPSHOT", num_args = 0..=1, default_missing_value = "true")]
+    pub snapshot: Option<bool>,
+    /// Parallel COPY sessions for the initial copy (default: the number of cores).
+    #[arg(long, env = "LSNPIPE_COPY_JOBS")]
+    pub copy_jobs: Option<u32>,
+    /// Create published tables missing on the target from the source catalog before copying.
+    #[arg(long, env = "LSNPIPE_CREATE_TABLES", num_args = 0..=1, default_missing_value = "true")]
+    pub create_tables: Option<bool>,
 }
 
 /// The same settings as they appear in `lsnpipe.toml`.
@@ -71,6 +81,9 @@ pub struct FileSettings {
     pub max_batch_ms: Option<u64>,
     pub status_interval_ms: Option<u64>,
     pub slot_monitor_interval_secs: Option<u64>,
+    pub snapshot: Option<bool>,
+    pub copy_jobs: Option<u32>,
+    pub create_tables: Option<bool>,
     /// `--log-format` (a global flag): "text" or "json".
     pub log_format: Option<String>,
     /// Settings of `lsnpipe demo`.
@@ -101,6 +114,10 @@ pub struct RunSettings {
     pub max_batch: Duration,
     pub status_interval: Duration,
     pub slot_monitor_interval: Duration,
+    /// `Some` when asked for explicitly; `None`: copy only when lsnpipe creates the slot.
+    pub snapshot: Option<bool>,
+    pub copy_jobs: usize,
+    pub create_tables: bool,
 }
 
 impl std::fmt::Debug for RunSettings {
@@ -114,6 +131,9 @@ impl std::fmt::Debug for RunSettings {
             .field("max_batch_transactions", &self.max_batch_transactions)
             .field("max_batch", &self.max_batch)
             .field("status_interval", &self.status_interval)
+            .field("snapshot", &self.snapshot)
+            .field("copy_jobs", &self.copy_jobs)
+            .field("create_tables", &self.create_tables)
             .finish_non_exhaustive()
     }
 }
@@ -272,6 +292,16 @@ impl RunSettings {
                 message: "must be at least 1".into(),
             });
         }
+        let copy_jobs = match args.copy_jobs.or(file.copy_jobs) {
+            Some(0) => {
+                return Err(ConfigError::Invalid {
+                    key: "copy_jobs",
+                    message: "must be at least 1".into(),
+                });
+            }
+            Some(n) => usize::try_from(n).unwrap_or(usize::MAX),
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
         Ok(RunSettings {
             source,
             target,
@@ -289,6 +319,9 @@ impl RunSettings {
             ),
             status_interval: Duration::from_millis(status_ms),
             slot_monitor_interval: Duration::from_secs(slot_monitor_secs),
+            snapshot: args.snapshot.or(file.snapshot),
+            copy_jobs,
+            create_tables: args.create_tables.or(file.create_tables).unwrap_or(false),
         })
     }
 }
@@ -439,6 +472,35 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn snapshot_settings_come_from_flags_or_the_file() {
+        let file = FileSettings::parse(
+            "snapshot = false\ncopy_jobs = 3\ncreate_tables = true\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let s = RunSettings::resolve(&full_args(), &file).unwrap();
+        assert_eq!(s.snapshot, Some(false));
+        assert_eq!(s.copy_jobs, 3);
+        assert!(s.create_tables);
+
+        let args = RunArgs {
+            snapshot: Some(true),
+            copy_jobs: Some(0),
+            ..full_args()
+        };
+        let err = RunSettings::resolve(&args, &file).err().unwrap();
+        assert!(err.to_string().contains("copy_jobs"), "{err}");
+
+        let s = RunSettings::resolve(&full_args(), &FileSettings::default()).unwrap();
+        assert_eq!(
+            s.snapshot, None,
+            "decided by whether lsnpipe creates the slot"
+        );
+        assert!(s.copy_jobs >= 1);
+        assert!(!s.create_tables);
     }
 
     #[test]

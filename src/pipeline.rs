@@ -22,6 +22,7 @@ use crate::config::RunSettings;
 use crate::metrics::Side;
 use crate::pgoutput::{self, DecodeContext, DecodeError, LogicalMessage};
 use crate::positions::Positions;
+use crate::snapshot::{self, Prepared, SnapshotError, SnapshotOptions};
 use crate::source::{self, SourceError, SourceOptions};
 use crate::telemetry::Telemetry;
 use crate::wire::{self, ConfigError as ConnConfigError, ConnConfig, WireError};
@@ -41,6 +42,8 @@ pub enum RunError {
     Apply(#[from] ApplyError),
     #[error("malformed message from the source: {0}")]
     Decode(#[from] DecodeError),
+    #[error("initial copy: {0}")]
+    Snapshot(#[from] SnapshotError),
     #[error(
         "the source sent a {0} message, which lsnpipe does not request; is the slot shared with \
          another consumer or created with two-phase decoding?"
@@ -55,6 +58,7 @@ impl RunError {
             RunError::Source(e) => e.is_retryable(),
             RunError::Target(e) => e.is_retryable(),
             RunError::Apply(e) => e.is_retryable(),
+            RunError::Snapshot(e) => e.is_retryable(),
             // A frame damaged in transit is re-sent by the server on a new session.
             RunError::Decode(_) => true,
             _ => false,
@@ -70,6 +74,7 @@ impl RunError {
             RunError::Apply(_) => "apply",
             RunError::Decode(_) => "decode",
             RunError::Unexpected(_) => "protocol",
+            RunError::Snapshot(_) => "snapshot",
         }
     }
 }
@@ -145,6 +150,26 @@ async fn session(
     telemetry: &Telemetry,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<SessionEnd, RunError> {
+    let copy = SnapshotOptions {
+        publication: settings.publication.clone(),
+        slot: settings.slot.clone(),
+        snapshot: settings.snapshot,
+        create_slot: settings.create_slot,
+        copy_jobs: settings.copy_jobs,
+        create_tables: settings.create_tables,
+    };
+    let prepared = snapshot::prepare(
+        &copy,
+        source_config,
+        target_config,
+        &telemetry.metrics,
+        shutdown,
+    )
+    .await?;
+    let mut sync_filter = match prepared {
+        Prepared::Ready(filter) => filter,
+        Prepared::Stopped => return Ok(SessionEnd::Shutdown),
+    };
     let target = wire::connect_sql(target_config)
         .await
         .map_err(RunError::Target)?;
@@ -195,6 +220,10 @@ async fn session(
         };
         telemetry.received(&data.data);
         let message = pgoutput::decode(data.data, DecodeContext::default())?;
+        // Changes a re-copied table already holds are dropped (see snapshot::SyncFilter).
+        let Some(message) = sync_filter.admit(message)? else {
+            continue;
+        };
         let commit = match &message {
             LogicalMessage::Begin(begin) => {
                 in_transaction = true;

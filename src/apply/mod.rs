@@ -29,5 +29,6 @@ mod value;
 pub use applier::{Applier, ApplyStats, Committed};
 pub use batch::GroupLimits;
 pub use error::{ApplyError, Operation, TargetError};
+pub use progress::prepare as prepare_progress;
 pub use relation::{SourceColumn, SourceRelation};
 pub use value::Param;

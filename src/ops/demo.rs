@@ -40,7 +40,7 @@ const PUBLICATION: &str = "demo_pub";
 /// rows, so streaming alone carries everything. Once `lsnpipe run` has the initial copy, this
 /// one line becomes `&["--snapshot", "--create-tables"]`: the demo then creates the schema and
 /// data on the source only and lets lsnpipe create the slot, copy, and stream (see `prepare`).
-const INITIAL_COPY_FLAGS: &[&str] = &[];
+const INITIAL_COPY_FLAGS: &[&str] = &["--snapshot", "--create-tables"];
 
 /// How long the demo waits, when stopping, for the target to catch up before comparing.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);

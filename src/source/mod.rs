@@ -76,20 +76,7 @@ pub async fn open_stream(
     positions: Arc<Positions>,
 ) -> Result<ReplicationStream, SourceError> {
     let mut conn = ReplicationConnection::connect(config).await?;
-
-    let wal_level = conn.show("wal_level").await?;
-    if wal_level != "logical" {
-        return Err(SourceError::WalLevel(wal_level));
-    }
-    let found = conn
-        .simple_query(&format!(
-            "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {}",
-            quote_literal(&options.publication)
-        ))
-        .await?;
-    if found.is_empty() {
-        return Err(SourceError::NoPublication(options.publication.clone()));
-    }
+    check_source(&mut conn, &options.publication).await?;
 
     let slot = conn
         .simple_query(&format!(
@@ -146,6 +133,27 @@ pub async fn open_stream(
         .start_replication(&options.slot, start, &logical, positions, interval)
         .await?;
     Ok(stream)
+}
+
+/// The checks every run starts with: logical WAL, and the publication exists.
+pub async fn check_source(
+    conn: &mut ReplicationConnection,
+    publication: &str,
+) -> Result<(), SourceError> {
+    let wal_level = conn.show("wal_level").await?;
+    if wal_level != "logical" {
+        return Err(SourceError::WalLevel(wal_level));
+    }
+    let found = conn
+        .simple_query(&format!(
+            "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {}",
+            quote_literal(publication)
+        ))
+        .await?;
+    if found.is_empty() {
+        return Err(SourceError::NoPublication(publication.to_owned()));
+    }
+    Ok(())
 }
 
 /// A PostgreSQL duration setting as SHOW prints it: "60s", "500ms", "2min", "0".

@@ -14,4 +14,5 @@ mod metrics;
 mod observe;
 mod ops;
 mod run;
+mod snapshot;
 mod wire;

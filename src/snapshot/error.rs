@@ -1,0 +1,100 @@
+//! What stops the initial copy: operator mistakes found before anything is written, and
+//! failures while copying (retryable when a connection dropped).
+
+use crate::apply::ApplyError;
+use crate::source::SourceError;
+use crate::wire::WireError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("source SQL session: {0}")]
+    SourceSql(#[source] WireError),
+    #[error("target SQL session: {0}")]
+    TargetSql(#[source] WireError),
+    #[error(
+        "replication slot {0:?} already exists, so its starting point cannot be copied: drop it \
+         (SELECT pg_drop_replication_slot('{0}')) to copy the tables again, or run with \
+         --snapshot=false to stream from it into tables that already hold the data"
+    )]
+    SlotExists(String),
+    #[error(
+        "the initial copy for slot {0:?} is unfinished but the slot is gone from the source; \
+         empty the target tables, delete the slot's rows from lsnpipe.copy_run and \
+         lsnpipe.copy_state on the target, and run again with --snapshot"
+    )]
+    SlotGone(String),
+    #[error(
+        "the source role cannot read published table(s) {}: GRANT SELECT ON them TO the role \
+         lsnpipe connects as, or remove them from the publication",
+        .0.join(", ")
+    )]
+    Unreadable(Vec<String>),
+    #[error(
+        "published table(s) {} do not exist on the target: create them, or run with \
+         --create-tables",
+        .0.join(", ")
+    )]
+    MissingOnTarget(Vec<String>),
+    #[error(
+        "target table(s) {} already hold rows; the initial copy only fills empty tables: empty \
+         them (TRUNCATE), or run with --snapshot=false if they already hold the source's data",
+        .0.join(", ")
+    )]
+    TargetNotEmpty(Vec<String>),
+    #[error("target table {table} has no column {column:?}, which the source publishes")]
+    MissingColumn { table: String, column: String },
+    #[error("cannot create {table} on the target: {reason}; create it by hand and run again")]
+    CannotCreate { table: String, reason: String },
+    #[error("copying {table}: {source}")]
+    Copy {
+        table: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("reading the source catalog: {0}")]
+    Catalog(#[source] tokio_postgres::Error),
+    #[error("creating {what} on the target: {source}")]
+    Schema {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("the copy state on the target (lsnpipe.copy_run, lsnpipe.copy_state): {0}")]
+    State(#[source] tokio_postgres::Error),
+    #[error("the copy state on the target is inconsistent: {0}")]
+    BadState(String),
+    #[error("writing the progress row: {0}")]
+    Progress(#[source] Box<ApplyError>),
+    #[error("a copy worker stopped unexpectedly: {0}")]
+    Worker(String),
+}
+
+impl SnapshotError {
+    pub(super) fn state(e: tokio_postgres::Error) -> Self {
+        SnapshotError::State(e)
+    }
+
+    /// A dropped connection or a server restart: the copy starts again (unfinished tables
+    /// only) after a pause.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SnapshotError::Source(e) => e.is_retryable(),
+            SnapshotError::SourceSql(e) | SnapshotError::TargetSql(e) => e.is_retryable(),
+            SnapshotError::Copy { source, .. } => sql_retryable(source),
+            SnapshotError::Catalog(e) | SnapshotError::State(e) => sql_retryable(e),
+            SnapshotError::Progress(e) => e.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+/// No SQLSTATE means the session itself failed (I/O); 08 is a connection failure, 57P0x a
+/// shutdown or restart, 53300 too many connections, 40001/40P01 a lost race.
+fn sql_retryable(e: &tokio_postgres::Error) -> bool {
+    e.code().is_none_or(|c| {
+        let c = c.code();
+        c.starts_with("08") || c.starts_with("57P") || matches!(c, "53300" | "40001" | "40P01")
+    })
+}
