@@ -36,10 +36,10 @@ const PUBLICATION: &str = "demo_pub";
 
 /// How the target gets the rows that exist before streaming starts.
 ///
-/// Empty: the demo creates the schema on both sides and the slot *before* loading the sample
-/// rows, so streaming alone carries everything. Once `lsnpipe run` has the initial copy, this
-/// one line becomes `&["--snapshot", "--create-tables"]`: the demo then creates the schema and
-/// data on the source only and lets lsnpipe create the slot, copy, and stream (see `prepare`).
+/// The demo creates the schema and data on the source only and lets lsnpipe create the slot,
+/// copy the tables (creating them on the target) and stream. Empty, it would instead create the
+/// schema on both sides and the slot before loading the sample rows, so that streaming alone
+/// carries everything (see `prepare`).
 const INITIAL_COPY_FLAGS: &[&str] = &["--snapshot", "--create-tables"];
 
 /// How long the demo waits, when stopping, for the target to catch up before comparing.

@@ -73,9 +73,10 @@ async fn demo_streams_the_workload_and_leaves_nothing_behind() {
     };
     let written: u64 = field("transactions_written").parse().unwrap();
     let applied: u64 = field("rows_applied").parse().unwrap();
-    // 6000 sample rows are streamed before any load; every load transaction writes a row.
+    // The 6000 sample rows arrive by the initial copy (tables_match covers them); every load
+    // transaction after it writes at least one row, which arrives by streaming.
     assert!(written > 100, "{summary}");
-    assert!(applied >= 6000 + written, "{summary}");
+    assert!(applied >= written, "{summary}");
     assert_eq!(field("tables_match"), "true", "{summary}");
     assert!(stdout.contains("http://127.0.0.1:"), "{stdout}");
     assert!(stdout.contains("psql \"host=127.0.0.1 port="), "{stdout}");
