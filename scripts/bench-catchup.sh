@@ -15,34 +15,10 @@ SCALE=${SCALE:-10}
 CLIENTS=${CLIENTS:-4}
 TABLES=(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history bench_marker)
 
-echo "building lsnpipe (release)…" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-LSNPIPE="$root/target/release/lsnpipe"
-
-lsnpipe_pid=
-cleanup() {
-  [ -n "$lsnpipe_pid" ] && kill "$lsnpipe_pid" 2>/dev/null && wait "$lsnpipe_pid" 2>/dev/null
-  stop_clusters
-}
-trap cleanup EXIT
+build_lsnpipe
+trap cleanup_bench EXIT
 start_clusters
-
-sq postgres "CREATE DATABASE bench"
-pgbench -i -q -s "$SCALE" "$(src bench)" >/dev/null 2>&1
-sq bench "CREATE TABLE bench_marker (id int PRIMARY KEY);
-          CREATE PUBLICATION bench_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, bench_marker;
-" >/dev/null
-# Each slot in a transaction of its own (a slot cannot be created after writes in one).
-sq bench "SELECT pg_create_logical_replication_slot('native_bench', 'pgoutput')" >/dev/null
-sq bench "SELECT pg_create_logical_replication_slot('lsnpipe_bench', 'pgoutput')" >/dev/null
-for db in native lsnpipe; do
-  dq postgres "CREATE DATABASE $db"
-  pg_dump -s -t 'pgbench_*' -t bench_marker "$(src bench)" | psql -Xq "$(dst $db)" >/dev/null
-  # Nothing is written between the slots' creation and this copy, so it is their starting state.
-  pg_dump -a -t 'pgbench_*' "$(src bench)" | psql -Xq "$(dst $db)" >/dev/null
-done
-dq native "CREATE SUBSCRIPTION native_sub CONNECTION '$(src bench)' PUBLICATION bench_pub
-           WITH (create_slot = false, slot_name = 'native_bench', copy_data = false, enabled = false)" 2>/dev/null
+setup_pgbench_pair "CREATE TABLE bench_marker (id int PRIMARY KEY)" bench_marker
 
 echo "building a backlog of $N transactions…" >&2
 pgbench -n -c "$CLIENTS" -j 2 -t $((N / CLIENTS)) "$(src bench)" >/dev/null

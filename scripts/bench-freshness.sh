@@ -24,34 +24,13 @@ RATES=("$@")
 SCALE=${SCALE:-10}
 TABLES=(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history "(SELECT id, phase, src_ts FROM probe)")
 
-echo "building lsnpipe (release)…" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-LSNPIPE="$root/target/release/lsnpipe"
-
-lsnpipe_pid=
-cleanup() {
-  [ -n "$lsnpipe_pid" ] && kill "$lsnpipe_pid" 2>/dev/null && wait "$lsnpipe_pid" 2>/dev/null
-  stop_clusters
-}
-trap cleanup EXIT
+build_lsnpipe
+trap cleanup_bench EXIT
 start_clusters
-
-sq postgres "CREATE DATABASE bench"
-pgbench -i -q -s "$SCALE" "$(src bench)" >/dev/null 2>&1
-sq bench "CREATE TABLE probe (id bigserial PRIMARY KEY, phase int NOT NULL, src_ts timestamptz NOT NULL);
-          CREATE PUBLICATION bench_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, probe;
-" >/dev/null
-# Each slot in a transaction of its own (a slot cannot be created after writes in one).
-sq bench "SELECT pg_create_logical_replication_slot('native_bench', 'pgoutput')" >/dev/null
-sq bench "SELECT pg_create_logical_replication_slot('lsnpipe_bench', 'pgoutput')" >/dev/null
+setup_pgbench_pair "CREATE TABLE probe (id bigserial PRIMARY KEY, phase int NOT NULL, src_ts timestamptz NOT NULL)" probe
 for db in native lsnpipe; do
-  dq postgres "CREATE DATABASE $db"
-  pg_dump -s -t 'pgbench_*' -t probe "$(src bench)" | psql -Xq "$(dst $db)" >/dev/null
-  pg_dump -a -t 'pgbench_*' "$(src bench)" | psql -Xq "$(dst $db)" >/dev/null
   dq "$db" "ALTER TABLE probe ADD COLUMN applied_at timestamptz DEFAULT clock_timestamp()"
 done
-dq native "CREATE SUBSCRIPTION native_sub CONNECTION '$(src bench)' PUBLICATION bench_pub
-           WITH (create_slot = false, slot_name = 'native_bench', copy_data = false, enabled = false)" 2>/dev/null
 echo "INSERT INTO probe (phase, src_ts) VALUES (:phase, clock_timestamp());" >"$BENCH_DIR/probe.sql"
 
 start_replicator() {

@@ -76,3 +76,42 @@ same_tables() {
     fi
   done
 }
+
+# Build the release binary into $LSNPIPE.
+build_lsnpipe() {
+  echo "building lsnpipe (release)…" >&2
+  cargo build --release --quiet --manifest-path "$root/Cargo.toml"
+  LSNPIPE="$root/target/release/lsnpipe"
+}
+
+# On exit: stop a running lsnpipe ($lsnpipe_pid) and the clusters.
+lsnpipe_pid=
+cleanup_bench() {
+  if [ -n "$lsnpipe_pid" ]; then
+    kill "$lsnpipe_pid" 2>/dev/null && wait "$lsnpipe_pid" 2>/dev/null
+  fi
+  stop_clusters
+}
+
+# The catch-up and freshness setup: database `bench` on the source (pgbench scale $SCALE plus one
+# extra table, created by DDL $1 and named $2), publication bench_pub, slots native_bench and
+# lsnpipe_bench, and target databases `native` and `lsnpipe` holding the same starting state, with
+# a disabled subscription native_sub in `native`.
+setup_pgbench_pair() {
+  local ddl=$1 extra=$2 db
+  sq postgres "CREATE DATABASE bench"
+  pgbench -i -q -s "$SCALE" "$(src bench)" >/dev/null 2>&1
+  sq bench "$ddl" >/dev/null
+  sq bench "CREATE PUBLICATION bench_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, $extra" >/dev/null
+  # Each slot in a transaction of its own (a slot cannot be created after writes in one).
+  sq bench "SELECT pg_create_logical_replication_slot('native_bench', 'pgoutput')" >/dev/null
+  sq bench "SELECT pg_create_logical_replication_slot('lsnpipe_bench', 'pgoutput')" >/dev/null
+  for db in native lsnpipe; do
+    dq postgres "CREATE DATABASE $db"
+    pg_dump -s -t 'pgbench_*' -t "$extra" "$(src bench)" | psql -Xq "$(dst $db)" >/dev/null
+    # Nothing is written between the slots' creation and this copy: it is their starting state.
+    pg_dump -a -t 'pgbench_*' "$(src bench)" | psql -Xq "$(dst $db)" >/dev/null
+  done
+  dq native "CREATE SUBSCRIPTION native_sub CONNECTION '$(src bench)' PUBLICATION bench_pub
+             WITH (create_slot = false, slot_name = 'native_bench', copy_data = false, enabled = false)" 2>/dev/null
+}
