@@ -788,22 +788,10 @@ async fn bench_pgbench_catch_up() {
         .batch_execute("CREATE PUBLICATION pub FOR ALL TABLES")
         .await
         .unwrap();
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &slot).await;
     // PostgreSQL's own subscriber gets the same transactions through its own slot.
     let native_slot = format!("{slot}_native");
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&native_slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &native_slot).await;
     let tx = per_client.to_string();
     pgbench(
         support::source(),

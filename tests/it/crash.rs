@@ -28,13 +28,7 @@ async fn pgbench_pair(source: &ClusterRef, target: &ClusterRef, db: &str, slot: 
         ))
         .await
         .unwrap();
-    client
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&client, slot).await;
 }
 
 /// A small xorshift generator: random kill moments without another dependency.
@@ -176,13 +170,7 @@ async fn a_large_transaction_streams_through_in_bounded_memory() {
         .batch_execute("CREATE PUBLICATION pub FOR TABLE big")
         .await
         .unwrap();
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &slot).await;
     source
         .batch_execute(
             "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 300000) g",

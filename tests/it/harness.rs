@@ -14,13 +14,7 @@ async fn pgoutput_slot_returns_begin_relation_insert_commit() {
         )
         .await
         .unwrap();
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &slot).await;
     source
         .execute("INSERT INTO accounts VALUES (1, 'ada')", &[])
         .await

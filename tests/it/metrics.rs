@@ -379,13 +379,7 @@ async fn slot_monitor_reports_retained_wal_and_status() {
     let db = support::test_dbs("slotmon").await;
     let slot = support::unique_name("slotmon_slot");
     let source = support::connect(support::source(), &db).await;
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &slot).await;
     // WAL written after the slot's restart_lsn is what the slot retains.
     source
         .batch_execute(

@@ -60,12 +60,7 @@ async fn prepare(source: &ClusterRef, target: &ClusterRef, db: &str, slot: &str)
     s.batch_execute("CREATE PUBLICATION pub FOR TABLE a, b")
         .await
         .unwrap();
-    s.execute(
-        "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-        &[&slot],
-    )
-    .await
-    .unwrap();
+    support::create_slot(&s, slot).await;
 }
 
 #[tokio::test]

@@ -195,13 +195,7 @@ async fn replicated(prefix: &str, rows: i64) -> (String, String) {
         .batch_execute("CREATE PUBLICATION pub FOR TABLE t")
         .await
         .unwrap();
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &slot).await;
     let lsnpipe = Running::spawn(support::lsnpipe_run(
         support::source(),
         &db,

@@ -211,13 +211,7 @@ async fn a_missing_publication_is_named() {
 async fn a_table_missing_on_the_target_is_named_and_nothing_is_applied() {
     let (db, slot, source, target) = setup("run_notable").await;
     target.batch_execute("DROP TABLE b").await.unwrap();
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &slot).await;
     source
         .batch_execute(
             "BEGIN; INSERT INTO a VALUES (1, 'x'); INSERT INTO b VALUES (1, 1, now()); COMMIT;",
@@ -256,13 +250,7 @@ async fn a_column_missing_on_the_target_is_named() {
         .batch_execute("ALTER TABLE a DROP COLUMN v")
         .await
         .unwrap();
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &slot).await;
     source
         .batch_execute("INSERT INTO a VALUES (1, 'x')")
         .await

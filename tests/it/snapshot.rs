@@ -423,13 +423,7 @@ async fn a_table_the_role_cannot_read_is_named_and_the_target_untouched() {
 async fn a_snapshot_asked_for_an_existing_slot_is_refused_and_the_target_untouched() {
     let (db, source, target) = two_tables("snap_slotexists").await;
     let slot = support::unique_name("snap_exists_slot");
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &slot).await;
     let log = run_expecting_error(support::lsnpipe_run(
         support::source(),
         &db,
@@ -481,13 +475,7 @@ async fn a_non_empty_target_table_is_named_and_left_alone() {
 async fn create_slot_with_a_slot_already_there_streams_without_copying() {
     let (db, source, target) = two_tables("snap_noop").await;
     let slot = support::unique_name("snap_noop_slot");
-    source
-        .execute(
-            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&slot],
-        )
-        .await
-        .unwrap();
+    support::create_slot(&source, &slot).await;
     // The target already holds the rows (copied by other means).
     target
         .batch_execute(

@@ -332,3 +332,14 @@ pub fn pgbench(cluster: &ClusterRef, dbname: &str, args: &[&str]) -> std::proces
         .output()
         .expect("run pgbench")
 }
+
+/// A pgoutput slot named `slot`, created with SQL in its own transaction.
+pub async fn create_slot(client: &Client, slot: &str) {
+    client
+        .execute(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&slot],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create slot {slot}: {e}"));
+}
