@@ -197,10 +197,11 @@ async fn session(
     // Durability of asynchronous target commits is checked on this tick (the target's WAL
     // writer flushes every 200 ms by default), and the gauges are refreshed.
     let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
         // Priorities: shutdown, then the durability tick (cheap, and it must not starve under a
-        // backlog, or the slot would not advance), then the next message. Shutdown is only looked at between
-        // messages, and a half-received source transaction is never committed.
+        // backlog, or the slot would not advance), then the next message. Shutdown is only
+        // looked at between messages, and a half-received source transaction is never committed.
         let data = tokio::select! {
             biased;
             _ = stopped(shutdown) => break SessionEnd::Shutdown,

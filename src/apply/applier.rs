@@ -586,8 +586,10 @@ impl Applier {
     /// The end LSN of the newest source commit that is now on the target's disk, if any became
     /// so since the last call. Asks the target for its WAL flush position (one round trip) only
     /// while some commit is waiting.
+    /// Safe inside an open group: the query reads no table, and it queues behind the group's
+    /// pipelined statements.
     pub async fn confirm_durable(&mut self) -> Result<Option<Lsn>, ApplyError> {
-        if self.unflushed.is_empty() || self.group.is_some() {
+        if self.unflushed.is_empty() {
             return Ok(None);
         }
         let row = self

@@ -1241,3 +1241,44 @@ async fn multi_row_updates_and_deletes_use_the_key_index_on_a_large_table() {
         target.batch_execute("DEALLOCATE p").await.unwrap();
     }
 }
+
+/// A commit becomes reportable as durable once the target has flushed it, even while the next
+/// group is open (under a sustained backlog a group is nearly always open).
+#[tokio::test]
+async fn durability_is_confirmed_while_the_next_group_is_open() {
+    let case = Case::new("durable", "CREATE TABLE d (id int PRIMARY KEY)").await;
+    case.source
+        .batch_execute("INSERT INTO d VALUES (1)")
+        .await
+        .unwrap();
+    let first = case.changes().await;
+    let mut applier = case.applier_one_group().await;
+    let committed = case.apply(&mut applier, first).await.unwrap();
+    let committed = committed.expect("the first transaction committed");
+
+    case.source
+        .batch_execute("INSERT INTO d VALUES (2)")
+        .await
+        .unwrap();
+    // Apply the second transaction without committing its group: it stays open.
+    for message in case.changes().await {
+        let is_commit = matches!(message, LogicalMessage::Commit(_));
+        applier.apply(message).await.unwrap();
+        if is_commit {
+            assert_eq!(applier.commit_if(false).await.unwrap(), None);
+        }
+    }
+    // The target's WAL writer flushes within wal_writer_delay (200 ms by default): poll.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let durable = loop {
+        if let Some(lsn) = applier.confirm_durable().await.unwrap() {
+            break lsn;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first commit was never confirmed durable while a group was open"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(durable, committed);
+}

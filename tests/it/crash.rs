@@ -205,3 +205,61 @@ async fn a_large_transaction_streams_through_in_bounded_memory() {
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_slot_advances_while_a_load_runs() {
+    let db = support::test_dbs("advance").await;
+    let slot = support::unique_name("advance_slot");
+    let (source, target) = (support::source(), support::target());
+    pgbench_pair(source, target, &db, &slot).await;
+    let lsnpipe = Running::spawn(support::lsnpipe_run(
+        source,
+        &db,
+        target,
+        &db,
+        "pub",
+        &slot,
+        &[],
+    ));
+    let load = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            support::pgbench(
+                support::source(),
+                &db,
+                &["-n", "-c", "2", "-j", "2", "-T", "20"],
+            )
+        })
+    };
+    let s = support::connect(source, &db).await;
+    let confirmed = || async {
+        s.query_one(
+            "SELECT pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+    };
+    let start = confirmed().await;
+    support::wait_until("the slot to advance", WAIT, || async {
+        confirmed().await > start
+    })
+    .await;
+    let first = confirmed().await;
+    support::wait_until("the slot to advance again", WAIT, || async {
+        confirmed().await > first
+    })
+    .await;
+    // Both advances happened under load, not after it.
+    assert!(
+        !load.is_finished(),
+        "the slot advanced only once the load had ended"
+    );
+    let out = load.join().unwrap();
+    assert!(out.status.success(), "pgbench: {out:?}");
+    converge(source, target, &db).await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
