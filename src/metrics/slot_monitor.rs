@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use super::Metrics;
 
@@ -102,7 +102,7 @@ async fn read_slot(
     client: &mut Option<Client>,
     conn_string: &str,
     slot: &str,
-) -> Result<Option<(u64, Option<String>)>, tokio_postgres::Error> {
+) -> Result<Option<(u64, Option<String>)>, MonitorError> {
     let connected = match client.take() {
         Some(c) if !c.is_closed() => c,
         _ => connect(conn_string).await?,
@@ -117,12 +117,19 @@ async fn read_slot(
     }))
 }
 
-async fn connect(conn_string: &str) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) = tokio_postgres::connect(conn_string, NoTls).await?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::debug!(error = %e, "slot monitor: connection closed");
-        }
-    });
-    Ok(client)
+/// Why one read of the slot failed.
+#[derive(Debug, thiserror::Error)]
+enum MonitorError {
+    #[error("source connection string: {0}")]
+    Config(#[from] crate::wire::ConfigError),
+    #[error(transparent)]
+    Connect(#[from] crate::wire::WireError),
+    #[error(transparent)]
+    Query(#[from] tokio_postgres::Error),
+}
+
+/// The same connection rules as the pipeline (TLS, PGPASSWORD, passfile).
+async fn connect(conn_string: &str) -> Result<Client, MonitorError> {
+    let config = crate::wire::ConnConfig::parse(conn_string)?;
+    Ok(crate::wire::connect_sql(&config).await?)
 }
