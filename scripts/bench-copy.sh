@@ -54,12 +54,16 @@ declare -A secs
 uri() { echo "postgresql://postgres@127.0.0.1:$1/$2"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b-a)/1e9}'; }
 
+# Each run starts from a clean slate: no checkpoint of an earlier run's writes in its way.
+settle() { sq postgres CHECKPOINT; dq postgres CHECKPOINT; }
+
 schema_into() { pg_dump -s --section="$2" "$(src bench)" | psql -Xq -v ON_ERROR_STOP=1 "$(dst "$1")" >/dev/null; }
 
 native() { # mode
   local db="native_$1" t0 t1
   dq postgres "CREATE DATABASE $db"
   [ "$1" = schema ] && { schema_into "$db" pre-data; schema_into "$db" post-data; }
+  settle
   t0=$(now_ns)
   [ "$1" = empty ] && schema_into "$db" pre-data
   dq "$db" "CREATE SUBSCRIPTION sub_$1 CONNECTION '$(src bench)' PUBLICATION bench_pub WITH (copy_data = true)" 2>/dev/null
@@ -79,6 +83,7 @@ lsnpipe() { # mode
   else
     extra=(--create-tables)
   fi
+  settle
   t0=$(now_ns)
   "$LSNPIPE" run --source "$(src bench)" --target "$(dst "$db")" --publication bench_pub \
     --slot "lsnpipe_$1" --create-slot --copy-jobs "$JOBS" --metrics-listen off "${extra[@]}" \
@@ -89,6 +94,7 @@ lsnpipe() { # mode
   kill -TERM "$lsnpipe_pid"
   wait "$lsnpipe_pid" || { echo "lsnpipe exited with an error:" >&2; cat "$BENCH_DIR/lsnpipe_$1.log" >&2; exit 1; }
   lsnpipe_pid=
+  echo "  lsnpipe $1: $(grep -o 'initial copy finished.*' "$BENCH_DIR/lsnpipe_$1.log" | sed 's/\x1b\[[0-9;]*m//g')" >&2
   sq bench "SELECT pg_drop_replication_slot('lsnpipe_$1')" >/dev/null
   secs[lsnpipe_$1]=$(elapsed "$t0" "$t1")
   same_tables bench "$db" "${TABLES[@]}"
@@ -100,10 +106,12 @@ pgcopydb_run() { # mode
   mkdir -p "$dir"
   if [ "$1" = schema ]; then
     schema_into "$db" pre-data; schema_into "$db" post-data
+    settle
     t0=$(now_ns)
     pgcopydb copy table-data --source "$(uri "$SRC_PORT" bench)" --target "$(uri "$DST_PORT" "$db")" --dir "$dir" \
       --table-jobs "$JOBS" >"$dir.log" 2>&1 || { cat "$dir.log" >&2; exit 1; }
   else
+    settle
     t0=$(now_ns)
     pgcopydb clone --source "$(uri "$SRC_PORT" bench)" --target "$(uri "$DST_PORT" "$db")" --dir "$dir" \
       --table-jobs "$JOBS" --index-jobs "$JOBS" --no-owner --no-acl >"$dir.log" 2>&1 ||

@@ -4,7 +4,7 @@
 //! ```text
 //!  source: BEGIN REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '<name>'
 //!          COPY (…range…) TO STDOUT ──CopyData──▶ pump ──CopyData──▶ COPY t FROM STDIN  :target
-//!                                      (one chunk in hand; both sessions' channels are bounded,
+//!                                      (64 KiB in hand; both sessions' channels are bounded,
 //!                                       so a slow target slows the source socket)
 //!  target: BEGIN; [TRUNCATE t]; COPY …; [mark t done]; COMMIT
 //! ```
@@ -18,6 +18,7 @@ use std::pin::pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::BytesMut;
 use futures::{SinkExt, StreamExt};
 use tokio_postgres::{Client, GenericClient};
 
@@ -30,6 +31,8 @@ use crate::wire::{self, ConnConfig, quote_literal};
 
 /// Rows between progress reports.
 const REPORT_EVERY: u64 = 4096;
+/// Size of the CopyData messages sent to the target (and all the pump holds).
+const BATCH_BYTES: usize = 64 * 1024;
 
 /// One table of the copy, shared by its units.
 #[derive(Debug)]
@@ -193,6 +196,9 @@ async fn pump(
     // alone, so the first message is not counted.
     let mut skip_first = binary;
     let (mut counted, mut rows, mut bytes) = (0u64, 0u64, 0u64);
+    // Rows are gathered into large CopyData messages: per-message work, not bytes, is what a
+    // copy of many small rows spends its time on.
+    let mut batch = BytesMut::with_capacity(BATCH_BYTES);
     while let Some(chunk) = out.next().await {
         let chunk = chunk?;
         bytes += u64::try_from(chunk.len()).unwrap_or(0);
@@ -201,12 +207,19 @@ async fn pump(
         } else {
             rows += 1;
         }
-        sink.feed(chunk).await?;
+        batch.extend_from_slice(&chunk);
+        if batch.len() >= BATCH_BYTES {
+            sink.feed(batch.split().freeze()).await?;
+            batch.reserve(BATCH_BYTES);
+        }
         if rows >= REPORT_EVERY {
             progress.add(&job.progress, rows, bytes);
             counted += rows;
             (rows, bytes) = (0, 0);
         }
+    }
+    if !batch.is_empty() {
+        sink.feed(batch.freeze()).await?;
     }
     let total = sink.as_mut().finish().await?;
     progress.add(&job.progress, total.saturating_sub(counted), bytes);

@@ -232,9 +232,15 @@ pub async fn prepare(
         return Ok(Prepared::Stopped);
     }
     if options.create_tables {
+        let started = std::time::Instant::now();
+        schema::prepare_index_session(&target).await?;
         for table in &copied_tables {
             schema::build_indexes(&catalog, &target, table).await?;
         }
+        tracing::info!(
+            seconds = format_args!("{:.1}", started.elapsed().as_secs_f64()),
+            "keys and indexes built"
+        );
     }
     state::finish(&mut target, &options.slot, consistent_point).await?;
     tracing::info!(slot = %options.slot, start = %consistent_point, "initial copy complete");

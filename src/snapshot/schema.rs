@@ -143,6 +143,22 @@ pub async fn create_table(
     Ok(())
 }
 
+/// Give index builds on `target` memory enough to sort large tables in memory (256 MB unless
+/// the server already allows more), for this session only.
+pub async fn prepare_index_session(target: &Client) -> Result<(), SnapshotError> {
+    target
+        .batch_execute(
+            "SELECT pg_catalog.set_config('maintenance_work_mem', '256MB', false) \
+             WHERE pg_catalog.pg_size_bytes(pg_catalog.current_setting('maintenance_work_mem')) \
+                   < 256 * 1024 * 1024",
+        )
+        .await
+        .map_err(|source| SnapshotError::Schema {
+            what: "the index build session".into(),
+            source,
+        })
+}
+
 /// Build the source's primary key, constraints and indexes that the target lacks (the primary
 /// key first: the replica identity may rest on it), then set the replica identity.
 pub async fn build_indexes(
