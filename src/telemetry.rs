@@ -3,6 +3,7 @@
 //!
 //! Called once per message kind, per target commit and per second, never per row.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::apply::{Committed, Operation};
@@ -15,6 +16,9 @@ pub struct Telemetry {
     pub metrics: Metrics,
     pub health: Arc<Health>,
     state: Mutex<State>,
+    /// Messages and bytes received per kind (`MESSAGE_KINDS`) since the last `refresh`.
+    received_messages: [AtomicU64; MESSAGE_KINDS.len()],
+    received_bytes: [AtomicU64; MESSAGE_KINDS.len()],
 }
 
 #[derive(Debug, Default)]
@@ -31,6 +35,8 @@ impl Telemetry {
             metrics,
             health,
             state: Mutex::new(State::default()),
+            received_messages: Default::default(),
+            received_bytes: Default::default(),
         }
     }
 
@@ -47,6 +53,7 @@ impl Telemetry {
     pub fn set_streaming(&self, streaming: bool) {
         self.health.set_streaming(streaming);
         if !streaming {
+            self.flush_received();
             let mut state = self.state();
             state.positions = None;
             state.oldest_unapplied_commit = None;
@@ -65,10 +72,25 @@ impl Telemetry {
     }
 
     /// One pgoutput message received.
+    /// Counted here with two relaxed atomic adds; the labelled Prometheus counters (a hash
+    /// lookup each) are updated on `refresh`, not once per message.
     pub fn received(&self, message: &[u8]) {
-        let kind = message_kind(message.first().copied());
-        self.metrics
-            .record_received(kind, 1, u64::try_from(message.len()).unwrap_or(u64::MAX));
+        let i = kind_index(message.first().copied());
+        self.received_messages[i].fetch_add(1, Ordering::Relaxed);
+        self.received_bytes[i].fetch_add(
+            u64::try_from(message.len()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    fn flush_received(&self) {
+        for (i, kind) in MESSAGE_KINDS.iter().enumerate() {
+            let messages = self.received_messages[i].swap(0, Ordering::Relaxed);
+            let bytes = self.received_bytes[i].swap(0, Ordering::Relaxed);
+            if messages > 0 {
+                self.metrics.record_received(kind, messages, bytes);
+            }
+        }
     }
 
     /// A source transaction began arriving; its commit time dates the lag while it is pending.
@@ -97,6 +119,7 @@ impl Telemetry {
 
     /// Copy the stream positions into the gauges (called every second and after each commit).
     pub fn refresh(&self) {
+        self.flush_received();
         let mut state = self.state();
         let Some(positions) = state.positions.clone() else {
             return;
@@ -133,18 +156,23 @@ fn row_op(operation: Operation) -> Option<RowOp> {
 }
 
 /// The `kind` label of a pgoutput message, from its tag.
-fn message_kind(tag: Option<u8>) -> &'static str {
+const MESSAGE_KINDS: [&str; 11] = [
+    "begin", "commit", "insert", "update", "delete", "truncate", "relation", "type", "origin",
+    "message", "other",
+];
+
+fn kind_index(tag: Option<u8>) -> usize {
     match tag {
-        Some(b'B') => "begin",
-        Some(b'C') => "commit",
-        Some(b'I') => "insert",
-        Some(b'U') => "update",
-        Some(b'D') => "delete",
-        Some(b'T') => "truncate",
-        Some(b'R') => "relation",
-        Some(b'Y') => "type",
-        Some(b'O') => "origin",
-        Some(b'M') => "message",
-        _ => "other",
+        Some(b'B') => 0,
+        Some(b'C') => 1,
+        Some(b'I') => 2,
+        Some(b'U') => 3,
+        Some(b'D') => 4,
+        Some(b'T') => 5,
+        Some(b'R') => 6,
+        Some(b'Y') => 7,
+        Some(b'O') => 8,
+        Some(b'M') => 9,
+        _ => 10,
     }
 }
