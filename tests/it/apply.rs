@@ -872,11 +872,7 @@ async fn bench_pgbench_catch_up() {
 
     // Native: enable a subscription on the same backlog and wait until the last row is there.
     let native = support::connect(support::target(), &native_db).await;
-    let history: i64 = source
-        .query_one("SELECT count(*) FROM pgbench_history", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let history: i64 = support::count(&source, "pgbench_history").await;
     native
         .batch_execute(&format!(
             "CREATE SUBSCRIPTION native_sub CONNECTION '{}' PUBLICATION pub \
@@ -893,11 +889,7 @@ async fn bench_pgbench_catch_up() {
         .unwrap();
     let deadline = started + std::time::Duration::from_secs(300);
     loop {
-        let n: i64 = native
-            .query_one("SELECT count(*) FROM pgbench_history", &[])
-            .await
-            .unwrap()
-            .get(0);
+        let n: i64 = support::count(&native, "pgbench_history").await;
         if n == history {
             break;
         }

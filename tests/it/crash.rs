@@ -51,11 +51,7 @@ async fn converge(source: &ClusterRef, target: &ClusterRef, db: &str) {
     })
     .await;
     support::assert_tables_equal(&s, &t, &TABLES).await;
-    let history: i64 = s
-        .query_one("SELECT count(*) FROM pgbench_history", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let history: i64 = support::count(&s, "pgbench_history").await;
     assert!(history > 0, "the load ran");
 }
 
@@ -232,16 +228,7 @@ async fn the_slot_advances_while_a_load_runs() {
         })
     };
     let s = support::connect(source, &db).await;
-    let confirmed = || async {
-        s.query_one(
-            "SELECT pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::bigint \
-             FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-    };
+    let confirmed = || support::slot_confirmed(&s, &slot);
     let start = confirmed().await;
     support::wait_until("the slot to advance", WAIT, || async {
         confirmed().await > start

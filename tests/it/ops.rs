@@ -390,11 +390,7 @@ async fn teardown_asks_then_drops_the_slot_and_the_bookkeeping() {
         .get(0);
     assert_eq!(schema, 0, "{stdout}");
     // The user's data stays.
-    let n: i64 = target
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n: i64 = support::count(&target, "t").await;
     assert_eq!(n, 10);
 }
 

@@ -30,18 +30,6 @@ async fn setup(
     (db, slot, source, target)
 }
 
-async fn slot_confirmed(source: &tokio_postgres::Client, slot: &str) -> i64 {
-    source
-        .query_one(
-            "SELECT coalesce(pg_wal_lsn_diff(confirmed_flush_lsn, '0/0'), 0)::bigint \
-             FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map(|r| r.get::<_, i64>(0))
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn replicates_changes_and_stops_cleanly_on_sigterm() {
     let (db, slot, source, target) = setup("run_basic").await;
@@ -56,7 +44,7 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
     ));
     // The slot exists once lsnpipe has started streaming.
     support::wait_until("the slot to be created", WAIT, || async {
-        slot_confirmed(&source, &slot).await > 0
+        support::slot_confirmed(&source, &slot).await > 0
     })
     .await;
     // One statement per call: each is its own source transaction.
@@ -71,11 +59,7 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
     ] {
         source.batch_execute(sql).await.unwrap();
     }
-    let expected: i64 = source
-        .query_one("SELECT count(*) FROM a", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let expected: i64 = support::count(&source, "a").await;
     assert_eq!(expected, 500 - 45);
     support::wait_until("the target to equal the source", WAIT, || async {
         support::tables_equal(&source, &target, &["a", "b"]).await
@@ -92,7 +76,7 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
     support::wait_until(
         "the slot to be confirmed up to the last change",
         WAIT,
-        || async { slot_confirmed(&source, &slot).await >= current },
+        || async { support::slot_confirmed(&source, &slot).await >= current },
     )
     .await;
 
@@ -131,7 +115,7 @@ async fn an_idle_publication_does_not_pin_wal() {
         &["--create-slot", "--status-interval-ms", "200"],
     ));
     support::wait_until("the slot to be created", WAIT, || async {
-        slot_confirmed(&source, &slot).await > 0
+        support::slot_confirmed(&source, &slot).await > 0
     })
     .await;
     // Only an unpublished table changes: no transaction reaches lsnpipe, yet the slot must move.
@@ -148,14 +132,10 @@ async fn an_idle_publication_does_not_pin_wal() {
         .unwrap()
         .get(0);
     support::wait_until("the slot to pass the unpublished writes", WAIT, || async {
-        slot_confirmed(&source, &slot).await >= after
+        support::slot_confirmed(&source, &slot).await >= after
     })
     .await;
-    let rows: i64 = target
-        .query_one("SELECT count(*) FROM a", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows: i64 = support::count(&target, "a").await;
     assert_eq!(rows, 0);
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
@@ -232,11 +212,7 @@ async fn a_table_missing_on_the_target_is_named_and_nothing_is_applied() {
         log.contains("public.b") || log.contains("\"public\".\"b\""),
         "{log}"
     );
-    let rows: i64 = target
-        .query_one("SELECT count(*) FROM a", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let rows: i64 = support::count(&target, "a").await;
     assert_eq!(
         rows, 0,
         "the half of the transaction that fits is not applied"

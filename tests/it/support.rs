@@ -343,3 +343,25 @@ pub async fn create_slot(client: &Client, slot: &str) {
         .await
         .unwrap_or_else(|e| panic!("create slot {slot}: {e}"));
 }
+
+/// The slot's confirmed flush position as a byte offset (0 when it does not exist yet).
+pub async fn slot_confirmed(client: &Client, slot: &str) -> i64 {
+    client
+        .query_one(
+            "SELECT coalesce(pg_wal_lsn_diff(confirmed_flush_lsn, '0/0'), 0)::bigint \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(0)
+}
+
+/// `SELECT count(*)` of `table`.
+pub async fn count(client: &Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("count {table}: {e}"))
+        .get(0)
+}
