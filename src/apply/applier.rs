@@ -4,28 +4,19 @@
 //!   Begin ─┬─ final_lsn < stored progress ─▶ skipping (already applied) … until its Commit
 //!          └─ else: BEGIN on the target unless a group is open
 //!   Relation ─▶ cache;  Type / Origin / Message ─▶ ignored
-//!   Insert ──────────────────▶ per-table run ─────▶ multi-row INSERT  ┐
-//!   Update keeping its key ──▶ folded, one per row ▶ multi-row UPDATE ├─▶ pipelined on the
-//!   Delete by key ───────────▶ per-table run ─────▶ multi-row DELETE  │   target connection
-//!   key change, FULL identity ───────────────────▶ one statement     │
-//!   Truncate ────────────────────────────────────▶ one TRUNCATE      ┘
+//!   Insert / Update / Delete / Truncate ─▶ planner (what is buffered, merged, folded, and in
+//!                                          which order) ─▶ plans ─▶ pipelined on the target
 //!   Commit ─▶ group += 1 ─▶ commit_if(caught_up): flush, progress row, COMMIT ─▶ Some(end_lsn)
 //! ```
 //!
 //! Changes execute as they arrive (nothing waits for the source Commit), so a source
-//! transaction of any size streams through in bounded memory. Inserts are buffered per table
-//! into multi-row statements. While `session_replication_role = replica` is in effect (no
-//! foreign-key or ordinary triggers fire), statements on different tables commute and the
-//! target only shows the group's commit, so more is buffered per table: updates that keep
-//! their key are folded to one row each and sent as multi-row UPDATEs, deletes by key as
-//! multi-row DELETEs, and tables are flushed independently. Without it, everything is sent in
-//! stream order (only consecutive inserts into one table are combined).
+//! transaction of any size streams through in bounded memory. What may be reordered is decided
+//! per table by [`super::planner`] from the target's unique indexes and triggers; this type only
+//! turns messages into planner input and executes the plans.
 //!
 //! On any error the target transaction is rolled back and the error returned; nothing after the
 //! last durable LSN survives. Drop the `Applier`, reconnect, and build a new one: it resumes from
 //! the progress row.
-
-mod buffers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,13 +24,11 @@ use std::sync::Arc;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
-use super::batch::{
-    ColumnSet, DeleteRun, Group, GroupLimits, InsertRun, MAX_BUFFERED_BYTES, MAX_BUFFERED_ROWS,
-    UpdateRun, rows_per_insert,
-};
+use super::batch::{ColumnSet, Group, GroupLimits};
 use super::durability::Unflushed;
 use super::error::{ApplyError, Operation};
 use super::inflight::{Context, InFlight};
+use super::planner::{Plan, Planner, TableOrder};
 use super::progress;
 use super::relation::{Relation, RelationCache, SourceRelation};
 use super::sql::{self, TruncateTarget};
@@ -89,13 +78,8 @@ pub struct Applier {
     limits: GroupLimits,
     group: Option<Group>,
     source: SourceTransaction,
-    runs: Vec<InsertRun>,
-    /// Folded updates by unchanged key, per relation (only with `replica_role`).
-    updates: Vec<UpdateRun>,
-    /// Deletes by key, per relation (only with `replica_role`).
-    deletes: Vec<DeleteRun>,
-    buffered_rows: usize,
-    buffered_bytes: usize,
+    /// What the open group's changes become, in which order.
+    planner: Planner,
     /// `session_replication_role = replica` is in effect, so runs into different tables commute.
     replica_role: bool,
     stats: ApplyStats,
@@ -140,11 +124,7 @@ impl Applier {
             limits,
             group: None,
             source: SourceTransaction::Outside,
-            runs: Vec::new(),
-            updates: Vec::new(),
-            deletes: Vec::new(),
-            buffered_rows: 0,
-            buffered_bytes: 0,
+            planner: Planner::default(),
             replica_role,
             stats: ApplyStats::default(),
             committed: Committed::default(),
@@ -288,11 +268,20 @@ impl Applier {
     async fn relation(&mut self, source: SourceRelation) -> Result<(), ApplyError> {
         let oid = source.oid;
         // Buffered rows were built for the old shape: send them before it is replaced.
-        self.flush_table(oid).await?;
+        self.planner.flush_table(oid);
+        self.run_plans().await?;
         if self.relations.replace(source) {
             self.statements.retain(|key, _| key.oid != oid);
         }
         Ok(())
+    }
+
+    /// How freely `oid`'s changes may be reordered (its target table is checked).
+    fn order(&self, relation: &Relation) -> TableOrder {
+        match &relation.target {
+            Some(target) if self.replica_role => target.order,
+            _ => TableOrder::Global,
+        }
     }
 
     async fn insert(&mut self, insert: &Insert) -> Result<(), ApplyError> {
@@ -300,67 +289,20 @@ impl Applier {
         self.check_target(oid).await?;
         let relation = self.relations.get(oid)?;
         check_width(relation, &insert.new)?;
-        let width = relation.source.columns.len();
+        let order = self.order(relation);
         // An unchanged-TOAST marker in an insert (a row-filter transformation) has no value:
         // leave the column out so the target's default applies.
-        let mut columns = ColumnSet::with_columns(width);
-        let mut sent = 0;
+        let mut columns = ColumnSet::with_columns(relation.source.columns.len());
+        let mut row = Vec::with_capacity(relation.source.columns.len());
         for (i, value) in insert.new.iter().enumerate() {
-            if value != ColumnValue::UnchangedToast {
+            if let Some(p) = param(value) {
                 columns.insert(i);
-                sent += 1;
+                row.push(p);
             }
         }
         self.count(oid, Operation::Insert);
-
-        // The row may be one deleted earlier in the group.
-        while let Some(i) = self.deletes.iter().position(|r| r.oid == oid) {
-            self.flush_deletes(i).await?;
-        }
-        // Keep each run to one column set; keep table order when runs may not be reordered.
-        if let Some(i) = self
-            .runs
-            .iter()
-            .position(|r| r.oid == oid && r.columns != columns)
-        {
-            self.flush_run(i).await?;
-        }
-        if !self.replica_role && self.runs.iter().any(|r| r.oid != oid) {
-            self.flush_all().await?;
-        }
-        let index = match self.runs.iter().position(|r| r.oid == oid) {
-            Some(i) => i,
-            None => {
-                self.runs.push(InsertRun {
-                    oid,
-                    columns,
-                    width: sent,
-                    params: Vec::new(),
-                    rows: 0,
-                    bytes: 0,
-                });
-                self.runs.len() - 1
-            }
-        };
-        let run = &mut self.runs[index];
-        let mut bytes = 0;
-        for value in insert.new.iter() {
-            if let Some(param) = param(value) {
-                bytes += param.size();
-                run.params.push(param);
-            }
-        }
-        run.rows += 1;
-        run.bytes += bytes;
-        self.buffered_rows += 1;
-        self.buffered_bytes += bytes;
-        if run.rows >= rows_per_insert(run.width) {
-            self.flush_run(index).await?;
-        }
-        if self.buffered_rows >= MAX_BUFFERED_ROWS || self.buffered_bytes >= MAX_BUFFERED_BYTES {
-            self.flush_all().await?;
-        }
-        Ok(())
+        self.planner.insert(oid, order, columns, row);
+        self.run_plans().await
     }
 
     async fn update(&mut self, update: &Update) -> Result<(), ApplyError> {
@@ -369,14 +311,15 @@ impl Applier {
         self.count(oid, Operation::Update);
         let relation = self.relations.get(oid)?;
         check_width(relation, &update.new)?;
-        let foldable = self.replica_role
-            && update.old.is_none()
-            && relation.source.identity != ReplicaIdentity::Full;
-        if foldable {
-            return self.fold_update(oid, &update.new).await;
+        let order = self.order(relation);
+        if update.old.is_none() && relation.source.identity != ReplicaIdentity::Full {
+            // The key is unchanged: the planner decides whether it may be folded.
+            let mut key = Vec::new();
+            key_params(relation, &update.new, &mut key)?;
+            let values = update.new.iter().map(param).collect();
+            self.planner.update(oid, order, key, values);
+            return self.run_plans().await;
         }
-        self.before_change(oid).await?;
-        let relation = self.relations.get(oid)?;
 
         // SET every column that was sent; unchanged TOAST values stay as they are on the
         // target (under FULL identity the matched row already holds the old value).
@@ -411,51 +354,99 @@ impl Applier {
             key_params(relation, key_tuple, &mut params)?;
             StatementKind::UpdateByKey
         };
-        let table = Arc::clone(&relation.name);
-        let key = StatementKey {
+        let plan = Plan::Rows {
             oid,
             kind,
             columns: set,
+            params,
+            operation: Operation::Update,
         };
-        self.execute(key, table, Operation::Update, params).await
+        self.planner.statement(plan, order);
+        self.run_plans().await
     }
 
     async fn delete(&mut self, delete: &Delete) -> Result<(), ApplyError> {
         let oid = delete.relation_oid;
         self.check_target(oid).await?;
-        let relation = self.relations.get(oid)?;
-        if self.replica_role && relation.source.identity != ReplicaIdentity::Full {
-            return self.buffer_delete(oid, delete.old.tuple()).await;
-        }
-        self.before_change(oid).await?;
         self.count(oid, Operation::Delete);
         let relation = self.relations.get(oid)?;
+        let order = self.order(relation);
         let old = delete.old.tuple();
         check_width(relation, old)?;
         let mut params = Vec::new();
-        let kind = if relation.source.identity == ReplicaIdentity::Full {
-            StatementKind::DeleteOneRow {
-                old: full_match(relation, old, &mut params)?,
-            }
-        } else {
+        if relation.source.identity != ReplicaIdentity::Full {
             key_params(relation, old, &mut params)?;
-            StatementKind::DeleteByKey
+            self.planner.delete(oid, order, params);
+            return self.run_plans().await;
+        }
+        let kind = StatementKind::DeleteOneRow {
+            old: full_match(relation, old, &mut params)?,
         };
-        let table = Arc::clone(&relation.name);
-        let key = StatementKey {
+        let plan = Plan::Rows {
             oid,
             kind,
             columns: ColumnSet::default(),
+            params,
+            operation: Operation::Delete,
         };
-        self.execute(key, table, Operation::Delete, params).await
+        self.planner.statement(plan, order);
+        self.run_plans().await
     }
 
     async fn truncate(&mut self, truncate: &Truncate) -> Result<(), ApplyError> {
-        // CASCADE may reach tables with buffered rows.
-        self.flush_all().await?;
-        let mut tables = Vec::with_capacity(truncate.relation_count());
+        let mut oids = Vec::with_capacity(truncate.relation_count());
         for oid in truncate.relation_oids() {
             self.check_target(oid).await?;
+            oids.push(oid);
+        }
+        if oids.is_empty() {
+            return Ok(());
+        }
+        self.stats.truncates += 1;
+        if let Some(group) = &mut self.group {
+            for &oid in &oids {
+                group.count(oid, Operation::Truncate);
+            }
+        }
+        self.planner.truncate(oids, truncate.restart_identity());
+        self.run_plans().await
+    }
+
+    /// Execute the plans the planner has ready, in order.
+    async fn run_plans(&mut self) -> Result<(), ApplyError> {
+        while let Some(plan) = self.planner.next_plan() {
+            match plan {
+                Plan::Rows {
+                    oid,
+                    kind,
+                    columns,
+                    params,
+                    operation,
+                } => {
+                    let table = Arc::clone(&self.relations.get(oid)?.name);
+                    let key = StatementKey { oid, kind, columns };
+                    self.execute(key, table, operation, params).await?;
+                }
+                Plan::Truncate {
+                    oids,
+                    restart_identity,
+                } => self.run_truncate(&oids, restart_identity).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One TRUNCATE of the relations the source truncated. Without CASCADE, as PostgreSQL's
+    /// own apply worker: the source lists every published table its CASCADE reached, and a
+    /// table that exists only on the target is the target's own business (if it references a
+    /// truncated table, the target refuses, and the error names the table).
+    async fn run_truncate(
+        &mut self,
+        oids: &[u32],
+        restart_identity: bool,
+    ) -> Result<(), ApplyError> {
+        let mut tables = Vec::with_capacity(oids.len());
+        for &oid in oids {
             let relation = self.relations.get(oid)?;
             let partitioned = relation.target.as_ref().is_some_and(|t| t.partitioned);
             tables.push(TruncateTarget {
@@ -463,21 +454,12 @@ impl Applier {
                 only: !partitioned,
             });
         }
-        if tables.is_empty() {
-            return Ok(());
-        }
-        self.stats.truncates += 1;
-        for oid in truncate.relation_oids() {
-            if let Some(group) = &mut self.group {
-                group.count(oid, Operation::Truncate);
-            }
-        }
         let names = tables
             .iter()
             .map(|t| t.table.as_str())
             .collect::<Vec<_>>()
             .join(", ");
-        let statement = sql::truncate(&tables, truncate.cascade(), truncate.restart_identity());
+        let statement = sql::truncate(&tables, false, restart_identity);
         self.inflight
             .simple_on(statement, names.into(), Operation::Truncate)
             .await
@@ -539,7 +521,8 @@ impl Applier {
     }
 
     async fn commit_group(&mut self) -> Result<Lsn, ApplyError> {
-        self.flush_all().await?;
+        self.planner.flush_all();
+        self.run_plans().await?;
         let Some((end_lsn, commit_time)) = self.group.as_ref().and_then(|g| g.last_commit) else {
             return Err(ApplyError::protocol("no source commit to record"));
         };
@@ -644,11 +627,7 @@ impl Applier {
             let _ = self.inflight.client().batch_execute("ROLLBACK").await;
         }
         self.source = SourceTransaction::Outside;
-        self.runs.clear();
-        self.updates.clear();
-        self.deletes.clear();
-        self.buffered_rows = 0;
-        self.buffered_bytes = 0;
+        self.planner.clear();
         tracing::debug!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");
         err
     }

@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! LogicalMessage ─▶ Applier ─▶ relation cache (source OID → target table, checked once)
-//!                      │   ─▶ batch + applier/buffers (group commit; per-table runs of inserts,
-//!                      │      folded updates, deletes) ─▶ statements (cache key → prepared
+//!                      │   ─▶ batch (group commit) + planner (per-table runs of inserts,
+//!                      │      folded updates, deletes; order from unique indexes) ─▶ statements (cache key → prepared
 //!                      │      statement; text from sql: quoted identifiers, $n parameters only)
 //!                      │   ─▶ inflight (pipelined on the one target connection, in order)
 //!                      └─▶ progress row (same target transaction) ─▶ durable end LSN
@@ -20,6 +20,7 @@ mod batch;
 mod durability;
 mod error;
 mod inflight;
+mod planner;
 mod progress;
 mod relation;
 pub mod sql;

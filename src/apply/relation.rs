@@ -18,6 +18,7 @@ use std::sync::Arc;
 use tokio_postgres::Client;
 
 use super::error::{ApplyError, Operation};
+use super::planner::TableOrder;
 use super::sql;
 use crate::pgoutput::{self, ReplicaIdentity};
 
@@ -68,8 +69,11 @@ impl SourceRelation {
 /// What the target catalog said about the table, per source column.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetTable {
-    /// A partitioned table (ctids repeat across partitions; no `TRUNCATE ONLY`).
+    /// A partitioned table (ctids repeat across partitions; no `ONLY`).
     pub partitioned: bool,
+    /// How freely changes may be reordered, from its unique indexes and triggers (assuming
+    /// `session_replication_role = replica`).
+    pub order: TableOrder,
     /// Per source column: the target type has an equality operator (else compare as text).
     pub comparable: Vec<bool>,
     /// Per source column: the target column's type name, without modifier, spelled for this
@@ -170,6 +174,43 @@ const TABLE_COLUMNS: &str = "WITH RECURSIVE chain(attname, typ, depth) AS ( \
     ), pg_catalog.format_type(a.atttypid, -1) \
     FROM leaf l JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attname = l.attname";
 
+/// Each unique index and exclusion constraint: whether it compares something other than plain
+/// columns with equality (an exclusion constraint, an expression), and its key columns.
+const UNIQUE_INDEXES: &str = "SELECT i.indisexclusion OR i.indexprs IS NOT NULL, \
+      ARRAY(SELECT a.attname::text \
+            FROM pg_catalog.unnest(i.indkey) WITH ORDINALITY AS k(attnum, n) \
+            JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+            WHERE k.n <= i.indnkeyatts) \
+    FROM pg_catalog.pg_index i WHERE i.indrelid = $1 AND (i.indisunique OR i.indisexclusion)";
+
+/// Triggers that fire under `session_replication_role = replica` (`ENABLE ALWAYS` / `REPLICA`).
+const REPLICA_TRIGGERS: &str = "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger t \
+    WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgenabled IN ('A', 'R'))";
+
+/// A unique index, as [`UNIQUE_INDEXES`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UniqueIndex {
+    pub opaque: bool,
+    pub columns: Vec<String>,
+}
+
+/// `Keyed` when every unique index is implied by the replica identity key (it holds all of the
+/// key's columns, so two rows with different keys never collide on it); otherwise `Table`.
+/// `Global` when triggers fire: they may observe any order.
+pub(crate) fn table_order(key: &[&str], indexes: &[UniqueIndex], triggers: bool) -> TableOrder {
+    if triggers {
+        return TableOrder::Global;
+    }
+    let implied = |index: &UniqueIndex| {
+        !index.opaque && key.iter().all(|k| index.columns.iter().any(|c| c == k))
+    };
+    if indexes.iter().all(implied) {
+        TableOrder::Keyed
+    } else {
+        TableOrder::Table
+    }
+}
+
 async fn lookup_target(
     client: &Client,
     source: &SourceRelation,
@@ -210,8 +251,31 @@ async fn lookup_target(
         comparable.push(equality);
         types.push(type_name);
     }
+    let mut indexes = Vec::new();
+    for row in client
+        .query(UNIQUE_INDEXES, &[&table_oid])
+        .await
+        .map_err(catalog_error)?
+    {
+        indexes.push(UniqueIndex {
+            opaque: row.try_get(0).map_err(catalog_error)?,
+            columns: row.try_get(1).map_err(catalog_error)?,
+        });
+    }
+    let triggers: bool = client
+        .query_one(REPLICA_TRIGGERS, &[&table_oid])
+        .await
+        .and_then(|row| row.try_get(0))
+        .map_err(catalog_error)?;
+    let key: Vec<&str> = source
+        .columns
+        .iter()
+        .filter(|c| c.is_key)
+        .map(|c| c.name.as_str())
+        .collect();
     Ok(TargetTable {
         partitioned,
+        order: table_order(&key, &indexes, triggers),
         comparable,
         types,
     })
@@ -244,6 +308,7 @@ mod tests {
         assert!(cache.replace(relation(&["id", "a"])));
         cache.relations.get_mut(&7).unwrap().target = Some(TargetTable {
             partitioned: false,
+            order: TableOrder::Keyed,
             comparable: vec![true, true],
             types: vec!["integer".into(), "integer".into()],
         });
@@ -252,6 +317,37 @@ mod tests {
         assert!(cache.replace(relation(&["id", "a", "b"])));
         assert!(cache.get(7).unwrap().target.is_none());
         assert_eq!(&*cache.get(7).unwrap().name, "\"public\".\"t\"");
+    }
+
+    #[test]
+    fn unique_indexes_beyond_the_key_keep_stream_order_in_the_table() {
+        let index = |opaque, columns: &[&str]| UniqueIndex {
+            opaque,
+            columns: columns.iter().map(|c| (*c).to_owned()).collect(),
+        };
+        let key = ["id"];
+        assert_eq!(table_order(&key, &[], false), TableOrder::Keyed);
+        let pk = index(false, &["id"]);
+        assert_eq!(table_order(&key, &[pk.clone()], false), TableOrder::Keyed);
+        let wider = index(false, &["id", "region"]);
+        assert_eq!(
+            table_order(&key, &[pk.clone(), wider], false),
+            TableOrder::Keyed
+        );
+        let email = index(false, &["email"]);
+        assert_eq!(
+            table_order(&key, &[pk.clone(), email], false),
+            TableOrder::Table
+        );
+        let expression = index(true, &["id"]);
+        assert_eq!(table_order(&key, &[expression], false), TableOrder::Table);
+        assert_eq!(table_order(&key, &[pk], true), TableOrder::Global);
+        // REPLICA IDENTITY FULL: every column is key; a unique index on fewer is not implied.
+        let all = ["id", "v"];
+        assert_eq!(
+            table_order(&all, &[index(false, &["id"])], false),
+            TableOrder::Table
+        );
     }
 
     #[test]

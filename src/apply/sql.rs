@@ -83,9 +83,20 @@ pub fn insert(table: &str, columns: &[&str], rows: usize) -> String {
     sql
 }
 
-/// `UPDATE table SET a = $1, b = $2 WHERE k = $3` (identity DEFAULT / USING INDEX).
-pub fn update_by_key(table: &str, set: &[&str], key: &[&str]) -> String {
-    let mut sql = format!("UPDATE {table} SET ");
+/// The table an UPDATE or DELETE names: `ONLY t`, so that inheritance children (replicated on
+/// their own) are never changed through their parent. A partitioned table has no rows of its
+/// own, so it is named without `ONLY`: its partitions hold the rows.
+fn only(table: &str, partitioned: bool) -> String {
+    if partitioned {
+        table.to_owned()
+    } else {
+        format!("ONLY {table}")
+    }
+}
+
+/// `UPDATE ONLY table SET a = $1, b = $2 WHERE k = $3` (identity DEFAULT / USING INDEX).
+pub fn update_by_key(table: &str, set: &[&str], key: &[&str], partitioned: bool) -> String {
+    let mut sql = format!("UPDATE {} SET ", only(table, partitioned));
     push_assignments(&mut sql, set);
     sql.push_str(" WHERE ");
     push_key(&mut sql, key, set.len());
@@ -97,8 +108,14 @@ pub fn update_by_key(table: &str, set: &[&str], key: &[&str]) -> String {
 /// `UPDATE t SET "a" = lsnpipe_rows.c1 FROM (VALUES ($1::integer, $2::text), …)
 ///  AS lsnpipe_rows (c1, k1) WHERE t."k" = lsnpipe_rows.k1`.
 /// Columns and keys are (name, type) pairs; the keys must be distinct across the rows.
-pub fn update_rows(table: &str, set: &[(&str, &str)], key: &[(&str, &str)], rows: usize) -> String {
-    let mut sql = format!("UPDATE {table} SET ");
+pub fn update_rows(
+    table: &str,
+    set: &[(&str, &str)],
+    key: &[(&str, &str)],
+    rows: usize,
+    partitioned: bool,
+) -> String {
+    let mut sql = format!("UPDATE {} SET ", only(table, partitioned));
     for (i, (column, _)) in set.iter().enumerate() {
         if i > 0 {
             sql.push_str(", ");
@@ -144,9 +161,9 @@ pub fn update_rows(table: &str, set: &[(&str, &str)], key: &[(&str, &str)], rows
     sql
 }
 
-/// `DELETE FROM table WHERE k = $1` (identity DEFAULT / USING INDEX).
-pub fn delete_by_key(table: &str, key: &[&str]) -> String {
-    let mut sql = format!("DELETE FROM {table} WHERE ");
+/// `DELETE FROM ONLY table WHERE k = $1` (identity DEFAULT / USING INDEX).
+pub fn delete_by_key(table: &str, key: &[&str], partitioned: bool) -> String {
+    let mut sql = format!("DELETE FROM {} WHERE ", only(table, partitioned));
     push_key(&mut sql, key, 0);
     sql
 }
@@ -154,8 +171,8 @@ pub fn delete_by_key(table: &str, key: &[&str]) -> String {
 /// Several rows deleted by key in one statement:
 /// `DELETE FROM t WHERE "k" IN ($1, $2)`, or with a key of several columns
 /// `DELETE FROM t WHERE ("a", "b") IN (($1, $2), ($3, $4))`.
-pub fn delete_rows(table: &str, key: &[&str], rows: usize) -> String {
-    let mut sql = format!("DELETE FROM {table} WHERE ");
+pub fn delete_rows(table: &str, key: &[&str], rows: usize, partitioned: bool) -> String {
+    let mut sql = format!("DELETE FROM {} WHERE ", only(table, partitioned));
     let composite = key.len() != 1;
     if composite {
         push_list(&mut sql, key);
@@ -188,7 +205,7 @@ pub fn delete_rows(table: &str, key: &[&str], rows: usize) -> String {
 
 /// `UPDATE table SET … WHERE <one row matching old>` (identity FULL).
 pub fn update_one_row(table: &str, set: &[&str], old: &[Match<'_>], partitioned: bool) -> String {
-    let mut sql = format!("UPDATE {table} SET ");
+    let mut sql = format!("UPDATE {} SET ", only(table, partitioned));
     push_assignments(&mut sql, set);
     sql.push_str(" WHERE ");
     push_one_row(&mut sql, table, old, set.len(), partitioned);
@@ -197,7 +214,7 @@ pub fn update_one_row(table: &str, set: &[&str], old: &[Match<'_>], partitioned:
 
 /// `DELETE FROM table WHERE <one row matching old>` (identity FULL).
 pub fn delete_one_row(table: &str, old: &[Match<'_>], partitioned: bool) -> String {
-    let mut sql = format!("DELETE FROM {table} WHERE ");
+    let mut sql = format!("DELETE FROM {} WHERE ", only(table, partitioned));
     push_one_row(&mut sql, table, old, 0, partitioned);
     sql
 }
@@ -283,7 +300,11 @@ fn push_one_row(
     } else {
         "ctid"
     };
-    let _ = write!(sql, "{row_id} = (SELECT {selected} FROM {table} WHERE ");
+    let _ = write!(
+        sql,
+        "{row_id} = (SELECT {selected} FROM {} WHERE ",
+        only(table, partitioned)
+    );
     let mut n = params_before;
     if old.is_empty() {
         sql.push_str("true");
@@ -335,16 +356,22 @@ mod tests {
     #[test]
     fn update_by_key_numbers_set_then_key() {
         assert_eq!(
-            update_by_key("t", &["a", "b"], &["k1", "k2"]),
-            "UPDATE t SET \"a\" = $1, \"b\" = $2 WHERE \"k1\" = $3 AND \"k2\" = $4"
+            update_by_key("t", &["a", "b"], &["k1", "k2"], false),
+            "UPDATE ONLY t SET \"a\" = $1, \"b\" = $2 WHERE \"k1\" = $3 AND \"k2\" = $4"
         );
     }
 
     #[test]
     fn update_rows_casts_every_value_and_joins_on_the_key() {
         assert_eq!(
-            update_rows("\"s\".\"t\"", &[("a b", "integer")], &[("id", "bigint")], 2),
-            "UPDATE \"s\".\"t\" SET \"a b\" = lsnpipe_rows.c1 FROM (VALUES ($1::integer, \
+            update_rows(
+                "\"s\".\"t\"",
+                &[("a b", "integer")],
+                &[("id", "bigint")],
+                2,
+                false
+            ),
+            "UPDATE ONLY \"s\".\"t\" SET \"a b\" = lsnpipe_rows.c1 FROM (VALUES ($1::integer, \
              $2::bigint), ($3::integer, $4::bigint)) AS lsnpipe_rows (c1, k1) WHERE \
              \"s\".\"t\".\"id\" = lsnpipe_rows.k1"
         );
@@ -353,11 +380,11 @@ mod tests {
     #[test]
     fn delete_rows_lists_keys_or_key_tuples() {
         assert_eq!(
-            delete_rows("t", &["id"], 3),
-            "DELETE FROM t WHERE \"id\" IN ($1, $2, $3)"
+            delete_rows("t", &["id"], 3, false),
+            "DELETE FROM ONLY t WHERE \"id\" IN ($1, $2, $3)"
         );
         assert_eq!(
-            delete_rows("t", &["a", "b"], 2),
+            delete_rows("t", &["a", "b"], 2, true),
             "DELETE FROM t WHERE (\"a\", \"b\") IN (($1, $2), ($3, $4))"
         );
     }
@@ -365,8 +392,8 @@ mod tests {
     #[test]
     fn delete_by_key_uses_only_the_key() {
         assert_eq!(
-            delete_by_key("t", &["id"]),
-            "DELETE FROM t WHERE \"id\" = $1"
+            delete_by_key("t", &["id"], false),
+            "DELETE FROM ONLY t WHERE \"id\" = $1"
         );
     }
 
@@ -375,12 +402,12 @@ mod tests {
         let old = [Match::Equal("a"), Match::IsNull("b"), Match::Text("j")];
         assert_eq!(
             delete_one_row("t", &old, false),
-            "DELETE FROM t WHERE ctid = (SELECT ctid FROM t WHERE \"a\" = $1 AND \"b\" IS NULL \
-             AND \"j\"::text = $2::text LIMIT 1)"
+            "DELETE FROM ONLY t WHERE ctid = (SELECT ctid FROM ONLY t WHERE \"a\" = $1 AND \
+             \"b\" IS NULL AND \"j\"::text = $2::text LIMIT 1)"
         );
         assert_eq!(
             update_one_row("t", &["a"], &old, false),
-            "UPDATE t SET \"a\" = $1 WHERE ctid = (SELECT ctid FROM t WHERE \"a\" = $2 AND \
+            "UPDATE ONLY t SET \"a\" = $1 WHERE ctid = (SELECT ctid FROM ONLY t WHERE \"a\" = $2 AND \
              \"b\" IS NULL AND \"j\"::text = $3::text LIMIT 1)"
         );
     }

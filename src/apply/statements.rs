@@ -73,7 +73,7 @@ pub(crate) fn statement_text<'a>(relation: &'a Relation, key: &StatementKey) -> 
     let name = &relation.name;
     match &key.kind {
         StatementKind::Insert { rows } => sql::insert(name, &chosen, *rows),
-        StatementKind::UpdateByKey => sql::update_by_key(name, &chosen, &keys()),
+        StatementKind::UpdateByKey => sql::update_by_key(name, &chosen, &keys(), partitioned),
         StatementKind::UpdateRows { rows } => {
             let types = relation.target.as_ref().map(|t| t.types.as_slice());
             let typed = |i: usize, c: &'a SourceColumn| -> (&'a str, &'a str) {
@@ -92,10 +92,10 @@ pub(crate) fn statement_text<'a>(relation: &'a Relation, key: &StatementKey) -> 
                 .filter(|(_, c)| c.is_key)
                 .map(|(i, c)| typed(i, c))
                 .collect();
-            sql::update_rows(name, &set, &keys, *rows)
+            sql::update_rows(name, &set, &keys, *rows, partitioned)
         }
-        StatementKind::DeleteByKey => sql::delete_by_key(name, &keys()),
-        StatementKind::DeleteRows { rows } => sql::delete_rows(name, &keys(), *rows),
+        StatementKind::DeleteByKey => sql::delete_by_key(name, &keys(), partitioned),
+        StatementKind::DeleteRows { rows } => sql::delete_rows(name, &keys(), *rows, partitioned),
         StatementKind::UpdateOneRow { old } => {
             sql::update_one_row(name, &chosen, &matches(relation, old), partitioned)
         }
@@ -148,6 +148,7 @@ mod tests {
             name: "\"s\".\"t\"".into(),
             target: Some(TargetTable {
                 partitioned: false,
+                order: crate::apply::planner::TableOrder::Keyed,
                 comparable: vec![true, false, true],
                 types: vec!["integer".into(), "json".into(), "text".into()],
             }),
@@ -176,7 +177,7 @@ mod tests {
         };
         assert_eq!(
             statement_text(&relation(), &key),
-            "UPDATE \"s\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM \"s\".\"t\" WHERE \
+            "UPDATE ONLY \"s\".\"t\" SET \"v\" = $1 WHERE ctid = (SELECT ctid FROM ONLY \"s\".\"t\" WHERE \
              \"id\" = $2 AND \"j\"::text = $3::text AND \"v\" IS NULL LIMIT 1)"
         );
     }
@@ -194,7 +195,7 @@ mod tests {
         };
         assert_eq!(
             statement_text(&relation, &key),
-            "UPDATE \"s\".\"t\" SET \"j\" = lsnpipe_rows.c1 FROM (VALUES ($1::json, \
+            "UPDATE ONLY \"s\".\"t\" SET \"j\" = lsnpipe_rows.c1 FROM (VALUES ($1::json, \
              $2::integer)) AS lsnpipe_rows (c1, k1) WHERE \"s\".\"t\".\"id\" = lsnpipe_rows.k1"
         );
     }
