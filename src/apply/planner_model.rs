@@ -6,8 +6,6 @@
 //!
 //! `LSNPIPE_PLANNER_CASES` sets the number of random cases (default 2,000, a few seconds).
 
-use std::collections::BTreeMap;
-
 use bytes::Bytes;
 use proptest::prelude::*;
 

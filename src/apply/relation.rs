@@ -328,7 +328,10 @@ mod tests {
         let key = ["id"];
         assert_eq!(table_order(&key, &[], false), TableOrder::Keyed);
         let pk = index(false, &["id"]);
-        assert_eq!(table_order(&key, &[pk.clone()], false), TableOrder::Keyed);
+        assert_eq!(
+            table_order(&key, std::slice::from_ref(&pk), false),
+            TableOrder::Keyed
+        );
         let wider = index(false, &["id", "region"]);
         assert_eq!(
             table_order(&key, &[pk.clone(), wider], false),

@@ -1211,8 +1211,9 @@ async fn multi_row_updates_and_deletes_use_the_key_index_on_a_large_table() {
         &[("v", "text")],
         &[("id", "integer")],
         rows,
+        false,
     );
-    let delete = lsnpipe::apply::sql::delete_rows("\"public\".\"big\"", &["id"], 256);
+    let delete = lsnpipe::apply::sql::delete_rows("\"public\".\"big\"", &["id"], 256, false);
     let update_args: Vec<String> = (1..=rows).map(|i| format!("'x', {i}")).collect();
     let delete_args: Vec<String> = (1..=256).map(|i| i.to_string()).collect();
     for (sql, args) in [(update, update_args), (delete, delete_args)] {
