@@ -111,6 +111,12 @@ impl Applier {
     ) -> Result<Self, ApplyError> {
         let replica_role = prepare_session(&client).await?;
         let durable = progress::prepare(&client, slot).await?;
+        // The row read may belong to an asynchronous commit the target has not flushed yet; the
+        // stream reports it as flushed from its first status update, so flush it first.
+        client
+            .batch_execute(SYNC_BARRIER)
+            .await
+            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
         let progress_statement = client.prepare(progress::WRITE).await.map_err(|e| {
             ApplyError::from_target(e, progress::table_name(), Operation::Bookkeeping)
         })?;
@@ -650,15 +656,12 @@ fn parse_lsn_row(row: &tokio_postgres::Row) -> Result<Lsn, ApplyError> {
 
 async fn prepare_session(client: &Client) -> Result<bool, ApplyError> {
     let failed = |e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping);
-    // Values arrive as the source printed them with PostgreSQL's defaults; parse them the same
-    // way whatever this database's defaults are. An empty search_path, as PostgreSQL's own apply
-    // worker uses, keeps objects in user schemas from capturing operators in our statements.
-    // Commits are asynchronous: durability is tracked separately (see `durability.rs`).
+    // Values are parsed with the session settings every connection asks for
+    // (`wire::SESSION_SETTINGS`). An empty search_path, as PostgreSQL's own apply worker uses,
+    // keeps objects in user schemas from capturing operators in our statements. Commits are
+    // asynchronous: durability is tracked separately (see `durability.rs`).
     client
-        .batch_execute(
-            "SET DateStyle = 'ISO, MDY'; SET IntervalStyle = postgres; SET search_path = ''; \
-             SET synchronous_commit = off",
-        )
+        .batch_execute("SET search_path = ''; SET synchronous_commit = off")
         .await
         .map_err(failed)?;
     match client

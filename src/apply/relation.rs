@@ -148,7 +148,10 @@ const FIND_TABLE: &str = "SELECT c.oid, c.relkind = 'p' \
     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')";
 
 /// Each column, and whether its type (after domains and array elements) has a default btree or
-/// hash operator class, which is what `=` needs at run time (json, point, xml have none).
+/// hash operator class, which is what `=` needs at run time (json, point, xml have none; a cast
+/// to a type that has one counts only if it is implicit, as operator lookup needs). Composite
+/// types count as having none: `record =` compares field by field and fails on a field without
+/// equality, and a parameter compared with it is typed as an anonymous record, which has no input.
 const TABLE_COLUMNS: &str = "WITH RECURSIVE chain(attname, typ, depth) AS ( \
       SELECT a.attname::text, a.atttypid, 0 FROM pg_catalog.pg_attribute a \
       WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
@@ -168,9 +171,9 @@ const TABLE_COLUMNS: &str = "WITH RECURSIVE chain(attname, typ, depth) AS ( \
           OR (oc.opcintype = 'pg_catalog.anyenum'::pg_catalog.regtype AND t.typtype = 'e') \
           OR (oc.opcintype = 'pg_catalog.anyrange'::pg_catalog.regtype AND t.typtype = 'r') \
           OR (oc.opcintype = 'pg_catalog.anymultirange'::pg_catalog.regtype AND t.typtype = 'm') \
-          OR (oc.opcintype = 'pg_catalog.record'::pg_catalog.regtype AND t.typtype = 'c') \
           OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.castsource = t.oid \
-                     AND k.casttarget = oc.opcintype AND k.castmethod = 'b')) \
+                     AND k.casttarget = oc.opcintype AND k.castmethod = 'b' \
+                     AND k.castcontext = 'i')) \
     ), pg_catalog.format_type(a.atttypid, -1) \
     FROM leaf l JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attname = l.attname";
 

@@ -229,13 +229,10 @@ async fn open(cfg: &ConnConfig) -> Result<Session, WireError> {
         ("database", cfg.dbname()),
         ("replication", "database"),
         ("client_encoding", "UTF8"),
-        // pgoutput prints values with the walsender session's settings; these are the ones the
-        // apply session parses with (and the ones PostgreSQL's own subscriber asks for), so
-        // dates, intervals and floats survive the trip whatever the server's defaults are.
-        ("datestyle", "ISO"),
-        ("intervalstyle", "postgres"),
-        ("extra_float_digits", "3"),
     ];
+    // pgoutput prints values with the walsender session's settings: the ones every other
+    // session parses with.
+    params.extend(super::SESSION_SETTINGS);
     if let Some(app) = cfg.application_name() {
         params.push(("application_name", app));
     }

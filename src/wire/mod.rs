@@ -26,6 +26,30 @@ pub use error::{ServerError, WireError};
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};
 
+/// The settings every session lsnpipe opens asks for, whatever the server's, the database's or
+/// the role's defaults (`ALTER DATABASE … SET datestyle = 'SQL, DMY'`): values travel as text
+/// (pgoutput, text COPY, parameters), and must be printed on one side exactly as the other side
+/// parses them. They are the ones PostgreSQL's own subscriber asks for. `client_encoding` is
+/// UTF8 on every session already.
+pub const SESSION_SETTINGS: [(&str, &str); 3] = [
+    ("datestyle", "ISO"),
+    ("intervalstyle", "postgres"),
+    ("extra_float_digits", "3"),
+];
+
+/// [`SESSION_SETTINGS`] as command-line options of the startup packet, after the user's own
+/// `options` so that ours win.
+fn session_options(user: Option<&str>) -> String {
+    let mut options = user.map(|o| format!("{o} ")).unwrap_or_default();
+    for (i, (name, value)) in SESSION_SETTINGS.iter().enumerate() {
+        if i > 0 {
+            options.push(' ');
+        }
+        options.push_str(&format!("-c {name}={value}"));
+    }
+    options
+}
+
 /// An ordinary SQL session (not replication) with the same host, authentication and TLS rules;
 /// the connection is driven on a spawned task.
 pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, WireError> {
@@ -47,9 +71,7 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
     if let Some(p) = cfg.password() {
         pg.password(p.expose());
     }
-    if let Some(options) = cfg.options() {
-        pg.options(options);
-    }
+    pg.options(&session_options(cfg.options()));
     if let Some(app) = cfg.application_name() {
         pg.application_name(app);
     }
@@ -106,4 +128,21 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
         }
     };
     Ok(client)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_settings_follow_the_users_options() {
+        assert_eq!(
+            session_options(None),
+            "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3"
+        );
+        assert!(
+            session_options(Some("-c work_mem=64MB"))
+                .starts_with("-c work_mem=64MB -c datestyle=ISO")
+        );
+    }
 }

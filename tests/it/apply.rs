@@ -1275,3 +1275,140 @@ async fn durability_is_confirmed_while_the_next_group_is_open() {
     };
     assert_eq!(durable, committed);
 }
+
+#[tokio::test]
+async fn a_unique_value_freed_by_an_update_and_taken_by_an_insert_in_one_group() {
+    let ddl = "CREATE TABLE users (id int PRIMARY KEY, email text UNIQUE);
+               CREATE TABLE pairs (id int PRIMARY KEY, slot int UNIQUE, v int);
+               CREATE TABLE gone (id int PRIMARY KEY, code text UNIQUE)";
+    let case = Case::new("apply_uniq", ddl).await;
+    case.source
+        .batch_execute(
+            "INSERT INTO users VALUES (1, 'a');
+             INSERT INTO pairs VALUES (1, 1, 0), (2, 2, 0);
+             INSERT INTO gone VALUES (1, 'x')",
+        )
+        .await
+        .unwrap();
+    drop(case.sync().await);
+    case.source
+        .batch_execute(
+            // The update frees 'a' before the insert takes it.
+            "BEGIN; UPDATE users SET email = 'b' WHERE id = 1; INSERT INTO users VALUES (2, 'a'); COMMIT;
+             -- Two rows swap a unique value (through NULL, as the source must), then change on.
+             BEGIN; UPDATE pairs SET slot = NULL WHERE id = 1; UPDATE pairs SET slot = 1 WHERE id = 2;
+                    UPDATE pairs SET slot = 2 WHERE id = 1; COMMIT;
+             UPDATE pairs SET v = v + 1;
+             -- A delete frees a value that a later update takes.
+             BEGIN; DELETE FROM gone WHERE id = 1; INSERT INTO gone VALUES (2, 'y');
+                    UPDATE gone SET code = 'x' WHERE id = 2; COMMIT;",
+        )
+        .await
+        .unwrap();
+    // All in one target transaction, where folding and reordering would happen.
+    let mut applier = case.applier_one_group().await;
+    let messages = case.changes().await;
+    case.apply(&mut applier, messages).await.expect("applies");
+    assert!(
+        applier.replica_role(),
+        "the reordering path is the one tested"
+    );
+    for table in ["users", "pairs", "gone"] {
+        case.assert_same(table).await;
+    }
+}
+
+#[tokio::test]
+async fn inheritance_children_are_not_changed_through_their_parent() {
+    let ddl = "CREATE TABLE parent (id int PRIMARY KEY, v text);
+               CREATE TABLE child (extra int) INHERITS (parent);
+               ALTER TABLE child ADD PRIMARY KEY (id);";
+    let case = Case::new("apply_inherit", ddl).await;
+    case.source
+        .batch_execute(
+            "INSERT INTO parent VALUES (1, 'parent'), (2, 'parent');
+             INSERT INTO child VALUES (1, 'child', 10), (2, 'child', 20);",
+        )
+        .await
+        .unwrap();
+    drop(case.sync().await);
+    case.source
+        .batch_execute(
+            "UPDATE ONLY parent SET v = 'parent changed' WHERE id = 1;
+             DELETE FROM ONLY parent WHERE id = 2;
+             UPDATE child SET v = 'child changed' WHERE id = 2;",
+        )
+        .await
+        .unwrap();
+    drop(case.sync().await);
+    for table in ["ONLY parent", "child"] {
+        case.assert_same(table).await;
+    }
+    assert_eq!(case.count(&case.target, "child").await, 2);
+}
+
+#[tokio::test]
+async fn full_identity_matches_types_without_equality_by_their_text() {
+    let ddl = "CREATE TYPE mood AS (label text, extra xml);
+               CREATE TABLE docs (id int, body xml, m mood, p point, j json);
+               ALTER TABLE docs REPLICA IDENTITY FULL;";
+    let case = Case::new("apply_xml", ddl).await;
+    case.source
+        .batch_execute(
+            "INSERT INTO docs VALUES
+               (1, '<a>1</a>', ROW('x', '<b/>'), '(1,2)', '{\"k\": 1}'),
+               (1, '<a>1</a>', ROW('x', '<b/>'), '(1,2)', '{\"k\": 1}'),
+               (2, '<a>2</a>', NULL, NULL, NULL);
+             UPDATE docs SET body = '<a>changed</a>' WHERE id = 2;
+             DELETE FROM docs WHERE ctid = (SELECT ctid FROM docs WHERE id = 1 LIMIT 1);",
+        )
+        .await
+        .unwrap();
+    let applier = case.sync().await;
+    let rows = case.assert_same("docs").await;
+    assert_eq!(rows.len(), 2);
+    assert_eq!(applier.stats().rows_not_found, 0);
+}
+
+#[tokio::test]
+async fn truncate_cascade_leaves_tables_only_the_target_has() {
+    let source_ddl = "CREATE TABLE parent (id int PRIMARY KEY);
+                      CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));";
+    // The target keeps its own audit table referencing parent: it is not the source's to empty.
+    let target_ddl = "CREATE TABLE parent (id int PRIMARY KEY);
+                      CREATE TABLE child (id int PRIMARY KEY, parent_id int REFERENCES parent (id));
+                      CREATE TABLE audit (id int PRIMARY KEY, parent_id int REFERENCES parent (id));";
+    let case = Case::with("apply_trcasc", source_ddl, target_ddl).await;
+    case.source
+        .batch_execute("INSERT INTO parent VALUES (1); INSERT INTO child VALUES (1, 1);")
+        .await
+        .unwrap();
+    drop(case.sync().await);
+    case.target
+        .batch_execute("INSERT INTO audit VALUES (1, 1)")
+        .await
+        .unwrap();
+    case.source
+        .batch_execute("TRUNCATE parent CASCADE")
+        .await
+        .unwrap();
+    let mut applier = case.applier().await;
+    let messages = case.peek().await;
+    let err = case
+        .apply(&mut applier, messages)
+        .await
+        .expect_err("the target's own reference blocks the truncate");
+    assert!(
+        err.to_string().contains("truncate"),
+        "the error names the operation: {err}"
+    );
+    assert_eq!(case.count(&case.target, "audit").await, 1);
+    // Once the operator removes the reference, the same stream applies.
+    case.target
+        .batch_execute("ALTER TABLE audit DROP CONSTRAINT audit_parent_id_fkey")
+        .await
+        .unwrap();
+    drop(case.sync().await);
+    case.assert_same("parent").await;
+    case.assert_same("child").await;
+}
