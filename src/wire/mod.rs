@@ -71,7 +71,7 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
     if let Some(p) = cfg.password() {
         pg.password(p.expose());
     }
-    pg.options(&session_options(cfg.options()));
+    pg.options(session_options(cfg.options()));
     if let Some(app) = cfg.application_name() {
         pg.application_name(app);
     }
