@@ -4,7 +4,9 @@
 use std::process::ExitCode;
 
 use lsnpipe::config::{DemoSettings, OpsSettings};
-use lsnpipe::ops::{check as preflight, demo as sample, status as state, teardown as remove};
+use lsnpipe::ops::{
+    check as preflight, demo as sample, resync as recopy, status as state, teardown as remove,
+};
 use tokio::sync::watch;
 
 use crate::{fail, wait_for_signal};
@@ -40,6 +42,18 @@ pub async fn teardown(settings: OpsSettings, yes: bool) -> ExitCode {
         remove::Confirmation::Ask
     };
     match remove::run(&settings, confirmation, &mut std::io::stdout()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&e),
+    }
+}
+
+pub async fn resync(settings: OpsSettings, yes: bool) -> ExitCode {
+    let confirmation = if yes {
+        remove::Confirmation::Given
+    } else {
+        remove::Confirmation::Ask
+    };
+    match recopy::run(&settings, confirmation, &mut std::io::stdout()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }

@@ -49,6 +49,10 @@ enum Command {
     Status(ConnArgs),
     /// Drop the slot and lsnpipe's bookkeeping on the target (asks first unless --yes).
     Teardown(TeardownArgs),
+    /// After lost changes (slot dropped, invalidated or ahead of the target): drop the slot, empty
+    /// the published tables on the target and forget the slot's position, so that the next
+    /// `run --create-slot` copies everything again (asks first unless --yes).
+    Resync(TeardownArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -119,6 +123,10 @@ fn main() -> ExitCode {
         },
         Command::Teardown(args) => match OpsSettings::resolve(&args.conn, &file, false) {
             Ok(settings) => runtime.block_on(commands::teardown(settings, args.yes)),
+            Err(e) => fail(&e),
+        },
+        Command::Resync(args) => match OpsSettings::resolve(&args.conn, &file, true) {
+            Ok(settings) => runtime.block_on(commands::resync(settings, args.yes)),
             Err(e) => fail(&e),
         },
     }

@@ -40,7 +40,10 @@ pub enum RunError {
     Target(#[source] WireError),
     #[error("apply: {0}")]
     Apply(#[from] ApplyError),
-    #[error("malformed message from the source: {0}")]
+    #[error(
+        "malformed message from the source: {0}; lsnpipe stops rather than skip it (the slot \
+         keeps it): report it with the server version, or upgrade lsnpipe"
+    )]
     Decode(#[from] DecodeError),
     #[error("initial copy: {0}")]
     Snapshot(#[from] SnapshotError),
@@ -59,8 +62,8 @@ impl RunError {
             RunError::Target(e) => e.is_retryable(),
             RunError::Apply(e) => e.is_retryable(),
             RunError::Snapshot(e) => e.is_retryable(),
-            // A frame damaged in transit is re-sent by the server on a new session.
-            RunError::Decode(_) => true,
+            // A message the decoder rejects is re-sent unchanged on every new session (TCP and
+            // TLS already guard the bytes in transit): retrying would loop for ever.
             _ => false,
         }
     }
@@ -194,6 +197,8 @@ async fn session(
     telemetry.watch_positions(positions.clone());
 
     let mut in_transaction = false;
+    // Idle positions are recorded in the progress row at most this often.
+    let mut idle_recorded = Instant::now();
     // Durability of asynchronous target commits is checked on this tick (the target's WAL
     // writer flushes every 200 ms by default), and the gauges are refreshed.
     let mut tick = tokio::time::interval(Duration::from_millis(200));
@@ -209,6 +214,13 @@ async fn session(
                 if let Some(durable) = applier.confirm_durable().await? {
                     positions.mark_flushed(durable);
                     stream.nudge();
+                }
+                if let Some(idle) = positions.idle_position() {
+                    if idle_recorded.elapsed() >= IDLE_RECORD_INTERVAL
+                        && applier.record_idle(idle).await?
+                    {
+                        idle_recorded = Instant::now();
+                    }
                 }
                 telemetry.refresh();
                 continue;
@@ -227,6 +239,12 @@ async fn session(
         };
         let commit = match &message {
             LogicalMessage::Begin(begin) => {
+                // A group is committed only between source transactions: when the next one has
+                // not fully arrived (or the group is full), commit before it starts, so a slow or
+                // stalled transaction never holds the finished ones uncommitted.
+                if applier.commit_if(stream.is_caught_up()).await?.is_some() {
+                    telemetry.applied(applier.take_committed());
+                }
                 in_transaction = true;
                 telemetry.begin(begin.commit_time);
                 None
@@ -265,6 +283,10 @@ async fn session(
     stream.stop().await.map_err(SourceError::Wire)?;
     Ok(end)
 }
+
+/// How often a position passed while idle is written to the progress row (the slot then
+/// advances on an idle publication).
+const IDLE_RECORD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Resolves once shutdown is asked for (or nobody can ask any more). The borrow of the channel's
 /// value ends inside, so the future stays `Send`.

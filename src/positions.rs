@@ -9,9 +9,13 @@
 //! * `received`: the highest WAL position seen in XLogData headers and keepalives.
 //! * `flushed`: the end LSN of the last source commit that is committed on the target.
 //! * When nothing is in flight (every commit handed to the applier is flushed and no transaction
-//!   is open), the flush position reported may jump to the last keepalive's WAL end, so an idle
-//!   publication does not pin WAL on the source. That is safe: a transaction the server sends
-//!   later commits after that keepalive's position, so the server will not skip it on restart.
+//!   is open), the last keepalive's WAL end is offered as an idle position
+//!   ([`Positions::idle_position`]): the pipeline records it in the target's progress row and,
+//!   once that is flushed, marks it flushed like a commit, so an idle publication does not pin
+//!   WAL on the source. That is safe: a transaction the server sends later commits after that
+//!   keepalive's position, so the server will not skip it on restart. Going through the progress
+//!   row keeps the one invariant a restart checks: the slot never confirms more than the target
+//!   has recorded (a slot ahead of the target means changes were lost).
 //! * Reported positions never move backwards.
 
 use std::sync::Mutex;
@@ -118,15 +122,18 @@ impl Positions {
         }
     }
 
-    /// The status update to send now: write = received, flush = apply = what is durable (or the
-    /// keepalive position when idle). Never lower than an earlier update.
+    /// The keepalive position, when nothing is in flight and it is past what is flushed: the
+    /// target may record it as applied (see the module doc).
+    pub fn idle_position(&self) -> Option<Lsn> {
+        let s = self.lock();
+        (!in_flight(&s) && s.keepalive_end > s.flushed).then_some(s.keepalive_end)
+    }
+
+    /// The status update to send now: write = received, flush = apply = what is durable on the
+    /// target. Never lower than an earlier update.
     pub fn status_update(&self, reply_requested: bool) -> StandbyStatusUpdate {
         let mut s = self.lock();
-        let mut flush = s.flushed;
-        if !in_flight(&s) {
-            flush = flush.max(s.keepalive_end);
-        }
-        s.reported_flush = s.reported_flush.max(flush);
+        s.reported_flush = s.reported_flush.max(s.flushed);
         s.reported_write = s.reported_write.max(s.received).max(s.reported_flush);
         s.status_updates += 1;
         StandbyStatusUpdate {
@@ -168,24 +175,31 @@ mod tests {
             lsn(100),
             "commit received, not applied"
         );
+        assert_eq!(p.idle_position(), None, "a transaction is in flight");
         p.mark_flushed(lsn(200));
-        // Idle now: everything handed over is durable, so the keepalive position counts.
-        assert_eq!(p.status_update(false).flush, lsn(500));
+        assert_eq!(p.status_update(false).flush, lsn(200));
+        // Idle now: everything handed over is durable, so the keepalive position is offered.
+        assert_eq!(p.idle_position(), Some(lsn(500)));
     }
 
     #[test]
-    fn idle_stream_advances_to_the_keepalive_position() {
+    fn idle_position_is_reported_only_once_recorded_as_flushed() {
         let p = Positions::new(lsn(100));
         p.observe_keepalive(lsn(900));
+        assert_eq!(p.idle_position(), Some(lsn(900)));
         let s = p.status_update(true);
-        assert_eq!((s.write, s.flush, s.apply), (lsn(900), lsn(900), lsn(900)));
+        assert_eq!((s.write, s.flush, s.apply), (lsn(900), lsn(100), lsn(100)));
         assert!(s.reply_requested);
+        p.mark_flushed(lsn(900));
+        assert_eq!(p.status_update(false).flush, lsn(900));
+        assert_eq!(p.idle_position(), None, "nothing left to record");
     }
 
     #[test]
     fn never_moves_backwards() {
         let p = Positions::new(lsn(100));
         p.observe_keepalive(lsn(900));
+        p.mark_flushed(lsn(900));
         assert_eq!(p.status_update(false).flush, lsn(900));
         // A new transaction opens: flush stays at what was already reported.
         p.observe_xlogdata(lsn(950), lsn(950), b'B');

@@ -532,7 +532,7 @@ impl Applier {
         let Some((end_lsn, commit_time)) = self.group.as_ref().and_then(|g| g.last_commit) else {
             return Err(ApplyError::protocol("no source commit to record"));
         };
-        let params = progress::write_params(&self.slot, end_lsn, commit_time);
+        let params = progress::write_params(&self.slot, end_lsn, Some(commit_time));
         self.inflight
             .execute(
                 self.progress_statement.clone(),
@@ -570,6 +570,34 @@ impl Applier {
         self.durable = end_lsn;
         self.stats.target_commits += 1;
         Ok(end_lsn)
+    }
+
+    /// Record `lsn`, a position the stream passed with nothing to apply (see
+    /// `Positions::idle_position`), in the progress row: one small asynchronous transaction.
+    /// Like a commit, it is reported by [`Applier::confirm_durable`] once on disk. Only between
+    /// groups; returns whether it was written.
+    pub async fn record_idle(&mut self, lsn: Lsn) -> Result<bool, ApplyError> {
+        if !self.is_idle() || lsn <= self.durable {
+            return Ok(false);
+        }
+        let params = progress::write_params(&self.slot, lsn, None);
+        self.inflight
+            .client()
+            .execute_raw(&self.progress_statement, params)
+            .await
+            .map_err(|e| {
+                ApplyError::from_target(e, progress::table_name(), Operation::Bookkeeping)
+            })?;
+        let target_lsn = self
+            .inflight
+            .client()
+            .query_one(TARGET_INSERT_LSN, &[])
+            .await
+            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))
+            .and_then(|row| parse_lsn_row(&row))?;
+        self.unflushed.push(target_lsn, lsn);
+        self.durable = lsn;
+        Ok(true)
     }
 
     /// The end LSN of the newest source commit that is now on the target's disk, if any became

@@ -27,12 +27,14 @@ const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS lsnpipe; \
 
 const READ: &str = "SELECT lsn::text FROM lsnpipe.progress WHERE slot = $1";
 
-/// Upsert; the commit time arrives as microseconds since 2000-01-01 UTC (the wire's epoch).
+/// Upsert; the commit time arrives as microseconds since 2000-01-01 UTC (the wire's epoch), or
+/// NULL for a position passed while idle, which keeps the last commit's time.
 pub(crate) const WRITE: &str = "INSERT INTO lsnpipe.progress (slot, lsn, commit_time, updated_at) \
     VALUES ($1, $2::text::pg_lsn, \
             '2000-01-01 00:00:00+00'::timestamptz + $3::text::int8 * interval '1 microsecond', \
             clock_timestamp()) \
-    ON CONFLICT (slot) DO UPDATE SET lsn = EXCLUDED.lsn, commit_time = EXCLUDED.commit_time, \
+    ON CONFLICT (slot) DO UPDATE SET lsn = EXCLUDED.lsn, \
+        commit_time = coalesce(EXCLUDED.commit_time, lsnpipe.progress.commit_time), \
         updated_at = EXCLUDED.updated_at";
 
 /// Create the progress table if missing, and read this slot's position (`Lsn::ZERO` if none).
@@ -55,11 +57,11 @@ pub async fn read(client: &Client, slot: &str) -> Result<Lsn, ApplyError> {
 }
 
 /// Parameters of [`WRITE`].
-pub(crate) fn write_params(slot: &str, lsn: Lsn, commit_time_micros: i64) -> Vec<Param> {
+pub(crate) fn write_params(slot: &str, lsn: Lsn, commit_time_micros: Option<i64>) -> Vec<Param> {
     vec![
         Param::Text(Bytes::copy_from_slice(slot.as_bytes())),
         Param::Text(Bytes::from(lsn.to_string())),
-        Param::Text(Bytes::from(commit_time_micros.to_string())),
+        commit_time_micros.map_or(Param::Null, |t| Param::Text(Bytes::from(t.to_string()))),
     ]
 }
 

@@ -1,9 +1,11 @@
-//! The operator commands beside `run`: `check` (preflight), `status`, `teardown` and `demo`.
+//! The operator commands beside `run`: `check` (preflight), `status`, `teardown`, `resync` and
+//! `demo`.
 //!
 //! ```text
 //!  main.rs ──settings──▶ check::run    ── SQL on source + target ──▶ findings table, exit code
 //!                        status::run   ── pg_replication_slots + lsnpipe.progress ──▶ report
-//!                        teardown::run ── confirm ─▶ drop slot, progress row, schema
+//!                        teardown::run ── confirm ─▶ drop slot, bookkeeping rows, schema
+//!                        resync::run   ── confirm ─▶ drop slot, empty published tables, bookkeeping
 //!                        demo::run     ── LocalCluster × 2 ─▶ load ─▶ pipeline::run ─▶ status line
 //! ```
 //!
@@ -12,6 +14,7 @@
 
 pub mod check;
 pub mod demo;
+pub mod resync;
 pub mod status;
 pub mod teardown;
 

@@ -52,12 +52,7 @@ pub async fn run(
              reading it first"
         )));
     }
-    let has_progress: bool = target
-        .client
-        .query_one("SELECT to_regclass('lsnpipe.progress') IS NOT NULL", &[])
-        .await
-        .map_err(target.sql("look for lsnpipe.progress"))?
-        .get(0);
+    let has_progress = has_bookkeeping(&target).await?;
 
     write(out, "lsnpipe teardown will:".into())?;
     match slot_row {
@@ -77,13 +72,13 @@ pub async fn run(
         write(
             out,
             format!(
-                "  - delete slot {slot}'s row from lsnpipe.progress on the target ({}), and drop \
+                "  - delete slot {slot}'s rows from lsnpipe.progress and its copy state on the target ({}), and drop \
                  the lsnpipe schema if nothing else is left in it",
                 target.config.redacted()
             ),
         )?;
     } else {
-        write(out, "  - (no lsnpipe.progress on the target)".into())?;
+        write(out, "  - (no lsnpipe bookkeeping on the target)".into())?;
     }
     write(
         out,
@@ -112,47 +107,85 @@ pub async fn run(
     Ok(())
 }
 
-/// Delete the row; drop the table and the schema only when they hold nothing else.
-async fn drop_bookkeeping(target: &Side, slot: &str, out: &mut dyn Write) -> Result<(), OpsError> {
+/// lsnpipe's tables on the target; each names the slot its rows belong to.
+const BOOKKEEPING: [&str; 3] = ["lsnpipe.progress", "lsnpipe.copy_run", "lsnpipe.copy_state"];
+
+async fn table_exists(target: &Side, table: &str) -> Result<bool, OpsError> {
+    Ok(target
+        .client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+        .await
+        .map_err(target.sql("look for lsnpipe's tables"))?
+        .get(0))
+}
+
+/// Whether any of lsnpipe's tables exists on the target.
+pub(crate) async fn has_bookkeeping(target: &Side) -> Result<bool, OpsError> {
+    for table in BOOKKEEPING {
+        if table_exists(target, table).await? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Delete the slot's rows (its position, and its initial copy's state, so that a new slot is
+/// copied again); drop each table, and the schema, only when they hold nothing else.
+pub(crate) async fn drop_bookkeeping(
+    target: &Side,
+    slot: &str,
+    out: &mut dyn Write,
+) -> Result<(), OpsError> {
     let c = &target.client;
-    let deleted = c
-        .execute("DELETE FROM lsnpipe.progress WHERE slot = $1", &[&slot])
-        .await
-        .map_err(target.sql("delete the progress row"))?;
-    let mut said = format!("deleted {deleted} row(s) from lsnpipe.progress");
-    let others: i64 = c
-        .query_one("SELECT count(*) FROM lsnpipe.progress", &[])
-        .await
-        .map_err(target.sql("count the progress rows"))?
-        .get(0);
-    if others > 0 {
-        said.push_str(&format!(
-            "; kept the table: it holds {others} other slot(s)"
-        ));
-    } else {
-        c.batch_execute("DROP TABLE lsnpipe.progress")
+    let mut kept_table = false;
+    for table in BOOKKEEPING {
+        if !table_exists(target, table).await? {
+            continue;
+        }
+        let deleted = c
+            .execute(&format!("DELETE FROM {table} WHERE slot = $1"), &[&slot])
             .await
-            .map_err(target.sql("drop lsnpipe.progress"))?;
-        said.push_str("; dropped lsnpipe.progress");
+            .map_err(target.sql("delete the slot's bookkeeping"))?;
+        let mut said = format!("deleted {deleted} row(s) from {table}");
+        let others: i64 = c
+            .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+            .await
+            .map_err(target.sql("count the bookkeeping rows"))?
+            .get(0);
+        if others > 0 {
+            kept_table = true;
+            said.push_str(&format!("; kept the table: it holds {others} other row(s)"));
+        } else {
+            c.batch_execute(&format!("DROP TABLE {table}"))
+                .await
+                .map_err(target.sql("drop lsnpipe's table"))?;
+            said.push_str(&format!("; dropped {table}"));
+        }
+        writeln!(out, "{said}").map_err(OpsError::io("write to stdout"))?;
+    }
+    if !kept_table {
         // RESTRICT: anything a user put in the schema keeps it alive.
-        match c.batch_execute("DROP SCHEMA lsnpipe RESTRICT").await {
-            Ok(()) => said.push_str(" and schema lsnpipe"),
+        let said = match c
+            .batch_execute("DROP SCHEMA IF EXISTS lsnpipe RESTRICT")
+            .await
+        {
+            Ok(()) => "dropped schema lsnpipe",
             Err(e)
                 if e.code()
                     == Some(&tokio_postgres::error::SqlState::DEPENDENT_OBJECTS_STILL_EXIST) =>
             {
-                said.push_str("; kept schema lsnpipe: it holds other objects");
+                "kept schema lsnpipe: it holds other objects"
             }
             Err(e) => return Err(OpsError::sql("target", "drop schema lsnpipe")(e)),
-        }
+        };
+        writeln!(out, "{said}").map_err(OpsError::io("write to stdout"))?;
     }
-    writeln!(out, "{said}").map_err(OpsError::io("write to stdout"))?;
     tracing::info!(slot, "removed lsnpipe bookkeeping from the target");
     Ok(())
 }
 
 /// Ask on the terminal; without one there is nobody to ask, so refuse.
-fn ask(out: &mut dyn Write) -> Result<bool, OpsError> {
+pub(crate) fn ask(out: &mut dyn Write) -> Result<bool, OpsError> {
     let stdin = std::io::stdin();
     if !stdin.is_terminal() {
         return Err(OpsError::Refused(

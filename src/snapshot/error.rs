@@ -20,9 +20,10 @@ pub enum SnapshotError {
     )]
     SlotExists(String),
     #[error(
-        "the initial copy for slot {0:?} is unfinished but the slot is gone from the source; \
-         empty the target tables, delete the slot's rows from lsnpipe.copy_run and \
-         lsnpipe.copy_state on the target, and run again with --snapshot"
+        "the initial copy for slot {0:?} is unfinished but the slot is gone from the source, \
+         and with it the changes since the copy began: start the copy over with `lsnpipe \
+         resync` (empties the published tables on the target and lsnpipe's bookkeeping for the \
+         slot), then `lsnpipe run --create-slot`"
     )]
     SlotGone(String),
     #[error(

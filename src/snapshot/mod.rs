@@ -119,6 +119,9 @@ pub async fn prepare(
     }
     let catalog = connect_source(source_config).await?;
     let published = catalog::published(&catalog, &options.publication).await?;
+    // Keys and indexes are built for every published table at the end, also for tables a
+    // resumed copy finished in the interrupted run (building skips what exists).
+    let indexed = published.clone();
 
     let copy = match run {
         Some(Run::Copying { consistent_point }) => {
@@ -213,7 +216,6 @@ pub async fn prepare(
     let snapshot = created.snapshot_name.clone().ok_or_else(|| {
         SnapshotError::BadState("the source exported no snapshot for the new slot".into())
     })?;
-    let copied_tables: Vec<Table> = tables.iter().map(|(t, _)| t.clone()).collect();
     let outcome = copy_tables(
         tables,
         created.consistent_point,
@@ -234,7 +236,7 @@ pub async fn prepare(
     if options.create_tables {
         let started = std::time::Instant::now();
         schema::prepare_index_session(&target).await?;
-        for table in &copied_tables {
+        for table in &indexed {
             schema::build_indexes(&catalog, &target, table).await?;
         }
         tracing::info!(

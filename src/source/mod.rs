@@ -34,6 +34,27 @@ pub enum SourceError {
          it, or create it with SELECT pg_create_logical_replication_slot('{0}', 'pgoutput')"
     )]
     NoSlot(String),
+    #[error(
+        "replication slot {slot:?} does not exist on the source, but the target already holds \
+         data replicated through it (applied up to {applied}). The slot was dropped, or dropped \
+         after it was invalidated, or the source failed over to a server without it; the changes \
+         after {applied} went with it, and a new slot would silently skip them, so lsnpipe will \
+         not create one here. Copy the data again: `lsnpipe resync` (empties the published \
+         tables on the target and lsnpipe's bookkeeping for this slot), then `lsnpipe run \
+         --create-slot`"
+    )]
+    SlotMissing { slot: String, applied: Lsn },
+    #[error(
+        "replication slot {slot:?} has confirmed changes up to {confirmed}, but the target has \
+         applied only up to {applied}: the changes in between cannot be streamed again. Another \
+         client consumed the slot, the slot was re-created, or the target was restored from an \
+         older backup. Copy the data again: `lsnpipe resync`, then `lsnpipe run --create-slot`"
+    )]
+    SlotAhead {
+        slot: String,
+        confirmed: Lsn,
+        applied: Lsn,
+    },
     #[error("replication slot {slot:?} uses output plugin {plugin:?}; lsnpipe needs pgoutput")]
     WrongPlugin { slot: String, plugin: String },
     #[error(
@@ -80,12 +101,21 @@ pub async fn open_stream(
 
     let slot = conn
         .simple_query(&format!(
-            "SELECT plugin, coalesce(wal_status, ''), two_phase::text \
+            "SELECT plugin, coalesce(wal_status, ''), two_phase::text, \
+                    coalesce(confirmed_flush_lsn::text, '') \
              FROM pg_catalog.pg_replication_slots WHERE slot_name = {} AND database = current_database()",
             quote_literal(&options.slot)
         ))
         .await?;
     match slot.first() {
+        // Creating a slot starts a stream from now: only right for a target that holds nothing
+        // replicated yet (the initial copy creates its own slot before this).
+        None if start != Lsn::ZERO => {
+            return Err(SourceError::SlotMissing {
+                slot: options.slot.clone(),
+                applied: start,
+            });
+        }
         None if options.create_slot => {
             conn.create_slot(
                 &options.slot,
@@ -111,6 +141,17 @@ pub async fn open_stream(
             }
             if field(2) == "true" {
                 return Err(SourceError::TwoPhaseSlot(options.slot.clone()));
+            }
+            // lsnpipe confirms only what the target has recorded (idle positions included), so
+            // a slot ahead of the target has handed changes to someone else.
+            if let Ok(confirmed) = field(3).parse::<Lsn>() {
+                if start != Lsn::ZERO && confirmed > start {
+                    return Err(SourceError::SlotAhead {
+                        slot: options.slot.clone(),
+                        confirmed,
+                        applied: start,
+                    });
+                }
             }
         }
     }

@@ -13,6 +13,7 @@ mod harness;
 mod metrics;
 mod observe;
 mod ops;
+mod recovery;
 mod run;
 mod snapshot;
 mod wire;

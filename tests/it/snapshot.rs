@@ -502,3 +502,70 @@ async fn create_slot_with_a_slot_already_there_streams_without_copying() {
     assert!(status.success(), "{log}");
     assert!(!log.contains("initial copy"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_copy_with_create_tables_builds_keys_of_tables_finished_before_the_kill() {
+    let db = support::test_dbs("snap_resume_keys").await;
+    let slot = support::unique_name("snap_resume_keys_slot");
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    source
+        .batch_execute(
+            "CREATE TABLE small (id int PRIMARY KEY, code int UNIQUE);
+             INSERT INTO small SELECT g, g FROM generate_series(1, 10) g;
+             CREATE TABLE wide (id int PRIMARY KEY, payload text);
+             INSERT INTO wide SELECT g, md5(g::text) FROM generate_series(1, 1000) g;
+             CREATE PUBLICATION pub FOR TABLE small, wide;",
+        )
+        .await
+        .unwrap();
+    // `wide` exists on the target without its key, and a lock that lets lsnpipe's checks read
+    // it but keeps its COPY waiting: `small` finishes in the first run, `wide` cannot.
+    target
+        .batch_execute("CREATE TABLE wide (id int, payload text)")
+        .await
+        .unwrap();
+    let blocker = support::connect(support::target(), &db).await;
+    blocker
+        .batch_execute("BEGIN; LOCK TABLE wide IN SHARE MODE")
+        .await
+        .unwrap();
+    let args = ["--create-slot", "--create-tables", "--copy-jobs", "2"];
+    let command = || {
+        support::lsnpipe_run(
+            support::source(),
+            &db,
+            support::target(),
+            &db,
+            "pub",
+            &slot,
+            &args,
+        )
+    };
+    let first = Running::spawn(command());
+    support::wait_until("small copied, wide still copying", WAIT, || async {
+        target
+            .query_one(
+                "SELECT count(*) FILTER (WHERE status = 'done' AND table_name = 'small') = 1 \
+                    AND count(*) FILTER (WHERE status = 'pending') > 0 \
+                 FROM lsnpipe.copy_state",
+                &[],
+            )
+            .await
+            .map(|r| r.get(0))
+            .unwrap_or(false)
+    })
+    .await;
+    first.kill9();
+    blocker.batch_execute("COMMIT").await.unwrap();
+    let second = Running::spawn(command());
+    support::wait_until("the copy to finish", WAIT, || async {
+        copy_run_status(&target, &slot).await.as_deref() == Some("done")
+    })
+    .await;
+    converge(&source, &target, &["small", "wide"]).await;
+    let (status, log) = second.terminate().await;
+    assert!(status.success(), "{log}");
+    assert_eq!(shape(&target, "small").await, shape(&source, "small").await);
+    assert_eq!(shape(&target, "wide").await, shape(&source, "wide").await);
+}
