@@ -1,13 +1,16 @@
 //! lsnpipe: a change-data-capture streamer that keeps a replica PostgreSQL in step with a source.
 //!
 //! ```text
-//! source Postgres ──pgoutput slot──▶ wire (replication protocol) ──▶ pgoutput decoder (zero-copy)
-//!       ──▶ transaction assembler ──▶ applier (LSN order, exactly-once) ──▶ replica Postgres
-//!                                    └──▶ Prometheus metrics over HTTP (lag, throughput, health)
+//! source Postgres ──pgoutput slot──▶ wire (replication protocol) ──▶ pgoutput (sans-IO decoder)
+//!       ──▶ pipeline (one session: stream → decode → apply, reconnects)
+//!       ──▶ apply (planner, exactly-once progress row, group commit) ──▶ replica Postgres
+//!       └──▶ telemetry ──▶ metrics (Prometheus over HTTP: lag, throughput, health)
 //! ```
 //!
-//! Each layer is one module: [`lsn`] owns WAL positions; further layers arrive with their issues
-//! (see `DESIGN.md` in the project's shared notes).
+//! One module per layer: [`wire`] speaks the protocol, [`pgoutput`] decodes without I/O,
+//! [`positions`] owns all LSN bookkeeping of a stream, [`source`] checks and opens the stream,
+//! [`snapshot`] makes the initial copy, [`apply`] writes the target, [`pipeline`] ties one
+//! session together, [`ops`] holds the operator commands. `docs/architecture.md` has the map.
 
 pub mod apply;
 pub mod cluster;
