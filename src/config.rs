@@ -16,6 +16,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::apply::SchemaChanges;
+
 /// Flags of `lsnpipe run` (each also readable from its environment variable).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct RunArgs {
@@ -64,6 +66,10 @@ pub struct RunArgs {
     /// Create published tables missing on the target from the source catalog before copying.
     #[arg(long, env = "LSNPIPE_CREATE_TABLES", num_args = 0..=1, default_missing_value = "true")]
     pub create_tables: Option<bool>,
+    /// When a source table's columns drift from the target's: `additive` adds columns, widens
+    /// types and keeps dropped columns; `all` also drops and retypes; `off` stops with an error.
+    #[arg(long, env = "LSNPIPE_SCHEMA_CHANGES", value_enum)]
+    pub schema_changes: Option<SchemaChanges>,
 }
 
 /// The same settings as they appear in `lsnpipe.toml`.
@@ -84,6 +90,7 @@ pub struct FileSettings {
     pub snapshot: Option<bool>,
     pub copy_jobs: Option<u32>,
     pub create_tables: Option<bool>,
+    pub schema_changes: Option<SchemaChanges>,
     /// `--log-format` (a global flag): "text" or "json".
     pub log_format: Option<String>,
     /// Settings of `lsnpipe demo`.
@@ -118,6 +125,7 @@ pub struct RunSettings {
     pub snapshot: Option<bool>,
     pub copy_jobs: usize,
     pub create_tables: bool,
+    pub schema_changes: SchemaChanges,
 }
 
 impl std::fmt::Debug for RunSettings {
@@ -322,6 +330,10 @@ impl RunSettings {
             snapshot: args.snapshot.or(file.snapshot),
             copy_jobs,
             create_tables: args.create_tables.or(file.create_tables).unwrap_or(false),
+            schema_changes: args
+                .schema_changes
+                .or(file.schema_changes)
+                .unwrap_or_default(),
         })
     }
 }

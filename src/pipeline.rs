@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::apply::{Applier, ApplyError, GroupLimits};
+use crate::apply::{Applier, ApplyError, GroupLimits, SchemaChanges};
 use crate::config::RunSettings;
 use crate::metrics::Side;
 use crate::pgoutput::{self, DecodeContext, DecodeError, LogicalMessage};
@@ -182,6 +182,17 @@ async fn session(
         ..GroupLimits::default()
     };
     let mut applier = Applier::with_limits(target, &settings.slot, limits).await?;
+    applier.set_schema_changes(settings.schema_changes);
+    if settings.schema_changes != SchemaChanges::Off {
+        let catalog = wire::connect_sql(source_config)
+            .await
+            .map_err(SourceError::Wire)?;
+        catalog
+            .batch_execute("SET search_path = ''")
+            .await
+            .map_err(SourceError::Catalog)?;
+        applier.set_source_catalog(catalog);
+    }
     telemetry.set_target_reachable(true);
     let start = applier.applied_lsn();
     let positions = Arc::new(Positions::new(start));

@@ -113,6 +113,9 @@ impl Telemetry {
                 .filter_map(|(table, op, n)| Some((table.as_str(), row_op(*op)?, *n))),
             committed.duration,
         );
+        for kind in committed.schema_changes {
+            self.metrics.schema_changes.with_label_values(&[kind]).inc();
+        }
         self.metrics.set_oldest_unapplied_commit(None);
         self.refresh();
     }

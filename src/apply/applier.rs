@@ -25,6 +25,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Statement};
 
 use super::batch::{ColumnSet, Group, GroupLimits};
+use super::drift::SchemaChanges;
 use super::durability::Unflushed;
 use super::error::{ApplyError, Operation};
 use super::inflight::{Context, InFlight};
@@ -80,6 +81,12 @@ pub struct Applier {
     source: SourceTransaction,
     /// What the open group's changes become, in which order.
     planner: Planner,
+    /// What to do when a source table's columns drift from the target's.
+    schema_changes: SchemaChanges,
+    /// A session on the source, read when a column is added (see `RelationCache::drift`).
+    source_catalog: Option<Client>,
+    /// Schema changes made in the open group, reported once it commits.
+    pending_schema_changes: Vec<&'static str>,
     /// `session_replication_role = replica` is in effect, so runs into different tables commute.
     replica_role: bool,
     stats: ApplyStats,
@@ -94,6 +101,8 @@ pub struct Committed {
     /// From the opening of each target transaction to its commit.
     pub duration: std::time::Duration,
     pub rows: Vec<(String, Operation, u64)>,
+    /// Schema changes made on the target, by kind (`add_column`, `alter_type`, …).
+    pub schema_changes: Vec<&'static str>,
 }
 
 impl Applier {
@@ -131,11 +140,25 @@ impl Applier {
             group: None,
             source: SourceTransaction::Outside,
             planner: Planner::default(),
+            schema_changes: SchemaChanges::default(),
+            source_catalog: None,
+            pending_schema_changes: Vec::new(),
             replica_role,
             stats: ApplyStats::default(),
             committed: Committed::default(),
             unflushed: Unflushed::default(),
         })
+    }
+
+    /// What to do when a source table's columns drift from the target's (default: additive).
+    pub fn set_schema_changes(&mut self, mode: SchemaChanges) {
+        self.schema_changes = mode;
+    }
+
+    /// A session on the source (with an empty search_path, so types print qualified): columns
+    /// added on the target then get the source's type and the value its existing rows read as.
+    pub fn set_source_catalog(&mut self, client: Client) {
+        self.source_catalog = Some(client);
     }
 
     /// End LSN of the last source commit durable on the target (`Lsn::ZERO` if none yet).
@@ -199,11 +222,13 @@ impl Applier {
             LogicalMessage::Relation(relation) => {
                 self.relation(SourceRelation::from_message(&relation)).await
             }
-            // Types are matched by the target from the columns; origins and logical decoding
-            // messages carry nothing to apply.
-            LogicalMessage::Type(_) | LogicalMessage::Origin(_) | LogicalMessage::Message(_) => {
+            // A user-defined type's name, for columns added by a schema change.
+            LogicalMessage::Type(t) => {
+                self.relations.add_type(t.oid, t.namespace(), t.name());
                 Ok(())
             }
+            // Origins and logical decoding messages carry nothing to apply.
+            LogicalMessage::Origin(_) | LogicalMessage::Message(_) => Ok(()),
             LogicalMessage::Insert(insert) if applying => self.insert(&insert).await,
             LogicalMessage::Update(update) if applying => self.update(&update).await,
             LogicalMessage::Delete(delete) if applying => self.delete(&delete).await,
@@ -477,6 +502,27 @@ impl Applier {
     async fn check_target(&mut self, oid: u32) -> Result<(), ApplyError> {
         if self.relations.get(oid)?.target.is_none() {
             self.inflight.drain().await?;
+            // Drift is fixed inside the open group, before the first row that needs it.
+            let changes = self
+                .relations
+                .drift(
+                    self.inflight.client(),
+                    self.source_catalog.as_ref(),
+                    oid,
+                    self.schema_changes,
+                )
+                .await?;
+            let table = Arc::clone(&self.relations.get(oid)?.name);
+            for change in changes {
+                let statement = change.sql(&table);
+                tracing::info!(table = %table, change = %statement, "schema change on the target");
+                self.inflight
+                    .client()
+                    .batch_execute(&statement)
+                    .await
+                    .map_err(|e| ApplyError::schema_change(e, &table, &statement))?;
+                self.pending_schema_changes.push(change.kind());
+            }
             self.relations.checked(self.inflight.client(), oid).await?;
         }
         Ok(())
@@ -556,6 +602,9 @@ impl Applier {
             .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))
             .and_then(|row| parse_lsn_row(&row))?;
         self.unflushed.push(target_lsn, end_lsn);
+        self.committed
+            .schema_changes
+            .append(&mut self.pending_schema_changes);
         if let Some(group) = self.group.take() {
             self.committed.transactions += group.transactions;
             self.committed.duration += group.age();
@@ -662,6 +711,9 @@ impl Applier {
         }
         self.source = SourceTransaction::Outside;
         self.planner.clear();
+        self.pending_schema_changes.clear();
+        // A rolled-back schema change must be made again: check every table anew.
+        self.relations.forget_targets();
         tracing::debug!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");
         err
     }

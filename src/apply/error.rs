@@ -97,6 +97,18 @@ pub enum ApplyError {
     MissingColumn { table: String, column: String },
 
     #[error(
+        "the target rejected the schema change {statement}: {source}; make the change on the \
+         target by hand (or give lsnpipe's role ownership of {table}), or run with \
+         --schema-changes off"
+    )]
+    SchemaChange {
+        table: String,
+        statement: String,
+        #[source]
+        source: TargetError,
+    },
+
+    #[error(
         "the target rejected a change: {operation} on {table}; fix the target table or data \
          (the full message is in the target server log)"
     )]
@@ -123,12 +135,29 @@ impl ApplyError {
             ApplyError::TargetConnection { .. } => "target_connection",
             ApplyError::MissingTable { .. } | ApplyError::MissingColumn { .. } => "schema_mismatch",
             ApplyError::Data { .. } => "data",
+            ApplyError::SchemaChange { .. } => "schema_change",
             ApplyError::Protocol { .. } => "protocol",
         }
     }
 
     pub(crate) fn protocol(what: impl Into<String>) -> Self {
         ApplyError::Protocol { what: what.into() }
+    }
+
+    /// A schema change (`statement`) on `table` failed.
+    pub(crate) fn schema_change(
+        source: tokio_postgres::Error,
+        table: &str,
+        statement: &str,
+    ) -> Self {
+        match ApplyError::from_target(source, table, Operation::Bookkeeping) {
+            ApplyError::Data { source, .. } => ApplyError::SchemaChange {
+                table: table.to_owned(),
+                statement: statement.to_owned(),
+                source,
+            },
+            other => other,
+        }
     }
 
     /// Classify an error from a statement on `table`.

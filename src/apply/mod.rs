@@ -17,6 +17,7 @@
 
 mod applier;
 mod batch;
+mod drift;
 mod durability;
 mod error;
 mod inflight;
@@ -29,6 +30,7 @@ mod value;
 
 pub use applier::{Applier, ApplyStats, Committed};
 pub use batch::GroupLimits;
+pub use drift::SchemaChanges;
 pub use error::{ApplyError, Operation, TargetError};
 pub use progress::prepare as prepare_progress;
 pub use relation::{SourceColumn, SourceRelation};

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use tokio_postgres::Client;
 
+use super::drift::{self, Alter, SchemaChanges, SourceType, TargetColumn};
 use super::error::{ApplyError, Operation};
 use super::planner::TableOrder;
 use super::sql;
@@ -27,6 +28,8 @@ use crate::pgoutput::{self, ReplicaIdentity};
 pub struct SourceColumn {
     pub name: String,
     pub type_oid: u32,
+    /// `atttypmod`; -1 when the type has none.
+    pub type_modifier: i32,
     /// Part of the replica identity (every column under FULL).
     pub is_key: bool,
 }
@@ -59,6 +62,7 @@ impl SourceRelation {
                 .map(|c| SourceColumn {
                     name: c.name.to_owned(),
                     type_oid: c.type_oid,
+                    type_modifier: c.type_modifier,
                     is_key: c.is_key(),
                 })
                 .collect(),
@@ -98,6 +102,9 @@ pub struct Relation {
 #[derive(Debug, Default)]
 pub struct RelationCache {
     relations: HashMap<u32, Relation>,
+    /// Source type OID → its quoted, qualified name, from Type messages (user-defined types;
+    /// built-in types have the same OID everywhere).
+    types: HashMap<u32, String>,
 }
 
 impl RelationCache {
@@ -121,6 +128,139 @@ impl RelationCache {
         true
     }
 
+    /// Forget every target check (the target transaction that made schema changes rolled back).
+    pub fn forget_targets(&mut self) {
+        for relation in self.relations.values_mut() {
+            relation.target = None;
+        }
+    }
+
+    /// Remember a user-defined type's name from a Type message.
+    pub fn add_type(&mut self, oid: u32, namespace: &str, name: &str) {
+        let namespace = if namespace.is_empty() {
+            "pg_catalog"
+        } else {
+            namespace
+        };
+        self.types.insert(oid, sql::qualified_name(namespace, name));
+    }
+
+    /// The ALTER TABLE changes `mode` makes so that the target table of `oid` fits the source's
+    /// columns (none when the table is missing: the check reports that).
+    /// `source`: a session on the source, to add a column as the source has it (type, and the
+    /// value its existing rows read as).
+    pub(crate) async fn drift(
+        &self,
+        client: &Client,
+        source: Option<&Client>,
+        oid: u32,
+        mode: SchemaChanges,
+    ) -> Result<Vec<Alter>, ApplyError> {
+        let relation = self.get(oid)?;
+        if mode == SchemaChanges::Off {
+            return Ok(Vec::new());
+        }
+        let name = &relation.name;
+        let catalog_error = |e| ApplyError::from_target(e, name, Operation::Bookkeeping);
+        let Some(table) = client
+            .query_opt(
+                FIND_TABLE,
+                &[&relation.source.schema, &relation.source.table],
+            )
+            .await
+            .map_err(catalog_error)?
+        else {
+            return Ok(Vec::new());
+        };
+        let table_oid: u32 = table.try_get(0).map_err(catalog_error)?;
+        let mut target = Vec::new();
+        for row in client
+            .query(DRIFT_COLUMNS, &[&table_oid])
+            .await
+            .map_err(catalog_error)?
+        {
+            target.push(TargetColumn {
+                name: row.try_get(0).map_err(catalog_error)?,
+                type_name: row.try_get(1).map_err(catalog_error)?,
+                not_null: row.try_get(2).map_err(catalog_error)?,
+                has_default: row.try_get(3).map_err(catalog_error)?,
+            });
+        }
+        let columns = &relation.source.columns;
+        let oids: Vec<u32> = columns.iter().map(|c| c.type_oid).collect();
+        let modifiers: Vec<i32> = columns.iter().map(|c| c.type_modifier).collect();
+        let spelled = client
+            .query(BUILTIN_TYPES, &[&oids, &modifiers])
+            .await
+            .map_err(catalog_error)?;
+        let mut source_types = Vec::with_capacity(columns.len());
+        for (column, row) in columns.iter().zip(spelled) {
+            let builtin: Option<String> = row.try_get(0).map_err(catalog_error)?;
+            let type_name = match builtin {
+                Some(t) if column.type_oid < FIRST_USER_OID => t,
+                _ => self.types.get(&column.type_oid).cloned().ok_or_else(|| {
+                    ApplyError::protocol(format!(
+                        "column \"{}\" of {name} has type OID {}, which the source did not \
+                         describe in a Type message",
+                        column.name, column.type_oid
+                    ))
+                })?,
+            };
+            source_types.push(SourceType {
+                name: column.name.clone(),
+                type_name,
+            });
+        }
+        let mut changes = drift::plan(&source_types, &target, mode).map_err(|column| {
+            ApplyError::MissingColumn {
+                table: name.to_string(),
+                column,
+            }
+        })?;
+        if let Some(catalog) = source {
+            for change in &mut changes {
+                if let Alter::AddColumn {
+                    column,
+                    type_name,
+                    missing,
+                    not_null,
+                } = change
+                {
+                    let found = catalog
+                        .query_opt(
+                            SOURCE_COLUMN,
+                            &[&relation.source.schema, &relation.source.table, &*column],
+                        )
+                        .await
+                        .map_err(|e| {
+                            ApplyError::protocol(format!(
+                                "cannot read column \"{column}\" of {name} from the source \
+                                 catalog: {e}"
+                            ))
+                        })?;
+                    if let Some(row) = found {
+                        let read =
+                            |e| ApplyError::protocol(format!("source catalog row for {name}: {e}"));
+                        *type_name = row.try_get(0).map_err(read)?;
+                        *missing = row.try_get(1).map_err(read)?;
+                        *not_null = row.try_get(2).map_err(read)?;
+                        if missing.is_none() && row.try_get::<_, bool>(3).map_err(read)? {
+                            tracing::warn!(
+                                table = %name,
+                                column = %column,
+                                "column added on the source with a default that was computed \
+                                 per row: the target's existing rows get NULL there (their \
+                                 source values are not in the stream); copy the table again \
+                                 to fill them"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(changes)
+    }
+
     pub fn get(&self, oid: u32) -> Result<&Relation, ApplyError> {
         self.relations.get(&oid).ok_or_else(|| {
             ApplyError::protocol(format!(
@@ -142,6 +282,32 @@ impl RelationCache {
         Ok(relation)
     }
 }
+
+/// A source column as `ADD COLUMN` needs it: type (qualified: the session has an empty
+/// search_path), the value existing rows read as (a constant default given when it was added),
+/// NOT NULL, and whether it has a default at all.
+const SOURCE_COLUMN: &str = "SELECT pg_catalog.format_type(a.atttypid, a.atttypmod), \
+        CASE WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END, \
+        a.attnotnull, a.atthasdef \
+    FROM pg_catalog.pg_attribute a \
+    JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+    WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND a.attnum > 0 \
+      AND NOT a.attisdropped";
+
+/// OIDs below this are the same built-in types on every server.
+const FIRST_USER_OID: u32 = 16_384;
+
+/// The target's columns as the drift check compares them (generated columns are the target's).
+const DRIFT_COLUMNS: &str = "SELECT a.attname::text, \
+        pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef \
+    FROM pg_catalog.pg_attribute a \
+    WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+    ORDER BY a.attnum";
+
+/// Each source column's type spelled by the target (meaningful for built-in OIDs only).
+const BUILTIN_TYPES: &str = "SELECT pg_catalog.format_type(t.o, t.m) \
+    FROM pg_catalog.unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS t(o, m, n) ORDER BY t.n";
 
 const FIND_TABLE: &str = "SELECT c.oid, c.relkind = 'p' \
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
@@ -299,6 +465,7 @@ mod tests {
                 .map(|c| SourceColumn {
                     name: (*c).into(),
                     type_oid: 23,
+                    type_modifier: -1,
                     is_key: *c == "id",
                 })
                 .collect(),

@@ -135,6 +135,7 @@ mod tests {
         let column = |name: &str, is_key| SourceColumn {
             name: name.into(),
             type_oid: 25,
+            type_modifier: -1,
             is_key,
         };
         Relation {

@@ -88,6 +88,7 @@ pub struct Metrics {
     pub received_bytes: IntCounterVec,
     pub received_messages: IntCounterVec,
     pub rows_applied: IntCounterVec,
+    pub schema_changes: IntCounterVec,
     pub transactions_applied: IntCounter,
     pub apply_batch_duration: Histogram,
     pub apply_batch_rows: Histogram,
@@ -175,6 +176,11 @@ impl Metrics {
                 ROWS_APPLIED,
                 "Row changes applied to the target, by target table and operation.",
                 &["table", "op"],
+            )?,
+            schema_changes: counter_vec(
+                SCHEMA_CHANGES,
+                "Schema changes made on the target to follow the source, by kind.",
+                &["kind"],
             )?,
             transactions_applied: counter(
                 TRANSACTIONS_APPLIED,

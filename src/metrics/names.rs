@@ -8,6 +8,7 @@ pub const LAG_SECONDS: &str = "lsnpipe_lag_seconds";
 pub const RECEIVED_BYTES: &str = "lsnpipe_received_bytes_total";
 pub const RECEIVED_MESSAGES: &str = "lsnpipe_received_messages_total";
 pub const ROWS_APPLIED: &str = "lsnpipe_rows_applied_total";
+pub const SCHEMA_CHANGES: &str = "lsnpipe_schema_changes_total";
 pub const TRANSACTIONS_APPLIED: &str = "lsnpipe_transactions_applied_total";
 pub const APPLY_BATCH_DURATION: &str = "lsnpipe_apply_batch_duration_seconds";
 pub const APPLY_BATCH_ROWS: &str = "lsnpipe_apply_batch_rows";
@@ -29,6 +30,7 @@ pub const ALL: &[&str] = &[
     RECEIVED_BYTES,
     RECEIVED_MESSAGES,
     ROWS_APPLIED,
+    SCHEMA_CHANGES,
     TRANSACTIONS_APPLIED,
     APPLY_BATCH_DURATION,
     APPLY_BATCH_ROWS,

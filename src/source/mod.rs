@@ -67,6 +67,8 @@ pub enum SourceError {
          use a slot created without TWO_PHASE"
     )]
     TwoPhaseSlot(String),
+    #[error("reading the source catalog: {0}")]
+    Catalog(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Wire(#[from] WireError),
 }
@@ -75,6 +77,8 @@ impl SourceError {
     pub fn is_retryable(&self) -> bool {
         match self {
             SourceError::Wire(e) => e.is_retryable(),
+            // A session that went away; a statement the server rejected would fail again.
+            SourceError::Catalog(e) => e.as_db_error().is_none(),
             _ => false,
         }
     }
