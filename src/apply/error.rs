@@ -105,7 +105,7 @@ pub enum ApplyError {
         table: String,
         statement: String,
         #[source]
-        source: TargetError,
+        source: Box<TargetError>,
     },
 
     #[error(
@@ -154,7 +154,7 @@ impl ApplyError {
             ApplyError::Data { source, .. } => ApplyError::SchemaChange {
                 table: table.to_owned(),
                 statement: statement.to_owned(),
-                source,
+                source: Box::new(source),
             },
             other => other,
         }
