@@ -72,7 +72,7 @@ pub(crate) enum Alter {
         missing: Option<String>,
         not_null: bool,
     },
-    AlterType {
+    ChangeType {
         column: String,
         from: String,
         to: String,
@@ -90,7 +90,7 @@ impl Alter {
     pub fn kind(&self) -> &'static str {
         match self {
             Alter::AddColumn { .. } => "add_column",
-            Alter::AlterType { .. } => "alter_type",
+            Alter::ChangeType { .. } => "alter_type",
             Alter::DropNotNull { .. } => "drop_not_null",
             Alter::DropColumn { .. } => "drop_column",
         }
@@ -119,7 +119,7 @@ impl Alter {
                 }
                 sql
             }
-            Alter::AlterType { column, to, .. } => {
+            Alter::ChangeType { column, to, .. } => {
                 let column = quote_ident(column);
                 format!("ALTER TABLE {table} ALTER COLUMN {column} TYPE {to} USING {column}::{to}")
             }
@@ -160,7 +160,7 @@ pub(crate) fn plan(
                     SchemaChanges::All => true,
                 };
                 if change {
-                    changes.push(Alter::AlterType {
+                    changes.push(Alter::ChangeType {
                         column: column.name.clone(),
                         from: t.type_name.clone(),
                         to: column.type_name.clone(),
@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(
             changes,
             [
-                Alter::AlterType {
+                Alter::ChangeType {
                     column: "id".into(),
                     from: "integer".into(),
                     to: "bigint".into()
