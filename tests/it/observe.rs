@@ -217,3 +217,70 @@ async fn prometheus_scrapes_a_replication_and_answers_promql() {
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
 }
+
+#[tokio::test]
+async fn a_first_start_with_create_slot_logs_no_slot_warning() {
+    let db = support::test_dbs("quietstart").await;
+    let slot = support::unique_name("quietstart_slot");
+    let s = support::connect(support::source(), &db).await;
+    let t = support::connect(support::target(), &db).await;
+    let ddl = "CREATE TABLE a (id int PRIMARY KEY)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE a")
+        .await
+        .unwrap();
+    let addr = free_addr();
+    let listen = addr.to_string();
+    // The slot monitor reads at once (before the pipeline has created the slot), then every
+    // second.
+    let lsnpipe = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &[
+            "--create-slot",
+            "--snapshot=false",
+            "--slot-monitor-interval-secs",
+            "1",
+            "--metrics-listen",
+            &listen,
+        ],
+    ));
+    // Rows written before the slot exists would not be streamed (no initial copy here).
+    support::wait_until("lsnpipe to create the slot", WAIT, || async {
+        s.query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    s.batch_execute("INSERT INTO a SELECT generate_series(1, 10)")
+        .await
+        .unwrap();
+    support::wait_until("rows on the target", WAIT, || async {
+        support::count(&t, "a").await == 10
+    })
+    .await;
+    // The monitor has read the slot the pipeline created.
+    let reserved = r#"lsnpipe_slot_wal_status{status="reserved"}"#;
+    support::wait_until("the monitor to see the slot", WAIT, || async move {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => sample(&scrape(addr).await, reserved) == Some(1.0),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("streaming"), "{log}");
+    assert!(!log.contains("slot monitor"), "{log}");
+    assert!(!log.contains("WARN"), "{log}");
+}

@@ -661,3 +661,67 @@ async fn logs_are_text_by_default_json_on_request_and_filtered_by_rust_log() {
     assert!(!out.status.success());
     assert_eq!(stderr, "", "RUST_LOG=off silences the log");
 }
+
+/// `text` without ANSI escape sequences (colours, "clear line").
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, ended by a letter.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn demo_in_a_terminal_shows_its_status_line_without_log_lines() {
+    // `script` (util-linux) gives the demo a pseudo-terminal for stdout and stderr, as a
+    // person's terminal would; with default settings nothing may be logged into the live view.
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let demo = [
+        env!("CARGO_BIN_EXE_lsnpipe"),
+        "demo",
+        "--duration",
+        "6",
+        "--rate",
+        "50",
+        "--metrics-listen",
+        "off",
+    ]
+    .map(quote)
+    .join(" ");
+    let mut cmd = Command::new("script");
+    cmd.args(["-qefc", &demo, "/dev/null"]);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LSNPIPE_") || key.starts_with("PG") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    let out = output(cmd, Duration::from_secs(240)).await;
+    let (transcript, stderr) = text(&out);
+    assert!(out.status.success(), "{transcript}\n{stderr}");
+    assert!(
+        transcript.contains("\r\x1b[2Kapplied "),
+        "the status line is redrawn in place: {transcript:?}"
+    );
+    let plain = strip_ansi(&transcript);
+    assert!(plain.contains("tables_match=true"), "{plain}");
+    for line in plain.split(['\r', '\n']) {
+        assert!(
+            !["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+                .iter()
+                .any(|level| line.contains(&format!(" {level} "))),
+            "a log line in the demo's terminal output: {line:?}\n{plain}"
+        );
+    }
+}
