@@ -7,11 +7,14 @@ use lsnpipe::config::{DemoSettings, OpsSettings};
 use lsnpipe::ops::{check as preflight, demo as sample, status as state, teardown as remove};
 use tokio::sync::watch;
 
-use crate::{fail, wait_for_signal};
+use crate::{ReportFormat, fail, wait_for_signal};
 
-pub async fn check(settings: OpsSettings) -> ExitCode {
+pub async fn check(settings: OpsSettings, format: ReportFormat) -> ExitCode {
     let report = preflight::run(&settings).await;
-    print(&report.render());
+    match format {
+        ReportFormat::Text => print(&report.render()),
+        ReportFormat::Json => print_json(&report.to_json()),
+    }
     if report.blocks_replication() {
         ExitCode::FAILURE
     } else {
@@ -19,17 +22,30 @@ pub async fn check(settings: OpsSettings) -> ExitCode {
     }
 }
 
-pub async fn status(settings: OpsSettings) -> ExitCode {
+pub async fn status(settings: OpsSettings, format: ReportFormat) -> ExitCode {
     match state::run(&settings).await {
         Ok(report) => {
-            print(&report.render());
+            match format {
+                ReportFormat::Text => print(&report.render()),
+                ReportFormat::Json => print_json(&report.to_json()),
+            }
             if report.healthy() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => fail(&e),
+        Err(e) => {
+            // A script reading stdout gets an answer too; the log says the same on stderr.
+            if format == ReportFormat::Json {
+                print_json(&serde_json::json!({
+                    "slot_name": settings.slot,
+                    "healthy": false,
+                    "error": lsnpipe::report::chain(&e),
+                }));
+            }
+            fail(&e)
+        }
     }
 }
 
@@ -63,6 +79,11 @@ pub async fn demo(settings: DemoSettings) -> ExitCode {
         }
         Err(e) => fail(&e),
     }
+}
+
+/// One JSON object on one line.
+fn print_json(value: &serde_json::Value) {
+    print(&format!("{value}\n"));
 }
 
 fn print(text: &str) {

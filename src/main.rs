@@ -44,11 +44,28 @@ enum Command {
     /// Try lsnpipe on two throwaway local clusters with a sample write load (Ctrl-C stops it).
     Demo(DemoArgs),
     /// Preflight: check both databases for what replication needs; exits 1 if something blocks.
-    Check(ConnArgs),
-    /// Show the slot, the retained WAL, the applied position and the lag.
-    Status(ConnArgs),
+    Check(ReportArgs),
+    /// Show the slot, the retained WAL, the applied position and the lag; exits 1 if the slot is
+    /// missing or lost.
+    Status(ReportArgs),
     /// Drop the slot and lsnpipe's bookkeeping on the target (asks first unless --yes).
     Teardown(TeardownArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Report format: text (a table for people) or json (one object, field names documented in
+    /// the README). The exit code is the same for both.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, clap::Args)]
@@ -109,12 +126,12 @@ fn main() -> ExitCode {
             Ok(settings) => runtime.block_on(commands::demo(settings)),
             Err(e) => fail(&e),
         },
-        Command::Check(args) => match OpsSettings::resolve(&args, &file, true) {
-            Ok(settings) => runtime.block_on(commands::check(settings)),
+        Command::Check(args) => match OpsSettings::resolve(&args.conn, &file, true) {
+            Ok(settings) => runtime.block_on(commands::check(settings, args.format)),
             Err(e) => fail(&e),
         },
-        Command::Status(args) => match OpsSettings::resolve(&args, &file, false) {
-            Ok(settings) => runtime.block_on(commands::status(settings)),
+        Command::Status(args) => match OpsSettings::resolve(&args.conn, &file, false) {
+            Ok(settings) => runtime.block_on(commands::status(settings, args.format)),
             Err(e) => fail(&e),
         },
         Command::Teardown(args) => match OpsSettings::resolve(&args.conn, &file, false) {

@@ -155,6 +155,47 @@ async fn check_reports_wal_level_identity_and_missing_tables_with_fixes() {
     assert!(line(r#"target columns "public"."keyed""#).starts_with("OK"));
     assert!(line("max_slot_wal_keep_size").starts_with("WARN"));
     assert!(stdout.contains("block replication"), "{stdout}");
+
+    // The same findings for a script, with the same exit code.
+    let cmd = ops_command(
+        "check",
+        &source.conn_string(&db),
+        &target.conn_string(&db),
+        &[
+            "--publication",
+            "pub",
+            "--slot",
+            "check_slot",
+            "--format",
+            "json",
+        ],
+    );
+    let out = output(cmd, WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let report = json(&stdout);
+    assert_eq!(report["ready"], false, "{report}");
+    let findings = report["findings"].as_array().expect("findings");
+    let failures = findings.iter().filter(|f| f["status"] == "fail").count();
+    assert!(failures >= 3, "{report}");
+    assert_eq!(report["failures"], failures, "{report}");
+    let wal = findings
+        .iter()
+        .find(|f| f["check"] == "wal_level")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(wal["status"], "fail", "{report}");
+    assert!(
+        wal["fix"]
+            .as_str()
+            .is_some_and(|fix| fix.contains("ALTER SYSTEM SET wal_level = logical")),
+        "{wal}"
+    );
+}
+
+/// The one JSON object a `--format json` command printed.
+fn json(stdout: &str) -> serde_json::Value {
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
 }
 
 #[tokio::test]
@@ -180,6 +221,38 @@ async fn check_passes_once_the_problems_are_fixed() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("Ready to replicate"), "{stdout}");
     assert!(!stdout.lines().any(|l| l.starts_with("FAIL")), "{stdout}");
+
+    let cmd = ops_command(
+        "check",
+        &support::source().conn_string(&db),
+        &support::target().conn_string(&db),
+        &[
+            "--publication",
+            "pub",
+            "--slot",
+            "check_good_slot",
+            "--format=json",
+        ],
+    );
+    let out = output(cmd, WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report = json(&stdout);
+    assert_eq!(report["ready"], true, "{report}");
+    assert_eq!(report["failures"], 0, "{report}");
+    let findings = report["findings"].as_array().expect("findings");
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["status"] == "ok" || f["status"] == "warn"),
+        "{report}"
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["check"] == "source connection" && f["status"] == "ok"),
+        "{report}"
+    );
 }
 
 /// Tables on both sides, a publication, and lsnpipe run until `rows` rows are on the target.
@@ -283,11 +356,60 @@ async fn status_shows_the_slot_the_applied_position_and_the_lag() {
     assert!(bytes > 1000, "{stdout}");
     assert!(stdout.contains("at most"), "{stdout}");
 
+    // The same for a script.
+    let mut cmd = status(&slot);
+    cmd.args(["--format", "json"]);
+    let out = output(cmd, WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report = json(&stdout);
+    assert_eq!(report["slot_name"], slot.as_str(), "{report}");
+    assert_eq!(report["healthy"], true, "{report}");
+    assert_eq!(report["slot"]["active"], false, "{report}");
+    assert_eq!(report["slot"]["wal_status"], "reserved", "{report}");
+    let applied = report["applied"]["lsn"].as_str().expect("applied LSN");
+    assert!(applied.parse::<lsnpipe::Lsn>().is_ok(), "{report}");
+    assert!(
+        report["lag_bytes"].as_u64().is_some_and(|b| b > 1000),
+        "{report}"
+    );
+    assert!(report["lag_seconds"].as_f64().is_some(), "{report}");
+    let source_wal = report["source_wal_lsn"].as_str().expect("source WAL");
+    assert!(source_wal.parse::<lsnpipe::Lsn>().is_ok(), "{report}");
+
     // A missing slot is reported, with a non-zero exit.
     let out = output(status("no_such_slot"), WAIT).await;
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("missing"), "{stdout}");
+    let mut cmd = status("no_such_slot");
+    cmd.args(["--format", "json"]);
+    let out = output(cmd, WAIT).await;
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report = json(&stdout);
+    assert_eq!(report["healthy"], false, "{report}");
+    assert_eq!(report["slot"], serde_json::Value::Null, "{report}");
+
+    // A source that cannot be reached still answers the script, and fails.
+    let mut cmd = ops_command(
+        "status",
+        "host=127.0.0.1 port=1 user=postgres connect_timeout=2",
+        &support::target().conn_string(&db),
+        &["--slot", &slot, "--format", "json"],
+    );
+    cmd.env("RUST_LOG", "off");
+    let out = output(cmd, WAIT).await;
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report = json(&stdout);
+    assert_eq!(report["healthy"], false, "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("source")),
+        "{report}"
+    );
 }
 
 #[tokio::test]
