@@ -1,5 +1,6 @@
 //! The operator commands as `main` runs them: settings in, a report on stdout, an exit code out.
-//! The work itself is in `lsnpipe::ops`.
+//! The work itself is in `lsnpipe::ops`; shell completions and man pages are generated here
+//! from the clap definitions in `main`.
 
 use std::process::ExitCode;
 
@@ -78,6 +79,43 @@ pub async fn demo(settings: DemoSettings) -> ExitCode {
             ExitCode::FAILURE
         }
         Err(e) => fail(&e),
+    }
+}
+
+/// A completion script for `shell` on stdout.
+pub fn completions(mut cli: clap::Command, shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cli, "lsnpipe", &mut script);
+    print(&String::from_utf8_lossy(&script));
+    ExitCode::SUCCESS
+}
+
+/// The man page on stdout, or every command's page written into `out_dir`.
+pub fn man(cli: clap::Command, out_dir: Option<&std::path::Path>) -> ExitCode {
+    let written = match out_dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cli)
+                .render(&mut page)
+                .map(|()| print(&String::from_utf8_lossy(&page)))
+        }
+        Some(dir) => {
+            let written =
+                std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cli, dir));
+            if written.is_ok() {
+                eprintln!("man pages written to {}", dir.display());
+            }
+            written
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let dir = out_dir.map_or_else(|| "stdout".to_owned(), |d| d.display().to_string());
+            // Logging is not set up for the generated outputs.
+            eprintln!("lsnpipe: cannot write the man page to {dir}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -6,7 +6,7 @@ mod commands;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
 
 use lsnpipe::config::{
@@ -50,6 +50,17 @@ enum Command {
     Status(ReportArgs),
     /// Drop the slot and lsnpipe's bookkeeping on the target (asks first unless --yes).
     Teardown(TeardownArgs),
+    /// Print a shell completion script (e.g. `lsnpipe completions bash > /etc/bash_completion.d/lsnpipe`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man {
+        /// Write lsnpipe.1 and lsnpipe-COMMAND.1 for every command into this directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -79,6 +90,12 @@ struct TeardownArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the flag definitions: no settings, logging or runtime needed.
+    match &cli.command {
+        Command::Completions { shell } => return commands::completions(Cli::command(), *shell),
+        Command::Man { out_dir } => return commands::man(Cli::command(), out_dir.as_deref()),
+        _ => {}
+    }
     // The file is read before logging starts, since it may choose the log format.
     let file = match &cli.config {
         Some(path) => FileSettings::load(path),
@@ -138,6 +155,8 @@ fn main() -> ExitCode {
             Ok(settings) => runtime.block_on(commands::teardown(settings, args.yes)),
             Err(e) => fail(&e),
         },
+        // Answered before the settings were read.
+        Command::Completions { .. } | Command::Man { .. } => ExitCode::SUCCESS,
     }
 }
 

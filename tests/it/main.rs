@@ -8,6 +8,7 @@
 mod support;
 
 mod apply;
+mod cli;
 mod crash;
 mod harness;
 mod metrics;
