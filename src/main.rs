@@ -55,6 +55,8 @@ enum Command {
         /// The shell to complete for.
         shell: clap_complete::Shell,
     },
+    /// Download PostgreSQL server binaries into the cache (unless there already) and say where.
+    PgFetch(PgFetchArgs),
     /// Print the man page (roff), or write one page per command into a directory.
     Man {
         /// Write lsnpipe.1 and lsnpipe-COMMAND.1 for every command into this directory.
@@ -80,6 +82,16 @@ enum ReportFormat {
 }
 
 #[derive(Debug, clap::Args)]
+struct PgFetchArgs {
+    /// PostgreSQL major version (14 to 18).
+    #[arg(long, env = "LSNPIPE_PG_MAJOR", default_value_t = lsnpipe::pg_download::DEFAULT_MAJOR)]
+    major: u32,
+    /// Print only the server bin directory (for scripts: `PG_BINDIR=$(lsnpipe pg-fetch --print-bindir)`).
+    #[arg(long)]
+    print_bindir: bool,
+}
+
+#[derive(Debug, clap::Args)]
 struct TeardownArgs {
     #[command(flatten)]
     conn: ConnArgs,
@@ -94,6 +106,7 @@ fn main() -> ExitCode {
     match &cli.command {
         Command::Completions { shell } => return commands::completions(Cli::command(), *shell),
         Command::Man { out_dir } => return commands::man(Cli::command(), out_dir.as_deref()),
+        Command::PgFetch(args) => return commands::pg_fetch(args.major, args.print_bindir),
         _ => {}
     }
     // The file is read before logging starts, since it may choose the log format.
@@ -156,7 +169,9 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         // Answered before the settings were read.
-        Command::Completions { .. } | Command::Man { .. } => ExitCode::SUCCESS,
+        Command::Completions { .. } | Command::Man { .. } | Command::PgFetch(_) => {
+            ExitCode::SUCCESS
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod harness;
 mod metrics;
 mod observe;
 mod ops;
+mod pg_download;
 mod run;
 mod snapshot;
 mod wire;
