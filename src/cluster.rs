@@ -491,3 +491,19 @@ fn free_port() -> Result<u16, ClusterError> {
         .port();
     Ok(port)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_binaries_and_without_download_the_error_names_the_package() {
+        let err = ClusterError::NoBinaries {
+            looked: "/usr/lib/postgresql/*/bin".into(),
+        }
+        .to_string();
+        assert!(err.contains("apt-get install postgresql"), "{err}");
+        assert!(err.contains("LSNPIPE_PG_DOWNLOAD=never"), "{err}");
+        assert!(err.contains("PG_BINDIR"), "{err}");
+    }
+}
