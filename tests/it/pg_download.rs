@@ -111,6 +111,10 @@ fn lsnpipe(registry: &Registry, cache: &Path, args: &[&str]) -> Command {
     cmd.args(args)
         .env("npm_config_registry", &registry.url)
         .env("LSNPIPE_PG_CACHE_DIR", cache);
+    // The registry is on loopback: no proxy may stand in between.
+    for proxy in ["ALL_PROXY", "HTTPS_PROXY", "HTTP_PROXY"] {
+        cmd.env_remove(proxy).env_remove(proxy.to_ascii_lowercase());
+    }
     cmd
 }
 
