@@ -192,10 +192,45 @@ async fn check_reports_wal_level_identity_and_missing_tables_with_fixes() {
     );
 }
 
-/// The one JSON object a `--format json` command printed.
+/// The one JSON object a `--format json` command printed; each of its fields is documented in
+/// the README (as `name`, `parent.name` or `list[].name`).
 fn json(stdout: &str) -> serde_json::Value {
     assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
-    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    let value: serde_json::Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let mut fields = Vec::new();
+    field_paths(&value, "", &mut fields);
+    for field in fields {
+        assert!(
+            readme.contains(&format!("`{field}`")),
+            "JSON field {field} is not documented in README.md"
+        );
+    }
+    value
+}
+
+fn field_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    let Some(map) = value.as_object() else {
+        return;
+    };
+    for (key, child) in map {
+        let path = format!("{prefix}{key}");
+        match child {
+            serde_json::Value::Array(items) => {
+                out.push(format!("{path}[]"));
+                for item in items {
+                    field_paths(item, &format!("{path}[]."), out);
+                }
+            }
+            serde_json::Value::Object(_) => {
+                out.push(path.clone());
+                field_paths(child, &format!("{path}."), out);
+            }
+            _ => out.push(path),
+        }
+    }
 }
 
 #[tokio::test]
