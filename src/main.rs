@@ -6,7 +6,7 @@ mod commands;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
 
 use lsnpipe::config::{
@@ -44,15 +44,55 @@ enum Command {
     /// Try lsnpipe on two throwaway local clusters with a sample write load (Ctrl-C stops it).
     Demo(DemoArgs),
     /// Preflight: check both databases for what replication needs; exits 1 if something blocks.
-    Check(ConnArgs),
-    /// Show the slot, the retained WAL, the applied position and the lag.
-    Status(ConnArgs),
+    Check(ReportArgs),
+    /// Show the slot, the retained WAL, the applied position and the lag; exits 1 if the slot is
+    /// missing or lost.
+    Status(ReportArgs),
     /// Drop the slot and lsnpipe's bookkeeping on the target (asks first unless --yes).
     Teardown(TeardownArgs),
     /// After lost changes (slot dropped, invalidated or ahead of the target): drop the slot, empty
     /// the published tables on the target and forget the slot's position, so that the next
     /// `run --create-slot` copies everything again (asks first unless --yes).
     Resync(TeardownArgs),
+    /// Print a shell completion script (e.g. `lsnpipe completions bash > /etc/bash_completion.d/lsnpipe`).
+    Completions {
+        /// The shell to complete for.
+        shell: clap_complete::Shell,
+    },
+    /// Download PostgreSQL server binaries into the cache (unless there already) and say where.
+    PgFetch(PgFetchArgs),
+    /// Print the man page (roff), or write one page per command into a directory.
+    Man {
+        /// Write lsnpipe.1 and lsnpipe-COMMAND.1 for every command into this directory.
+        #[arg(long)]
+        out_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Report format: text (a table for people) or json (one object, field names documented in
+    /// the README). The exit code is the same for both.
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    format: ReportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ReportFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+struct PgFetchArgs {
+    /// PostgreSQL major version (14 to 18).
+    #[arg(long, env = "LSNPIPE_PG_MAJOR", default_value_t = lsnpipe::pg_download::DEFAULT_MAJOR)]
+    major: u32,
+    /// Print only the server bin directory (for scripts: `PG_BINDIR=$(lsnpipe pg-fetch --print-bindir)`).
+    #[arg(long)]
+    print_bindir: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -66,6 +106,13 @@ struct TeardownArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Generated from the flag definitions: no settings, logging or runtime needed.
+    match &cli.command {
+        Command::Completions { shell } => return commands::completions(Cli::command(), *shell),
+        Command::Man { out_dir } => return commands::man(Cli::command(), out_dir.as_deref()),
+        Command::PgFetch(args) => return commands::pg_fetch(args.major, args.print_bindir),
+        _ => {}
+    }
     // The file is read before logging starts, since it may choose the log format.
     let file = match &cli.config {
         Some(path) => FileSettings::load(path),
@@ -113,12 +160,12 @@ fn main() -> ExitCode {
             Ok(settings) => runtime.block_on(commands::demo(settings)),
             Err(e) => fail(&e),
         },
-        Command::Check(args) => match OpsSettings::resolve(&args, &file, true) {
-            Ok(settings) => runtime.block_on(commands::check(settings)),
+        Command::Check(args) => match OpsSettings::resolve(&args.conn, &file, true) {
+            Ok(settings) => runtime.block_on(commands::check(settings, args.format)),
             Err(e) => fail(&e),
         },
-        Command::Status(args) => match OpsSettings::resolve(&args, &file, false) {
-            Ok(settings) => runtime.block_on(commands::status(settings)),
+        Command::Status(args) => match OpsSettings::resolve(&args.conn, &file, false) {
+            Ok(settings) => runtime.block_on(commands::status(settings, args.format)),
             Err(e) => fail(&e),
         },
         Command::Teardown(args) => match OpsSettings::resolve(&args.conn, &file, false) {
@@ -129,6 +176,10 @@ fn main() -> ExitCode {
             Ok(settings) => runtime.block_on(commands::resync(settings, args.yes)),
             Err(e) => fail(&e),
         },
+        // Answered before the settings were read.
+        Command::Completions { .. } | Command::Man { .. } | Command::PgFetch(_) => {
+            ExitCode::SUCCESS
+        }
     }
 }
 

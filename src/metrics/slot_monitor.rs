@@ -8,6 +8,11 @@
 //!
 //! It uses its own ordinary SQL connection, not the replication stream, so it keeps reporting
 //! while the stream is down or stuck, which is exactly when retained WAL grows.
+//!
+//! A missing slot always shows in the metrics (`wal_status="missing"`), but it is logged only
+//! once the slot has been seen and then disappears (`MissingSlot`): on a first start the monitor
+//! reads before the pipeline has created the slot (`--create-slot`), and a slot that does not
+//! exist without that flag stops the pipeline with its own error.
 
 use std::time::Duration;
 
@@ -61,7 +66,7 @@ pub async fn run_slot_monitor(
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let read_timeout = interval.max(MIN_READ_TIMEOUT);
     let mut client: Option<Client> = None;
-    let mut reported_missing = false;
+    let mut missing = MissingSlot::default();
     loop {
         tokio::select! {
             biased;
@@ -76,11 +81,9 @@ pub async fn run_slot_monitor(
         };
         match read {
             Ok(Ok(state)) => {
-                // Once per disappearance, not on every tick.
-                if state.is_none() && !reported_missing {
-                    tracing::warn!(%slot, "slot monitor: replication slot not found on the source");
+                if missing.observe(state.is_some()) {
+                    tracing::warn!(%slot, "slot monitor: replication slot no longer exists on the source");
                 }
-                reported_missing = state.is_none();
                 metrics.set_slot_state(state.as_ref().map(|(b, s)| (*b, s.as_deref())));
             }
             Ok(Err(e)) => {
@@ -94,6 +97,29 @@ pub async fn run_slot_monitor(
                 client = None;
             }
         }
+    }
+}
+
+/// When a missing slot is worth a warning: once per disappearance of a slot that was seen.
+/// A slot not seen yet is one the pipeline is about to create (or one whose absence the pipeline
+/// reports itself), so the first start stays quiet.
+#[derive(Debug, Default)]
+struct MissingSlot {
+    seen: bool,
+    reported: bool,
+}
+
+impl MissingSlot {
+    /// Record one read; true when this read should be logged as a slot that went away.
+    fn observe(&mut self, exists: bool) -> bool {
+        if exists {
+            self.seen = true;
+            self.reported = false;
+            return false;
+        }
+        let warn = self.seen && !self.reported;
+        self.reported |= warn;
+        warn
     }
 }
 
@@ -132,4 +158,27 @@ enum MonitorError {
 async fn connect(conn_string: &str) -> Result<Client, MonitorError> {
     let config = crate::wire::ConnConfig::parse(conn_string)?;
     Ok(crate::wire::connect_sql(&config).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MissingSlot;
+
+    #[test]
+    fn a_slot_not_yet_created_is_not_reported() {
+        let mut missing = MissingSlot::default();
+        assert!(!missing.observe(false));
+        assert!(!missing.observe(false));
+        assert!(!missing.observe(true));
+    }
+
+    #[test]
+    fn a_slot_that_disappears_is_reported_once_per_disappearance() {
+        let mut missing = MissingSlot::default();
+        assert!(!missing.observe(true));
+        assert!(missing.observe(false));
+        assert!(!missing.observe(false));
+        assert!(!missing.observe(true));
+        assert!(missing.observe(false));
+    }
 }

@@ -74,6 +74,35 @@ impl Report {
         self.findings.iter().any(|f| f.severity == Severity::Fail)
     }
 
+    /// The report for scripts (`check --format json`). The field names are part of lsnpipe's
+    /// interface (README, "Scripting check and status"): add fields, never rename them.
+    pub fn to_json(&self) -> serde_json::Value {
+        let count = |severity| {
+            self.findings
+                .iter()
+                .filter(|f| f.severity == severity)
+                .count()
+        };
+        let findings: Vec<serde_json::Value> = self
+            .findings
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "status": f.severity.as_str().to_ascii_lowercase(),
+                    "check": f.check,
+                    "finding": f.finding,
+                    "fix": (!f.fix.is_empty()).then_some(&f.fix),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "ready": !self.blocks_replication(),
+            "failures": count(Severity::Fail),
+            "warnings": count(Severity::Warn),
+            "findings": findings,
+        })
+    }
+
     /// The findings as an aligned table, then a one-line verdict.
     pub fn render(&self) -> String {
         let rows: Vec<Vec<String>> = self

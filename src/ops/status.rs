@@ -50,6 +50,39 @@ impl StatusReport {
         self.slot.as_ref().is_some_and(|s| s.wal_status != "lost")
     }
 
+    /// The report for scripts (`status --format json`). The field names are part of lsnpipe's
+    /// interface (README, "Scripting check and status"): add fields, never rename them.
+    pub fn to_json(&self) -> serde_json::Value {
+        let lsn = |l: Option<Lsn>| l.map(|l| l.to_string());
+        let slot = self.slot.as_ref().map(|s| {
+            serde_json::json!({
+                "active": s.active_pid.is_some(),
+                "active_pid": s.active_pid,
+                "wal_status": s.wal_status,
+                "restart_lsn": lsn(s.restart_lsn),
+                "confirmed_flush_lsn": lsn(s.confirmed_lsn),
+                "retained_wal_bytes": s.retained_wal_bytes,
+            })
+        });
+        let applied = self.applied.as_ref().map(|a| {
+            serde_json::json!({
+                "lsn": a.lsn.to_string(),
+                "commit_time": a.commit_time,
+                "commit_age_seconds": a.commit_age_secs,
+                "updated_at": a.updated_at,
+            })
+        });
+        serde_json::json!({
+            "slot_name": self.slot_name,
+            "healthy": self.healthy(),
+            "source_wal_lsn": self.source_wal.to_string(),
+            "slot": slot,
+            "applied": applied,
+            "lag_bytes": self.lag_bytes,
+            "lag_seconds": self.lag_secs,
+        })
+    }
+
     pub fn render(&self) -> String {
         let lsn = |l: Option<Lsn>| l.map_or_else(|| "-".to_owned(), |l| l.to_string());
         let mut out = format!("slot {}\n", self.slot_name);

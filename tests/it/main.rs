@@ -8,11 +8,13 @@
 mod support;
 
 mod apply;
+mod cli;
 mod crash;
 mod harness;
 mod metrics;
 mod observe;
 mod ops;
+mod pg_download;
 mod recovery;
 mod run;
 mod snapshot;

@@ -217,3 +217,99 @@ async fn prometheus_scrapes_a_replication_and_answers_promql() {
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
 }
+
+/// Poll `check` until it holds, failing at once (with the log) if lsnpipe has exited.
+async fn until<F, Fut>(lsnpipe: &mut Running, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        if let Some(status) = lsnpipe.child.try_wait().unwrap() {
+            panic!(
+                "lsnpipe exited ({status}) before {what}:\n{}",
+                lsnpipe.log()
+            );
+        }
+        if check().await {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            lsnpipe.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_first_start_with_create_slot_logs_no_slot_warning() {
+    let db = support::test_dbs("quietstart").await;
+    let slot = support::unique_name("quietstart_slot");
+    let s = support::connect(support::source(), &db).await;
+    let t = support::connect(support::target(), &db).await;
+    let ddl = "CREATE TABLE a (id int PRIMARY KEY)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE a")
+        .await
+        .unwrap();
+    let addr = free_addr();
+    let listen = addr.to_string();
+    // The slot monitor reads at once (before the pipeline has created the slot), then every
+    // second.
+    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &[
+            "--create-slot",
+            "--snapshot=false",
+            "--slot-monitor-interval-secs",
+            "1",
+            "--metrics-listen",
+            &listen,
+        ],
+    ));
+    // Rows written before the slot exists would not be streamed (no initial copy here).
+    until(&mut lsnpipe, "lsnpipe to create the slot", || async {
+        s.query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    s.batch_execute("INSERT INTO a SELECT generate_series(1, 10)")
+        .await
+        .unwrap();
+    until(&mut lsnpipe, "rows on the target", || async {
+        support::count(&t, "a").await == 10
+    })
+    .await;
+    // The monitor has read the slot the pipeline created.
+    let reserved = r#"lsnpipe_slot_wal_status{status="reserved"}"#;
+    until(&mut lsnpipe, "the monitor to see the slot", || async move {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(_) => sample(&scrape(addr).await, reserved) == Some(1.0),
+            Err(_) => false,
+        }
+    })
+    .await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("streaming"), "{log}");
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("replication slot")),
+        "{log}"
+    );
+}

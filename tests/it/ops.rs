@@ -155,6 +155,82 @@ async fn check_reports_wal_level_identity_and_missing_tables_with_fixes() {
     assert!(line(r#"target columns "public"."keyed""#).starts_with("OK"));
     assert!(line("max_slot_wal_keep_size").starts_with("WARN"));
     assert!(stdout.contains("block replication"), "{stdout}");
+
+    // The same findings for a script, with the same exit code.
+    let cmd = ops_command(
+        "check",
+        &source.conn_string(&db),
+        &target.conn_string(&db),
+        &[
+            "--publication",
+            "pub",
+            "--slot",
+            "check_slot",
+            "--format",
+            "json",
+        ],
+    );
+    let out = output(cmd, WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    let report = json(&stdout);
+    assert_eq!(report["ready"], false, "{report}");
+    let findings = report["findings"].as_array().expect("findings");
+    let failures = findings.iter().filter(|f| f["status"] == "fail").count();
+    assert!(failures >= 3, "{report}");
+    assert_eq!(report["failures"], failures, "{report}");
+    let wal = findings
+        .iter()
+        .find(|f| f["check"] == "wal_level")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(wal["status"], "fail", "{report}");
+    assert!(
+        wal["fix"]
+            .as_str()
+            .is_some_and(|fix| fix.contains("ALTER SYSTEM SET wal_level = logical")),
+        "{wal}"
+    );
+}
+
+/// The one JSON object a `--format json` command printed; each of its fields is documented in
+/// the README (as `name`, `parent.name` or `list[].name`).
+fn json(stdout: &str) -> serde_json::Value {
+    assert_eq!(stdout.lines().count(), 1, "one line: {stdout}");
+    let value: serde_json::Value =
+        serde_json::from_str(stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("read README.md");
+    let mut fields = Vec::new();
+    field_paths(&value, "", &mut fields);
+    for field in fields {
+        assert!(
+            readme.contains(&format!("`{field}`")),
+            "JSON field {field} is not documented in README.md"
+        );
+    }
+    value
+}
+
+fn field_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
+    let Some(map) = value.as_object() else {
+        return;
+    };
+    for (key, child) in map {
+        let path = format!("{prefix}{key}");
+        match child {
+            serde_json::Value::Array(items) => {
+                out.push(format!("{path}[]"));
+                for item in items {
+                    field_paths(item, &format!("{path}[]."), out);
+                }
+            }
+            serde_json::Value::Object(_) => {
+                out.push(path.clone());
+                field_paths(child, &format!("{path}."), out);
+            }
+            _ => out.push(path),
+        }
+    }
 }
 
 #[tokio::test]
@@ -180,6 +256,38 @@ async fn check_passes_once_the_problems_are_fixed() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("Ready to replicate"), "{stdout}");
     assert!(!stdout.lines().any(|l| l.starts_with("FAIL")), "{stdout}");
+
+    let cmd = ops_command(
+        "check",
+        &support::source().conn_string(&db),
+        &support::target().conn_string(&db),
+        &[
+            "--publication",
+            "pub",
+            "--slot",
+            "check_good_slot",
+            "--format=json",
+        ],
+    );
+    let out = output(cmd, WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report = json(&stdout);
+    assert_eq!(report["ready"], true, "{report}");
+    assert_eq!(report["failures"], 0, "{report}");
+    let findings = report["findings"].as_array().expect("findings");
+    assert!(
+        findings
+            .iter()
+            .all(|f| f["status"] == "ok" || f["status"] == "warn"),
+        "{report}"
+    );
+    assert!(
+        findings
+            .iter()
+            .any(|f| f["check"] == "source connection" && f["status"] == "ok"),
+        "{report}"
+    );
 }
 
 /// Tables on both sides, a publication, and lsnpipe run until `rows` rows are on the target.
@@ -283,11 +391,60 @@ async fn status_shows_the_slot_the_applied_position_and_the_lag() {
     assert!(bytes > 1000, "{stdout}");
     assert!(stdout.contains("at most"), "{stdout}");
 
+    // The same for a script.
+    let mut cmd = status(&slot);
+    cmd.args(["--format", "json"]);
+    let out = output(cmd, WAIT).await;
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let report = json(&stdout);
+    assert_eq!(report["slot_name"], slot.as_str(), "{report}");
+    assert_eq!(report["healthy"], true, "{report}");
+    assert_eq!(report["slot"]["active"], false, "{report}");
+    assert_eq!(report["slot"]["wal_status"], "reserved", "{report}");
+    let applied = report["applied"]["lsn"].as_str().expect("applied LSN");
+    assert!(applied.parse::<lsnpipe::Lsn>().is_ok(), "{report}");
+    assert!(
+        report["lag_bytes"].as_u64().is_some_and(|b| b > 1000),
+        "{report}"
+    );
+    assert!(report["lag_seconds"].as_f64().is_some(), "{report}");
+    let source_wal = report["source_wal_lsn"].as_str().expect("source WAL");
+    assert!(source_wal.parse::<lsnpipe::Lsn>().is_ok(), "{report}");
+
     // A missing slot is reported, with a non-zero exit.
     let out = output(status("no_such_slot"), WAIT).await;
     let (stdout, _) = text(&out);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("missing"), "{stdout}");
+    let mut cmd = status("no_such_slot");
+    cmd.args(["--format", "json"]);
+    let out = output(cmd, WAIT).await;
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report = json(&stdout);
+    assert_eq!(report["healthy"], false, "{report}");
+    assert_eq!(report["slot"], serde_json::Value::Null, "{report}");
+
+    // A source that cannot be reached still answers the script, and fails.
+    let mut cmd = ops_command(
+        "status",
+        "host=127.0.0.1 port=1 user=postgres connect_timeout=2",
+        &support::target().conn_string(&db),
+        &["--slot", &slot, "--format", "json"],
+    );
+    cmd.env("RUST_LOG", "off");
+    let out = output(cmd, WAIT).await;
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let report = json(&stdout);
+    assert_eq!(report["healthy"], false, "{report}");
+    assert!(
+        report["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("source")),
+        "{report}"
+    );
 }
 
 #[tokio::test]
@@ -660,4 +817,68 @@ async fn logs_are_text_by_default_json_on_request_and_filtered_by_rust_log() {
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert_eq!(stderr, "", "RUST_LOG=off silences the log");
+}
+
+/// `text` without ANSI escape sequences (colours, "clear line").
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' {
+            // CSI: ESC [ parameters, ended by a letter.
+            if chars.next() == Some('[') {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn demo_in_a_terminal_shows_its_status_line_without_log_lines() {
+    // `script` (util-linux) gives the demo a pseudo-terminal for stdout and stderr, as a
+    // person's terminal would; with default settings nothing may be logged into the live view.
+    let quote = |s: &str| format!("'{}'", s.replace('\'', r"'\''"));
+    let demo = [
+        env!("CARGO_BIN_EXE_lsnpipe"),
+        "demo",
+        "--duration",
+        "6",
+        "--rate",
+        "50",
+        "--metrics-listen",
+        "off",
+    ]
+    .map(quote)
+    .join(" ");
+    let mut cmd = Command::new("script");
+    cmd.args(["-qefc", &demo, "/dev/null"]);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LSNPIPE_") || key.starts_with("PG") || key == "RUST_LOG" {
+            cmd.env_remove(key);
+        }
+    }
+    let out = output(cmd, Duration::from_secs(240)).await;
+    let (transcript, stderr) = text(&out);
+    assert!(out.status.success(), "{transcript}\n{stderr}");
+    assert!(
+        transcript.contains("\r\x1b[2Kapplied "),
+        "the status line is redrawn in place: {transcript:?}"
+    );
+    let plain = strip_ansi(&transcript);
+    assert!(plain.contains("tables_match=true"), "{plain}");
+    for line in plain.split(['\r', '\n']) {
+        assert!(
+            !["TRACE", "DEBUG", "INFO", "WARN", "ERROR"]
+                .iter()
+                .any(|level| line.contains(&format!(" {level} "))),
+            "a log line in the demo's terminal output: {line:?}\n{plain}"
+        );
+    }
 }

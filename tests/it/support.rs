@@ -315,9 +315,12 @@ impl Drop for Running {
 
 /// Run pgbench from the cluster's binaries (or PATH) against `dbname`.
 pub fn pgbench(cluster: &ClusterRef, dbname: &str, args: &[&str]) -> std::process::Output {
+    // A downloaded server build has no pgbench: then the one on PATH.
     let bin = lsnpipe::cluster::find_bindir()
         .map(|d| d.join("pgbench"))
-        .unwrap_or_else(|_| "pgbench".into());
+        .ok()
+        .filter(|p| p.is_file())
+        .unwrap_or_else(|| "pgbench".into());
     std::process::Command::new(bin)
         .args([
             "-h",
