@@ -307,7 +307,8 @@ const DRIFT_COLUMNS: &str = "SELECT a.attname::text, \
 
 /// Each source column's type spelled by the target (meaningful for built-in OIDs only).
 const BUILTIN_TYPES: &str = "SELECT pg_catalog.format_type(t.o, t.m) \
-    FROM pg_catalog.unnest($1::oid[], $2::int4[]) WITH ORDINALITY AS t(o, m, n) ORDER BY t.n";
+    FROM ROWS FROM (pg_catalog.unnest($1::oid[]), pg_catalog.unnest($2::int4[])) \
+        WITH ORDINALITY AS t(o, m, n) ORDER BY t.n";
 
 const FIND_TABLE: &str = "SELECT c.oid, c.relkind = 'p' \
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \

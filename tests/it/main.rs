@@ -17,5 +17,6 @@ mod ops;
 mod pg_download;
 mod recovery;
 mod run;
+mod schema;
 mod snapshot;
 mod wire;
