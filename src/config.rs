@@ -273,7 +273,7 @@ impl RunSettings {
         let max_batch_transactions = args
             .max_batch_transactions
             .or(file.max_batch_transactions)
-            .unwrap_or(10_000);
+            .unwrap_or(crate::apply::DEFAULT_MAX_TRANSACTIONS);
         if max_batch_transactions == 0 {
             return Err(ConfigError::Invalid {
                 key: "max_batch_transactions",
@@ -323,7 +323,9 @@ impl RunSettings {
                 .unwrap_or(256 * 1024 * 1024),
             max_batch_transactions,
             max_batch: Duration::from_millis(
-                args.max_batch_ms.or(file.max_batch_ms).unwrap_or(250),
+                args.max_batch_ms
+                    .or(file.max_batch_ms)
+                    .unwrap_or(crate::apply::DEFAULT_MAX_AGE_MS),
             ),
             status_interval: Duration::from_millis(status_ms),
             slot_monitor_interval: Duration::from_secs(slot_monitor_secs),

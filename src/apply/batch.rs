@@ -29,12 +29,17 @@ pub struct GroupLimits {
     pub max_age: Duration,
 }
 
+/// `--max-batch-transactions` unless set.
+pub const DEFAULT_MAX_TRANSACTIONS: u32 = 10_000;
+/// `--max-batch-ms` unless set.
+pub const DEFAULT_MAX_AGE_MS: u64 = 250;
+
 impl Default for GroupLimits {
     fn default() -> Self {
         GroupLimits {
-            max_transactions: 5_000,
+            max_transactions: u64::from(DEFAULT_MAX_TRANSACTIONS),
             max_rows: 100_000,
-            max_age: Duration::from_millis(200),
+            max_age: Duration::from_millis(DEFAULT_MAX_AGE_MS),
         }
     }
 }

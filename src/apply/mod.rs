@@ -29,7 +29,7 @@ mod statements;
 mod value;
 
 pub use applier::{Applier, ApplyStats, Committed};
-pub use batch::GroupLimits;
+pub use batch::{DEFAULT_MAX_AGE_MS, DEFAULT_MAX_TRANSACTIONS, GroupLimits};
 pub use drift::SchemaChanges;
 pub use error::{ApplyError, Operation, TargetError};
 pub use progress::prepare as prepare_progress;
