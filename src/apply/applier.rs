@@ -592,16 +592,7 @@ impl Applier {
             .await?;
         self.inflight.simple("COMMIT".into()).await?;
         self.inflight.drain().await?;
-        // The commit record is behind this position: once the target has flushed past it, the
-        // group (and its progress row) is on disk.
-        let target_lsn = self
-            .inflight
-            .client()
-            .query_one(TARGET_INSERT_LSN, &[])
-            .await
-            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))
-            .and_then(|row| parse_lsn_row(&row))?;
-        self.unflushed.push(target_lsn, end_lsn);
+        self.await_flush_of(end_lsn).await?;
         self.committed
             .schema_changes
             .append(&mut self.pending_schema_changes);
@@ -637,6 +628,14 @@ impl Applier {
             .map_err(|e| {
                 ApplyError::from_target(e, progress::table_name(), Operation::Bookkeeping)
             })?;
+        self.await_flush_of(lsn).await?;
+        self.durable = lsn;
+        Ok(true)
+    }
+
+    /// After a commit recording source position `lsn`: its commit record is behind the target's
+    /// WAL insert position, so once the target has flushed past that, `lsn` is on disk.
+    async fn await_flush_of(&mut self, lsn: Lsn) -> Result<(), ApplyError> {
         let target_lsn = self
             .inflight
             .client()
@@ -645,8 +644,7 @@ impl Applier {
             .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))
             .and_then(|row| parse_lsn_row(&row))?;
         self.unflushed.push(target_lsn, lsn);
-        self.durable = lsn;
-        Ok(true)
+        Ok(())
     }
 
     /// The end LSN of the newest source commit that is now on the target's disk, if any became

@@ -13,7 +13,7 @@
 
 use std::io::Write;
 
-use super::teardown::{Confirmation, ask, drop_bookkeeping};
+use super::teardown::{Confirmation, ask, drop_bookkeeping, drop_slot, idle_slot, slot_plan};
 use super::{OpsError, Side};
 use crate::apply::sql::qualified_name;
 use crate::config::OpsSettings;
@@ -44,21 +44,7 @@ pub async fn run(
         writeln!(out, "{text}").map_err(OpsError::io("write to stdout"))
     };
 
-    let slot_row = source
-        .client
-        .query_opt(
-            "SELECT active_pid FROM pg_catalog.pg_replication_slots \
-             WHERE slot_name = $1 AND database = current_database()",
-            &[&slot],
-        )
-        .await
-        .map_err(source.sql("read the slot"))?;
-    if let Some(pid) = slot_row.as_ref().and_then(|r| r.get::<_, Option<i32>>(0)) {
-        return Err(OpsError::Refused(format!(
-            "slot {slot:?} is in use by walsender pid {pid}: stop the lsnpipe (or other client) \
-             reading it first"
-        )));
-    }
+    let slot_exists = idle_slot(&source, slot).await?;
     let mut tables = Vec::new();
     for row in source
         .client
@@ -83,19 +69,7 @@ pub async fn run(
     }
 
     write(out, "lsnpipe resync will:".into())?;
-    match &slot_row {
-        Some(_) => write(
-            out,
-            format!(
-                "  - drop replication slot {slot} on the source ({})",
-                source.config.redacted()
-            ),
-        )?,
-        None => write(
-            out,
-            format!("  - (slot {slot} does not exist on the source)"),
-        )?,
-    }
+    write(out, slot_plan(&source, slot, slot_exists))?;
     write(
         out,
         format!(
@@ -113,13 +87,8 @@ pub async fn run(
         return Err(OpsError::Refused("resync cancelled".into()));
     }
 
-    if slot_row.is_some() {
-        source
-            .client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-            .await
-            .map_err(source.sql("drop the slot"))?;
-        write(out, format!("dropped slot {slot}"))?;
+    if slot_exists {
+        drop_slot(&source, slot, out).await?;
     }
     if !tables.is_empty() {
         target

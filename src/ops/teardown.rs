@@ -38,36 +38,11 @@ pub async fn run(
         writeln!(out, "{text}").map_err(OpsError::io("write to stdout"))
     };
 
-    let slot_row = source
-        .client
-        .query_opt(
-            "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .map_err(source.sql("read the slot"))?;
-    if let Some(pid) = slot_row.as_ref().and_then(|r| r.get::<_, Option<i32>>(0)) {
-        return Err(OpsError::Refused(format!(
-            "slot {slot:?} is in use by walsender pid {pid}: stop the lsnpipe (or other client) \
-             reading it first"
-        )));
-    }
+    let slot_exists = idle_slot(&source, slot).await?;
     let has_progress = has_bookkeeping(&target).await?;
 
     write(out, "lsnpipe teardown will:".into())?;
-    match slot_row {
-        Some(_) => write(
-            out,
-            format!(
-                "  - drop replication slot {slot} on the source ({})",
-                source.config.redacted()
-            ),
-        )?,
-        None => write(
-            out,
-            format!("  - (slot {slot} does not exist on the source)"),
-        )?,
-    }
+    write(out, slot_plan(&source, slot, slot_exists))?;
     if has_progress {
         write(
             out,
@@ -84,7 +59,7 @@ pub async fn run(
         out,
         "The publication and the replicated tables are left as they are.".into(),
     )?;
-    if slot_row.is_none() && !has_progress {
+    if !slot_exists && !has_progress {
         write(out, "Nothing to do.".into())?;
         return Ok(());
     }
@@ -92,18 +67,59 @@ pub async fn run(
         return Err(OpsError::Refused("teardown cancelled".into()));
     }
 
-    if slot_row.is_some() {
-        source
-            .client
-            .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
-            .await
-            .map_err(source.sql("drop the slot"))?;
-        write(out, format!("dropped slot {slot}"))?;
-        tracing::info!(slot, "dropped replication slot");
+    if slot_exists {
+        drop_slot(&source, slot, out).await?;
     }
     if has_progress {
         drop_bookkeeping(&target, slot, out).await?;
     }
+    Ok(())
+}
+
+/// Whether `slot` exists in the source database; refused while a client reads it.
+pub(crate) async fn idle_slot(source: &Side, slot: &str) -> Result<bool, OpsError> {
+    let row = source
+        .client
+        .query_opt(
+            "SELECT active_pid FROM pg_catalog.pg_replication_slots \
+             WHERE slot_name = $1 AND database = current_database()",
+            &[&slot],
+        )
+        .await
+        .map_err(source.sql("read the slot"))?;
+    if let Some(pid) = row.as_ref().and_then(|r| r.get::<_, Option<i32>>(0)) {
+        return Err(OpsError::Refused(format!(
+            "slot {slot:?} is in use by walsender pid {pid}: stop the lsnpipe (or other client) \
+             reading it first"
+        )));
+    }
+    Ok(row.is_some())
+}
+
+/// The plan's line about the slot.
+pub(crate) fn slot_plan(source: &Side, slot: &str, exists: bool) -> String {
+    if exists {
+        format!(
+            "  - drop replication slot {slot} on the source ({})",
+            source.config.redacted()
+        )
+    } else {
+        format!("  - (slot {slot} does not exist on the source)")
+    }
+}
+
+pub(crate) async fn drop_slot(
+    source: &Side,
+    slot: &str,
+    out: &mut dyn Write,
+) -> Result<(), OpsError> {
+    source
+        .client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
+        .await
+        .map_err(source.sql("drop the slot"))?;
+    writeln!(out, "dropped slot {slot}").map_err(OpsError::io("write to stdout"))?;
+    tracing::info!(slot, "dropped replication slot");
     Ok(())
 }
 
