@@ -11,11 +11,18 @@
 //!
 //! The rule is the applier's skip rule, per table: a transaction whose commit began before the
 //! table's copy point (`final_lsn < sync`) is already in the copied data.
+//!
+//! A table copied while the stream runs (it joined the publication, see `added.rs`) is
+//! [`watch`](SyncFilter::watch)ed: until its point is known, and from its point on until its
+//! copy is done, its changes are held ([`SyncFilter::hold`]): the pipeline waits, then admits.
 
 use std::collections::HashMap;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use tokio::sync::watch;
+
+use super::added::TableSync;
 use crate::Lsn;
 use crate::pgoutput::{self, DecodeContext, DecodeError, LogicalMessage};
 
@@ -25,6 +32,18 @@ pub struct SyncFilter {
     by_name: HashMap<(String, String), Lsn>,
     by_oid: HashMap<u32, Lsn>,
     final_lsn: Lsn,
+    /// Tables being copied while the stream runs, and their relation OIDs.
+    online: HashMap<(String, String), watch::Receiver<TableSync>>,
+    online_oids: HashMap<u32, (String, String)>,
+}
+
+/// Why a change cannot be admitted yet.
+#[derive(Debug)]
+pub enum Hold {
+    /// Its table's copy has to get further first: wait for a change of this, then ask again.
+    Wait(watch::Receiver<TableSync>),
+    /// Its table's copy failed.
+    Failed { table: String, reason: String },
 }
 
 impl SyncFilter {
@@ -41,7 +60,58 @@ impl SyncFilter {
 
     /// No table has a sync point: every message passes.
     pub fn is_empty(&self) -> bool {
-        self.by_name.is_empty()
+        self.by_name.is_empty() && self.online.is_empty()
+    }
+
+    /// `schema.table` is being copied while the stream runs; `sync` tells how far.
+    pub fn watch(&mut self, schema: &str, table: &str, sync: watch::Receiver<TableSync>) {
+        self.online
+            .insert((schema.to_owned(), table.to_owned()), sync);
+    }
+
+    /// Whether `message` must wait for a table's copy (call before [`SyncFilter::admit`]).
+    pub fn hold(&mut self, message: &LogicalMessage) -> Option<Hold> {
+        if self.online_oids.is_empty() {
+            return None;
+        }
+        let oids: Vec<u32> = match message {
+            LogicalMessage::Insert(m) => vec![m.relation_oid],
+            LogicalMessage::Update(m) => vec![m.relation_oid],
+            LogicalMessage::Delete(m) => vec![m.relation_oid],
+            LogicalMessage::Truncate(t) => t.relation_oids().collect(),
+            _ => return None,
+        };
+        for oid in oids {
+            let Some(key) = self.online_oids.get(&oid) else {
+                continue;
+            };
+            let Some(sync) = self.online.get(key) else {
+                continue;
+            };
+            let state = sync.borrow().clone();
+            match state {
+                TableSync::Starting => return Some(Hold::Wait(sync.clone())),
+                TableSync::Copying { sync: point } if self.final_lsn >= point => {
+                    return Some(Hold::Wait(sync.clone()));
+                }
+                TableSync::Copying { .. } => {}
+                TableSync::Done { sync: point } => {
+                    // Settled: from now on an ordinary sync point.
+                    let key = key.clone();
+                    self.online.remove(&key);
+                    self.online_oids.remove(&oid);
+                    self.by_oid.insert(oid, point);
+                    self.by_name.insert(key, point);
+                }
+                TableSync::Failed(reason) => {
+                    return Some(Hold::Failed {
+                        table: format!("{}.{}", key.0, key.1),
+                        reason,
+                    });
+                }
+            }
+        }
+        None
     }
 
     /// The message to apply in place of `message`, or `None` to drop it.
@@ -59,6 +129,11 @@ impl SyncFilter {
                     Some(lsn) => self.by_oid.insert(r.oid, *lsn),
                     None => self.by_oid.remove(&r.oid),
                 };
+                if self.online.contains_key(&key) {
+                    self.online_oids.insert(r.oid, key);
+                } else {
+                    self.online_oids.remove(&r.oid);
+                }
                 true
             }
             LogicalMessage::Begin(b) => {
@@ -84,9 +159,19 @@ impl SyncFilter {
     }
 
     fn applies_to(&self, oid: u32) -> bool {
-        self.by_oid
+        if let Some(sync) = self.by_oid.get(&oid) {
+            return self.final_lsn >= *sync;
+        }
+        // A table being copied: `hold` let only changes before its point through.
+        let copying = self
+            .online_oids
             .get(&oid)
-            .is_none_or(|sync| self.final_lsn >= *sync)
+            .and_then(|key| self.online.get(key))
+            .map(|sync| sync.borrow().clone());
+        match copying {
+            Some(TableSync::Copying { sync } | TableSync::Done { sync }) => self.final_lsn >= sync,
+            _ => true,
+        }
     }
 }
 

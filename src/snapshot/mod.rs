@@ -29,6 +29,7 @@
 //! or creatable on the target, empty, slot not already there), so a refused run leaves the
 //! target as it was.
 
+mod added;
 mod catalog;
 mod copy;
 mod error;
@@ -44,8 +45,9 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
+pub use added::{AddedTables, TableSync};
 pub use error::SnapshotError;
-pub use filter::SyncFilter;
+pub use filter::{Hold, SyncFilter};
 pub use progress::LogWriter;
 
 use crate::Lsn;
@@ -92,6 +94,20 @@ pub async fn prepare(
         .map_err(SnapshotError::TargetSql)?;
     let run = state::read_run(&target, &options.slot).await?;
     if let Some(Run::Done { .. }) = run {
+        // Tables that joined the publication while lsnpipe was stopped (or whose copy a stop
+        // interrupted) are copied first, each at a point of its own.
+        let copied = added::copy_before_streaming(
+            options,
+            source_config,
+            target_config,
+            &mut target,
+            metrics,
+            shutdown,
+        )
+        .await?;
+        if !copied {
+            return Ok(Prepared::Stopped);
+        }
         let points = state::sync_points(&target, &options.slot).await?;
         return Ok(Prepared::Ready(SyncFilter::new(points)));
     }
@@ -248,6 +264,37 @@ pub async fn prepare(
     tracing::info!(slot = %options.slot, start = %consistent_point, "initial copy complete");
     let points = state::sync_points(&target, &options.slot).await?;
     Ok(Prepared::Ready(SyncFilter::new(points)))
+}
+
+/// Copies of tables that join the publication while this session streams (none unless lsnpipe
+/// copied this slot's data, so that it knows which tables the target holds).
+pub async fn added_tables(
+    options: &SnapshotOptions,
+    source_config: &ConnConfig,
+    target_config: &ConnConfig,
+    metrics: &Metrics,
+    shutdown: &watch::Receiver<bool>,
+) -> Result<AddedTables, SnapshotError> {
+    let target = wire::connect_sql(target_config)
+        .await
+        .map_err(SnapshotError::TargetSql)?;
+    let known = match state::read_run(&target, &options.slot).await? {
+        Some(Run::Done { .. }) => Some(
+            state::tables(&target, &options.slot)
+                .await?
+                .into_iter()
+                .collect(),
+        ),
+        _ => None,
+    };
+    Ok(AddedTables::new(
+        options.clone(),
+        source_config.clone(),
+        target_config.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+        known,
+    ))
 }
 
 struct Plan {

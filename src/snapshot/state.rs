@@ -147,6 +147,45 @@ pub(super) async fn set_copying(
         .map(drop)
 }
 
+/// Record `tables` as pending for `slot` (tables that joined the publication); rows already
+/// there are left as they are.
+pub(super) async fn add_pending(
+    target: &mut Client,
+    slot: &str,
+    tables: &[(String, String)],
+) -> Result<(), SnapshotError> {
+    target.batch_execute(CREATE).await.map_err(failed)?;
+    let tx = target.transaction().await.map_err(failed)?;
+    for (schema, table) in tables {
+        tx.execute(
+            "INSERT INTO lsnpipe.copy_state (slot, schema_name, table_name, status) \
+             VALUES ($1, $2, $3, 'pending') ON CONFLICT DO NOTHING",
+            &[&slot, schema, table],
+        )
+        .await
+        .map_err(failed)?;
+    }
+    tx.commit().await.map_err(failed)
+}
+
+/// Every table of this slot's copy state, copied or not.
+pub(super) async fn tables(
+    target: &Client,
+    slot: &str,
+) -> Result<Vec<(String, String)>, SnapshotError> {
+    let rows = target
+        .query(
+            "SELECT schema_name, table_name FROM lsnpipe.copy_state WHERE slot = $1",
+            &[&slot],
+        )
+        .await
+        .map_err(failed)?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(failed)
+}
+
 /// Tables of this run not yet copied.
 pub(super) async fn pending(
     target: &Client,
