@@ -6,11 +6,20 @@
 //!   ▲        │      ▲ (bounded channel: a slow target slows the socket)   │ │
 //!   │        │      └─────────── Positions ◀── mark_flushed ◀───────────┘ │
 //!   │        └────────────────────────────────────────────────────────────┘
-//!   └── retryable error: back off (1 s … 30 s) and start a new session
+//!   └── retryable error: pause (1 s, 2 s, then 4 s while it keeps failing) and start a new one
+//!
+//!  beside it: Telemetry::refresh_every (gauges and readiness stay true while a session is stuck)
 //! ```
 //!
 //! Exactly-once rests on the applier: the applied position is committed on the target with the
 //! data, each session starts from it, and transactions at or before it are skipped.
+//!
+//! Every wait is bounded, so a silent link (a dead NAT entry, a hung server: the socket stays
+//! open and nothing arrives) ends the session instead of holding it for good: the source side
+//! by `--replication-timeout` (no byte from the walsender for that long, although it is asked
+//! to answer well before), the target side by `--target-timeout` around every round trip the
+//! session makes to the target (connect, prepare, apply, commit, flush checks). Both also bound
+//! connecting where the connection string sets no `connect_timeout`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,7 +58,17 @@ pub enum RunError {
          another consumer or created with two-phase decoding?"
     )]
     Unexpected(&'static str),
+    #[error(
+        "the target did not answer for {seconds} s while {doing} (--target-timeout); the link or \
+         the server is stuck"
+    )]
+    TargetTimeout { doing: &'static str, seconds: u64 },
 }
+
+/// SQLSTATEs of a target that cannot take writes for now (read-only: a standby, or
+/// `default_transaction_read_only`; disk full; out of memory). Nothing is committed, the slot
+/// stays where it is, and retrying resumes once an operator has fixed the target.
+const TARGET_UNWRITABLE: &[&str] = &["25006", "53100", "53200"];
 
 impl RunError {
     /// Worth a new session after a pause (connection loss, a restart), rather than a stop.
@@ -57,7 +76,8 @@ impl RunError {
         match self {
             RunError::Source(e) => e.is_retryable(),
             RunError::Target(e) => e.is_retryable(),
-            RunError::Apply(e) => e.is_retryable(),
+            RunError::Apply(e) => e.is_retryable() || target_unwritable(e),
+            RunError::TargetTimeout { .. } => true,
             RunError::Snapshot(e) => e.is_retryable(),
             // A frame damaged in transit is re-sent by the server on a new session.
             RunError::Decode(_) => true,
@@ -69,13 +89,39 @@ impl RunError {
     pub fn kind(&self) -> &'static str {
         match self {
             RunError::SourceConfig(_) | RunError::TargetConfig(_) => "config",
+            RunError::Source(SourceError::Wire(WireError::Silent { .. })) => "source_timeout",
             RunError::Source(_) => "source",
             RunError::Target(_) => "target",
+            RunError::TargetTimeout { .. } => "target_timeout",
+            RunError::Apply(e) if target_unwritable(e) => "target_unwritable",
             RunError::Apply(_) => "apply",
             RunError::Decode(_) => "decode",
             RunError::Unexpected(_) => "protocol",
             RunError::Snapshot(_) => "snapshot",
         }
+    }
+}
+
+fn target_unwritable(e: &ApplyError) -> bool {
+    matches!(e, ApplyError::Data { source, .. } if TARGET_UNWRITABLE.contains(&source.code.as_str()))
+}
+
+/// `work` on the target, or [`RunError::TargetTimeout`] once it has waited `limit` (zero: no
+/// limit). A timed-out call leaves its session unusable; the caller ends the session.
+async fn on_target<T, E: Into<RunError>>(
+    limit: Duration,
+    doing: &'static str,
+    work: impl Future<Output = Result<T, E>>,
+) -> Result<T, RunError> {
+    if limit.is_zero() {
+        return work.await.map_err(Into::into);
+    }
+    match tokio::time::timeout(limit, work).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(RunError::TargetTimeout {
+            doing,
+            seconds: limit.as_secs(),
+        }),
     }
 }
 
@@ -90,21 +136,51 @@ pub async fn run(
     telemetry: &Telemetry,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let source_config = ConnConfig::parse(&settings.source).map_err(RunError::SourceConfig)?;
-    let target_config = ConnConfig::parse(&settings.target).map_err(RunError::TargetConfig)?;
+    let source_config = ConnConfig::parse(&settings.source)
+        .map_err(RunError::SourceConfig)?
+        .with_default_connect_timeout(settings.replication_timeout);
+    let target_config = ConnConfig::parse(&settings.target)
+        .map_err(RunError::TargetConfig)?
+        .with_default_connect_timeout(settings.target_timeout);
+    telemetry.health.set_max_stall(settings.ready_max_lag);
+    // The gauges are refreshed beside the sessions, never by them: a session stuck on a silent
+    // link must not freeze lsnpipe_lag_bytes or /readyz.
+    tokio::select! {
+        biased;
+        result = sessions(settings, &source_config, &target_config, telemetry, &mut shutdown) => result,
+        never = telemetry.refresh_every(REFRESH_PERIOD) => match never {},
+    }
+}
+
+/// How often the gauges and readiness are refreshed.
+const REFRESH_PERIOD: Duration = Duration::from_millis(200);
+
+/// A session that lasted this long counts as progress even if it applied nothing (an idle
+/// source): the next failure is then retried after the first, short pause again.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+
+async fn sessions(
+    settings: &RunSettings,
+    source_config: &ConnConfig,
+    target_config: &ConnConfig,
+    telemetry: &Telemetry,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), RunError> {
     let mut backoff = Backoff::new();
     loop {
         let started = Instant::now();
+        let mut progress = false;
         let result = session(
             settings,
-            &source_config,
-            &target_config,
+            source_config,
+            target_config,
             telemetry,
-            &mut shutdown,
+            shutdown,
+            &mut progress,
         )
         .await;
         telemetry.set_streaming(false);
-        if started.elapsed() > Duration::from_secs(60) {
+        if progress || started.elapsed() > STABLE_SESSION {
             backoff = Backoff::new();
         }
         let pause = backoff.next();
@@ -119,16 +195,20 @@ pub async fn run(
             Err(err) if err.is_retryable() => {
                 telemetry.error(err.kind());
                 let side = match err {
-                    RunError::Target(_) | RunError::Apply(_) => Side::Target,
+                    RunError::Target(_) | RunError::Apply(_) | RunError::TargetTimeout { .. } => {
+                        Side::Target
+                    }
                     _ => Side::Source,
                 };
                 if side == Side::Target {
                     telemetry.set_target_reachable(false);
                 }
                 telemetry.reconnect(side);
+                let reason = crate::report::chain(&err);
+                telemetry.set_last_failure(format!("{} side: {reason}", side.as_str()));
                 tracing::warn!(
-                    "replication interrupted, will reconnect in {pause:?}: {}",
-                    crate::report::chain(&err)
+                    side = side.as_str(),
+                    "replication interrupted, will reconnect in {pause:?}: {reason}"
                 );
             }
             Err(err) => {
@@ -138,7 +218,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = stopped(&mut shutdown) => return Ok(()),
+            _ = stopped(shutdown) => return Ok(()),
         }
     }
 }
@@ -149,7 +229,9 @@ async fn session(
     target_config: &ConnConfig,
     telemetry: &Telemetry,
     shutdown: &mut watch::Receiver<bool>,
+    progress: &mut bool,
 ) -> Result<SessionEnd, RunError> {
+    let limit = settings.target_timeout;
     let copy = SnapshotOptions {
         publication: settings.publication.clone(),
         slot: settings.slot.clone(),
@@ -170,15 +252,25 @@ async fn session(
         Prepared::Ready(filter) => filter,
         Prepared::Stopped => return Ok(SessionEnd::Shutdown),
     };
-    let target = wire::connect_sql(target_config)
-        .await
-        .map_err(RunError::Target)?;
+    // The guard ends the target connection with the session, even while a statement that
+    // timed out is still waiting for its answer.
+    let (target, _target_connection) = on_target(limit, "connecting", async {
+        wire::connect_sql_guarded(target_config)
+            .await
+            .map_err(RunError::Target)
+    })
+    .await?;
     let limits = GroupLimits {
         max_transactions: u64::from(settings.max_batch_transactions),
         max_age: settings.max_batch,
         ..GroupLimits::default()
     };
-    let mut applier = Applier::with_limits(target, &settings.slot, limits).await?;
+    let mut applier = on_target(
+        limit,
+        "preparing the apply session",
+        Applier::with_limits(target, &settings.slot, limits),
+    )
+    .await?;
     telemetry.set_target_reachable(true);
     let start = applier.applied_lsn();
     let positions = Arc::new(Positions::new(start));
@@ -187,6 +279,7 @@ async fn session(
         slot: settings.slot.clone(),
         create_slot: settings.create_slot,
         status_interval: settings.status_interval,
+        receive_timeout: Some(settings.replication_timeout).filter(|t| !t.is_zero()),
     };
     let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;
     tracing::info!(slot = %settings.slot, start = %start, "streaming");
@@ -195,7 +288,7 @@ async fn session(
 
     let mut in_transaction = false;
     // Durability of asynchronous target commits is checked on this tick (the target's WAL
-    // writer flushes every 200 ms by default), and the gauges are refreshed.
+    // writer flushes every 200 ms by default).
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
@@ -206,11 +299,12 @@ async fn session(
             biased;
             _ = stopped(shutdown) => break SessionEnd::Shutdown,
             _ = tick.tick() => {
-                if let Some(durable) = applier.confirm_durable().await? {
+                let durable =
+                    on_target(limit, "checking durability", applier.confirm_durable()).await?;
+                if let Some(durable) = durable {
                     positions.mark_flushed(durable);
                     stream.nudge();
                 }
-                telemetry.refresh();
                 continue;
             }
             next = stream.recv() => match next {
@@ -243,20 +337,29 @@ async fn session(
             | LogicalMessage::RollbackPrepared(_) => return Err(RunError::Unexpected("two-phase")),
             _ => None,
         };
-        applier.apply(message).await?;
+        on_target(limit, "applying a change", applier.apply(message)).await?;
         if commit.is_some() {
             in_transaction = false;
-            if applier.commit_if(stream.is_caught_up()).await?.is_some() {
+            let caught_up = stream.is_caught_up();
+            if on_target(limit, "committing", applier.commit_if(caught_up))
+                .await?
+                .is_some()
+            {
                 telemetry.applied(applier.take_committed());
+                *progress = true;
             }
         }
     };
 
-    if !in_transaction && applier.commit_if(true).await?.is_some() {
+    if !in_transaction
+        && on_target(limit, "committing", applier.commit_if(true))
+            .await?
+            .is_some()
+    {
         telemetry.applied(applier.take_committed());
     }
     // The final status update reports everything that is on the target's disk.
-    if let Some(durable) = applier.sync().await? {
+    if let Some(durable) = on_target(limit, "flushing", applier.sync()).await? {
         positions.mark_flushed(durable);
     }
     // Anything still open is part of a source transaction that will be sent again: dropping
@@ -272,21 +375,26 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Exponential pauses between sessions: 1 s, 2 s, 4 s … 30 s.
+/// Pauses between sessions while they keep failing: 1 s, 2 s, then 4 s. Reset once a session
+/// makes progress. The ceiling is low on purpose: the pause is how long lsnpipe may stay idle
+/// after the failed server or link is back, and the goal is to stream again within 5 s; a
+/// retry costs one connection attempt, which a server (or a stopped one's port) answers at once.
+#[derive(Debug)]
 struct Backoff {
     next: Duration,
 }
 
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(4);
+
 impl Backoff {
     fn new() -> Self {
-        Backoff {
-            next: Duration::from_secs(1),
-        }
+        Backoff { next: FIRST_PAUSE }
     }
 
     fn next(&mut self) -> Duration {
         let pause = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(30));
+        self.next = (self.next * 2).min(MAX_PAUSE);
         pause
     }
 }
@@ -296,9 +404,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_thirty_seconds() {
+    fn backoff_doubles_up_to_four_seconds() {
         let mut b = Backoff::new();
-        let pauses: Vec<u64> = (0..7).map(|_| b.next().as_secs()).collect();
-        assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30]);
+        let pauses: Vec<u64> = (0..5).map(|_| b.next().as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 4, 4, 4]);
+    }
+
+    #[test]
+    fn a_read_only_or_full_target_is_retried_and_reported_as_such() {
+        let unwritable = |code: &str| {
+            RunError::Apply(ApplyError::Data {
+                table: "t".into(),
+                operation: crate::apply::Operation::Insert,
+                source: crate::apply::TargetError {
+                    code: code.into(),
+                    message: "m".into(),
+                    constraint: None,
+                    column: None,
+                },
+            })
+        };
+        for code in ["25006", "53100"] {
+            assert!(unwritable(code).is_retryable(), "{code}");
+            assert_eq!(unwritable(code).kind(), "target_unwritable");
+        }
+        // A constraint violation needs an operator, not a retry.
+        assert!(!unwritable("23505").is_retryable());
+        let stalled = RunError::TargetTimeout {
+            doing: "committing",
+            seconds: 10,
+        };
+        assert!(stalled.is_retryable());
+        assert!(stalled.to_string().contains("10 s"), "{stalled}");
     }
 }

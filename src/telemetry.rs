@@ -1,7 +1,9 @@
 //! What the pipeline reports as it goes: the one place that turns pipeline events into
 //! Prometheus metrics and readiness (see `metrics/` for the names and the HTTP server).
 //!
-//! Called once per message kind, per target commit and per second, never per row.
+//! Called once per message kind, per target commit and per second, never per row. The gauges
+//! are refreshed by [`Telemetry::refresh_every`], a timer of its own that the pipeline runs
+//! beside its sessions, so they stay true while a session is stuck on a silent link.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -60,6 +62,22 @@ impl Telemetry {
         }
     }
 
+    /// Why the last session ended, for `/readyz` until the next one streams.
+    pub fn set_last_failure(&self, reason: String) {
+        self.health.set_last_failure(reason);
+    }
+
+    /// Refresh the gauges every `period`, forever: run it beside the pipeline (in a `select!`),
+    /// never inside the loop that may be stuck.
+    pub async fn refresh_every(&self, period: std::time::Duration) -> std::convert::Infallible {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.refresh();
+        }
+    }
+
     pub fn set_target_reachable(&self, reachable: bool) {
         self.health.set_target_reachable(reachable);
     }
@@ -114,6 +132,7 @@ impl Telemetry {
             committed.duration,
         );
         self.metrics.set_oldest_unapplied_commit(None);
+        self.health.progress_at(std::time::Instant::now());
         self.refresh();
     }
 
@@ -127,8 +146,12 @@ impl Telemetry {
         let now = positions.snapshot();
         self.metrics
             .set_positions(now.received, now.received, now.reported_flush);
-        self.health
-            .set_lag_bytes(now.received.bytes_since(now.reported_flush));
+        let lag = now.received.bytes_since(now.reported_flush);
+        self.health.set_lag_bytes(lag);
+        // Nothing waiting counts as progress: an idle pipeline is not a stalled one.
+        if lag == 0 && state.oldest_unapplied_commit.is_none() {
+            self.health.progress_at(std::time::Instant::now());
+        }
         let sent = positions.status_updates_sent();
         self.metrics
             .status_updates_sent

@@ -66,6 +66,9 @@ pub struct SourceOptions {
     pub slot: String,
     pub create_slot: bool,
     pub status_interval: Duration,
+    /// Longest silence from the source before the session is presumed dead (preflight queries
+    /// and streaming); `None` keeps the stream's default.
+    pub receive_timeout: Option<Duration>,
 }
 
 /// Connect, check and start streaming from `start` (the target's applied position).
@@ -76,6 +79,7 @@ pub async fn open_stream(
     positions: Arc<Positions>,
 ) -> Result<ReplicationStream, SourceError> {
     let mut conn = ReplicationConnection::connect(config).await?;
+    conn.set_receive_timeout(options.receive_timeout);
     check_source(&mut conn, &options.publication).await?;
 
     let slot = conn

@@ -21,7 +21,9 @@ pub use commands::{
     CreateSlotOptions, CreatedSlot, LogicalOptions, Origin, ReplicationConnection, SnapshotAction,
     Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
 };
-pub use config::{ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SslMode};
+pub use config::{
+    ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SslMode, TcpOptions,
+};
 pub use error::{ServerError, WireError};
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};
@@ -29,6 +31,33 @@ pub use tls::{MakeRustlsConnect, TlsSettings};
 /// An ordinary SQL session (not replication) with the same host, authentication and TLS rules;
 /// the connection is driven on a spawned task.
 pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, WireError> {
+    // Detached: the task ends when the client is dropped and the server has answered.
+    connect_sql_task(cfg).await.map(|(client, _task)| client)
+}
+
+/// [`connect_sql`], with a guard that ends the connection when dropped, even while a query is
+/// still waiting for an answer (after a timeout, say). A dropped client alone would leave the
+/// connection task waiting for that answer on a link that may never deliver it.
+pub async fn connect_sql_guarded(
+    cfg: &ConnConfig,
+) -> Result<(tokio_postgres::Client, SqlConnectionGuard), WireError> {
+    let (client, task) = connect_sql_task(cfg).await?;
+    Ok((client, SqlConnectionGuard(task)))
+}
+
+/// Aborts the task that drives an SQL connection when dropped (see [`connect_sql_guarded`]).
+#[derive(Debug)]
+pub struct SqlConnectionGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for SqlConnectionGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn connect_sql_task(
+    cfg: &ConnConfig,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), WireError> {
     let mut pg = tokio_postgres::Config::new();
     let unix = match cfg.host() {
         Host::Tcp(h) => {
@@ -56,6 +85,20 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
     if let Some(t) = cfg.connect_timeout() {
         pg.connect_timeout(t);
     }
+    let tcp = cfg.tcp();
+    pg.keepalives(tcp.keepalives);
+    if let Some(idle) = tcp.keepalives_idle {
+        pg.keepalives_idle(idle);
+    }
+    if let Some(interval) = tcp.keepalives_interval {
+        pg.keepalives_interval(interval);
+    }
+    if let Some(count) = tcp.keepalives_count {
+        pg.keepalives_retries(count);
+    }
+    if let Some(timeout) = tcp.tcp_user_timeout {
+        pg.tcp_user_timeout(timeout);
+    }
     pg.channel_binding(match cfg.channel_binding() {
         ChannelBindingMode::Disable => tokio_postgres::config::ChannelBinding::Disable,
         ChannelBindingMode::Prefer => tokio_postgres::config::ChannelBinding::Prefer,
@@ -81,29 +124,29 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
         _ => WireError::Sql(e),
     };
     let target = cfg.redacted();
-    let client = match TlsSettings::for_config(cfg)? {
+    let session = match TlsSettings::for_config(cfg)? {
         Some(tls) if !unix => {
             let (client, connection) = pg
                 .connect(MakeRustlsConnect(tls))
                 .await
                 .map_err(sql_error)?;
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::warn!(%target, %error, "SQL connection ended");
                 }
             });
-            client
+            (client, task)
         }
         _ => {
             let (client, connection) =
                 pg.connect(tokio_postgres::NoTls).await.map_err(sql_error)?;
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::warn!(%target, %error, "SQL connection ended");
                 }
             });
-            client
+            (client, task)
         }
     };
-    Ok(client)
+    Ok(session)
 }
