@@ -6,7 +6,7 @@
 //!   ▲        │      ▲ (bounded channel: a slow target slows the socket)   │ │
 //!   │        │      └─────────── Positions ◀── mark_flushed ◀───────────┘ │
 //!   │        └────────────────────────────────────────────────────────────┘
-//!   └── retryable error: pause (1 s, 2 s, then 4 s while it keeps failing) and start a new one
+//!   └── retryable error: pause (1 s, 2 s, then 3 s while it keeps failing) and start a new one
 //!
 //!  beside it: Telemetry::refresh_every (gauges and readiness stay true while a session is stuck)
 //! ```
@@ -195,9 +195,10 @@ async fn sessions(
             Err(err) if err.is_retryable() => {
                 telemetry.error(err.kind());
                 let side = match err {
-                    RunError::Target(_) | RunError::Apply(_) | RunError::TargetTimeout { .. } => {
-                        Side::Target
-                    }
+                    RunError::Target(_)
+                    | RunError::Apply(_)
+                    | RunError::TargetTimeout { .. }
+                    | RunError::Snapshot(SnapshotError::TargetSql(_)) => Side::Target,
                     _ => Side::Source,
                 };
                 if side == Side::Target {
@@ -375,7 +376,7 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Pauses between sessions while they keep failing: 1 s, 2 s, then 4 s. Reset once a session
+/// Pauses between sessions while they keep failing: 1 s, 2 s, then 3 s. Reset once a session
 /// makes progress. The ceiling is low on purpose: the pause is how long lsnpipe may stay idle
 /// after the failed server or link is back, and the goal is to stream again within 5 s; a
 /// retry costs one connection attempt, which a server (or a stopped one's port) answers at once.
@@ -385,7 +386,7 @@ struct Backoff {
 }
 
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
-const MAX_PAUSE: Duration = Duration::from_secs(4);
+const MAX_PAUSE: Duration = Duration::from_secs(3);
 
 impl Backoff {
     fn new() -> Self {
@@ -404,10 +405,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_four_seconds() {
+    fn backoff_doubles_up_to_three_seconds() {
         let mut b = Backoff::new();
         let pauses: Vec<u64> = (0..5).map(|_| b.next().as_secs()).collect();
-        assert_eq!(pauses, [1, 2, 4, 4, 4]);
+        assert_eq!(pauses, [1, 2, 3, 3, 3]);
     }
 
     #[test]

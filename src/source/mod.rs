@@ -6,8 +6,12 @@
 //!               pg_replication_slots) ─▶ [CREATE_REPLICATION_SLOT] ─▶ START_REPLICATION
 //! ```
 
+mod invalidation;
+
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use invalidation::{Invalidation, check_not_invalidated};
 
 use crate::Lsn;
 use crate::positions::Positions;
@@ -36,11 +40,8 @@ pub enum SourceError {
     NoSlot(String),
     #[error("replication slot {slot:?} uses output plugin {plugin:?}; lsnpipe needs pgoutput")]
     WrongPlugin { slot: String, plugin: String },
-    #[error(
-        "replication slot {0:?} has been invalidated (its WAL was removed, see \
-         max_slot_wal_keep_size): drop it, create a new one and copy the data again"
-    )]
-    SlotLost(String),
+    #[error("{0}")]
+    SlotInvalidated(Invalidation),
     #[error(
         "replication slot {0:?} has two-phase decoding enabled, which lsnpipe does not apply; \
          use a slot created without TWO_PHASE"
@@ -81,10 +82,11 @@ pub async fn open_stream(
     let mut conn = ReplicationConnection::connect(config).await?;
     conn.set_receive_timeout(options.receive_timeout);
     check_source(&mut conn, &options.publication).await?;
+    check_not_invalidated(&mut conn, &options.slot).await?;
 
     let slot = conn
         .simple_query(&format!(
-            "SELECT plugin, coalesce(wal_status, ''), two_phase::text \
+            "SELECT plugin, two_phase::text \
              FROM pg_catalog.pg_replication_slots WHERE slot_name = {} AND database = current_database()",
             quote_literal(&options.slot)
         ))
@@ -110,10 +112,7 @@ pub async fn open_stream(
                     plugin: field(0),
                 });
             }
-            if field(1) == "lost" {
-                return Err(SourceError::SlotLost(options.slot.clone()));
-            }
-            if field(2) == "true" {
+            if field(1) == "true" {
                 return Err(SourceError::TwoPhaseSlot(options.slot.clone()));
             }
         }

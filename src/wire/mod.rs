@@ -124,6 +124,27 @@ async fn connect_sql_task(
         _ => WireError::Sql(e),
     };
     let target = cfg.redacted();
+    let work = connect_tokio_postgres(pg, cfg, unix, target.clone(), sql_error);
+    // tokio-postgres bounds only the TCP connect; libpq's connect_timeout covers the login too
+    // (a server that accepts and then says nothing must not hold the caller).
+    match cfg.connect_timeout() {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(WireError::ConnectTimeout {
+                target,
+                seconds: limit.as_secs(),
+            })
+        }),
+    }
+}
+
+async fn connect_tokio_postgres(
+    pg: tokio_postgres::Config,
+    cfg: &ConnConfig,
+    unix: bool,
+    target: String,
+    sql_error: impl Fn(tokio_postgres::Error) -> WireError,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), WireError> {
     let session = match TlsSettings::for_config(cfg)? {
         Some(tls) if !unix => {
             let (client, connection) = pg

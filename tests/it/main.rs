@@ -9,6 +9,7 @@ mod support;
 
 mod apply;
 mod crash;
+mod faults;
 mod harness;
 mod metrics;
 mod observe;
