@@ -218,9 +218,12 @@ impl ReplicationConnection {
             session,
             target: cfg.redacted(),
         };
-        // As the native subscriber does: nothing resolves through a user-writable schema.
+        // As the native subscriber does: nothing resolves through a user-writable schema. Still
+        // part of connecting: connect_timeout bounds the wait for its answer too.
+        conn.set_receive_timeout(cfg.connect_timeout());
         conn.simple_query("SELECT pg_catalog.set_config('search_path', '', false)")
             .await?;
+        conn.set_receive_timeout(None);
         Ok(conn)
     }
 
