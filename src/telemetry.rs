@@ -148,8 +148,10 @@ impl Telemetry {
             .set_positions(now.received, now.received, now.reported_flush);
         let lag = now.received.bytes_since(now.reported_flush);
         self.health.set_lag_bytes(lag);
-        // Nothing waiting counts as progress: an idle pipeline is not a stalled one.
-        if lag == 0 && state.oldest_unapplied_commit.is_none() {
+        // Nothing waiting counts as progress: an idle pipeline is not a stalled one. Waiting means
+        // received from the source and not yet durable on the target (the byte lag alone also
+        // counts WAL the source has not been told about yet while idle).
+        if !now.in_flight && state.oldest_unapplied_commit.is_none() {
             self.health.progress_at(std::time::Instant::now());
         }
         let sent = positions.status_updates_sent();
