@@ -620,6 +620,59 @@ async fn metrics_stay_true_while_the_target_link_is_silent() {
     assert!(status.success(), "{log}");
 }
 
+/// A short replication timeout on an idle source: lsnpipe asks the walsender to answer well
+/// within it, so quiet is never taken for a dead link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_source_is_not_mistaken_for_a_silent_one() {
+    let db = support::test_dbs("faults_idle").await;
+    let slot = support::unique_name("faults_idle");
+    let (source, target) = (support::source(), support::target());
+    let s = support::connect(source, &db).await;
+    let t = support::connect(target, &db).await;
+    let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
+        .await
+        .unwrap();
+    support::create_slot(&s, &slot).await;
+    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
+        source,
+        &db,
+        target,
+        &db,
+        "pub",
+        &slot,
+        // The walsender's own keepalives come only every 30 s (wal_sender_timeout / 2).
+        &[
+            "--replication-timeout",
+            "3",
+            "--status-interval-ms",
+            "60000",
+        ],
+    ));
+    s.batch_execute("INSERT INTO events VALUES (1)")
+        .await
+        .unwrap();
+    support::wait_until("the first row", WAIT, || async {
+        support::count(&t, "events").await == 1
+    })
+    .await;
+    // Idle for more than three timeouts: the point of the test, not a synchronisation.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(interruptions(&lsnpipe.log()), 0, "{}", lsnpipe.log());
+    s.batch_execute("INSERT INTO events VALUES (2)")
+        .await
+        .unwrap();
+    support::wait_until("the second row", WAIT, || async {
+        support::count(&t, "events").await == 2
+    })
+    .await;
+    still_running(&mut lsnpipe);
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
 /// Random faults on every link and server for `LSNPIPE_FAULT_LOOP_SECS` seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: set LSNPIPE_FAULT_LOOP_SECS and run with --ignored"]
@@ -669,7 +722,25 @@ async fn random_fault_loop() {
             &target_link
         };
         let hold = Duration::from_millis(500 + rng.below(12_000));
-        match rng.below(7) {
+        let which = if std::ptr::eq(link, &source_link) {
+            "source"
+        } else {
+            "target"
+        };
+        let fault = rng.below(7);
+        eprintln!(
+            "fault loop: {} for {hold:?}",
+            match fault {
+                0 => format!("reset the {which} link"),
+                1 => format!("silence the {which} link"),
+                2 => format!("delay the {which} link"),
+                3 => format!("throttle the {which} link"),
+                4 => "crash the source".to_owned(),
+                5 => "crash the target".to_owned(),
+                _ => "SIGKILL lsnpipe".to_owned(),
+            }
+        );
+        match fault {
             0 => link.reset(),
             1 => link.set(Fault::Blackhole),
             2 => link.set(Fault::Delay(Duration::from_millis(rng.below(300)))),
