@@ -191,6 +191,7 @@ async fn sessions(
                     "the source ended the replication stream; reconnecting in {pause:?}"
                 );
                 telemetry.reconnect(Side::Source);
+                telemetry.set_last_failure("the source ended the replication stream".to_owned());
             }
             Err(err) if err.is_retryable() => {
                 telemetry.error(err.kind());
