@@ -603,6 +603,44 @@ mod tests {
         ));
     }
 
+    #[tokio::test]
+    async fn the_connection_strings_tcp_options_reach_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let options = TcpOptions {
+            keepalives: true,
+            keepalives_idle: Some(Duration::from_secs(7)),
+            keepalives_interval: Some(Duration::from_secs(3)),
+            keepalives_count: Some(4),
+            tcp_user_timeout: Some(Duration::from_millis(9000)),
+        };
+        set_tcp_options(&tcp, options).unwrap();
+        let socket = socket2::SockRef::from(&tcp);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(3)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 4);
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(Duration::from_millis(9000))
+        );
+
+        set_tcp_options(
+            &tcp,
+            TcpOptions {
+                keepalives: false,
+                ..TcpOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(!socket.keepalive().unwrap());
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic_the_framer(bytes in proptest::collection::vec(0u8..=255, 0..200)) {

@@ -171,3 +171,48 @@ async fn connect_tokio_postgres(
     };
     Ok(session)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A server that accepts and then says nothing (a hung server, a dead link behind a proxy).
+    async fn mute_server() -> (tokio::net::TcpListener, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
+    #[tokio::test]
+    async fn connect_timeout_bounds_the_login_of_both_kinds_of_session() {
+        let (listener, port) = mute_server().await;
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let cfg = ConnConfig::parse(&format!(
+            "host=127.0.0.1 port={port} user=u sslmode=disable connect_timeout=2"
+        ))
+        .unwrap();
+        let started = Instant::now();
+        let sql = connect_sql(&cfg).await;
+        assert!(
+            matches!(sql, Err(WireError::ConnectTimeout { seconds: 2, .. })),
+            "{sql:?}"
+        );
+        let replication = ReplicationConnection::connect(&cfg).await;
+        assert!(
+            matches!(
+                replication,
+                Err(WireError::ConnectTimeout { seconds: 2, .. })
+            ),
+            "{replication:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(8));
+        held.abort();
+    }
+}
