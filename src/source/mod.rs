@@ -93,6 +93,9 @@ pub async fn open_stream(
         .await?;
     match slot.first() {
         None if options.create_slot => {
+            // Creating a slot waits for the transactions running on the source to end, which
+            // may take as long as they do: not a silence to time out.
+            conn.set_receive_timeout(None);
             conn.create_slot(
                 &options.slot,
                 CreateSlotOptions {
@@ -101,6 +104,7 @@ pub async fn open_stream(
                 },
             )
             .await?;
+            conn.set_receive_timeout(options.receive_timeout);
             tracing::info!(slot = %options.slot, "created replication slot");
         }
         None => return Err(SourceError::NoSlot(options.slot.clone())),
