@@ -281,7 +281,12 @@ async fn session(
         slot: settings.slot.clone(),
         create_slot: settings.create_slot,
         status_interval: settings.status_interval,
-        receive_timeout: Some(settings.replication_timeout).filter(|t| !t.is_zero()),
+        // Zero: wait forever, as wal_receiver_timeout = 0 does (tokio clamps the deadline).
+        receive_timeout: Some(if settings.replication_timeout.is_zero() {
+            Duration::MAX
+        } else {
+            settings.replication_timeout
+        }),
     };
     let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;
     tracing::info!(slot = %settings.slot, start = %start, "streaming");
