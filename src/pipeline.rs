@@ -63,6 +63,8 @@ pub enum RunError {
          the server is stuck"
     )]
     TargetTimeout { doing: &'static str, seconds: u64 },
+    #[error("stopped while the target had not answered ({doing})")]
+    StoppedWhileWaiting { doing: &'static str },
 }
 
 /// SQLSTATEs of a target that cannot take writes for now (read-only: a standby, or
@@ -93,6 +95,7 @@ impl RunError {
             RunError::Source(_) => "source",
             RunError::Target(_) => "target",
             RunError::TargetTimeout { .. } => "target_timeout",
+            RunError::StoppedWhileWaiting { .. } => "shutdown",
             RunError::Apply(e) if target_unwritable(e) => "target_unwritable",
             RunError::Apply(_) => "apply",
             RunError::Decode(_) => "decode",
@@ -106,22 +109,48 @@ fn target_unwritable(e: &ApplyError) -> bool {
     matches!(e, ApplyError::Data { source, .. } if TARGET_UNWRITABLE.contains(&source.code.as_str()))
 }
 
-/// `work` on the target, or [`RunError::TargetTimeout`] once it has waited `limit` (zero: no
-/// limit). A timed-out call leaves its session unusable; the caller ends the session.
-async fn on_target<T, E: Into<RunError>>(
+/// How long a target call may still run once shutdown is asked for. A healthy target finishes
+/// the last commit in milliseconds; a stuck one must not hold the stop for a whole timeout.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Every round trip a session makes to the target goes through here: bounded by
+/// `--target-timeout`, and given up [`SHUTDOWN_GRACE`] after a shutdown request.
+struct TargetCalls {
     limit: Duration,
-    doing: &'static str,
-    work: impl Future<Output = Result<T, E>>,
-) -> Result<T, RunError> {
-    if limit.is_zero() {
-        return work.await.map_err(Into::into);
-    }
-    match tokio::time::timeout(limit, work).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(_) => Err(RunError::TargetTimeout {
-            doing,
-            seconds: limit.as_secs(),
-        }),
+    shutdown: watch::Receiver<bool>,
+}
+
+impl TargetCalls {
+    /// `work`, or [`RunError::TargetTimeout`] once it has waited `limit` (zero: no limit), or
+    /// [`RunError::StoppedWhileWaiting`]. Either error leaves the session unusable; the caller
+    /// ends it (an open target transaction rolls back, the source sends it again).
+    async fn call<T, E: Into<RunError>>(
+        &mut self,
+        doing: &'static str,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, RunError> {
+        let limit = self.limit;
+        let bounded = async {
+            if limit.is_zero() {
+                return work.await.map_err(Into::into);
+            }
+            match tokio::time::timeout(limit, work).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(RunError::TargetTimeout {
+                    doing,
+                    seconds: limit.as_secs(),
+                }),
+            }
+        };
+        let shutdown = &mut self.shutdown;
+        tokio::select! {
+            biased;
+            result = bounded => result,
+            () = async {
+                stopped(shutdown).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => Err(RunError::StoppedWhileWaiting { doing }),
+        }
     }
 }
 
@@ -186,6 +215,13 @@ async fn sessions(
         let pause = backoff.next();
         match result {
             Ok(SessionEnd::Shutdown) => return Ok(()),
+            Err(RunError::StoppedWhileWaiting { doing }) => {
+                tracing::warn!(
+                    "stopping without waiting any longer for the target ({doing}); what it had \
+                     not committed is sent again by the source on the next start"
+                );
+                return Ok(());
+            }
             Ok(SessionEnd::SourceEnded) => {
                 tracing::warn!(
                     "the source ended the replication stream; reconnecting in {pause:?}"
@@ -233,7 +269,10 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     progress: &mut bool,
 ) -> Result<SessionEnd, RunError> {
-    let limit = settings.target_timeout;
+    let mut target_calls = TargetCalls {
+        limit: settings.target_timeout,
+        shutdown: shutdown.clone(),
+    };
     let copy = SnapshotOptions {
         publication: settings.publication.clone(),
         slot: settings.slot.clone(),
@@ -256,23 +295,24 @@ async fn session(
     };
     // The guard ends the target connection with the session, even while a statement that
     // timed out is still waiting for its answer.
-    let (target, _target_connection) = on_target(limit, "connecting", async {
-        wire::connect_sql_guarded(target_config)
-            .await
-            .map_err(RunError::Target)
-    })
-    .await?;
+    let (target, _target_connection) = target_calls
+        .call("connecting", async {
+            wire::connect_sql_guarded(target_config)
+                .await
+                .map_err(RunError::Target)
+        })
+        .await?;
     let limits = GroupLimits {
         max_transactions: u64::from(settings.max_batch_transactions),
         max_age: settings.max_batch,
         ..GroupLimits::default()
     };
-    let mut applier = on_target(
-        limit,
-        "preparing the apply session",
-        Applier::with_limits(target, &settings.slot, limits),
-    )
-    .await?;
+    let mut applier = target_calls
+        .call(
+            "preparing the apply session",
+            Applier::with_limits(target, &settings.slot, limits),
+        )
+        .await?;
     telemetry.set_target_reachable(true);
     let start = applier.applied_lsn();
     let positions = Arc::new(Positions::new(start));
@@ -307,7 +347,7 @@ async fn session(
             _ = stopped(shutdown) => break SessionEnd::Shutdown,
             _ = tick.tick() => {
                 let durable =
-                    on_target(limit, "checking durability", applier.confirm_durable()).await?;
+                    target_calls.call("checking durability", applier.confirm_durable()).await?;
                 if let Some(durable) = durable {
                     positions.mark_flushed(durable);
                     stream.nudge();
@@ -344,11 +384,14 @@ async fn session(
             | LogicalMessage::RollbackPrepared(_) => return Err(RunError::Unexpected("two-phase")),
             _ => None,
         };
-        on_target(limit, "applying a change", applier.apply(message)).await?;
+        target_calls
+            .call("applying a change", applier.apply(message))
+            .await?;
         if commit.is_some() {
             in_transaction = false;
             let caught_up = stream.is_caught_up();
-            if on_target(limit, "committing", applier.commit_if(caught_up))
+            if target_calls
+                .call("committing", applier.commit_if(caught_up))
                 .await?
                 .is_some()
             {
@@ -359,14 +402,15 @@ async fn session(
     };
 
     if !in_transaction
-        && on_target(limit, "committing", applier.commit_if(true))
+        && target_calls
+            .call("committing", applier.commit_if(true))
             .await?
             .is_some()
     {
         telemetry.applied(applier.take_committed());
     }
     // The final status update reports everything that is on the target's disk.
-    if let Some(durable) = on_target(limit, "flushing", applier.sync()).await? {
+    if let Some(durable) = target_calls.call("flushing", applier.sync()).await? {
         positions.mark_flushed(durable);
     }
     // Anything still open is part of a source transaction that will be sent again: dropping

@@ -108,6 +108,72 @@ async fn metrics_stay_true_while_the_target_link_is_silent() {
     assert!(status.success(), "{log}");
 }
 
+/// SIGTERM while the target link is silent: lsnpipe gives the stuck call a short grace, not
+/// the whole target timeout, stops cleanly, and loses nothing (the next run applies the rest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_target_hangs_stops_within_the_grace() {
+    let db = support::test_dbs("faults_hang_stop").await;
+    let slot = support::unique_name("faults_hang_stop");
+    let (source, target) = (support::source(), support::target());
+    let s = support::connect(source, &db).await;
+    let t = support::connect(target, &db).await;
+    let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
+        .await
+        .unwrap();
+    support::create_slot(&s, &slot).await;
+    let proxy = Proxy::start(target.port).await;
+    let addr = free_addr();
+    let listen = addr.to_string();
+    let run = |target: &ClusterRef| {
+        Running::spawn(support::lsnpipe_run(
+            source,
+            &db,
+            target,
+            &db,
+            "pub",
+            &slot,
+            &["--target-timeout", "60", "--metrics-listen", &listen],
+        ))
+    };
+    let lsnpipe = run(&via(target, &proxy));
+    s.batch_execute("INSERT INTO events VALUES (1)")
+        .await
+        .unwrap();
+    support::wait_until("the first row", WAIT, || async {
+        support::count(&t, "events").await == 1
+    })
+    .await;
+
+    proxy.set(Fault::Blackhole);
+    s.batch_execute("INSERT INTO events VALUES (2)")
+        .await
+        .unwrap();
+    support::wait_until("the apply loop to wait on the target", WAIT, || async {
+        let scrape = crate::metrics::request(addr, "GET", "/metrics").await.body;
+        sample(&scrape, "lsnpipe_lag_seconds").is_some_and(|lag| lag > 0.0)
+    })
+    .await;
+    let asked = Instant::now();
+    let (status, log) = lsnpipe.terminate().await;
+    let took = asked.elapsed();
+    eprintln!("SIGTERM with the target link silent: stopped after {took:?}");
+    assert!(status.success(), "{log}");
+    assert!(took < Duration::from_secs(15), "took {took:?}:\n{log}");
+    assert!(log.contains("stopping without waiting"), "{log}");
+
+    proxy.heal();
+    let lsnpipe = run(target);
+    support::wait_until("the row that waited", WAIT, || async {
+        support::count(&t, "events").await == 2
+    })
+    .await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
 /// A short replication timeout on an idle source: lsnpipe asks the walsender to answer well
 /// within it, so quiet is never taken for a dead link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
