@@ -229,6 +229,14 @@ async fn sessions(
                 telemetry.reconnect(Side::Source);
                 telemetry.set_last_failure("the source ended the replication stream".to_owned());
             }
+            // A session that failed while stopping (a silent source link, say) needs no retry.
+            Err(err) if err.is_retryable() && *shutdown.borrow() => {
+                tracing::warn!(
+                    "stopped; the last session ended with: {}",
+                    crate::report::chain(&err)
+                );
+                return Ok(());
+            }
             Err(err) if err.is_retryable() => {
                 telemetry.error(err.kind());
                 let side = match err {
