@@ -43,6 +43,18 @@ pub struct RunArgs {
     /// /readyz answers 503 while the lag is above this many bytes.
     #[arg(long, env = "LSNPIPE_READY_MAX_LAG_BYTES")]
     pub ready_max_lag_bytes: Option<u64>,
+    /// /readyz answers 503 while changes are waiting and nothing has been applied for longer
+    /// than this many seconds.
+    #[arg(long, env = "LSNPIPE_READY_MAX_LAG_SECONDS")]
+    pub ready_max_lag_seconds: Option<u64>,
+    /// Seconds without a byte from the source (it is asked to answer well before) after which
+    /// the replication session is presumed dead and reconnected; 0 waits forever.
+    #[arg(long, env = "LSNPIPE_REPLICATION_TIMEOUT")]
+    pub replication_timeout: Option<u64>,
+    /// Seconds a round trip to the target (connecting, applying, committing) may take before
+    /// the session is presumed stuck and reconnected; 0 waits forever.
+    #[arg(long, env = "LSNPIPE_TARGET_TIMEOUT")]
+    pub target_timeout: Option<u64>,
     /// Most source transactions grouped into one target transaction while there is a backlog.
     #[arg(long, env = "LSNPIPE_MAX_BATCH_TRANSACTIONS")]
     pub max_batch_transactions: Option<u32>,
@@ -83,6 +95,9 @@ pub struct FileSettings {
     pub create_slot: Option<bool>,
     pub metrics_listen: Option<String>,
     pub ready_max_lag_bytes: Option<u64>,
+    pub ready_max_lag_seconds: Option<u64>,
+    pub replication_timeout: Option<u64>,
+    pub target_timeout: Option<u64>,
     pub max_batch_transactions: Option<u32>,
     pub max_batch_ms: Option<u64>,
     pub status_interval_ms: Option<u64>,
@@ -117,6 +132,12 @@ pub struct RunSettings {
     pub create_slot: bool,
     pub metrics_listen: Option<SocketAddr>,
     pub ready_max_lag_bytes: u64,
+    /// `/readyz` fails while work is pending and nothing was applied for this long.
+    pub ready_max_lag: Duration,
+    /// Silence from the source that ends a session; zero waits forever.
+    pub replication_timeout: Duration,
+    /// A target round trip that takes longer ends the session; zero waits forever.
+    pub target_timeout: Duration,
     pub max_batch_transactions: u32,
     pub max_batch: Duration,
     pub status_interval: Duration,
@@ -139,6 +160,8 @@ impl std::fmt::Debug for RunSettings {
             .field("max_batch_transactions", &self.max_batch_transactions)
             .field("max_batch", &self.max_batch)
             .field("status_interval", &self.status_interval)
+            .field("replication_timeout", &self.replication_timeout)
+            .field("target_timeout", &self.target_timeout)
             .field("snapshot", &self.snapshot)
             .field("copy_jobs", &self.copy_jobs)
             .field("create_tables", &self.create_tables)
@@ -321,6 +344,19 @@ impl RunSettings {
                 .ready_max_lag_bytes
                 .or(file.ready_max_lag_bytes)
                 .unwrap_or(256 * 1024 * 1024),
+            ready_max_lag: Duration::from_secs(
+                args.ready_max_lag_seconds
+                    .or(file.ready_max_lag_seconds)
+                    .unwrap_or(60),
+            ),
+            replication_timeout: Duration::from_secs(
+                args.replication_timeout
+                    .or(file.replication_timeout)
+                    .unwrap_or(60),
+            ),
+            target_timeout: Duration::from_secs(
+                args.target_timeout.or(file.target_timeout).unwrap_or(60),
+            ),
             max_batch_transactions,
             max_batch: Duration::from_millis(
                 args.max_batch_ms
@@ -515,6 +551,27 @@ mod tests {
         );
         assert!(s.copy_jobs >= 1);
         assert!(!s.create_tables);
+    }
+
+    #[test]
+    fn timeouts_default_to_a_minute_and_come_from_flags_or_the_file() {
+        let s = RunSettings::resolve(&full_args(), &FileSettings::default()).unwrap();
+        assert_eq!(s.replication_timeout, Duration::from_secs(60));
+        assert_eq!(s.target_timeout, Duration::from_secs(60));
+        assert_eq!(s.ready_max_lag, Duration::from_secs(60));
+        let file = FileSettings::parse(
+            "replication_timeout = 10\ntarget_timeout = 0\nready_max_lag_seconds = 5\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        let args = RunArgs {
+            target_timeout: Some(7),
+            ..full_args()
+        };
+        let s = RunSettings::resolve(&args, &file).unwrap();
+        assert_eq!(s.replication_timeout, Duration::from_secs(10));
+        assert_eq!(s.target_timeout, Duration::from_secs(7));
+        assert_eq!(s.ready_max_lag, Duration::from_secs(5));
     }
 
     #[test]

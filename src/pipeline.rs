@@ -6,11 +6,20 @@
 //!   ▲        │      ▲ (bounded channel: a slow target slows the socket)   │ │
 //!   │        │      └─────────── Positions ◀── mark_flushed ◀───────────┘ │
 //!   │        └────────────────────────────────────────────────────────────┘
-//!   └── retryable error: back off (1 s … 30 s) and start a new session
+//!   └── retryable error: pause (1 s, 2 s, then 3 s while it keeps failing) and start a new one
+//!
+//!  beside it: Telemetry::refresh_every (gauges and readiness stay true while a session is stuck)
 //! ```
 //!
 //! Exactly-once rests on the applier: the applied position is committed on the target with the
 //! data, each session starts from it, and transactions at or before it are skipped.
+//!
+//! Every wait is bounded, so a silent link (a dead NAT entry, a hung server: the socket stays
+//! open and nothing arrives) ends the session instead of holding it for good: the source side
+//! by `--replication-timeout` (no byte from the walsender for that long, although it is asked
+//! to answer well before), the target side by `--target-timeout` around every round trip the
+//! session makes to the target (connect, prepare, apply, commit, flush checks). Both also bound
+//! connecting where the connection string sets no `connect_timeout`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,7 +61,19 @@ pub enum RunError {
          another consumer or created with two-phase decoding?"
     )]
     Unexpected(&'static str),
+    #[error(
+        "the target did not answer for {seconds} s while {doing} (--target-timeout); the link or \
+         the server is stuck"
+    )]
+    TargetTimeout { doing: &'static str, seconds: u64 },
+    #[error("stopped while the target had not answered ({doing})")]
+    StoppedWhileWaiting { doing: &'static str },
 }
+
+/// SQLSTATEs of a target that cannot take writes for now (read-only: a standby, or
+/// `default_transaction_read_only`; disk full; out of memory). Nothing is committed, the slot
+/// stays where it is, and retrying resumes once an operator has fixed the target.
+const TARGET_UNWRITABLE: &[&str] = &["25006", "53100", "53200"];
 
 impl RunError {
     /// Worth a new session after a pause (connection loss, a restart), rather than a stop.
@@ -60,7 +81,8 @@ impl RunError {
         match self {
             RunError::Source(e) => e.is_retryable(),
             RunError::Target(e) => e.is_retryable(),
-            RunError::Apply(e) => e.is_retryable(),
+            RunError::Apply(e) => e.is_retryable() || target_unwritable(e),
+            RunError::TargetTimeout { .. } => true,
             RunError::Snapshot(e) => e.is_retryable(),
             // A message the decoder rejects is re-sent unchanged on every new session (TCP and
             // TLS already guard the bytes in transit): retrying would loop for ever.
@@ -72,12 +94,65 @@ impl RunError {
     pub fn kind(&self) -> &'static str {
         match self {
             RunError::SourceConfig(_) | RunError::TargetConfig(_) => "config",
+            RunError::Source(SourceError::Wire(WireError::Silent { .. })) => "source_timeout",
             RunError::Source(_) => "source",
             RunError::Target(_) => "target",
+            RunError::TargetTimeout { .. } => "target_timeout",
+            RunError::StoppedWhileWaiting { .. } => "shutdown",
+            RunError::Apply(e) if target_unwritable(e) => "target_unwritable",
             RunError::Apply(_) => "apply",
             RunError::Decode(_) => "decode",
             RunError::Unexpected(_) => "protocol",
             RunError::Snapshot(_) => "snapshot",
+        }
+    }
+}
+
+fn target_unwritable(e: &ApplyError) -> bool {
+    matches!(e, ApplyError::Data { source, .. } if TARGET_UNWRITABLE.contains(&source.code.as_str()))
+}
+
+/// How long a target call may still run once shutdown is asked for. A healthy target finishes
+/// the last commit in milliseconds; a stuck one must not hold the stop for a whole timeout.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Every round trip a session makes to the target goes through here: bounded by
+/// `--target-timeout`, and given up [`SHUTDOWN_GRACE`] after a shutdown request.
+struct TargetCalls {
+    limit: Duration,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl TargetCalls {
+    /// `work`, or [`RunError::TargetTimeout`] once it has waited `limit` (zero: no limit), or
+    /// [`RunError::StoppedWhileWaiting`]. Either error leaves the session unusable; the caller
+    /// ends it (an open target transaction rolls back, the source sends it again).
+    async fn call<T, E: Into<RunError>>(
+        &mut self,
+        doing: &'static str,
+        work: impl Future<Output = Result<T, E>>,
+    ) -> Result<T, RunError> {
+        let limit = self.limit;
+        let bounded = async {
+            if limit.is_zero() {
+                return work.await.map_err(Into::into);
+            }
+            match tokio::time::timeout(limit, work).await {
+                Ok(result) => result.map_err(Into::into),
+                Err(_) => Err(RunError::TargetTimeout {
+                    doing,
+                    seconds: limit.as_secs(),
+                }),
+            }
+        };
+        let shutdown = &mut self.shutdown;
+        tokio::select! {
+            biased;
+            result = bounded => result,
+            () = async {
+                stopped(shutdown).await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } => Err(RunError::StoppedWhileWaiting { doing }),
         }
     }
 }
@@ -93,45 +168,96 @@ pub async fn run(
     telemetry: &Telemetry,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), RunError> {
-    let source_config = ConnConfig::parse(&settings.source).map_err(RunError::SourceConfig)?;
-    let target_config = ConnConfig::parse(&settings.target).map_err(RunError::TargetConfig)?;
+    let source_config = ConnConfig::parse(&settings.source)
+        .map_err(RunError::SourceConfig)?
+        .with_default_connect_timeout(settings.replication_timeout);
+    let target_config = ConnConfig::parse(&settings.target)
+        .map_err(RunError::TargetConfig)?
+        .with_default_connect_timeout(settings.target_timeout);
+    telemetry.health.set_max_stall(settings.ready_max_lag);
+    // The gauges are refreshed beside the sessions, never by them: a session stuck on a silent
+    // link must not freeze lsnpipe_lag_bytes or /readyz.
+    tokio::select! {
+        biased;
+        result = sessions(settings, &source_config, &target_config, telemetry, &mut shutdown) => result,
+        never = telemetry.refresh_every(REFRESH_PERIOD) => match never {},
+    }
+}
+
+/// How often the gauges and readiness are refreshed.
+const REFRESH_PERIOD: Duration = Duration::from_millis(200);
+
+/// A session that lasted this long counts as progress even if it applied nothing (an idle
+/// source): the next failure is then retried after the first, short pause again.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
+
+async fn sessions(
+    settings: &RunSettings,
+    source_config: &ConnConfig,
+    target_config: &ConnConfig,
+    telemetry: &Telemetry,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), RunError> {
     let mut backoff = Backoff::new();
     loop {
         let started = Instant::now();
+        let mut progress = false;
         let result = session(
             settings,
-            &source_config,
-            &target_config,
+            source_config,
+            target_config,
             telemetry,
-            &mut shutdown,
+            shutdown,
+            &mut progress,
         )
         .await;
         telemetry.set_streaming(false);
-        if started.elapsed() > Duration::from_secs(60) {
+        if progress || started.elapsed() > STABLE_SESSION {
             backoff = Backoff::new();
         }
         let pause = backoff.next();
         match result {
             Ok(SessionEnd::Shutdown) => return Ok(()),
+            Err(RunError::StoppedWhileWaiting { doing }) => {
+                tracing::warn!(
+                    "stopping without waiting any longer for the target ({doing}); what it had \
+                     not committed is sent again by the source on the next start"
+                );
+                return Ok(());
+            }
             Ok(SessionEnd::SourceEnded) => {
                 tracing::warn!(
                     "the source ended the replication stream; reconnecting in {pause:?}"
                 );
                 telemetry.reconnect(Side::Source);
+                telemetry.set_last_failure("the source ended the replication stream".to_owned());
+            }
+            // A session that failed while stopping (a silent source link, say) needs no retry.
+            Err(err) if err.is_retryable() && *shutdown.borrow() => {
+                tracing::warn!(
+                    "stopped; the last session ended with: {}",
+                    crate::report::chain(&err)
+                );
+                return Ok(());
             }
             Err(err) if err.is_retryable() => {
                 telemetry.error(err.kind());
                 let side = match err {
-                    RunError::Target(_) | RunError::Apply(_) => Side::Target,
+                    RunError::Target(_)
+                    | RunError::Apply(_)
+                    | RunError::TargetTimeout { .. }
+                    | RunError::Snapshot(SnapshotError::TargetSql(_)) => Side::Target,
                     _ => Side::Source,
                 };
                 if side == Side::Target {
                     telemetry.set_target_reachable(false);
                 }
                 telemetry.reconnect(side);
+                let reason = crate::report::chain(&err);
+                telemetry.set_last_failure(format!("{} side: {reason}", side.as_str()));
                 tracing::warn!(
-                    "replication interrupted, will reconnect in {pause:?}: {}",
-                    crate::report::chain(&err)
+                    side = side.as_str(),
+                    "replication interrupted, will reconnect in {pause:?}: {reason}"
                 );
             }
             Err(err) => {
@@ -141,7 +267,7 @@ pub async fn run(
         }
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
-            _ = stopped(&mut shutdown) => return Ok(()),
+            _ = stopped(shutdown) => return Ok(()),
         }
     }
 }
@@ -152,7 +278,12 @@ async fn session(
     target_config: &ConnConfig,
     telemetry: &Telemetry,
     shutdown: &mut watch::Receiver<bool>,
+    progress: &mut bool,
 ) -> Result<SessionEnd, RunError> {
+    let mut target_calls = TargetCalls {
+        limit: settings.target_timeout,
+        shutdown: shutdown.clone(),
+    };
     let copy = SnapshotOptions {
         publication: settings.publication.clone(),
         slot: settings.slot.clone(),
@@ -173,15 +304,26 @@ async fn session(
         Prepared::Ready(filter) => filter,
         Prepared::Stopped => return Ok(SessionEnd::Shutdown),
     };
-    let target = wire::connect_sql(target_config)
-        .await
-        .map_err(RunError::Target)?;
+    // The guard ends the target connection with the session, even while a statement that
+    // timed out is still waiting for its answer.
+    let (target, _target_connection) = target_calls
+        .call("connecting", async {
+            wire::connect_sql_guarded(target_config)
+                .await
+                .map_err(RunError::Target)
+        })
+        .await?;
     let limits = GroupLimits {
         max_transactions: u64::from(settings.max_batch_transactions),
         max_age: settings.max_batch,
         ..GroupLimits::default()
     };
-    let mut applier = Applier::with_limits(target, &settings.slot, limits).await?;
+    let mut applier = target_calls
+        .call(
+            "preparing the apply session",
+            Applier::with_limits(target, &settings.slot, limits),
+        )
+        .await?;
     applier.set_schema_changes(settings.schema_changes);
     if settings.schema_changes != SchemaChanges::Off {
         let catalog = wire::connect_sql(source_config)
@@ -201,6 +343,12 @@ async fn session(
         slot: settings.slot.clone(),
         create_slot: settings.create_slot,
         status_interval: settings.status_interval,
+        // Zero: wait forever, as wal_receiver_timeout = 0 does (tokio clamps the deadline).
+        receive_timeout: Some(if settings.replication_timeout.is_zero() {
+            Duration::MAX
+        } else {
+            settings.replication_timeout
+        }),
     };
     let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;
     tracing::info!(slot = %settings.slot, start = %start, "streaming");
@@ -211,7 +359,7 @@ async fn session(
     // Idle positions are recorded in the progress row at most this often.
     let mut idle_recorded = Instant::now();
     // Durability of asynchronous target commits is checked on this tick (the target's WAL
-    // writer flushes every 200 ms by default), and the gauges are refreshed.
+    // writer flushes every 200 ms by default).
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let end = loop {
@@ -222,18 +370,21 @@ async fn session(
             biased;
             _ = stopped(shutdown) => break SessionEnd::Shutdown,
             _ = tick.tick() => {
-                if let Some(durable) = applier.confirm_durable().await? {
+                let durable =
+                    target_calls.call("checking durability", applier.confirm_durable()).await?;
+                if let Some(durable) = durable {
                     positions.mark_flushed(durable);
                     stream.nudge();
                 }
                 if let Some(idle) = positions.idle_position() {
                     if idle_recorded.elapsed() >= IDLE_RECORD_INTERVAL
-                        && applier.record_idle(idle).await?
+                        && target_calls
+                            .call("recording an idle position", applier.record_idle(idle))
+                            .await?
                     {
                         idle_recorded = Instant::now();
                     }
                 }
-                telemetry.refresh();
                 continue;
             }
             next = stream.recv() => match next {
@@ -253,8 +404,14 @@ async fn session(
                 // A group is committed only between source transactions: when the next one has
                 // not fully arrived (or the group is full), commit before it starts, so a slow or
                 // stalled transaction never holds the finished ones uncommitted.
-                if applier.commit_if(stream.is_caught_up()).await?.is_some() {
+                let caught_up = stream.is_caught_up();
+                if target_calls
+                    .call("committing", applier.commit_if(caught_up))
+                    .await?
+                    .is_some()
+                {
                     telemetry.applied(applier.take_committed());
+                    *progress = true;
                 }
                 in_transaction = true;
                 telemetry.begin(begin.commit_time);
@@ -272,20 +429,33 @@ async fn session(
             | LogicalMessage::RollbackPrepared(_) => return Err(RunError::Unexpected("two-phase")),
             _ => None,
         };
-        applier.apply(message).await?;
+        target_calls
+            .call("applying a change", applier.apply(message))
+            .await?;
         if commit.is_some() {
             in_transaction = false;
-            if applier.commit_if(stream.is_caught_up()).await?.is_some() {
+            let caught_up = stream.is_caught_up();
+            if target_calls
+                .call("committing", applier.commit_if(caught_up))
+                .await?
+                .is_some()
+            {
                 telemetry.applied(applier.take_committed());
+                *progress = true;
             }
         }
     };
 
-    if !in_transaction && applier.commit_if(true).await?.is_some() {
+    if !in_transaction
+        && target_calls
+            .call("committing", applier.commit_if(true))
+            .await?
+            .is_some()
+    {
         telemetry.applied(applier.take_committed());
     }
     // The final status update reports everything that is on the target's disk.
-    if let Some(durable) = applier.sync().await? {
+    if let Some(durable) = target_calls.call("flushing", applier.sync()).await? {
         positions.mark_flushed(durable);
     }
     // Anything still open is part of a source transaction that will be sent again: dropping
@@ -305,21 +475,26 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// Exponential pauses between sessions: 1 s, 2 s, 4 s … 30 s.
+/// Pauses between sessions while they keep failing: 1 s, 2 s, then 3 s. Reset once a session
+/// makes progress. The ceiling is low on purpose: the pause is how long lsnpipe may stay idle
+/// after the failed server or link is back, and the goal is to stream again within 5 s; a
+/// retry costs one connection attempt, which a server (or a stopped one's port) answers at once.
+#[derive(Debug)]
 struct Backoff {
     next: Duration,
 }
 
+const FIRST_PAUSE: Duration = Duration::from_secs(1);
+const MAX_PAUSE: Duration = Duration::from_secs(3);
+
 impl Backoff {
     fn new() -> Self {
-        Backoff {
-            next: Duration::from_secs(1),
-        }
+        Backoff { next: FIRST_PAUSE }
     }
 
     fn next(&mut self) -> Duration {
         let pause = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(30));
+        self.next = (self.next * 2).min(MAX_PAUSE);
         pause
     }
 }
@@ -329,9 +504,37 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_thirty_seconds() {
+    fn backoff_doubles_up_to_three_seconds() {
         let mut b = Backoff::new();
-        let pauses: Vec<u64> = (0..7).map(|_| b.next().as_secs()).collect();
-        assert_eq!(pauses, [1, 2, 4, 8, 16, 30, 30]);
+        let pauses: Vec<u64> = (0..5).map(|_| b.next().as_secs()).collect();
+        assert_eq!(pauses, [1, 2, 3, 3, 3]);
+    }
+
+    #[test]
+    fn a_read_only_or_full_target_is_retried_and_reported_as_such() {
+        let unwritable = |code: &str| {
+            RunError::Apply(ApplyError::Data {
+                table: "t".into(),
+                operation: crate::apply::Operation::Insert,
+                source: crate::apply::TargetError {
+                    code: code.into(),
+                    message: "m".into(),
+                    constraint: None,
+                    column: None,
+                },
+            })
+        };
+        for code in ["25006", "53100"] {
+            assert!(unwritable(code).is_retryable(), "{code}");
+            assert_eq!(unwritable(code).kind(), "target_unwritable");
+        }
+        // A constraint violation needs an operator, not a retry.
+        assert!(!unwritable("23505").is_retryable());
+        let stalled = RunError::TargetTimeout {
+            doing: "committing",
+            seconds: 10,
+        };
+        assert!(stalled.is_retryable());
+        assert!(stalled.to_string().contains("10 s"), "{stalled}");
     }
 }

@@ -1,7 +1,9 @@
 //! What the pipeline reports as it goes: the one place that turns pipeline events into
 //! Prometheus metrics and readiness (see `metrics/` for the names and the HTTP server).
 //!
-//! Called once per message kind, per target commit and per second, never per row.
+//! Called once per message kind, per target commit and per second, never per row. The gauges
+//! are refreshed by [`Telemetry::refresh_every`], a timer of its own that the pipeline runs
+//! beside its sessions, so they stay true while a session is stuck on a silent link.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -57,6 +59,22 @@ impl Telemetry {
             let mut state = self.state();
             state.positions = None;
             state.oldest_unapplied_commit = None;
+        }
+    }
+
+    /// Why the last session ended, for `/readyz` until the next one streams.
+    pub fn set_last_failure(&self, reason: String) {
+        self.health.set_last_failure(reason);
+    }
+
+    /// Refresh the gauges every `period`, forever: run it beside the pipeline (in a `select!`),
+    /// never inside the loop that may be stuck.
+    pub async fn refresh_every(&self, period: std::time::Duration) -> std::convert::Infallible {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            self.refresh();
         }
     }
 
@@ -117,6 +135,7 @@ impl Telemetry {
             self.metrics.schema_changes.with_label_values(&[kind]).inc();
         }
         self.metrics.set_oldest_unapplied_commit(None);
+        self.health.progress_at(std::time::Instant::now());
         self.refresh();
     }
 
@@ -130,8 +149,14 @@ impl Telemetry {
         let now = positions.snapshot();
         self.metrics
             .set_positions(now.received, now.received, now.reported_flush);
-        self.health
-            .set_lag_bytes(now.received.bytes_since(now.reported_flush));
+        let lag = now.received.bytes_since(now.reported_flush);
+        self.health.set_lag_bytes(lag);
+        // Nothing waiting counts as progress: an idle pipeline is not a stalled one. Waiting means
+        // received from the source and not yet durable on the target (the byte lag alone also
+        // counts WAL the source has not been told about yet while idle).
+        if !now.in_flight && state.oldest_unapplied_commit.is_none() {
+            self.health.progress_at(std::time::Instant::now());
+        }
         let sent = positions.status_updates_sent();
         self.metrics
             .status_updates_sent

@@ -6,8 +6,12 @@
 //!               pg_replication_slots) ─▶ [CREATE_REPLICATION_SLOT] ─▶ START_REPLICATION
 //! ```
 
+mod invalidation;
+
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use invalidation::{Invalidation, check_not_invalidated};
 
 use crate::Lsn;
 use crate::positions::Positions;
@@ -57,11 +61,8 @@ pub enum SourceError {
     },
     #[error("replication slot {slot:?} uses output plugin {plugin:?}; lsnpipe needs pgoutput")]
     WrongPlugin { slot: String, plugin: String },
-    #[error(
-        "replication slot {0:?} has been invalidated (its WAL was removed, see \
-         max_slot_wal_keep_size): drop it, create a new one and copy the data again"
-    )]
-    SlotLost(String),
+    #[error("{0}")]
+    SlotInvalidated(Invalidation),
     #[error(
         "replication slot {0:?} has two-phase decoding enabled, which lsnpipe does not apply; \
          use a slot created without TWO_PHASE"
@@ -91,6 +92,9 @@ pub struct SourceOptions {
     pub slot: String,
     pub create_slot: bool,
     pub status_interval: Duration,
+    /// Longest silence from the source before the session is presumed dead (preflight queries
+    /// and streaming); `None` keeps the stream's default.
+    pub receive_timeout: Option<Duration>,
 }
 
 /// Connect, check and start streaming from `start` (the target's applied position).
@@ -101,12 +105,13 @@ pub async fn open_stream(
     positions: Arc<Positions>,
 ) -> Result<ReplicationStream, SourceError> {
     let mut conn = ReplicationConnection::connect(config).await?;
+    conn.set_receive_timeout(options.receive_timeout);
     check_source(&mut conn, &options.publication).await?;
+    check_not_invalidated(&mut conn, &options.slot).await?;
 
     let slot = conn
         .simple_query(&format!(
-            "SELECT plugin, coalesce(wal_status, ''), two_phase::text, \
-                    coalesce(confirmed_flush_lsn::text, '') \
+            "SELECT plugin, two_phase::text, coalesce(confirmed_flush_lsn::text, '') \
              FROM pg_catalog.pg_replication_slots WHERE slot_name = {} AND database = current_database()",
             quote_literal(&options.slot)
         ))
@@ -121,6 +126,9 @@ pub async fn open_stream(
             });
         }
         None if options.create_slot => {
+            // Creating a slot waits for the transactions running on the source to end, which
+            // may take as long as they do: not a silence to time out.
+            conn.set_receive_timeout(None);
             conn.create_slot(
                 &options.slot,
                 CreateSlotOptions {
@@ -129,6 +137,7 @@ pub async fn open_stream(
                 },
             )
             .await?;
+            conn.set_receive_timeout(options.receive_timeout);
             tracing::info!(slot = %options.slot, "created replication slot");
         }
         None => return Err(SourceError::NoSlot(options.slot.clone())),
@@ -140,15 +149,12 @@ pub async fn open_stream(
                     plugin: field(0),
                 });
             }
-            if field(1) == "lost" {
-                return Err(SourceError::SlotLost(options.slot.clone()));
-            }
-            if field(2) == "true" {
+            if field(1) == "true" {
                 return Err(SourceError::TwoPhaseSlot(options.slot.clone()));
             }
             // lsnpipe confirms only what the target has recorded (idle positions included), so
             // a slot ahead of the target has handed changes to someone else.
-            if let Ok(confirmed) = field(3).parse::<Lsn>() {
+            if let Ok(confirmed) = field(2).parse::<Lsn>() {
                 if start != Lsn::ZERO && confirmed > start {
                     return Err(SourceError::SlotAhead {
                         slot: options.slot.clone(),

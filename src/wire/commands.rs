@@ -2,6 +2,8 @@
 //! (`IDENTIFY_SYSTEM`, `SHOW`, `CREATE_REPLICATION_SLOT`, `DROP_REPLICATION_SLOT`), each sent as a
 //! `Query` with every name and value quoted, answered by text rows and `ReadyForQuery`.
 
+use std::time::Duration;
+
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::Message;
@@ -216,10 +218,23 @@ impl ReplicationConnection {
             session,
             target: cfg.redacted(),
         };
-        // As the native subscriber does: nothing resolves through a user-writable schema.
+        // As the native subscriber does: nothing resolves through a user-writable schema. Still
+        // part of connecting: connect_timeout bounds the wait for its answer too.
+        conn.set_receive_timeout(cfg.connect_timeout());
         conn.simple_query("SELECT pg_catalog.set_config('search_path', '', false)")
             .await?;
+        conn.set_receive_timeout(None);
         Ok(conn)
+    }
+
+    /// Longest wait for the server's next bytes, from now on and while streaming; `None` waits
+    /// forever (while streaming: the default limit described at
+    /// [`ReplicationConnection::start_replication`]). A silent peer then ends the session with
+    /// [`WireError::Silent`](super::WireError::Silent) instead of holding it for good.
+    pub fn set_receive_timeout(&mut self, limit: Option<Duration>) {
+        self.session
+            .frames
+            .set_idle_limit(limit.filter(|l| !l.is_zero()));
     }
 
     /// `server_version_num` of the server (e.g. 150018).

@@ -137,6 +137,36 @@ pub struct ConnConfig {
     application_name: Option<String>,
     options: Option<String>,
     connect_timeout: Option<Duration>,
+    tcp: TcpOptions,
+}
+
+/// libpq's TCP options: keepalive probes and `TCP_USER_TIMEOUT`, so that a peer that vanished
+/// (a dead NAT entry, a host that lost power) is noticed by the kernel rather than never.
+/// `None` keeps the operating system's default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpOptions {
+    /// `keepalives` (default on, as in libpq).
+    pub keepalives: bool,
+    /// `keepalives_idle`: seconds of silence before the first probe.
+    pub keepalives_idle: Option<Duration>,
+    /// `keepalives_interval`: seconds between probes.
+    pub keepalives_interval: Option<Duration>,
+    /// `keepalives_count`: unanswered probes before the connection is dropped.
+    pub keepalives_count: Option<u32>,
+    /// `tcp_user_timeout`: milliseconds sent data may stay unacknowledged.
+    pub tcp_user_timeout: Option<Duration>,
+}
+
+impl Default for TcpOptions {
+    fn default() -> Self {
+        TcpOptions {
+            keepalives: true,
+            keepalives_idle: None,
+            keepalives_interval: None,
+            keepalives_count: None,
+            tcp_user_timeout: None,
+        }
+    }
 }
 
 /// Options lsnpipe reads, and the environment variable that supplies each when it is not given.
@@ -155,15 +185,15 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("fallback_application_name", None),
     ("options", Some("PGOPTIONS")),
     ("connect_timeout", Some("PGCONNECT_TIMEOUT")),
+    ("keepalives", None),
+    ("keepalives_idle", None),
+    ("keepalives_interval", None),
+    ("keepalives_count", None),
+    ("tcp_user_timeout", None),
 ];
 
 /// libpq options that only tune behaviour lsnpipe does not have; accepted and ignored.
 const IGNORED_KEYS: &[&str] = &[
-    "keepalives",
-    "keepalives_idle",
-    "keepalives_interval",
-    "keepalives_count",
-    "tcp_user_timeout",
     "target_session_attrs",
     "load_balance_hosts",
     "gssencmode",
@@ -306,6 +336,31 @@ impl ConnConfig {
                 }
             },
         };
+        let tcp = TcpOptions {
+            keepalives: match get("keepalives") {
+                None => true,
+                Some(v) => whole_number(&v, "keepalives", "0 or 1")? != 0,
+            },
+            keepalives_idle: positive_seconds(get("keepalives_idle"), "keepalives_idle")?,
+            keepalives_interval: positive_seconds(
+                get("keepalives_interval"),
+                "keepalives_interval",
+            )?,
+            keepalives_count: match get("keepalives_count") {
+                None => None,
+                Some(v) => match whole_number(&v, "keepalives_count", "a whole number")? {
+                    n if n <= 0 => None,
+                    n => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+                },
+            },
+            tcp_user_timeout: match get("tcp_user_timeout") {
+                None => None,
+                Some(v) => match whole_number(&v, "tcp_user_timeout", "whole milliseconds")? {
+                    n if n <= 0 => None,
+                    n => Some(Duration::from_millis(n.unsigned_abs())),
+                },
+            },
+        };
 
         let mut cfg = ConnConfig {
             host,
@@ -320,6 +375,7 @@ impl ConnConfig {
             application_name: get("application_name").or_else(|| get("fallback_application_name")),
             options: get("options"),
             connect_timeout,
+            tcp,
         };
         cfg.password = match get("password") {
             Some(p) => Some(Password(p)),
@@ -397,6 +453,19 @@ impl ConnConfig {
     pub fn connect_timeout(&self) -> Option<Duration> {
         self.connect_timeout
     }
+    pub fn tcp(&self) -> TcpOptions {
+        self.tcp
+    }
+
+    /// Use `limit` as `connect_timeout` unless the connection string gave one: lsnpipe's own
+    /// timeouts (`--replication-timeout`, `--target-timeout`) bound connecting too, where
+    /// libpq would wait forever.
+    pub fn with_default_connect_timeout(mut self, limit: Duration) -> Self {
+        if self.connect_timeout.is_none() && !limit.is_zero() {
+            self.connect_timeout = Some(limit);
+        }
+        self
+    }
 
     /// Use `name` as `application_name` unless the user chose one (libpq's
     /// `fallback_application_name`).
@@ -456,6 +525,26 @@ impl fmt::Debug for ConnConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "ConnConfig({})", self.redacted())
     }
+}
+
+/// A whole number as libpq reads one (surrounding blanks allowed).
+fn whole_number(v: &str, key: &'static str, expected: &'static str) -> Result<i64, ConfigError> {
+    v.trim()
+        .parse::<i64>()
+        .map_err(|_| ConfigError::InvalidValue {
+            key,
+            value: v.to_owned(),
+            expected,
+        })
+}
+
+/// Seconds for a keepalive setting; zero or less keeps the system default (libpq).
+fn positive_seconds(v: Option<String>, key: &'static str) -> Result<Option<Duration>, ConfigError> {
+    let Some(v) = v else { return Ok(None) };
+    Ok(match whole_number(&v, key, "whole seconds")? {
+        n if n <= 0 => None,
+        n => Some(Duration::from_secs(n.unsigned_abs())),
+    })
 }
 
 fn quote_value(v: &str) -> String {
@@ -737,6 +826,57 @@ mod tests {
         assert_eq!(c.password().unwrap().expose(), "p w");
         assert_eq!(c.sslmode(), SslMode::VerifyFull);
         assert_eq!(c.options(), Some("-c wal_sender_timeout=2s"));
+    }
+
+    #[test]
+    fn tcp_options_as_libpq_reads_them() {
+        let c = parse(
+            "user=a keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 \
+             tcp_user_timeout=9000",
+            &[],
+        )
+        .unwrap();
+        let tcp = c.tcp();
+        assert!(tcp.keepalives);
+        assert_eq!(tcp.keepalives_idle, Some(Duration::from_secs(5)));
+        assert_eq!(tcp.keepalives_interval, Some(Duration::from_secs(2)));
+        assert_eq!(tcp.keepalives_count, Some(3));
+        assert_eq!(tcp.tcp_user_timeout, Some(Duration::from_millis(9000)));
+
+        // Zero keeps the system default; keepalives=0 turns probes off.
+        let c = parse(
+            "user=a keepalives=0 keepalives_idle=0 tcp_user_timeout=0",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            c.tcp(),
+            TcpOptions {
+                keepalives: false,
+                ..TcpOptions::default()
+            }
+        );
+        assert!(parse("user=a", &[]).unwrap().tcp().keepalives);
+        assert!(matches!(
+            parse("user=a keepalives_idle=soon", &[]),
+            Err(ConfigError::InvalidValue {
+                key: "keepalives_idle",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn lsnpipe_timeouts_bound_connecting_unless_the_string_says_otherwise() {
+        let ten = Duration::from_secs(10);
+        let c = parse("user=a", &[])
+            .unwrap()
+            .with_default_connect_timeout(ten);
+        assert_eq!(c.connect_timeout(), Some(ten));
+        let c = parse("user=a connect_timeout=3", &[])
+            .unwrap()
+            .with_default_connect_timeout(ten);
+        assert_eq!(c.connect_timeout(), Some(Duration::from_secs(3)));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::config::{ChannelBindingMode, ConnConfig, Host, SslMode};
+use super::config::{ChannelBindingMode, ConnConfig, Host, SslMode, TcpOptions};
 use super::error::{ServerError, WireError};
 use super::tls::{TlsSettings, channel_binding_of};
 
@@ -83,6 +83,10 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     pub fn set_idle_limit(&mut self, limit: Option<Duration>) {
         self.idle_limit = limit;
+    }
+
+    pub fn idle_limit(&self) -> Option<Duration> {
+        self.idle_limit
     }
 
     /// The next frame; `doing` names the step for the error if the connection ends.
@@ -310,6 +314,10 @@ async fn connect_socket(cfg: &ConnConfig) -> Result<(BoxStream, Option<Vec<u8>>)
         source,
     })?;
     let _ = tcp.set_nodelay(true);
+    set_tcp_options(&tcp, cfg.tcp()).map_err(|source| WireError::Connect {
+        target: format!("{tcp_host}:{} (setting TCP keepalive options)", cfg.port()),
+        source,
+    })?;
     let Some(tls) = TlsSettings::for_config(cfg)? else {
         return Ok((Box::new(tcp), None));
     };
@@ -347,6 +355,30 @@ async fn connect_socket(cfg: &ConnConfig) -> Result<(BoxStream, Option<Vec<u8>>)
             "unexpected answer {other:#x} to the TLS request"
         ))),
     }
+}
+
+/// Keepalive probes and `TCP_USER_TIMEOUT` as the connection string asks (libpq's options).
+fn set_tcp_options(tcp: &TcpStream, options: TcpOptions) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(tcp);
+    if options.keepalives {
+        let mut keepalive = socket2::TcpKeepalive::new();
+        if let Some(idle) = options.keepalives_idle {
+            keepalive = keepalive.with_time(idle);
+        }
+        if let Some(interval) = options.keepalives_interval {
+            keepalive = keepalive.with_interval(interval);
+        }
+        if let Some(count) = options.keepalives_count {
+            keepalive = keepalive.with_retries(count);
+        }
+        socket.set_tcp_keepalive(&keepalive)?;
+    } else {
+        socket.set_keepalive(false)?;
+    }
+    if let Some(timeout) = options.tcp_user_timeout {
+        socket.set_tcp_user_timeout(Some(timeout))?;
+    }
+    Ok(())
 }
 
 async fn authenticate(
@@ -566,6 +598,44 @@ mod tests {
             frames.next("t").await,
             Err(WireError::Closed { .. })
         ));
+    }
+
+    #[tokio::test]
+    async fn the_connection_strings_tcp_options_reach_the_socket() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let tcp = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let options = TcpOptions {
+            keepalives: true,
+            keepalives_idle: Some(Duration::from_secs(7)),
+            keepalives_interval: Some(Duration::from_secs(3)),
+            keepalives_count: Some(4),
+            tcp_user_timeout: Some(Duration::from_millis(9000)),
+        };
+        set_tcp_options(&tcp, options).unwrap();
+        let socket = socket2::SockRef::from(&tcp);
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), Duration::from_secs(7));
+        assert_eq!(
+            socket.tcp_keepalive_interval().unwrap(),
+            Duration::from_secs(3)
+        );
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), 4);
+        assert_eq!(
+            socket.tcp_user_timeout().unwrap(),
+            Some(Duration::from_millis(9000))
+        );
+
+        set_tcp_options(
+            &tcp,
+            TcpOptions {
+                keepalives: false,
+                ..TcpOptions::default()
+            },
+        )
+        .unwrap();
+        assert!(!socket.keepalive().unwrap());
     }
 
     proptest::proptest! {

@@ -21,7 +21,9 @@ pub use commands::{
     CreateSlotOptions, CreatedSlot, LogicalOptions, Origin, ReplicationConnection, SnapshotAction,
     Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
 };
-pub use config::{ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SslMode};
+pub use config::{
+    ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SslMode, TcpOptions,
+};
 pub use error::{ServerError, WireError};
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};
@@ -53,6 +55,33 @@ fn session_options(user: Option<&str>) -> String {
 /// An ordinary SQL session (not replication) with the same host, authentication and TLS rules;
 /// the connection is driven on a spawned task.
 pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, WireError> {
+    // Detached: the task ends when the client is dropped and the server has answered.
+    connect_sql_task(cfg).await.map(|(client, _task)| client)
+}
+
+/// [`connect_sql`], with a guard that ends the connection when dropped, even while a query is
+/// still waiting for an answer (after a timeout, say). A dropped client alone would leave the
+/// connection task waiting for that answer on a link that may never deliver it.
+pub async fn connect_sql_guarded(
+    cfg: &ConnConfig,
+) -> Result<(tokio_postgres::Client, SqlConnectionGuard), WireError> {
+    let (client, task) = connect_sql_task(cfg).await?;
+    Ok((client, SqlConnectionGuard(task)))
+}
+
+/// Aborts the task that drives an SQL connection when dropped (see [`connect_sql_guarded`]).
+#[derive(Debug)]
+pub struct SqlConnectionGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for SqlConnectionGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+async fn connect_sql_task(
+    cfg: &ConnConfig,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), WireError> {
     let mut pg = tokio_postgres::Config::new();
     let unix = match cfg.host() {
         Host::Tcp(h) => {
@@ -77,6 +106,20 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
     }
     if let Some(t) = cfg.connect_timeout() {
         pg.connect_timeout(t);
+    }
+    let tcp = cfg.tcp();
+    pg.keepalives(tcp.keepalives);
+    if let Some(idle) = tcp.keepalives_idle {
+        pg.keepalives_idle(idle);
+    }
+    if let Some(interval) = tcp.keepalives_interval {
+        pg.keepalives_interval(interval);
+    }
+    if let Some(count) = tcp.keepalives_count {
+        pg.keepalives_retries(count);
+    }
+    if let Some(timeout) = tcp.tcp_user_timeout {
+        pg.tcp_user_timeout(timeout);
     }
     pg.channel_binding(match cfg.channel_binding() {
         ChannelBindingMode::Disable => tokio_postgres::config::ChannelBinding::Disable,
@@ -103,31 +146,97 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
         _ => WireError::Sql(e),
     };
     let target = cfg.redacted();
-    let client = match TlsSettings::for_config(cfg)? {
+    let work = connect_tokio_postgres(pg, cfg, unix, target.clone(), sql_error);
+    // tokio-postgres bounds only the TCP connect; libpq's connect_timeout covers the login too
+    // (a server that accepts and then says nothing must not hold the caller).
+    match cfg.connect_timeout() {
+        None => work.await,
+        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+            Err(WireError::ConnectTimeout {
+                target,
+                seconds: limit.as_secs(),
+            })
+        }),
+    }
+}
+
+async fn connect_tokio_postgres(
+    pg: tokio_postgres::Config,
+    cfg: &ConnConfig,
+    unix: bool,
+    target: String,
+    sql_error: impl Fn(tokio_postgres::Error) -> WireError,
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), WireError> {
+    let session = match TlsSettings::for_config(cfg)? {
         Some(tls) if !unix => {
             let (client, connection) = pg
                 .connect(MakeRustlsConnect(tls))
                 .await
                 .map_err(sql_error)?;
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::warn!(%target, %error, "SQL connection ended");
                 }
             });
-            client
+            (client, task)
         }
         _ => {
             let (client, connection) =
                 pg.connect(tokio_postgres::NoTls).await.map_err(sql_error)?;
-            tokio::spawn(async move {
+            let task = tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::warn!(%target, %error, "SQL connection ended");
                 }
             });
-            client
+            (client, task)
         }
     };
-    Ok(client)
+    Ok(session)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    /// A server that accepts and then says nothing (a hung server, a dead link behind a proxy).
+    async fn mute_server() -> (tokio::net::TcpListener, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        (listener, port)
+    }
+
+    #[tokio::test]
+    async fn connect_timeout_bounds_the_login_of_both_kinds_of_session() {
+        let (listener, port) = mute_server().await;
+        let held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                open.push(socket);
+            }
+        });
+        let cfg = ConnConfig::parse(&format!(
+            "host=127.0.0.1 port={port} user=u sslmode=disable connect_timeout=2"
+        ))
+        .unwrap();
+        let started = Instant::now();
+        let sql = connect_sql(&cfg).await;
+        assert!(
+            matches!(sql, Err(WireError::ConnectTimeout { seconds: 2, .. })),
+            "{sql:?}"
+        );
+        let replication = ReplicationConnection::connect(&cfg).await;
+        assert!(
+            matches!(
+                replication,
+                Err(WireError::ConnectTimeout { seconds: 2, .. })
+            ),
+            "{replication:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(8));
+        held.abort();
+    }
 }
 
 #[cfg(test)]

@@ -102,6 +102,12 @@ impl ReplicationConnection {
     /// `START_REPLICATION SLOT slot LOGICAL start (options)` and start streaming. Status updates
     /// go out every `status_interval` (use at most half of `wal_sender_timeout`), at once when
     /// the server asks, and on [`ReplicationStream::nudge`].
+    ///
+    /// Silence: with a receive timeout set ([`ReplicationConnection::set_receive_timeout`]) the
+    /// stream fails after that long without a byte from the server, and status updates go out
+    /// at least every third of it, asking for a reply when the server has been quiet, so an
+    /// idle but healthy server is never mistaken for a dead one. Without one, the limit is
+    /// `RECEIVE_TIMEOUT_INTERVALS` status intervals, and at least a minute.
     pub async fn start_replication(
         mut self,
         slot: &str,
@@ -123,12 +129,18 @@ impl ReplicationConnection {
 
         let server_version_num = self.server_version_num();
         let parameters = std::mem::take(&mut self.session.parameters);
+        let chosen_limit = self.session.frames.idle_limit();
         let (io, buf) = self.session.frames.into_parts();
         let (read_half, write_half) = tokio::io::split(io);
         let mut frames = FrameReader::from_parts(read_half, buf);
-        frames.set_idle_limit(Some(
-            RECEIVE_TIMEOUT_MIN.max(status_interval.saturating_mul(RECEIVE_TIMEOUT_INTERVALS)),
-        ));
+        let (receive_limit, status_interval) = match chosen_limit {
+            Some(limit) if !limit.is_zero() => (limit, status_interval.min(limit / 3)),
+            _ => (
+                RECEIVE_TIMEOUT_MIN.max(status_interval.saturating_mul(RECEIVE_TIMEOUT_INTERVALS)),
+                status_interval,
+            ),
+        };
+        frames.set_idle_limit(Some(receive_limit));
         let heard = Arc::new(AtomicBool::new(true));
         let (event_tx, events) = mpsc::channel(EVENT_CAPACITY);
         let (commands, command_rx) = mpsc::channel(COMMAND_CAPACITY);

@@ -10,6 +10,7 @@ mod support;
 mod apply;
 mod cli;
 mod crash;
+mod faults;
 mod harness;
 mod metrics;
 mod observe;

@@ -1,0 +1,118 @@
+//! Random faults on every link and server for `LSNPIPE_FAULT_LOOP_SECS` seconds.
+
+use std::time::{Duration, Instant};
+
+use super::proxy::{Fault, Proxy};
+use super::*;
+use crate::support::{self, Running};
+
+/// Random faults on every link and server for `LSNPIPE_FAULT_LOOP_SECS` seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long: set LSNPIPE_FAULT_LOOP_SECS and run with --ignored"]
+async fn random_fault_loop() {
+    let secs: u64 = std::env::var("LSNPIPE_FAULT_LOOP_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(120);
+    let seed: u64 = std::env::var("LSNPIPE_FAULT_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos() as u64
+                | 1
+        });
+    eprintln!("fault loop: {secs} s, LSNPIPE_FAULT_SEED={seed}");
+    let mut rng = Rng(seed);
+    let source = support::private_cluster("faults_loop_src", &[]);
+    let target = support::private_cluster("faults_loop_dst", &[]);
+    let db = "postgres";
+    let slot = "faults_loop_slot";
+    pgbench_pair(&source, &target, db, slot).await;
+    let source_link = Proxy::start(source.port).await;
+    let target_link = Proxy::start(target.port).await;
+    let (run_source, run_target) = (via(&source, &source_link), via(&target, &target_link));
+    let start = || {
+        Running::spawn(support::lsnpipe_run(
+            &run_source,
+            db,
+            &run_target,
+            db,
+            "pub",
+            slot,
+            &TIMEOUTS,
+        ))
+    };
+    let mut lsnpipe = start();
+    let load = Load::start(&source, db);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        let link = if rng.below(2) == 0 {
+            &source_link
+        } else {
+            &target_link
+        };
+        let hold = Duration::from_millis(500 + rng.below(12_000));
+        let which = if std::ptr::eq(link, &source_link) {
+            "source"
+        } else {
+            "target"
+        };
+        let fault = rng.below(7);
+        eprintln!(
+            "fault loop: {} for {hold:?}",
+            match fault {
+                0 => format!("reset the {which} link"),
+                1 => format!("silence the {which} link"),
+                2 => format!("delay the {which} link"),
+                3 => format!("throttle the {which} link"),
+                4 => "crash the source".to_owned(),
+                5 => "crash the target".to_owned(),
+                _ => "SIGKILL lsnpipe".to_owned(),
+            }
+        );
+        match fault {
+            0 => link.reset(),
+            1 => link.set(Fault::Blackhole),
+            2 => link.set(Fault::Delay(Duration::from_millis(rng.below(300)))),
+            3 => link.set(Fault::Throttle(8 * 1024 + rng.below(256 * 1024))),
+            4 => {
+                source.with(|c| c.crash()).unwrap();
+                source.with(|c| c.start_again()).unwrap();
+            }
+            5 => {
+                target.with(|c| c.crash()).unwrap();
+                target.with(|c| c.start_again()).unwrap();
+            }
+            _ => {
+                lsnpipe.kill9();
+                lsnpipe = start();
+            }
+        }
+        // A random hold: not a synchronisation, the point of the loop.
+        tokio::time::sleep(hold).await;
+        link.heal();
+        still_running(&mut lsnpipe);
+    }
+    load.stop();
+    source_link.heal();
+    target_link.heal();
+    converge(&source, &target, db).await;
+    still_running(&mut lsnpipe);
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
+/// A small xorshift generator: replayable fault schedules without another dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}

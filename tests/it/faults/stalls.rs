@@ -1,0 +1,228 @@
+//! Stuck and quiet sessions: metrics and readiness while stuck, and quiet that is not silence.
+
+use std::time::{Duration, Instant};
+
+use super::proxy::{Fault, Proxy};
+use super::*;
+use crate::support::{self, Running};
+
+/// With the target link silent and changes waiting, the gauges and /readyz tell the truth
+/// although the loop that applies is stuck; once the target timeout ends the stuck session,
+/// everything arrives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_stay_true_while_the_target_link_is_silent() {
+    let db = support::test_dbs("faults_stuck").await;
+    let slot = support::unique_name("faults_stuck");
+    let (source, target) = (support::source(), support::target());
+    let s = support::connect(source, &db).await;
+    let t = support::connect(target, &db).await;
+    let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
+        .await
+        .unwrap();
+    support::create_slot(&s, &slot).await;
+    let proxy = Proxy::start(target.port).await;
+    let addr = free_addr();
+    let listen = addr.to_string();
+    let args = [
+        "--target-timeout",
+        "12",
+        "--ready-max-lag-seconds",
+        "3",
+        "--metrics-listen",
+        &listen,
+    ];
+    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
+        source,
+        &db,
+        &via(target, &proxy),
+        &db,
+        "pub",
+        &slot,
+        &args,
+    ));
+    s.batch_execute("INSERT INTO events VALUES (1)")
+        .await
+        .unwrap();
+    support::wait_until("the first row", WAIT, || async {
+        support::count(&t, "events").await == 1
+    })
+    .await;
+    support::wait_until("ready", WAIT, || async {
+        crate::metrics::request(addr, "GET", "/readyz").await.status == 200
+    })
+    .await;
+
+    proxy.set(Fault::Blackhole);
+    for id in 2..=4 {
+        s.execute("INSERT INTO events VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+    }
+    let stuck = Instant::now();
+    support::wait_until("the byte lag to show the waiting changes", WAIT, || async {
+        let scrape = crate::metrics::request(addr, "GET", "/metrics").await.body;
+        sample(&scrape, "lsnpipe_lag_bytes").is_some_and(|lag| lag > 0.0)
+    })
+    .await;
+    support::wait_until("/readyz to report the stall", WAIT, || async {
+        let ready = crate::metrics::request(addr, "GET", "/readyz").await;
+        ready.status == 503 && ready.body.contains("stalled")
+    })
+    .await;
+    let reported = stuck.elapsed();
+    eprintln!("stalled target reported by /readyz after {reported:?}");
+    assert!(
+        reported < Duration::from_secs(10),
+        "/readyz said stalled only after {reported:?}"
+    );
+    // Dated by the source's commit time, so it grows while stuck like the stall itself.
+    let scrape = crate::metrics::request(addr, "GET", "/metrics").await.body;
+    assert!(
+        sample(&scrape, "lsnpipe_lag_seconds").is_some_and(|lag| lag >= 2.0),
+        "{scrape}"
+    );
+    assert_eq!(support::count(&t, "events").await, 1, "the link was silent");
+
+    proxy.heal();
+    support::wait_until("the waiting rows", WAIT, || async {
+        support::count(&t, "events").await == 4
+    })
+    .await;
+    let took = stuck.elapsed();
+    eprintln!("silent target with --target-timeout 12: all rows applied after {took:?}");
+    assert!(took < Duration::from_secs(12 + 15), "took {took:?}");
+    support::wait_until("ready again", WAIT, || async {
+        crate::metrics::request(addr, "GET", "/readyz").await.status == 200
+    })
+    .await;
+    assert!(
+        lsnpipe.log().contains("--target-timeout"),
+        "{}",
+        lsnpipe.log()
+    );
+    still_running(&mut lsnpipe);
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
+/// SIGTERM while the target link is silent: lsnpipe gives the stuck call a short grace, not
+/// the whole target timeout, stops cleanly, and loses nothing (the next run applies the rest).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_while_the_target_hangs_stops_within_the_grace() {
+    let db = support::test_dbs("faults_hang_stop").await;
+    let slot = support::unique_name("faults_hang_stop");
+    let (source, target) = (support::source(), support::target());
+    let s = support::connect(source, &db).await;
+    let t = support::connect(target, &db).await;
+    let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
+        .await
+        .unwrap();
+    support::create_slot(&s, &slot).await;
+    let proxy = Proxy::start(target.port).await;
+    let addr = free_addr();
+    let listen = addr.to_string();
+    let run = |target: &ClusterRef| {
+        Running::spawn(support::lsnpipe_run(
+            source,
+            &db,
+            target,
+            &db,
+            "pub",
+            &slot,
+            &["--target-timeout", "60", "--metrics-listen", &listen],
+        ))
+    };
+    let lsnpipe = run(&via(target, &proxy));
+    s.batch_execute("INSERT INTO events VALUES (1)")
+        .await
+        .unwrap();
+    support::wait_until("the first row", WAIT, || async {
+        support::count(&t, "events").await == 1
+    })
+    .await;
+
+    proxy.set(Fault::Blackhole);
+    s.batch_execute("INSERT INTO events VALUES (2)")
+        .await
+        .unwrap();
+    support::wait_until("the apply loop to wait on the target", WAIT, || async {
+        let scrape = crate::metrics::request(addr, "GET", "/metrics").await.body;
+        sample(&scrape, "lsnpipe_lag_seconds").is_some_and(|lag| lag > 0.0)
+    })
+    .await;
+    let asked = Instant::now();
+    let (status, log) = lsnpipe.terminate().await;
+    let took = asked.elapsed();
+    eprintln!("SIGTERM with the target link silent: stopped after {took:?}");
+    assert!(status.success(), "{log}");
+    assert!(took < Duration::from_secs(15), "took {took:?}:\n{log}");
+    assert!(log.contains("stopping without waiting"), "{log}");
+
+    proxy.heal();
+    let lsnpipe = run(target);
+    support::wait_until("the row that waited", WAIT, || async {
+        support::count(&t, "events").await == 2
+    })
+    .await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
+
+/// A short replication timeout on an idle source: lsnpipe asks the walsender to answer well
+/// within it, so quiet is never taken for a dead link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_source_is_not_mistaken_for_a_silent_one() {
+    let db = support::test_dbs("faults_idle").await;
+    let slot = support::unique_name("faults_idle");
+    let (source, target) = (support::source(), support::target());
+    let s = support::connect(source, &db).await;
+    let t = support::connect(target, &db).await;
+    let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
+        .await
+        .unwrap();
+    support::create_slot(&s, &slot).await;
+    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
+        source,
+        &db,
+        target,
+        &db,
+        "pub",
+        &slot,
+        // The walsender's own keepalives come only every 30 s (wal_sender_timeout / 2).
+        &[
+            "--replication-timeout",
+            "3",
+            "--status-interval-ms",
+            "60000",
+        ],
+    ));
+    s.batch_execute("INSERT INTO events VALUES (1)")
+        .await
+        .unwrap();
+    support::wait_until("the first row", WAIT, || async {
+        support::count(&t, "events").await == 1
+    })
+    .await;
+    // Idle for more than three timeouts: the point of the test, not a synchronisation.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(interruptions(&lsnpipe.log()), 0, "{}", lsnpipe.log());
+    s.batch_execute("INSERT INTO events VALUES (2)")
+        .await
+        .unwrap();
+    support::wait_until("the second row", WAIT, || async {
+        support::count(&t, "events").await == 2
+    })
+    .await;
+    still_running(&mut lsnpipe);
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
