@@ -237,11 +237,6 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(8));
         held.abort();
     }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
 
     #[test]
     fn session_settings_follow_the_users_options() {
