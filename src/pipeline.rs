@@ -31,7 +31,7 @@ use crate::config::RunSettings;
 use crate::metrics::Side;
 use crate::pgoutput::{self, DecodeContext, DecodeError, LogicalMessage};
 use crate::positions::Positions;
-use crate::snapshot::{self, Prepared, SnapshotError, SnapshotOptions};
+use crate::snapshot::{self, Hold, Prepared, SnapshotError, SnapshotOptions};
 use crate::source::{self, SourceError, SourceOptions};
 use crate::telemetry::Telemetry;
 use crate::wire::{self, ConfigError as ConnConfigError, ConnConfig, WireError};
@@ -304,6 +304,14 @@ async fn session(
         Prepared::Ready(filter) => filter,
         Prepared::Stopped => return Ok(SessionEnd::Shutdown),
     };
+    let mut added = snapshot::added_tables(
+        &copy,
+        source_config,
+        target_config,
+        &telemetry.metrics,
+        shutdown,
+    )
+    .await?;
     // The guard ends the target connection with the session, even while a statement that
     // timed out is still waiting for its answer.
     let (target, _target_connection) = target_calls
@@ -396,6 +404,27 @@ async fn session(
         telemetry.received(&data.data);
         let message = pgoutput::decode(data.data, DecodeContext::default())?;
         // Changes a re-copied table already holds are dropped (see snapshot::SyncFilter).
+        // A table that joins the publication is copied beside the stream (snapshot::added).
+        if let LogicalMessage::Relation(r) = &message {
+            if let Some(sync) = added.relation(r.namespace(), r.name()) {
+                sync_filter.watch(r.namespace(), r.name(), sync);
+            }
+        }
+        // Its changes wait while its copy needs them to.
+        while let Some(hold) = sync_filter.hold(&message) {
+            match hold {
+                Hold::Wait(mut sync) => tokio::select! {
+                    _ = stopped(shutdown) => break,
+                    _ = sync.changed() => {}
+                },
+                Hold::Failed { table, reason } => {
+                    return Err(SnapshotError::AddedTable { table, reason }.into());
+                }
+            }
+        }
+        if *shutdown.borrow() {
+            break SessionEnd::Shutdown;
+        }
         let Some(message) = sync_filter.admit(message)? else {
             continue;
         };

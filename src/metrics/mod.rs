@@ -177,11 +177,18 @@ impl Metrics {
                 "Row changes applied to the target, by target table and operation.",
                 &["table", "op"],
             )?,
-            schema_changes: counter_vec(
-                SCHEMA_CHANGES,
-                "Schema changes made on the target to follow the source, by kind.",
-                &["kind"],
-            )?,
+            schema_changes: {
+                let changes = counter_vec(
+                    SCHEMA_CHANGES,
+                    "Schema changes made on the target to follow the source, by kind.",
+                    &["kind"],
+                )?;
+                // Every kind apply::drift reports, at 0 from the start.
+                for kind in ["add_column", "alter_type", "drop_not_null", "drop_column"] {
+                    changes.with_label_values(&[kind]);
+                }
+                changes
+            },
             transactions_applied: counter(
                 TRANSACTIONS_APPLIED,
                 "Source transactions applied to the target.",

@@ -52,6 +52,7 @@ fn registers_every_named_family_once() {
             names::RECEIVED_BYTES,
             names::RECEIVED_MESSAGES,
             names::ROWS_APPLIED,
+            names::SCHEMA_CHANGES,
             names::ERRORS,
         ];
         assert!(

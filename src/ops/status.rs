@@ -42,6 +42,9 @@ pub struct StatusReport {
     pub applied: Option<Applied>,
     pub lag_bytes: Option<u64>,
     pub lag_secs: Option<f64>,
+    /// Tables whose copy is not done (`schema.table`): an initial copy, or tables that joined
+    /// the publication.
+    pub copying: Vec<String>,
 }
 
 impl StatusReport {
@@ -80,6 +83,7 @@ impl StatusReport {
             "applied": applied,
             "lag_bytes": self.lag_bytes,
             "lag_seconds": self.lag_secs,
+            "copying": self.copying,
         })
     }
 
@@ -133,6 +137,9 @@ impl StatusReport {
                 field(&mut out, "last commit", &format!("{time}{age}"));
                 field(&mut out, "row updated", &a.updated_at);
             }
+        }
+        if !self.copying.is_empty() {
+            field(&mut out, "copying", &self.copying.join(", "));
         }
         out.push_str("lag\n");
         let bytes = self
@@ -215,6 +222,29 @@ pub async fn run(settings: &OpsSettings) -> Result<StatusReport, OpsError> {
         None
     };
 
+    let has_copy_state: bool = target
+        .client
+        .query_one("SELECT to_regclass('lsnpipe.copy_state') IS NOT NULL", &[])
+        .await
+        .map_err(target.sql("look for lsnpipe.copy_state"))?
+        .get(0);
+    let copying = if has_copy_state {
+        target
+            .client
+            .query(
+                "SELECT schema_name || '.' || table_name FROM lsnpipe.copy_state \
+                 WHERE slot = $1 AND status = 'pending' ORDER BY 1",
+                &[&slot_name],
+            )
+            .await
+            .map_err(target.sql("read lsnpipe.copy_state"))?
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    } else {
+        Vec::new()
+    };
+
     let done = match (&applied, slot.as_ref().and_then(|s| s.confirmed_lsn)) {
         (Some(a), Some(c)) => Some(a.lsn.max(c)),
         (Some(a), None) => Some(a.lsn),
@@ -233,6 +263,7 @@ pub async fn run(settings: &OpsSettings) -> Result<StatusReport, OpsError> {
         applied,
         lag_bytes,
         lag_secs,
+        copying,
     })
 }
 

@@ -67,9 +67,10 @@ pub(super) async fn copy_at_new_point(
         .into_iter()
         .filter(|t| names.contains(&(t.schema.clone(), t.name.clone())))
         .collect();
-    state::add_pending(target, &options.slot, names).await?;
     let found = check_tables(target, &tables, options, fresh).await?;
     let found = create_missing(&catalog, target, &tables, found).await?;
+    // Pending from here on: a copy a stop interrupts is made again (emptying the table first).
+    state::add_pending(target, &options.slot, names).await?;
     let mut exporter = ReplicationConnection::connect(source_config)
         .await
         .map_err(source::SourceError::from)?;

@@ -56,6 +56,11 @@ pub enum SnapshotError {
     },
     #[error("reading the source catalog: {0}")]
     Catalog(#[source] tokio_postgres::Error),
+    #[error(
+        "copying {table}, which joined the publication: {reason}; it is copied again when the \
+         session restarts"
+    )]
+    AddedTable { table: String, reason: String },
     #[error("creating {what} on the target: {source}")]
     Schema {
         what: String,
@@ -86,6 +91,8 @@ impl SnapshotError {
             SnapshotError::Copy { source, .. } => sql_retryable(source),
             SnapshotError::Catalog(e) | SnapshotError::State(e) => sql_retryable(e),
             SnapshotError::Progress(e) => e.is_retryable(),
+            // The next session's start copies it again, and stops on what needs an operator.
+            SnapshotError::AddedTable { .. } => true,
             _ => false,
         }
     }

@@ -260,6 +260,64 @@ mod tests {
     }
 
     #[test]
+    fn a_table_copied_while_streaming_holds_changes_from_its_point_until_done() {
+        let (tx, rx) = watch::channel(TableSync::Starting);
+        let mut f = SyncFilter::default();
+        f.watch("public", "added", rx);
+        f.admit(relation(1, "added")).unwrap();
+        f.admit(relation(2, "other")).unwrap();
+        f.admit(begin(99)).unwrap();
+        assert!(f.hold(&insert(2)).is_none(), "other tables never wait");
+        assert!(
+            matches!(f.hold(&insert(1)), Some(Hold::Wait(_))),
+            "point unknown"
+        );
+        tx.send(TableSync::Copying {
+            sync: Lsn::from(100),
+        })
+        .unwrap();
+        assert!(f.hold(&insert(1)).is_none());
+        assert!(
+            f.admit(insert(1)).unwrap().is_none(),
+            "before the point: in the copy"
+        );
+        f.admit(begin(100)).unwrap();
+        assert!(
+            matches!(f.hold(&insert(1)), Some(Hold::Wait(_))),
+            "copy not done"
+        );
+        tx.send(TableSync::Done {
+            sync: Lsn::from(100),
+        })
+        .unwrap();
+        assert!(f.hold(&insert(1)).is_none());
+        assert!(f.admit(insert(1)).unwrap().is_some(), "from the point on");
+        f.admit(begin(50)).unwrap();
+        assert!(
+            f.admit(insert(1)).unwrap().is_none(),
+            "an ordinary sync point now"
+        );
+    }
+
+    #[test]
+    fn a_failed_copy_is_reported_with_its_table() {
+        let (tx, rx) = watch::channel(TableSync::Starting);
+        let mut f = SyncFilter::default();
+        f.watch("public", "added", rx);
+        f.admit(relation(1, "added")).unwrap();
+        tx.send(TableSync::Failed("no room".into())).unwrap();
+        match f.hold(&insert(1)) {
+            Some(Hold::Failed { table, reason }) => {
+                assert_eq!(
+                    (table.as_str(), reason.as_str()),
+                    ("public.added", "no room")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_relation_renamed_away_from_a_synced_name_passes() {
         let mut f = SyncFilter::new([("public".to_owned(), "late".to_owned(), Lsn::from(100))]);
         f.admit(relation(1, "late")).unwrap();

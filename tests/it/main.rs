@@ -7,6 +7,7 @@
 
 mod support;
 
+mod added;
 mod apply;
 mod cli;
 mod crash;

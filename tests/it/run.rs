@@ -220,7 +220,7 @@ async fn a_table_missing_on_the_target_is_named_and_nothing_is_applied() {
 }
 
 #[tokio::test]
-async fn a_column_missing_on_the_target_is_named() {
+async fn with_schema_changes_off_a_column_missing_on_the_target_is_named() {
     let (db, slot, source, target) = setup("run_nocol").await;
     target
         .batch_execute("ALTER TABLE a DROP COLUMN v")
@@ -238,7 +238,7 @@ async fn a_column_missing_on_the_target_is_named() {
         &db,
         "pub",
         &slot,
-        &[],
+        &["--schema-changes", "off"],
     ))
     .await;
     assert!(log.contains("\"v\"") || log.contains(" v "), "{log}");

@@ -1,0 +1,193 @@
+//! Tables that join the publication after the initial copy are copied at a point of their own
+//! and then streamed: while lsnpipe streams other tables under load, while it is stopped, and
+//! under `FOR ALL TABLES`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::Client;
+
+use crate::support::{self, Running};
+
+const WAIT: Duration = Duration::from_secs(240);
+
+/// Inserts into `busy` (with the source's clock) until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    async fn start(db: &str) -> Load {
+        let client = support::connect(support::source(), db).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            while !flag.load(Ordering::Relaxed) {
+                client
+                    .batch_execute("INSERT INTO busy (at) VALUES (clock_timestamp())")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        });
+        Load { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
+
+async fn setup(prefix: &str, publication: &str) -> (String, String, Client, Client) {
+    let db = support::test_dbs(prefix).await;
+    let slot = support::unique_name(&format!("{prefix}_slot"));
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    let ddl = "CREATE TABLE busy (id bigserial PRIMARY KEY, at timestamptz)";
+    source.batch_execute(ddl).await.unwrap();
+    target.batch_execute(ddl).await.unwrap();
+    source.batch_execute(publication).await.unwrap();
+    (db, slot, source, target)
+}
+
+fn run(db: &str, slot: &str) -> std::process::Command {
+    support::lsnpipe_run(
+        support::source(),
+        db,
+        support::target(),
+        db,
+        "pub",
+        slot,
+        &["--create-slot", "--create-tables"],
+    )
+}
+
+/// The rows of `table`, or `None` while it does not exist.
+async fn rows(client: &Client, table: &str) -> Option<Vec<String>> {
+    let sql = format!("SELECT x::text FROM {table} x ORDER BY 1");
+    let rows = client.query(&sql, &[]).await.ok()?;
+    Some(rows.iter().map(|r| r.get(0)).collect())
+}
+
+async fn equal(source: &Client, target: &Client, tables: &[&str]) -> bool {
+    for table in tables {
+        let theirs = rows(target, table).await;
+        if theirs.is_none() || rows(source, table).await != theirs {
+            return false;
+        }
+    }
+    true
+}
+
+async fn converge(source: &Client, target: &Client, tables: &[&str], lsnpipe: &Running) {
+    let deadline = Instant::now() + WAIT;
+    while !equal(source, target, tables).await {
+        assert!(
+            Instant::now() < deadline,
+            "{tables:?} did not converge:\n{}",
+            lsnpipe.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Seconds the target's newest `busy` row is behind the source's clock.
+async fn busy_lag(target: &Client) -> f64 {
+    target
+        .query_one(
+            "SELECT coalesce(extract(epoch FROM clock_timestamp() - max(at)), 0)::float8 FROM busy",
+            &[],
+        )
+        .await
+        .map(|r| r.get(0))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
+    let (db, slot, source, target) =
+        setup("added_online", "CREATE PUBLICATION pub FOR TABLE busy").await;
+    let lsnpipe = Running::spawn(run(&db, &slot));
+    let load = Load::start(&db).await;
+    converge(&source, &target, &["busy"], &lsnpipe).await;
+    source
+        .batch_execute(
+            "CREATE TABLE big (id int PRIMARY KEY, v text);
+             INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 300000) g;
+             ALTER PUBLICATION pub ADD TABLE big;",
+        )
+        .await
+        .unwrap();
+    // The first change of big tells lsnpipe about it; more changes follow while it is copied.
+    source
+        .batch_execute(
+            "UPDATE big SET v = 'changed' WHERE id <= 10;
+             INSERT INTO big VALUES (300001, 'after');
+             DELETE FROM big WHERE id = 20;",
+        )
+        .await
+        .unwrap();
+    let mut worst_lag: f64 = 0.0;
+    let deadline = Instant::now() + WAIT;
+    while !equal(&source, &target, &["big"]).await {
+        worst_lag = worst_lag.max(busy_lag(&target).await);
+        assert!(
+            Instant::now() < deadline,
+            "big did not arrive:\n{}",
+            lsnpipe.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    source
+        .batch_execute("UPDATE big SET v = 'streamed' WHERE id = 300001")
+        .await
+        .unwrap();
+    load.stop().await;
+    converge(&source, &target, &["busy", "big"], &lsnpipe).await;
+    eprintln!("busy's worst lag while big was copied: {worst_lag:.2} s");
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(
+        log.contains("copying tables that joined the publication"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_added_while_stopped_and_under_all_tables_are_copied() {
+    let (db, slot, source, target) =
+        setup("added_all", "CREATE PUBLICATION pub FOR ALL TABLES").await;
+    let lsnpipe = Running::spawn(run(&db, &slot));
+    converge(&source, &target, &["busy"], &lsnpipe).await;
+    // A new table under FOR ALL TABLES, created on the target by --create-tables.
+    source
+        .batch_execute(
+            "CREATE TABLE fresh (id int PRIMARY KEY, v text);
+             INSERT INTO fresh SELECT g, 'v' || g FROM generate_series(1, 1000) g;",
+        )
+        .await
+        .unwrap();
+    converge(&source, &target, &["fresh"], &lsnpipe).await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+
+    // Created and filled while lsnpipe is stopped: copied before streaming at the next start.
+    source
+        .batch_execute(
+            "CREATE TABLE later (id int PRIMARY KEY);
+             INSERT INTO later SELECT generate_series(1, 500);",
+        )
+        .await
+        .unwrap();
+    let lsnpipe = Running::spawn(run(&db, &slot));
+    source
+        .batch_execute("INSERT INTO later VALUES (501); INSERT INTO fresh VALUES (1001, 'x')")
+        .await
+        .unwrap();
+    converge(&source, &target, &["busy", "fresh", "later"], &lsnpipe).await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
