@@ -503,7 +503,7 @@ impl Applier {
         if self.relations.get(oid)?.target.is_none() {
             self.inflight.drain().await?;
             // Drift is fixed inside the open group, before the first row that needs it.
-            let changes = self
+            let (table, changes) = self
                 .relations
                 .drift(
                     self.inflight.client(),
@@ -512,7 +512,6 @@ impl Applier {
                     self.schema_changes,
                 )
                 .await?;
-            let table = Arc::clone(&self.relations.get(oid)?.name);
             for change in changes {
                 let statement = change.sql(&table);
                 tracing::info!(table = %table, change = %statement, "schema change on the target");

@@ -148,17 +148,19 @@ impl RelationCache {
     /// The ALTER TABLE changes `mode` makes so that the target table of `oid` fits the source's
     /// columns (none when the table is missing: the check reports that).
     /// `source`: a session on the source, to add a column as the source has it (type, and the
-    /// value its existing rows read as).
+    /// value its existing rows read as). Also returns the table to alter: the relation's, or for
+    /// a partition its partitioned root (a partition's columns are its parent's).
     pub(crate) async fn drift(
         &self,
         client: &Client,
         source: Option<&Client>,
         oid: u32,
         mode: SchemaChanges,
-    ) -> Result<Vec<Alter>, ApplyError> {
+    ) -> Result<(String, Vec<Alter>), ApplyError> {
         let relation = self.get(oid)?;
+        let mut altered = relation.name.to_string();
         if mode == SchemaChanges::Off {
-            return Ok(Vec::new());
+            return Ok((altered, Vec::new()));
         }
         let name = &relation.name;
         let catalog_error = |e| ApplyError::from_target(e, name, Operation::Bookkeeping);
@@ -170,9 +172,18 @@ impl RelationCache {
             .await
             .map_err(catalog_error)?
         else {
-            return Ok(Vec::new());
+            return Ok((altered, Vec::new()));
         };
         let table_oid: u32 = table.try_get(0).map_err(catalog_error)?;
+        if let Some(root) = client
+            .query_one(PARTITION_ROOT, &[&table_oid])
+            .await
+            .map_err(catalog_error)?
+            .try_get::<_, Option<String>>(0)
+            .map_err(catalog_error)?
+        {
+            altered = root;
+        }
         let mut target = Vec::new();
         for row in client
             .query(DRIFT_COLUMNS, &[&table_oid])
@@ -258,7 +269,7 @@ impl RelationCache {
                 }
             }
         }
-        Ok(changes)
+        Ok((altered, changes))
     }
 
     pub fn get(&self, oid: u32) -> Result<&Relation, ApplyError> {
@@ -294,6 +305,12 @@ const SOURCE_COLUMN: &str = "SELECT pg_catalog.format_type(a.atttypid, a.atttypm
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
     WHERE n.nspname = $1 AND c.relname = $2 AND a.attname = $3 AND a.attnum > 0 \
       AND NOT a.attisdropped";
+
+/// The partitioned root of a partition (qualified: the apply session's search_path is empty),
+/// NULL for any other table.
+const PARTITION_ROOT: &str = "SELECT CASE WHEN c.relispartition \
+        THEN pg_catalog.pg_partition_root(c.oid)::pg_catalog.regclass::text END \
+    FROM pg_catalog.pg_class c WHERE c.oid = $1";
 
 /// OIDs below this are the same built-in types on every server.
 const FIRST_USER_OID: u32 = 16_384;

@@ -223,3 +223,73 @@ async fn off_stops_with_the_table_and_column_named() {
         "the target is left as it was"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_column_added_to_a_partitioned_table_is_added_through_its_root() {
+    let db = support::test_dbs("schema_part").await;
+    let slot = support::unique_name("schema_part_slot");
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    let ddl = "CREATE TABLE p (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
+               CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100);
+               CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100) TO (200);";
+    source.batch_execute(ddl).await.unwrap();
+    target.batch_execute(ddl).await.unwrap();
+    // Without publish_via_partition_root, changes name the partitions.
+    source
+        .batch_execute(
+            "INSERT INTO p VALUES (1, 'a'), (101, 'b'); CREATE PUBLICATION pub FOR TABLE p",
+        )
+        .await
+        .unwrap();
+    let lsnpipe = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &["--create-slot"],
+    ));
+    support::wait_until("the initial copy to finish", WAIT, || async {
+        target
+            .query_opt(
+                "SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done'",
+                &[&slot],
+            )
+            .await
+            .is_ok_and(|row| row.is_some())
+    })
+    .await;
+    source
+        .batch_execute(
+            "ALTER TABLE p ADD COLUMN n int DEFAULT 5;
+             INSERT INTO p VALUES (2, 'c', 6), (102, 'd', 7);",
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let s = source
+            .query("SELECT (id, v, n)::text FROM p ORDER BY id", &[])
+            .await;
+        let t = target
+            .query("SELECT (id, v, n)::text FROM p ORDER BY id", &[])
+            .await;
+        let rows = |r: Result<Vec<tokio_postgres::Row>, _>| {
+            r.map(|rows| {
+                rows.iter()
+                    .map(|r| r.get::<_, String>(0))
+                    .collect::<Vec<_>>()
+            })
+            .ok()
+        };
+        if rows(s) == rows(t) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", lsnpipe.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
