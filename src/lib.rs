@@ -22,6 +22,7 @@ pub mod report;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;
+pub mod verify;
 pub mod wire;
 
 pub use lsn::Lsn;

@@ -47,6 +47,9 @@ enum Command {
     Check(ConnArgs),
     /// Show the slot, the retained WAL, the applied position and the lag.
     Status(ConnArgs),
+    /// Compare every published table between source and target while replication runs, and name
+    /// the rows that differ; exits 0 when equal, 1 on any difference, 2 when it cannot compare.
+    Verify(lsnpipe::verify::VerifyArgs),
     /// Drop the slot and lsnpipe's bookkeeping on the target (asks first unless --yes).
     Teardown(TeardownArgs),
     /// After lost changes (slot dropped, invalidated or ahead of the target): drop the slot, empty
@@ -119,6 +122,10 @@ fn main() -> ExitCode {
         },
         Command::Status(args) => match OpsSettings::resolve(&args, &file, false) {
             Ok(settings) => runtime.block_on(commands::status(settings)),
+            Err(e) => fail(&e),
+        },
+        Command::Verify(args) => match lsnpipe::verify::VerifyOptions::resolve(&args, &file) {
+            Ok(options) => runtime.block_on(commands::verify(options, args.format)),
             Err(e) => fail(&e),
         },
         Command::Teardown(args) => match OpsSettings::resolve(&args.conn, &file, false) {

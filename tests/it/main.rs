@@ -16,4 +16,5 @@ mod ops;
 mod recovery;
 mod run;
 mod snapshot;
+mod verify;
 mod wire;

@@ -1,0 +1,242 @@
+//! `lsnpipe verify` end to end: equal tables pass, tampering on the target is found and named
+//! (keyed and keyless tables), and replication lag under load is never reported as a difference.
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support::{self, Running};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Keyed `a` (several types whose text depends on session settings), keyless `b`.
+const DDL: &str = "CREATE TABLE a (id int PRIMARY KEY, v text, t timestamptz, f float8, \
+                   by bytea, m money, n numeric);
+                   CREATE TABLE b (x int, y text);";
+
+async fn setup(
+    prefix: &str,
+) -> (
+    String,
+    String,
+    tokio_postgres::Client,
+    tokio_postgres::Client,
+) {
+    let db = support::test_dbs(prefix).await;
+    let slot = support::unique_name(&format!("{prefix}_slot"));
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    source.batch_execute(DDL).await.unwrap();
+    target.batch_execute(DDL).await.unwrap();
+    source
+        .batch_execute(
+            "ALTER TABLE b REPLICA IDENTITY FULL;
+             CREATE PUBLICATION pub FOR TABLE a, b;
+             INSERT INTO a SELECT g, 'v' || g, '2024-01-01 00:00+00'::timestamptz + g * interval '1 h',
+                    g / 3.0, decode(md5(g::text), 'hex'), g, g * 1.5 FROM generate_series(1, 3000) g;
+             INSERT INTO b SELECT g % 50, 'b' || (g % 50) FROM generate_series(1, 500) g;",
+        )
+        .await
+        .unwrap();
+    // The target's sessions print differently by default: verify must not care.
+    target
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" SET timezone = 'America/New_York';
+             ALTER DATABASE \"{db}\" SET bytea_output = 'escape'"
+        ))
+        .await
+        .unwrap();
+    (db, slot, source, target)
+}
+
+fn verify(db: &str, slot: &str, extra: &[&str]) -> Command {
+    let mut cmd = support::lsnpipe_command();
+    cmd.arg("verify")
+        .args(["--source", &support::source().conn_string(db)])
+        .args(["--target", &support::target().conn_string(db)])
+        .args(["--publication", "pub", "--slot", slot])
+        .args(["--wait-secs", "60"])
+        .args(extra)
+        .stdin(Stdio::null());
+    cmd
+}
+
+async fn output(cmd: Command) -> Output {
+    let mut cmd = cmd;
+    tokio::time::timeout(
+        Duration::from_secs(240),
+        tokio::task::spawn_blocking(move || cmd.output().expect("run lsnpipe verify")),
+    )
+    .await
+    .expect("verify finished in time")
+    .expect("join")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `lsnpipe run` with the initial copy, caught up with the source.
+async fn replicate(
+    db: &str,
+    slot: &str,
+    source: &tokio_postgres::Client,
+    target: &tokio_postgres::Client,
+) -> Running {
+    let run = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        db,
+        support::target(),
+        db,
+        "pub",
+        slot,
+        &["--create-slot"],
+    ));
+    support::wait_until("the copy and catch-up", WAIT, || async {
+        support::tables_equal(source, target, &["a", "b"]).await
+    })
+    .await;
+    run
+}
+
+#[tokio::test]
+async fn equal_tables_pass_and_tampered_rows_are_named() {
+    let (db, slot, source, target) = setup("verify_tamper").await;
+    let _run = replicate(&db, &slot, &source, &target).await;
+
+    let out = output(verify(&db, &slot, &["--chunk-rows", "500"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("the target equals the source"),
+        "{}",
+        text(&out)
+    );
+    assert!(stdout.contains("3000"), "{}", text(&out));
+
+    target
+        .batch_execute(
+            "UPDATE a SET v = 'tampered' WHERE id = 1234;
+             DELETE FROM a WHERE id = 77;
+             INSERT INTO a (id, v) VALUES (5000, 'extra');
+             UPDATE a SET t = t + interval '1 s', n = 0 WHERE id = 2999;
+             DELETE FROM b WHERE ctid = (SELECT min(ctid) FROM b WHERE x = 7);
+             INSERT INTO b VALUES (999, 'extra');",
+        )
+        .await
+        .unwrap();
+    let out = output(verify(&db, &slot, &["--chunk-rows", "500"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "\"public\".\"a\" different id=1234 columns: v",
+        "\"public\".\"a\" missing id=77",
+        "\"public\".\"a\" extra id=5000",
+        "\"public\".\"a\" different id=2999 columns: t, n",
+        "\"public\".\"b\" missing (7,b7)",
+        "\"public\".\"b\" extra (999,extra)",
+    ] {
+        assert!(stdout.contains(line), "{line} not in:\n{}", text(&out));
+    }
+
+    let out = output(verify(&db, &slot, &["--format", "json", "--table", "b"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.starts_with("{\"equal\":false"), "{json}");
+    assert!(
+        json.contains("\"missing\":1,\"extra\":1")
+            && !json.contains("\"table\":\"\\\"public\\\".\\\"a\\\"\""),
+        "{json}"
+    );
+}
+
+#[tokio::test]
+async fn lag_under_load_is_not_a_difference() {
+    let db = support::test_dbs("verify_lag").await;
+    let slot = support::unique_name("verify_lag_slot");
+    let init = support::pgbench(support::source(), &db, &["-i", "-s", "2", "-q"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    // The target gets the tables and keys only (no data).
+    let init = support::pgbench(support::target(), &db, &["-i", "-I", "dtp", "-s", "2"]);
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    source
+        .batch_execute(
+            "ALTER TABLE pgbench_history REPLICA IDENTITY FULL;
+             CREATE PUBLICATION pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, \
+             pgbench_history",
+        )
+        .await
+        .unwrap();
+    let run = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &["--create-slot"],
+    ));
+    support::wait_until("the initial copy", WAIT, || async {
+        support::tables_equal(&source, &target, &["pgbench_branches"]).await
+            && support::count(&target, "pgbench_accounts").await == 200_000
+    })
+    .await;
+
+    // Writes go on for the whole verify, and the target falls seconds behind: a session on the
+    // target holds a SHARE lock on pgbench_branches (reads go on, the applier waits) for two
+    // seconds out of every three.
+    let (src_port, dbname) = (support::source().clone(), db.clone());
+    let load = std::thread::spawn(move || {
+        support::pgbench(
+            &src_port,
+            &dbname,
+            &["-c", "2", "-T", "20", "-R", "300", "-n"],
+        )
+    });
+    let stall = {
+        let blocker = support::connect(support::target(), &db).await;
+        tokio::spawn(async move {
+            loop {
+                let held = blocker
+                    .batch_execute(
+                        "BEGIN; LOCK pgbench_branches IN SHARE MODE; SELECT pg_sleep(2); COMMIT",
+                    )
+                    .await;
+                if held.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let out = output(verify(&db, &slot, &["--chunk-rows", "5000"])).await;
+    stall.abort();
+    let bench = load.join().unwrap();
+    assert!(
+        bench.status.success(),
+        "{}",
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\nlsnpipe:\n{}",
+        text(&out),
+        run.log()
+    );
+}
