@@ -59,6 +59,20 @@ pub async fn verify(
     }
 }
 
+pub async fn cutover(
+    options: lsnpipe::verify::VerifyOptions,
+    args: lsnpipe::ops::cutover::CutoverArgs,
+) -> ExitCode {
+    match lsnpipe::ops::cutover::run(&options, &args, &mut std::io::stdout()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            fail(&e);
+            ExitCode::from(2)
+        }
+    }
+}
+
 pub async fn teardown(settings: OpsSettings, yes: bool) -> ExitCode {
     let confirmation = if yes {
         remove::Confirmation::Given

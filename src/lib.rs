@@ -19,6 +19,7 @@ pub mod pgoutput;
 pub mod pipeline;
 pub mod positions;
 pub mod report;
+pub mod sequences;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;

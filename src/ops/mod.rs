@@ -13,6 +13,7 @@
 //! `tracing` like `run` does. Connection strings are shown only in their redacted form.
 
 pub mod check;
+pub mod cutover;
 pub mod demo;
 pub mod resync;
 pub mod status;
