@@ -248,12 +248,22 @@ async fn after_fence(
 ) -> Result<bool, OpsError> {
     let slot = &opts.conn.slot;
     let lsn = session::current_lsn(source).await?;
-    let active = session::slot_active_pid(source, slot).await?.flatten();
-    if active.is_none() && session::pending_changes(source, slot, &opts.publication).await? > 0 {
-        return Err(OpsError::Refused(format!(
-            "slot {slot} holds changes the target has not applied and no `lsnpipe run` streams \
-             it: start `lsnpipe run` for this slot and run cutover again"
-        )));
+    // A `lsnpipe run` that is between sessions (starting, or reconnecting after an error: at
+    // most 30 s apart) gets that long to come back before the slot counts as unattended.
+    let grace = Instant::now() + opts.wait.min(Duration::from_secs(35));
+    while session::slot_active_pid(source, slot)
+        .await?
+        .flatten()
+        .is_none()
+        && session::pending_changes(source, slot, &opts.publication).await? > 0
+    {
+        if Instant::now() >= grace {
+            return Err(OpsError::Refused(format!(
+                "slot {slot} holds changes the target has not applied and no `lsnpipe run` \
+                 streams it: start `lsnpipe run` for this slot and run cutover again"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let t = Instant::now();
     session::wait_for_target(source, target, slot, &opts.publication, lsn, opts.wait).await?;

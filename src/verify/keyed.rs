@@ -55,8 +55,10 @@ pub(super) async fn compare(
         ..TableReport::default()
     };
     let differing = first_pass(ctx, plan, source, target, &mut report).await?;
-    for chunk in differing {
-        resolve(ctx, plan, source, target, &chunk, &mut report).await?;
+    report.reread = differing.len() as u64;
+    let per_batch = usize::try_from((ROWS_PER_BATCH / ctx.opts.chunk_rows).max(1)).unwrap_or(1);
+    for batch in differing.chunks(per_batch) {
+        resolve(ctx, plan, source, target, batch, &mut report).await?;
     }
     Ok(report)
 }
@@ -145,42 +147,54 @@ async fn first_pass(
     Ok(differing)
 }
 
-/// Read both sides' rows of a differing range, then settle each candidate row by key.
+/// Rows read row by row at once when chunks differ: the chunks of one batch share a source
+/// snapshot and one wait for the target.
+const ROWS_PER_BATCH: u64 = 100_000;
+
+/// Read both sides' rows of differing ranges (a batch under one snapshot), then settle each
+/// candidate row by key.
 async fn resolve(
     ctx: &Ctx<'_>,
     plan: &TablePlan,
     source: &Side,
     target: &Side,
-    chunk: &Chunk,
+    chunks: &[Chunk],
     report: &mut TableReport,
 ) -> Result<(), OpsError> {
-    let (lower, upper) = (chunk.lower.is_some(), chunk.upper.is_some());
-    let values = bounds(chunk);
     let lsn = begin_snapshot(source).await?;
-    let got = source
-        .client
-        .query(
-            &plan.range_rows_sql(At::Source, lower, upper),
-            &params(&values),
-        )
-        .await
-        .map_err(source.sql("read the rows of a chunk"))?;
-    let on_source = rows(source, got)?;
+    let mut on_source = Vec::with_capacity(chunks.len());
+    for chunk in chunks {
+        let (lower, upper) = (chunk.lower.is_some(), chunk.upper.is_some());
+        let got = source
+            .client
+            .query(
+                &plan.range_rows_sql(At::Source, lower, upper),
+                &params(&bounds(chunk)),
+            )
+            .await
+            .map_err(source.sql("read the rows of a chunk"))?;
+        on_source.push(rows(source, got)?);
+    }
     commit(source).await?;
     ctx.wait(target, lsn).await?;
-    let got = target
-        .client
-        .query(
-            &plan.range_rows_sql(At::Target, lower, upper),
-            &params(&values),
-        )
-        .await
-        .map_err(target.sql("read the rows of a chunk"))?;
-    let on_target = rows(target, got)?;
-    let candidates: Vec<Key> = diff::diff_rows(on_source, on_target)
-        .into_iter()
-        .map(|(k, _)| k)
-        .collect();
+    let mut candidates: Vec<Key> = Vec::new();
+    for (chunk, on_source) in chunks.iter().zip(on_source) {
+        let (lower, upper) = (chunk.lower.is_some(), chunk.upper.is_some());
+        let got = target
+            .client
+            .query(
+                &plan.range_rows_sql(At::Target, lower, upper),
+                &params(&bounds(chunk)),
+            )
+            .await
+            .map_err(target.sql("read the rows of a chunk"))?;
+        let on_target = rows(target, got)?;
+        candidates.extend(
+            diff::diff_rows(on_source, on_target)
+                .into_iter()
+                .map(|(k, _)| k),
+        );
+    }
     if candidates.is_empty() {
         return Ok(());
     }

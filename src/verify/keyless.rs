@@ -80,6 +80,7 @@ pub(super) async fn compare(
     if differing.is_empty() {
         return Ok(report);
     }
+    report.reread = differing.len() as u64;
 
     let mut surplus: Option<Vec<(String, i64)>> = None;
     for _ in 0..ctx.opts.rereads {

@@ -243,6 +243,7 @@ async fn worker(
             table = %report.table,
             rows = report.rows,
             chunks = report.chunks,
+            reread = report.reread,
             differs = report.differs(),
             secs = format!("{:.1}", started.elapsed().as_secs_f64()),
             "compared"

@@ -31,6 +31,9 @@ pub struct TableReport {
     /// Rows that kept changing on the source while being compared: neither proven equal nor
     /// different.
     pub unsettled: u64,
+    /// Chunks (keyless: buckets) whose first comparison differed and that were read again:
+    /// most are lag, and settle equal.
+    pub reread: u64,
     pub examples: Vec<Example>,
     /// A difference of the table itself (missing on the target, a column missing).
     pub problem: Option<String>,
@@ -150,7 +153,7 @@ impl VerifyReport {
             let _ = write!(
                 out,
                 ",\"keyed\":{},\"equal\":{},\"rows\":{},\"chunks\":{},\"missing\":{},\"extra\":{},\
-                 \"different\":{},\"unsettled\":{},\"problem\":",
+                 \"different\":{},\"unsettled\":{},\"reread\":{},\"problem\":",
                 t.keyed,
                 !t.differs(),
                 t.rows,
@@ -158,7 +161,8 @@ impl VerifyReport {
                 t.missing,
                 t.extra,
                 t.different,
-                t.unsettled
+                t.unsettled,
+                t.reread
             );
             match &t.problem {
                 Some(p) => json_str(&mut out, p),

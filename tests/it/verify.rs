@@ -223,27 +223,53 @@ async fn lag_under_load_is_not_a_difference() {
             }
         })
     };
+    // One real difference, behind lsnpipe's back, in a table pgbench only inserts into.
+    target
+        .batch_execute(
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) \
+             VALUES (-1, -1, -1, -1, '2000-01-01')",
+        )
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let out = output(verify(&db, &slot, &["--chunk-rows", "5000"])).await;
     stall.abort();
+    eprintln!("verify under load: {}", text(&out));
     let bench = load.join().unwrap();
     assert!(
         bench.status.success(),
         "{}",
         String::from_utf8_lossy(&bench.stderr)
     );
+    // Exactly that row differs: lag on the other tables is never reported.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let log = run.log();
     assert_eq!(
         out.status.code(),
-        Some(0),
-        "{}\nlsnpipe:\n{}",
-        text(&out),
-        run.log()
+        Some(1),
+        "{}\nlsnpipe:\n{log}",
+        text(&out)
+    );
+    assert!(
+        stdout.contains(
+            "\"public\".\"pgbench_history\" extra (-1,-1,-1,-1,\"2000-01-01 00:00:00\",)"
+        ),
+        "{}",
+        text(&out)
+    );
+    let differing: Vec<&str> = stdout.lines().filter(|l| l.contains("DIFFERS")).collect();
+    assert_eq!(differing.len(), 2, "{}", text(&out));
+    assert!(
+        differing[0].contains("pgbench_history") && differing[0].contains(" 1  "),
+        "{}",
+        text(&out)
     );
 }
 
 /// Tables with a serial and an identity column, replicated by a running `lsnpipe run`.
 async fn sequence_setup(
     prefix: &str,
+    run_args: &[&str],
 ) -> (
     String,
     String,
@@ -274,10 +300,17 @@ async fn sequence_setup(
         &db,
         "pub",
         &slot,
-        &["--create-slot"],
+        &[&["--create-slot"], run_args].concat(),
     ));
-    support::wait_until("the copy", WAIT, || async {
+    support::wait_until("the copy, and streaming", WAIT, || async {
         support::tables_equal(&source, &target, &["s", "g"]).await
+            && source
+                .query_one(
+                    "SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = $1",
+                    &[&slot],
+                )
+                .await
+                .is_ok_and(|r| r.get(0))
     })
     .await;
     (db, slot, source, target, run)
@@ -288,7 +321,7 @@ fn cutover(db: &str, slot: &str, extra: &[&str]) -> Command {
     cmd.arg("cutover")
         .args(["--source", &support::source().conn_string(db)])
         .args(["--target", &support::target().conn_string(db)])
-        .args(["--publication", "pub", "--slot", slot, "--wait-secs", "60"])
+        .args(["--publication", "pub", "--slot", slot])
         .args(extra)
         .stdin(Stdio::null());
     cmd
@@ -308,7 +341,7 @@ async fn sequence_values(client: &tokio_postgres::Client) -> Vec<(i64, bool)> {
 
 #[tokio::test]
 async fn cutover_fences_copies_sequences_and_stops_run() {
-    let (db, slot, source, target, mut run) = sequence_setup("cutover_ok").await;
+    let (db, slot, source, target, mut run) = sequence_setup("cutover_ok", &[]).await;
     // A session of the application, open before the fence: it could still write, so the fence
     // ends it.
     let app = support::connect(support::source(), &db).await;
@@ -319,7 +352,7 @@ async fn cutover_fences_copies_sequences_and_stops_run() {
         .unwrap();
     drop(source);
 
-    let out = output(cutover(&db, &slot, &["--fence"])).await;
+    let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     for step in [
@@ -356,7 +389,7 @@ async fn cutover_fences_copies_sequences_and_stops_run() {
     );
 
     // Repeating it is safe: already fenced, nothing to stream, equal, already stopped.
-    let out = output(cutover(&db, &slot, &["--fence"])).await;
+    let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("already read-only"),
@@ -367,12 +400,12 @@ async fn cutover_fences_copies_sequences_and_stops_run() {
 
 #[tokio::test]
 async fn the_fence_is_undone_when_cutover_fails() {
-    let (db, slot, source, target, run) = sequence_setup("cutover_undo").await;
+    let (db, slot, source, target, run) = sequence_setup("cutover_undo", &[]).await;
     target
         .batch_execute("UPDATE s SET v = 'tampered' WHERE id = 3")
         .await
         .unwrap();
-    let out = output(cutover(&db, &slot, &["--fence"])).await;
+    let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -394,7 +427,7 @@ async fn the_fence_is_undone_when_cutover_fails() {
         .batch_execute("INSERT INTO s (v) VALUES ('pending')")
         .await
         .unwrap();
-    let out = output(cutover(&db, &slot, &["--fence"])).await;
+    let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "3"])).await;
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("start `lsnpipe run`"),
@@ -412,4 +445,19 @@ async fn the_fence_is_undone_when_cutover_fails() {
         .await
         .unwrap();
     drop(source);
+}
+
+#[tokio::test]
+async fn run_keeps_sequences_in_sync() {
+    let (_db, _slot, source, target, _run) =
+        sequence_setup("sync_sequences", &["--sync-sequences", "1"]).await;
+    // Ids taken without a row (a rolled back insert) move the sequence too.
+    source
+        .batch_execute("SELECT nextval('s_id_seq') FROM generate_series(1, 100)")
+        .await
+        .unwrap();
+    support::wait_until("the sequences on the target", WAIT, || async {
+        sequence_values(&target).await == vec![(140, true), (7, true)]
+    })
+    .await;
 }
