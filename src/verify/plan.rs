@@ -170,13 +170,17 @@ impl TablePlan {
             .map(|(n, &i)| format!("{} AS k{}", self.column(i), n + 1))
             .collect();
         let last: Vec<String> = (1..=self.key.len()).map(|n| format!("k{n} DESC")).collect();
+        // Only the last key is printed as text, not every row's.
+        let texts: Vec<String> = (1..=self.key.len())
+            .map(|n| format!("k{n}::text"))
+            .collect();
         format!(
-            "WITH c AS MATERIALIZED (SELECT {raw}, {key} AS k, {hash} AS h {from}{range} \
+            "WITH c AS MATERIALIZED (SELECT {raw}, {hash} AS h {from}{range} \
              ORDER BY {order} LIMIT {limit}) \
              SELECT count(*)::int8, coalesce(sum(h), 0)::text, \
-             (SELECT k FROM c ORDER BY {last} LIMIT 1) FROM c",
+             (SELECT ARRAY[{texts}] FROM c ORDER BY {last} LIMIT 1) FROM c",
             raw = raw.join(", "),
-            key = self.key_texts(),
+            texts = texts.join(", "),
             hash = self.row_hash(),
             from = self.from(Side::Source),
             range = self.range(Side::Source, lower, false),
@@ -307,7 +311,11 @@ mod tests {
         let p = plan(vec![0]);
         let sql = p.source_chunk_sql(true, 500);
         assert!(sql.contains(r#"ORDER BY t."id" LIMIT 500"#), "{sql}");
-        assert!(sql.contains(r#"ARRAY[t."id"::text] AS k"#), "{sql}");
+        assert!(sql.contains(r#"t."id" AS k1"#), "{sql}");
+        assert!(
+            sql.contains("SELECT ARRAY[k1::text] FROM c ORDER BY k1 DESC LIMIT 1"),
+            "{sql}"
+        );
         assert!(sql.contains(r#"hashtextextended(ROW(t."id", t."sub", t."v")::text, 0)"#));
         assert!(sql.contains("> ($1::text::integer)"), "{sql}");
     }
