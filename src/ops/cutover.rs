@@ -91,6 +91,16 @@ pub async fn run(
                 ),
             )?;
         }
+        (Err(_) | Ok(false), Some(Fence::Kept { database, .. })) => {
+            say(
+                out,
+                &format!(
+                    "the fence was set before this run and stays (undo: ALTER DATABASE {} RESET \
+                     default_transaction_read_only)",
+                    quote_ident(database)
+                ),
+            )?;
+        }
         _ => {}
     }
     if outcome.as_ref().is_ok_and(|ok| *ok) {

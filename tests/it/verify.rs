@@ -108,8 +108,20 @@ async fn equal_tables_pass_and_tampered_rows_are_named() {
     let (db, slot, source, target) = setup("verify_tamper").await;
     let _run = replicate(&db, &slot, &source, &target).await;
 
-    let out = output(verify(&db, &slot, &["--chunk-rows", "500"])).await;
+    // 3500 rows at 2000 rows per second: at least 1.5 s (the rate limit holds).
+    let started = std::time::Instant::now();
+    let out = output(verify(
+        &db,
+        &slot,
+        &["--chunk-rows", "500", "--max-rows-per-sec", "2000"],
+    ))
+    .await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        started.elapsed() >= Duration::from_millis(1500),
+        "{}",
+        text(&out)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("the target equals the source"),
