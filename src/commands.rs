@@ -52,6 +52,44 @@ pub async fn status(settings: OpsSettings, format: ReportFormat) -> ExitCode {
     }
 }
 
+pub async fn verify(
+    options: lsnpipe::verify::VerifyOptions,
+    format: lsnpipe::verify::Format,
+) -> ExitCode {
+    match lsnpipe::verify::run(&options).await {
+        Ok(report) => {
+            print(&match format {
+                lsnpipe::verify::Format::Text => report.render_text(),
+                lsnpipe::verify::Format::Json => report.render_json(),
+            });
+            if report.differs() {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            fail(&e);
+            // Not 1: automation must tell "differs" from "could not compare".
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub async fn cutover(
+    options: lsnpipe::verify::VerifyOptions,
+    args: lsnpipe::ops::cutover::CutoverArgs,
+) -> ExitCode {
+    match lsnpipe::ops::cutover::run(&options, &args, &mut std::io::stdout()).await {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            fail(&e);
+            ExitCode::from(2)
+        }
+    }
+}
+
 pub async fn teardown(settings: OpsSettings, yes: bool) -> ExitCode {
     let confirmation = if yes {
         remove::Confirmation::Given

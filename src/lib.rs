@@ -23,9 +23,11 @@ pub mod pgoutput;
 pub mod pipeline;
 pub mod positions;
 pub mod report;
+pub mod sequences;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;
+pub mod verify;
 pub mod wire;
 
 pub use lsn::Lsn;

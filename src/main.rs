@@ -5,6 +5,7 @@ mod commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
 use std::sync::Arc;
@@ -40,7 +41,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Stream changes from the source's slot into the target until SIGINT/SIGTERM.
-    Run(RunArgs),
+    Run(RunCommand),
     /// Try lsnpipe on two throwaway local clusters with a sample write load (Ctrl-C stops it).
     Demo(DemoArgs),
     /// Preflight: check both databases for what replication needs; exits 1 if something blocks.
@@ -48,6 +49,12 @@ enum Command {
     /// Show the slot, the retained WAL, the applied position and the lag; exits 1 if the slot is
     /// missing or lost.
     Status(ReportArgs),
+    /// Compare every published table between source and target while replication runs, and name
+    /// the rows that differ; exits 0 when equal, 1 on any difference, 2 when it cannot compare.
+    Verify(lsnpipe::verify::VerifyArgs),
+    /// Planned switch-over: optionally fence writes on the source, wait until the target has
+    /// applied everything, copy sequences, verify, and stop the running `lsnpipe run`.
+    Cutover(lsnpipe::ops::cutover::CutoverArgs),
     /// Drop the slot and lsnpipe's bookkeeping on the target (asks first unless --yes).
     Teardown(TeardownArgs),
     /// After lost changes (slot dropped, invalidated or ahead of the target): drop the slot, empty
@@ -93,6 +100,16 @@ struct PgFetchArgs {
     /// Print only the server bin directory (for scripts: `PG_BINDIR=$(lsnpipe pg-fetch --print-bindir)`).
     #[arg(long)]
     print_bindir: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunCommand {
+    #[command(flatten)]
+    args: RunArgs,
+    /// Copy the values of the sequences the published tables use to the target every SECS
+    /// seconds (a target promoted after a failover then does not hand out used ids).
+    #[arg(long, env = "LSNPIPE_SYNC_SEQUENCES", value_name = "SECS")]
+    sync_sequences: Option<u64>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -149,12 +166,16 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run(args) => {
-            let settings = match RunSettings::resolve(&args, &file) {
+        Command::Run(cmd) => {
+            let settings = match RunSettings::resolve(&cmd.args, &file) {
                 Ok(s) => s,
                 Err(e) => return fail(&e),
             };
-            runtime.block_on(run(settings))
+            let sync = cmd
+                .sync_sequences
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs);
+            runtime.block_on(run(settings, sync))
         }
         Command::Demo(args) => match DemoSettings::resolve(&args, &file) {
             Ok(settings) => runtime.block_on(commands::demo(settings)),
@@ -168,6 +189,16 @@ fn main() -> ExitCode {
             Ok(settings) => runtime.block_on(commands::status(settings, args.format)),
             Err(e) => fail(&e),
         },
+        Command::Verify(args) => match lsnpipe::verify::VerifyOptions::resolve(&args, &file) {
+            Ok(options) => runtime.block_on(commands::verify(options, args.format)),
+            Err(e) => fail(&e),
+        },
+        Command::Cutover(args) => {
+            match lsnpipe::verify::VerifyOptions::resolve(&args.verify, &file) {
+                Ok(options) => runtime.block_on(commands::cutover(options, args)),
+                Err(e) => fail(&e),
+            }
+        }
         Command::Teardown(args) => match OpsSettings::resolve(&args.conn, &file, false) {
             Ok(settings) => runtime.block_on(commands::teardown(settings, args.yes)),
             Err(e) => fail(&e),
@@ -183,7 +214,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(settings: RunSettings) -> ExitCode {
+async fn run(settings: RunSettings, sync_sequences: Option<Duration>) -> ExitCode {
     let (stop_tx, stop_rx) = watch::channel(false);
     let registry = prometheus::Registry::new();
     let metrics = match Metrics::register(&registry) {
@@ -221,9 +252,24 @@ async fn run(settings: RunSettings) -> ExitCode {
         stop_rx.clone(),
     ));
 
+    if let Some(every) = sync_sequences {
+        background.spawn(lsnpipe::sequences::keep_in_sync(
+            settings.source.clone(),
+            settings.target.clone(),
+            settings.publication.clone(),
+            every,
+            stop_rx.clone(),
+        ));
+    }
+
+    // `lsnpipe cutover` asks a running `run` to stop through a row on the target.
+    let cutover =
+        lsnpipe::ops::cutover::stop_requested(settings.target.clone(), settings.slot.clone());
     let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("stopping: finishing the current transaction");
+        tokio::select! {
+            () = wait_for_signal() => tracing::info!("stopping: finishing the current transaction"),
+            () = cutover => {}
+        }
         let _ = stop_tx.send(true);
         // Keep the sender alive until the process ends; a dropped sender would also stop the
         // background tasks, and only a signal should.

@@ -1,11 +1,12 @@
-//! The operator commands beside `run`: `check` (preflight), `status`, `teardown`, `resync` and
-//! `demo`.
+//! The operator commands beside `run`: `check` (preflight), `status`, `teardown`, `resync`,
+//! `cutover` and `demo` (`verify` has its own module, `crate::verify`).
 //!
 //! ```text
 //!  main.rs ──settings──▶ check::run    ── SQL on source + target ──▶ findings table, exit code
 //!                        status::run   ── pg_replication_slots + lsnpipe.progress ──▶ report
 //!                        teardown::run ── confirm ─▶ drop slot, bookkeeping rows, schema
 //!                        resync::run   ── confirm ─▶ drop slot, empty published tables, bookkeeping
+//!                        cutover::run  ── fence ─▶ catch up ─▶ sequences ─▶ verify ─▶ stop `run`
 //!                        demo::run     ── LocalCluster × 2 ─▶ load ─▶ pipeline::run ─▶ status line
 //! ```
 //!
@@ -13,6 +14,7 @@
 //! `tracing` like `run` does. Connection strings are shown only in their redacted form.
 
 pub mod check;
+pub mod cutover;
 pub mod demo;
 pub mod resync;
 pub mod status;

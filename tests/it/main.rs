@@ -21,4 +21,5 @@ mod recovery;
 mod run;
 mod schema;
 mod snapshot;
+mod verify;
 mod wire;
