@@ -15,4 +15,5 @@ mod observe;
 mod ops;
 mod run;
 mod snapshot;
+mod torture;
 mod wire;
