@@ -11,6 +11,7 @@
 #            --txns N          transactions per client (default 80)
 #            --large-rows N    rows of an occasional large transaction (default 100000)
 #            --shrink-secs N   time budget for shrinking one failure (default 600)
+#            --first-failure   stop the campaign at the first failing seed (after shrinking it)
 #            --debug           build without --release
 # Feature names and the known-bug list: tests/it/torture/features.rs.
 set -euo pipefail
@@ -25,8 +26,9 @@ while [ $# -gt 0 ]; do
         --txns) export TORTURE_TXNS=$2; shift 2 ;;
         --large-rows) export TORTURE_LARGE_ROWS=$2; shift 2 ;;
         --shrink-secs) export TORTURE_SHRINK_SECS=$2; shift 2 ;;
+        --first-failure) export TORTURE_STOP_AT_FIRST=true; shift ;;
         --debug) profile=(); shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
 done

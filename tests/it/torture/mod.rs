@@ -13,7 +13,8 @@
 //! minute). `scripts/torture.sh --minutes N [--seed S] [--features SPEC]` runs the ignored
 //! `campaign` test in release mode: fresh seeds, one line per seed, failures shrunk.
 //! Environment of the campaign: `TORTURE_MINUTES`, `TORTURE_SEED`, `TORTURE_FEATURES`,
-//! `TORTURE_TXNS` (per client), `TORTURE_LARGE_ROWS`, `TORTURE_SHRINK_SECS`.
+//! `TORTURE_TXNS` (per client), `TORTURE_LARGE_ROWS`, `TORTURE_SHRINK_SECS`,
+//! `TORTURE_STOP_AT_FIRST`.
 
 mod features;
 mod rng;
@@ -61,9 +62,14 @@ fn line(plan: &Plan, out: &Outcome) -> String {
         Err(f) => format!("FAIL {:?}: {}", f.kind, f.headline()),
     };
     format!(
-        "seed {:#018x} {verdict} | {} txns committed, {} tables, {} clients, {:.1} s | features {}",
+        "seed {:#018x} {verdict} | {} txns committed, {}/{} statements refused by the source, \
+         {} tables, {} clients, {:.1} s | features {}",
         plan.seed,
         out.committed(),
+        out.counts
+            .refused
+            .load(std::sync::atomic::Ordering::Relaxed),
+        out.counts.run.load(std::sync::atomic::Ordering::Relaxed),
         plan.schema.tables.len(),
         plan.clients.len(),
         out.elapsed.as_secs_f64(),
@@ -127,11 +133,18 @@ async fn bounded_seeds_leave_the_target_equal_to_the_source() {
     let spec = Spec::parse(&std::env::var("TORTURE_FEATURES").unwrap_or_default())
         .unwrap_or_else(|e| panic!("{e}"));
     let size = Size {
-        txns_per_client: 25,
+        txns_per_client: 60,
         large_rows: 3_000,
     };
     let mut failures = Vec::new();
-    for seed in [0x5eed_0001_u64, 0x5eed_0002, 0x5eed_0003] {
+    for seed in [
+        0x5eed_0001_u64,
+        0x5eed_0002,
+        0x5eed_0003,
+        0x5eed_0004,
+        0x5eed_0005,
+        0x5eed_0006,
+    ] {
         let plan = plan(seed, &spec, size);
         let out = runner::run(&plan, false).await;
         eprintln!("torture: {}", line(&plan, &out));
@@ -155,6 +168,8 @@ async fn campaign() {
     };
     let shrink_budget = Duration::from_secs(env("TORTURE_SHRINK_SECS", 600));
     let fixed = std::env::var("TORTURE_SEED").ok().map(|s| parse_seed(&s));
+    let stop_at_first: bool = env("TORTURE_STOP_AT_FIRST", false);
+    let campaign_start = Instant::now();
     let start_seed = fixed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -194,11 +209,17 @@ async fn campaign() {
                 shrink_budget
             };
             seen_signatures.push(signature);
+            if reports.is_empty() {
+                eprintln!(
+                    "first failure after {runs} seeds, {:.0} s of campaign",
+                    campaign_start.elapsed().as_secs_f64()
+                );
+            }
             let report = report_failure(&plan, &out, &spec, budget).await;
             eprintln!("{report}");
             reports.push(report);
         }
-        if fixed.is_some() || Instant::now() > deadline {
+        if fixed.is_some() || Instant::now() > deadline || (stop_at_first && !reports.is_empty()) {
             break;
         }
     }

@@ -10,6 +10,7 @@
 //!
 //! What committed is recorded in commit order (the trace): shrinking replays it in one client.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -18,8 +19,9 @@ use tokio_postgres::Client;
 use super::workload::{Fault, Item, Plan, Stmt, Txn};
 use crate::support::{self, ClusterRef, Running};
 
-/// How long the target may take to catch up after the load (a large transaction included).
-const CATCH_UP: Duration = Duration::from_secs(120);
+/// How long the initial copy may take, and how long catch-up may go without the target's
+/// progress row moving (a large transaction in a debug build included).
+const CATCH_UP: Duration = Duration::from_secs(45);
 
 /// The torture pair: private clusters, because faults restart the target.
 pub fn clusters() -> &'static (ClusterRef, ClusterRef) {
@@ -60,6 +62,7 @@ pub struct Outcome {
     /// PostgreSQL's own replication of the same run, when asked for: `None` equal, else how not.
     pub native: Option<Result<(), String>>,
     pub elapsed: Duration,
+    pub counts: Arc<Counts>,
 }
 
 impl Outcome {
@@ -228,9 +231,26 @@ async fn compare(plan: &Plan, source_db: &str, target_db: &str) -> Result<(), St
     Ok(())
 }
 
+/// Statements run and statements the source refused, across all clients of a run.
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub run: AtomicUsize,
+    pub refused: AtomicUsize,
+}
+
 /// Run `txn` on `client`; the statements that took effect, or `None` when it did not commit
 /// (an unguarded statement or the COMMIT failed).
-async fn execute(client: &Client, txn: &Txn) -> Option<Txn> {
+async fn execute(client: &Client, txn: &Txn, counts: &Counts) -> Option<Txn> {
+    counts.run.fetch_add(txn.stmts.len(), Ordering::Relaxed);
+    let done = execute_inner(client, txn).await;
+    let kept = done.as_ref().map_or(0, |t| t.stmts.len());
+    counts
+        .refused
+        .fetch_add(txn.stmts.len() - kept, Ordering::Relaxed);
+    done
+}
+
+async fn execute_inner(client: &Client, txn: &Txn) -> Option<Txn> {
     client.batch_execute("BEGIN").await.ok()?;
     let mut done: Vec<Stmt> = Vec::new();
     for s in &txn.stmts {
@@ -344,6 +364,7 @@ pub async fn run(plan: &Plan, native: bool) -> Outcome {
         trace: Vec::new(),
         native: None,
         elapsed: Duration::ZERO,
+        counts: Arc::default(),
     };
     let result = run_in(plan, native, &db, &mut outcome).await;
     outcome.result = result;
@@ -414,7 +435,7 @@ async fn run_in(plan: &Plan, native: bool, db: &str, outcome: &mut Outcome) -> R
     setup(plan, db, native).await?;
     let s = support::connect(source, db).await;
     for txn in &plan.initial {
-        if let Some(done) = execute(&s, txn).await {
+        if let Some(done) = execute(&s, txn, &outcome.counts).await {
             outcome.initial.push(done);
         }
     }
@@ -461,12 +482,13 @@ async fn run_in(plan: &Plan, native: bool, db: &str, outcome: &mut Outcome) -> R
     let mut tasks = Vec::new();
     for programme in plan.clients.clone() {
         let (trace, lsnpipe, db) = (trace.clone(), lsnpipe.clone(), db.to_owned());
+        let counts = outcome.counts.clone();
         tasks.push(tokio::spawn(async move {
             let client = support::connect(&clusters().0, &db).await;
             for item in programme {
                 match item {
                     Item::Txn(txn) => {
-                        if let Some(done) = execute(&client, &txn).await {
+                        if let Some(done) = execute(&client, &txn, &counts).await {
                             trace
                                 .lock()
                                 .unwrap_or_else(|e| e.into_inner())
@@ -516,7 +538,9 @@ async fn pause(lsnpipe: &tokio::sync::Mutex<Lsnpipe>) -> Result<(), Failure> {
     let deadline = Instant::now() + CATCH_UP;
     loop {
         let mut l = lsnpipe.lock().await;
-        if l.log().contains("streaming") {
+        // This process's own log: an earlier, killed one may have streamed already.
+        let current = l.running.as_ref().map(Running::log).unwrap_or_default();
+        if current.contains("streaming") {
             if let Some(r) = l.running.take() {
                 let (status, log) = r.terminate().await;
                 l.history.push_str(&log);
@@ -565,8 +589,21 @@ async fn catch_up_and_compare(
         .await
         .map_err(|e| fail(FailKind::Harness, format!("marker: {e}")))?;
     let t = support::connect(target, db).await;
-    let deadline = Instant::now() + CATCH_UP;
+    let mut deadline = Instant::now() + CATCH_UP;
+    let mut progress = String::new();
     loop {
+        let now = t
+            .query_one(
+                "SELECT coalesce(max(lsn)::text, '') FROM lsnpipe.progress",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default();
+        if now != progress {
+            progress = now;
+            deadline = Instant::now() + CATCH_UP;
+        }
         let seen = t
             .query_opt("SELECT 1 FROM public._torture_marker", &[])
             .await
@@ -593,7 +630,7 @@ async fn catch_up_and_compare(
             return Err(fail(
                 FailKind::Stuck,
                 format!(
-                    "target did not catch up within {CATCH_UP:?}; lsnpipe log:\n{}",
+                    "target stopped catching up: no progress for {CATCH_UP:?}; lsnpipe log:\n{}",
                     log_excerpt(&l.log())
                 ),
             ));
@@ -661,7 +698,22 @@ async fn cleanup(db: &str, native: bool) {
             .await;
     }
     let s = support::connect(source, "postgres").await;
-    drop_slot(&s, db).await;
+    // Every slot of the database (lsnpipe's, and any a subscription left): DROP DATABASE
+    // refuses while one exists.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        let left = s
+            .query(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+                 WHERE database = $1",
+                &[&db],
+            )
+            .await;
+        if matches!(left, Ok(ref rows) if rows.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let _ = s
         .batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
         .await;

@@ -437,18 +437,20 @@ impl<'a> Gen<'a> {
         }
     }
 
+    /// Rows of a table without a key are addressed by position (the n-th by ctid), so a
+    /// statement hits a row; duplicates are made by copying a row.
     fn full_change(&mut self, t: &Table) -> Stmt {
         let q = t.qualified();
-        let one = format!(
-            "ctid = (SELECT min(ctid) FROM {q} WHERE {} IS NOT DISTINCT FROM ",
-            t.col(0)
+        let nth = format!(
+            "(SELECT ctid FROM {q} ORDER BY ctid OFFSET {} LIMIT 1)",
+            self.rng.below(6)
         );
         match self.rng.below(100) {
-            0..=39 => self.insert(t),
-            40..=54 => {
+            0..=34 => self.insert(t),
+            35..=54 => {
                 let cols: Vec<String> = t.writable().iter().map(|&c| t.col(c)).collect();
                 Self::guarded(format!(
-                    "INSERT INTO {q} ({0}) SELECT {0} FROM {q} WHERE ctid = (SELECT max(ctid) FROM {q})",
+                    "INSERT INTO {q} ({0}) SELECT {0} FROM {q} WHERE ctid = {nth}",
                     cols.join(", ")
                 ))
             }
@@ -456,20 +458,18 @@ impl<'a> Gen<'a> {
                 let set = self
                     .set_list(t)
                     .unwrap_or_else(|| format!("{0} = {0}", t.col(0)));
-                let v = self.value(t, 0);
-                if self.rng.percent(20) {
+                if self.rng.percent(25) {
+                    // Every duplicate of that row's first column: several identical old rows.
+                    let c = t.col(0);
                     Self::guarded(format!(
-                        "UPDATE {q} SET {set} WHERE {} IS NOT DISTINCT FROM {v}",
-                        t.col(0)
+                        "UPDATE {q} SET {set} WHERE {c}::text IS NOT DISTINCT FROM \
+                         (SELECT {c}::text FROM {q} WHERE ctid = {nth})"
                     ))
                 } else {
-                    Self::guarded(format!("UPDATE {q} SET {set} WHERE {one}{v})"))
+                    Self::guarded(format!("UPDATE {q} SET {set} WHERE ctid = {nth}"))
                 }
             }
-            _ => {
-                let v = self.value(t, 0);
-                Self::guarded(format!("DELETE FROM {q} WHERE {one}{v})"))
-            }
+            _ => Self::guarded(format!("DELETE FROM {q} WHERE ctid = {nth}")),
         }
     }
 
