@@ -15,6 +15,7 @@
 #            --debug           build without --release
 # Feature names and the known-bug list: tests/it/torture/features.rs.
 set -euo pipefail
+export RUST_BACKTRACE=0
 cd "$(dirname "$0")/.."
 
 minutes=10 profile=(--release)
@@ -36,5 +37,5 @@ export TORTURE_MINUTES=$minutes
 
 # The test harness's own lines go to stdout; the campaign's lines go to stderr.
 cargo test "${profile[@]}" --test it torture::campaign -- --ignored --nocapture --test-threads=1 \
-    2>&1 | grep -v -E '^(running [0-9]+ test|test torture::campaign|$)'
+    2>&1 | grep --line-buffered -v -E '^(running [0-9]+ test|test torture::campaign|$)'
 exit "${PIPESTATUS[0]}"

@@ -17,10 +17,14 @@
 //! `TORTURE_STOP_AT_FIRST`.
 
 mod features;
+mod oracle;
+mod process;
 mod rng;
 mod runner;
 mod schema;
 mod shrink;
+mod statements;
+mod values;
 mod workload;
 
 use std::time::{Duration, Instant};

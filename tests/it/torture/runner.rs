@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
+use super::oracle::{clip, compare};
+use super::process::{Lsnpipe, log_excerpt};
 use super::workload::{Fault, Item, Plan, Stmt, Txn};
 use crate::support::{self, ClusterRef, Running};
 
@@ -94,141 +96,6 @@ fn fail(kind: FailKind, detail: impl Into<String>) -> Failure {
         kind,
         detail: detail.into(),
     }
-}
-
-/// The lsnpipe process of a run, restartable by faults.
-struct Lsnpipe {
-    running: Option<Running>,
-    args: Vec<String>,
-    db: String,
-    slot: String,
-    /// Logs of earlier processes of this run.
-    history: String,
-    /// A slot-drop fault happened: a refusal to start is then the designed outcome.
-    slot_dropped: bool,
-    /// Stopped on purpose while the load builds a backlog: faults do not start it.
-    paused: bool,
-}
-
-impl Lsnpipe {
-    fn start(&mut self) {
-        let (source, target) = clusters();
-        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
-        let cmd =
-            support::lsnpipe_run(source, &self.db, target, &self.db, "pub", &self.slot, &args);
-        self.running = Some(Running::spawn(cmd));
-    }
-
-    fn kill(&mut self) {
-        if let Some(r) = self.running.take() {
-            self.history.push_str(&r.log());
-            self.history.push_str("---- SIGKILL ----\n");
-            r.kill9();
-        }
-    }
-
-    fn log(&self) -> String {
-        let now = self.running.as_ref().map(Running::log).unwrap_or_default();
-        format!("{}{now}", self.history)
-    }
-
-    /// `Some(log)` when the process has exited by itself.
-    fn exited(&mut self) -> Option<(std::process::ExitStatus, String)> {
-        let r = self.running.as_mut()?;
-        let status = r.child.try_wait().ok().flatten()?;
-        std::thread::sleep(Duration::from_millis(100));
-        Some((status, r.log()))
-    }
-}
-
-/// The last lines of a log that say something went wrong (or simply the last lines).
-pub fn log_excerpt(log: &str) -> String {
-    let bad: Vec<&str> = log
-        .lines()
-        .filter(|l| l.contains("ERROR") || l.contains("WARN") || l.contains("error"))
-        .collect();
-    let lines: Vec<&str> = if bad.is_empty() {
-        log.lines().collect()
-    } else {
-        bad
-    };
-    let start = lines.len().saturating_sub(6);
-    lines[start..].join("\n")
-}
-
-/// Every row of `relation` as canonical text, sorted; read with the same settings on both sides.
-async fn rows(client: &Client, relation: &str, cols: &[String]) -> Result<Vec<String>, String> {
-    let sql = format!(
-        "SELECT ROW({})::text FROM ONLY {relation} ORDER BY 1",
-        cols.join(", ")
-    );
-    client
-        .query(&sql, &[])
-        .await
-        .map(|rows| {
-            rows.iter()
-                .map(|r| r.get::<_, Option<String>>(0).unwrap_or_default())
-                .collect()
-        })
-        .map_err(|e| format!("read {relation}: {e}"))
-}
-
-/// A session whose text output means the same on both sides, whatever the database defaults.
-async fn canonical(cluster: &ClusterRef, db: &str) -> Result<Client, String> {
-    let (client, conn) = tokio_postgres::connect(&cluster.conn_string(db), tokio_postgres::NoTls)
-        .await
-        .map_err(|e| format!("connect to {} {db}: {e}", cluster.name))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
-        .batch_execute(
-            "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3; \
-             SET timezone = 'UTC'; SET bytea_output = hex",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok(client)
-}
-
-fn clip(s: &str, n: usize) -> String {
-    if s.chars().count() > n {
-        format!("{}…", s.chars().take(n).collect::<String>())
-    } else {
-        s.to_owned()
-    }
-}
-
-/// Compare every table of the plan on `target_db` with the source.
-async fn compare(plan: &Plan, source_db: &str, target_db: &str) -> Result<(), String> {
-    let (source, target) = clusters();
-    let s = canonical(source, source_db).await?;
-    let t = canonical(target, target_db).await?;
-    for (relation, cols) in plan.schema.compared() {
-        let a = rows(&s, &relation, &cols).await?;
-        let b = rows(&t, &relation, &cols).await?;
-        if a != b {
-            let missing: Vec<String> = a
-                .iter()
-                .filter(|r| !b.contains(r))
-                .take(3)
-                .map(|r| clip(r, 160))
-                .collect();
-            let extra: Vec<String> = b
-                .iter()
-                .filter(|r| !a.contains(r))
-                .take(3)
-                .map(|r| clip(r, 160))
-                .collect();
-            return Err(format!(
-                "{relation} differs: source {} rows, target {} rows; missing on target: {missing:?}; \
-                 extra on target: {extra:?}",
-                a.len(),
-                b.len()
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Statements run and statements the source refused, across all clients of a run.

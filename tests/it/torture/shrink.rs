@@ -82,6 +82,68 @@ impl Shrinker {
     }
 }
 
+/// Tables no statement of `plan` mentions.
+fn unused_tables(plan: &Plan) -> Vec<usize> {
+    let txns: Vec<&Txn> = plan
+        .initial
+        .iter()
+        .chain(plan.clients[0].iter().filter_map(|i| match i {
+            Item::Txn(t) => Some(t),
+            Item::Fault(_) => None,
+        }))
+        .collect();
+    (0..plan.schema.tables.len())
+        .filter(|&t| {
+            let name = plan.schema.tables[t].qualified();
+            !txns
+                .iter()
+                .any(|txn| txn.stmts.iter().any(|st| st.sql.contains(&name)))
+        })
+        .collect()
+}
+
+/// `plan` without tables `drop` (highest first); `None` when another table depends on one.
+fn without_tables(plan: &Plan, drop: &[usize]) -> Option<Plan> {
+    let mut p = plan.clone();
+    let mut drop = drop.to_vec();
+    drop.sort_unstable_by(|a, b| b.cmp(a));
+    for t in drop {
+        if p.schema.tables.len() == 1 {
+            return None;
+        }
+        p.schema.tables.remove(t);
+        if !fix_indexes(&mut p, t) {
+            return None;
+        }
+    }
+    Some(p)
+}
+
+impl Shrinker {
+    /// Drop tables no statement mentions: all at once, else one by one (a dependency may
+    /// veto; a failing DDL is a harness failure, not the same failure).
+    async fn drop_unused_tables(&mut self, current: Plan) -> Plan {
+        let unused = unused_tables(&current);
+        if unused.is_empty() {
+            return current;
+        }
+        if let Some(candidate) = without_tables(&current, &unused) {
+            if self.fails(&candidate).await {
+                return candidate;
+            }
+        }
+        let mut current = current;
+        for t in unused.into_iter().rev() {
+            if let Some(candidate) = without_tables(&current, &[t]) {
+                if self.fails(&candidate).await {
+                    current = candidate;
+                }
+            }
+        }
+        current
+    }
+}
+
 /// The shrunk plan and its failure, or `None` when the sequential replay does not fail alike.
 pub async fn shrink(
     plan: &Plan,
@@ -125,6 +187,8 @@ pub async fn shrink(
         }
     }
 
+    current = s.drop_unused_tables(current).await;
+
     // Transactions and faults after the start.
     let base = current.clone();
     let items = s
@@ -136,6 +200,17 @@ pub async fn shrink(
         .await;
     current.clients = vec![items];
 
+    // Rows copied before the start.
+    let base = current.clone();
+    current.initial = s
+        .ddmin(current.initial.clone(), &|txns: &[Txn]| {
+            let mut p = base.clone();
+            p.initial = txns.to_vec();
+            p
+        })
+        .await;
+
+    current = s.drop_unused_tables(current).await;
     // Statements inside each remaining transaction.
     let mut i = 0;
     while i < current.clients[0].len() {
@@ -159,39 +234,6 @@ pub async fn shrink(
         i += 1;
     }
 
-    // Rows copied before the start.
-    let base = current.clone();
-    current.initial = s
-        .ddmin(current.initial.clone(), &|txns: &[Txn]| {
-            let mut p = base.clone();
-            p.initial = txns.to_vec();
-            p
-        })
-        .await;
-
-    // Tables no remaining statement mentions (dependencies may veto: then the DDL fails, and
-    // a harness failure is not the same failure).
-    let mut t = current.schema.tables.len();
-    while t > 0 {
-        t -= 1;
-        let name = current.schema.tables[t].qualified();
-        let mentioned = current
-            .initial
-            .iter()
-            .chain(current.clients[0].iter().filter_map(|i| match i {
-                Item::Txn(t) => Some(t),
-                Item::Fault(_) => None,
-            }))
-            .any(|txn| txn.stmts.iter().any(|st| st.sql.contains(&name)));
-        if mentioned || current.schema.tables.len() == 1 {
-            continue;
-        }
-        let mut candidate = current.clone();
-        candidate.schema.tables.remove(t);
-        if fix_indexes(&mut candidate, t) && s.fails(&candidate).await {
-            current = candidate;
-        }
-    }
     let failure = s.last.clone()?;
     Some((current, failure, s.attempts))
 }
