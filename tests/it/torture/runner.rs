@@ -340,9 +340,13 @@ async fn run_in(plan: &Plan, native: bool, db: &str, outcome: &mut Outcome) -> R
         l.kill();
         l.start();
     }
-    if st.backlog {
-        pause(&lsnpipe).await?;
-    }
+    // lsnpipe failing before the load still lets the load run: the native subscription, if
+    // any, replicates it for the comparison.
+    let early = if st.backlog {
+        pause(&lsnpipe).await.err()
+    } else {
+        None
+    };
 
     // The load: one task per client, each on its own connection.
     let trace: Arc<Mutex<Vec<Item>>> = Arc::new(Mutex::new(Vec::new()));
@@ -387,12 +391,15 @@ async fn run_in(plan: &Plan, native: bool, db: &str, outcome: &mut Outcome) -> R
 
     {
         let mut l = lsnpipe.lock().await;
-        if l.paused {
+        if l.paused && early.is_none() {
             l.paused = false;
             l.start();
         }
     }
-    let result = catch_up_and_compare(plan, db, &s, &lsnpipe).await;
+    let result = match early {
+        Some(failure) => Err(failure),
+        None => catch_up_and_compare(plan, db, &s, &lsnpipe).await,
+    };
     if native {
         outcome.native = Some(native_result(plan, db).await);
     }

@@ -213,6 +213,27 @@ pub async fn shrink(
     current = s.drop_unused_tables(current).await;
     // Statements inside each remaining transaction.
     let mut i = 0;
+    while i < current.initial.len() {
+        let txn = current.initial[i].clone();
+        let base = current.clone();
+        let stmts = s
+            .ddmin(txn.stmts.clone(), &|stmts| {
+                let mut p = base.clone();
+                p.initial[i] = Txn {
+                    stmts: stmts.to_vec(),
+                    commit: txn.commit,
+                };
+                p
+            })
+            .await;
+        current.initial[i] = Txn {
+            stmts,
+            commit: txn.commit,
+        };
+        i += 1;
+    }
+    current = s.drop_unused_tables(current).await;
+    let mut i = 0;
     while i < current.clients[0].len() {
         if let Item::Txn(txn) = current.clients[0][i].clone() {
             let base = current.clone();
@@ -234,6 +255,7 @@ pub async fn shrink(
         i += 1;
     }
 
+    current = s.drop_unused_tables(current).await;
     let failure = s.last.clone()?;
     Some((current, failure, s.attempts))
 }
