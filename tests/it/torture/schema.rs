@@ -489,7 +489,7 @@ impl Builder<'_> {
             self.target_form(&mut t);
             self.push(t);
         }
-        if self.f.has("fk_cascade") {
+        if self.f.has("fk_cascade") && self.tables[0].key.len() == 1 {
             let mut t = self.table("fk", Identity::Key, KeyTy::Int, false);
             let col = t.cols.len();
             t.cols.push(Column {
