@@ -97,6 +97,20 @@ async fn report_failure(plan: &Plan, out: &Outcome, spec: &Spec, budget: Duratio
         failure.kind,
         failure.detail
     );
+    let mut committed = 0;
+    let mut faults = Vec::new();
+    for item in &out.trace {
+        match item {
+            workload::Item::Txn(_) => committed += 1,
+            workload::Item::Fault(f) => faults.push(format!("{f:?} after {committed}")),
+        }
+    }
+    if !faults.is_empty() {
+        report.push_str(&format!(
+            "faults (after that many transactions since the start): {}\n",
+            faults.join(", ")
+        ));
+    }
     if failure.kind == FailKind::Harness || budget.is_zero() {
         return report;
     }

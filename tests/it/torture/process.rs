@@ -62,6 +62,6 @@ pub fn log_excerpt(log: &str) -> String {
     } else {
         bad
     };
-    let start = lines.len().saturating_sub(6);
+    let start = lines.len().saturating_sub(10);
     lines[start..].join("\n")
 }

@@ -61,7 +61,8 @@ pub struct Outcome {
     pub initial: Vec<Txn>,
     /// What committed (and which faults happened) afterwards, in commit order.
     pub trace: Vec<Item>,
-    /// PostgreSQL's own replication of the same run, when asked for: `None` equal, else how not.
+    /// PostgreSQL's own replication of the same run, when asked for: `Ok` when its copy equals
+    /// the source, else how not.
     pub native: Option<Result<(), String>>,
     pub elapsed: Duration,
     pub counts: Arc<Counts>,
@@ -79,8 +80,11 @@ impl Outcome {
 }
 
 impl Failure {
-    /// One line: the last error lsnpipe logged, else the first line of the detail.
+    /// One line: what differs, or the last error lsnpipe logged, else the first line.
     pub fn headline(&self) -> String {
+        if self.kind == FailKind::Differs {
+            return clip(self.detail.lines().next().unwrap_or(""), 240);
+        }
         let line = self
             .detail
             .lines()
@@ -512,8 +516,16 @@ async fn catch_up_and_compare(
         drop(l);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let compared = compare(plan, db, db).await;
-    compared.map_err(|d| fail(FailKind::Differs, d))?;
+    if let Err(d) = compare(plan, db, db).await {
+        let log = lsnpipe.lock().await.log();
+        return Err(fail(
+            FailKind::Differs,
+            format!(
+                "{d}\nlsnpipe's warnings and errors in this run:\n{}",
+                log_excerpt(&log)
+            ),
+        ));
+    }
 
     // A clean stop ends every run.
     let running = lsnpipe.lock().await.running.take();
