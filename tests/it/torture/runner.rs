@@ -185,8 +185,30 @@ async fn drop_slot(client: &Client, slot: &str) {
     }
 }
 
-async fn do_fault(fault: Fault, lsnpipe: &tokio::sync::Mutex<Lsnpipe>) -> Result<(), Failure> {
+/// Wait until the initial copy is over (some lsnpipe process of the run has streamed).
+async fn copy_done(lsnpipe: &tokio::sync::Mutex<Lsnpipe>) {
+    let deadline = Instant::now() + CATCH_UP;
+    while Instant::now() < deadline {
+        {
+            let l = lsnpipe.lock().await;
+            if l.paused || l.log().contains("streaming") {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Do `fault`; without `copy_faults`, server faults wait for the initial copy to finish.
+async fn do_fault(
+    fault: Fault,
+    lsnpipe: &tokio::sync::Mutex<Lsnpipe>,
+    copy_faults: bool,
+) -> Result<(), Failure> {
     let (source, target) = clusters();
+    if matches!(fault, Fault::TargetRestart | Fault::TargetCrash) && !copy_faults {
+        copy_done(lsnpipe).await;
+    }
     let mut l = lsnpipe.lock().await;
     match fault {
         Fault::Kill => {
@@ -358,6 +380,7 @@ async fn run_in(plan: &Plan, native: bool, db: &str, outcome: &mut Outcome) -> R
     for programme in plan.clients.clone() {
         let (trace, lsnpipe, db) = (trace.clone(), lsnpipe.clone(), db.to_owned());
         let counts = outcome.counts.clone();
+        let copy_faults = plan.features.has("copy_faults");
         tasks.push(tokio::spawn(async move {
             let client = support::connect(&clusters().0, &db).await;
             for item in programme {
@@ -375,7 +398,7 @@ async fn run_in(plan: &Plan, native: bool, db: &str, outcome: &mut Outcome) -> R
                             .lock()
                             .unwrap_or_else(|e| e.into_inner())
                             .push(Item::Fault(fault));
-                        do_fault(fault, &lsnpipe).await?;
+                        do_fault(fault, &lsnpipe, copy_faults).await?;
                     }
                 }
             }

@@ -329,6 +329,7 @@ impl Builder<'_> {
             .iter()
             .filter(|(_, feat)| feat.is_none_or(|x| self.f.has(x)))
             .filter(|(ty, _)| !(full && *ty == Ty::Xml && !self.f.has("full_xml")))
+            .filter(|(ty, _)| !(full && *ty == Ty::Composite && !self.f.has("full_composite")))
             .map(|(ty, _)| *ty)
             .collect();
         let n = self.rng.range(1, 5);
