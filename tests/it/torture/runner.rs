@@ -423,9 +423,14 @@ async fn run_in(plan: &Plan, native: bool, db: &str, outcome: &mut Outcome) -> R
             l.start();
         }
     }
+    // Caught up: a marker row committed after everything else has reached the target (and
+    // the native copy, which replicates even when lsnpipe failed early).
+    s.batch_execute("INSERT INTO public._torture_marker VALUES (1)")
+        .await
+        .map_err(|e| fail(FailKind::Harness, format!("marker: {e}")))?;
     let result = match early {
         Some(failure) => Err(failure),
-        None => catch_up_and_compare(plan, db, &s, &lsnpipe).await,
+        None => catch_up_and_compare(plan, db, &lsnpipe).await,
     };
     if native {
         outcome.native = Some(native_result(plan, db).await);
@@ -481,14 +486,9 @@ async fn pause(lsnpipe: &tokio::sync::Mutex<Lsnpipe>) -> Result<(), Failure> {
 async fn catch_up_and_compare(
     plan: &Plan,
     db: &str,
-    s: &Client,
     lsnpipe: &tokio::sync::Mutex<Lsnpipe>,
 ) -> Result<(), Failure> {
     let (_, target) = clusters();
-    // Caught up: a marker row committed after everything else has reached the target.
-    s.batch_execute("INSERT INTO public._torture_marker VALUES (1)")
-        .await
-        .map_err(|e| fail(FailKind::Harness, format!("marker: {e}")))?;
     let t = support::connect(target, db).await;
     let mut deadline = Instant::now() + CATCH_UP;
     let mut progress = String::new();
