@@ -337,6 +337,9 @@ impl Builder<'_> {
         if full && self.f.has("full_xml") && !out.contains(&Ty::Xml) {
             out.push(Ty::Xml);
         }
+        if full && self.f.has("full_composite") && !out.contains(&Ty::Composite) {
+            out.push(Ty::Composite);
+        }
         if self.f.has("datestyle") {
             out.extend([Ty::Date, Ty::Interval, Ty::Enum]);
         }
