@@ -172,6 +172,13 @@ pub fn generate(seed: u64, features: Features, size: Size) -> Plan {
                     .unwrap_or(0);
                 items.insert(at, Item::Fault(fault));
             }
+            if features.has("copy_faults") {
+                // First thing: the initial copy is most likely still running.
+                items.insert(
+                    0,
+                    Item::Fault(*rng.pick(&[Fault::TargetRestart, Fault::TargetCrash])),
+                );
+            }
         }
         clients.push(items);
     }
