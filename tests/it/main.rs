@@ -21,5 +21,6 @@ mod recovery;
 mod run;
 mod schema;
 mod snapshot;
+mod torture;
 mod verify;
 mod wire;
