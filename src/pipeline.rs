@@ -533,6 +533,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_message_the_decoder_rejects_stops_the_run_instead_of_looping() {
+        // The source would send the same bytes again on every new session.
+        let err = RunError::Decode(DecodeError::UnknownTag {
+            what: "message",
+            tag: b'?',
+        });
+        assert!(!err.is_retryable());
+        assert!(err.to_string().contains("report it"), "{err}");
+    }
+
+    #[test]
     fn backoff_doubles_up_to_three_seconds() {
         let mut b = Backoff::new();
         let pauses: Vec<u64> = (0..5).map(|_| b.next().as_secs()).collect();
