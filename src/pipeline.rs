@@ -158,6 +158,7 @@ async fn session(
         slot: settings.slot.clone(),
         snapshot: settings.snapshot,
         create_slot: settings.create_slot,
+        failover_slot: settings.failover_slot,
         copy_jobs: settings.copy_jobs,
         create_tables: settings.create_tables,
     };
@@ -200,6 +201,7 @@ async fn session(
         publication: settings.publication.clone(),
         slot: settings.slot.clone(),
         create_slot: settings.create_slot,
+        failover_slot: settings.failover_slot,
         status_interval: settings.status_interval,
     };
     let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;

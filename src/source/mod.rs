@@ -90,6 +90,8 @@ pub struct SourceOptions {
     pub publication: String,
     pub slot: String,
     pub create_slot: bool,
+    /// Create the slot with `FAILOVER` (server 17+).
+    pub failover_slot: bool,
     pub status_interval: Duration,
 }
 
@@ -125,6 +127,7 @@ pub async fn open_stream(
                 &options.slot,
                 CreateSlotOptions {
                     snapshot: SnapshotAction::Nothing,
+                    failover: options.failover_slot,
                     ..CreateSlotOptions::default()
                 },
             )

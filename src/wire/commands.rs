@@ -48,6 +48,9 @@ pub struct CreateSlotOptions {
     pub snapshot: SnapshotAction,
     /// Decode prepared transactions at PREPARE (sticky on the slot; server 15+).
     pub two_phase: bool,
+    /// Synchronised to physical standbys (`sync_replication_slots`), so it survives a failover
+    /// (server 17+; `create_slot` refuses it before).
+    pub failover: bool,
     pub plugin: String,
 }
 
@@ -57,6 +60,7 @@ impl Default for CreateSlotOptions {
             temporary: false,
             snapshot: SnapshotAction::Export,
             two_phase: false,
+            failover: false,
             plugin: "pgoutput".to_owned(),
         }
     }
@@ -195,6 +199,9 @@ pub(super) fn create_slot_sql(
         if opts.two_phase {
             sql.push_str(", TWO_PHASE");
         }
+        if opts.failover {
+            sql.push_str(", FAILOVER");
+        }
         sql.push(')');
     } else {
         sql.push_str(match opts.snapshot {
@@ -327,6 +334,14 @@ impl ReplicationConnection {
         name: &str,
         opts: CreateSlotOptions,
     ) -> Result<CreatedSlot, WireError> {
+        if opts.failover && self.server_version_num() < 170_000 {
+            return Err(WireError::FailoverSlotUnsupported {
+                server_version: self
+                    .parameter("server_version")
+                    .unwrap_or("older than 17")
+                    .to_owned(),
+            });
+        }
         let sql = create_slot_sql(name, &opts, self.server_version_num());
         let rows = self.simple_query(&sql).await?;
         let row = one_row(&rows, "CREATE_REPLICATION_SLOT", 4)?;
@@ -420,6 +435,14 @@ mod tests {
         assert_eq!(
             create_slot_sql("s", &CreateSlotOptions::default(), 140_000),
             r#"CREATE_REPLICATION_SLOT "s" LOGICAL "pgoutput" EXPORT_SNAPSHOT"#
+        );
+        let failover = CreateSlotOptions {
+            failover: true,
+            ..CreateSlotOptions::default()
+        };
+        assert_eq!(
+            create_slot_sql("s", &failover, 170_006),
+            r#"CREATE_REPLICATION_SLOT "s" LOGICAL "pgoutput" (SNAPSHOT 'export', FAILOVER)"#
         );
     }
 

@@ -119,6 +119,13 @@ pub enum WireError {
     #[error("cannot decode a replication message: {0}")]
     Decode(#[source] DecodeError),
 
+    #[error(
+        "failover slots need PostgreSQL 17 or newer on the source, which runs {server_version}: \
+         leave out --failover-slot (the slot is then lost when a standby is promoted), or \
+         upgrade the source"
+    )]
+    FailoverSlotUnsupported { server_version: String },
+
     #[error("SQL session failed: {0}")]
     Sql(#[source] tokio_postgres::Error),
 }
@@ -142,6 +149,7 @@ impl WireError {
             | WireError::Tls { .. }
             | WireError::Auth { .. }
             | WireError::Protocol(_)
+            | WireError::FailoverSlotUnsupported { .. }
             | WireError::Decode(_) => false,
         }
     }

@@ -19,4 +19,5 @@ mod recovery;
 mod run;
 mod schema;
 mod snapshot;
+mod versions;
 mod wire;
