@@ -266,7 +266,9 @@ impl LocalCluster {
         let socket_dir = standby.root.to_string_lossy().replace('\'', "''");
         conf.push_str(&format!("unix_socket_directories = '{socket_dir}'\n"));
         conf.push_str(&format!(
-            "primary_conninfo = 'host={} port={} user=postgres application_name={name}'\n",
+            // dbname: slot synchronisation (`sync_replication_slots`, 17+) needs one.
+            "primary_conninfo = 'host={} port={} user=postgres dbname=postgres \
+             application_name={name}'\n",
             primary.host(),
             primary.port
         ));

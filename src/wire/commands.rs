@@ -8,6 +8,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
 use super::config::ConnConfig;
+use super::config::SessionAttrs;
 use super::conn::{Backend, Session, open_replication, server_error};
 use super::error::WireError;
 use crate::Lsn;
@@ -215,9 +216,62 @@ pub(super) fn create_slot_sql(
 
 type Rows = Vec<Vec<Option<String>>>;
 
+/// Whether the server is in recovery (a standby) and whether its sessions default to read-only.
+async fn server_role(conn: &mut ReplicationConnection) -> Result<(bool, bool), WireError> {
+    let rows = conn
+        .simple_query(
+            "SELECT pg_catalog.pg_is_in_recovery()::text, \
+                    pg_catalog.current_setting('default_transaction_read_only')",
+        )
+        .await?;
+    let row = one_row(&rows, "pg_is_in_recovery", 2)?;
+    let on = |i: usize| {
+        matches!(
+            row.get(i).cloned().flatten().as_deref(),
+            Some("true" | "on")
+        )
+    };
+    Ok((on(0), on(1)))
+}
+
 impl ReplicationConnection {
-    /// Connect and log in as a logical replication session (`replication=database`).
+    /// Connect and log in as a logical replication session (`replication=database`). With
+    /// several hosts, each is tried in turn and the first that `target_session_attrs` accepts
+    /// is kept (`ConnConfig::candidates`).
     pub async fn connect(cfg: &ConnConfig) -> Result<Self, WireError> {
+        let attrs = cfg.target_session_attrs();
+        let candidates = cfg.candidates();
+        if !cfg.is_multi_host() && attrs == SessionAttrs::Any {
+            return Self::connect_one(cfg).await;
+        }
+        let mut tried = Vec::new();
+        for candidate in &candidates {
+            let outcome = match Self::connect_one(candidate).await {
+                Ok(mut conn) => match server_role(&mut conn).await {
+                    Ok((standby, read_only)) if attrs.accepts(standby, read_only) => {
+                        return Ok(conn);
+                    }
+                    Ok((standby, _)) => if standby { "a standby" } else { "read-only" }.to_owned(),
+                    Err(e) => e.to_string(),
+                },
+                // Config errors are the same for every host.
+                Err(e @ WireError::Config(_)) => return Err(e),
+                Err(e) => e.to_string(),
+            };
+            tracing::debug!(host = %candidate.redacted(), %outcome, "host skipped");
+            tried.push(format!(
+                "{}:{}: {outcome}",
+                candidate.host(),
+                candidate.port()
+            ));
+        }
+        Err(WireError::NoSuitableHost {
+            attrs: attrs.as_str(),
+            tried: tried.join("; "),
+        })
+    }
+
+    async fn connect_one(cfg: &ConnConfig) -> Result<Self, WireError> {
         let session = open_replication(cfg).await?;
         let mut conn = ReplicationConnection {
             session,

@@ -21,7 +21,9 @@ pub use commands::{
     CreateSlotOptions, CreatedSlot, LogicalOptions, Origin, ReplicationConnection, SnapshotAction,
     Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
 };
-pub use config::{ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SslMode};
+pub use config::{
+    ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SessionAttrs, SslMode,
+};
 pub use error::{ServerError, WireError};
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};
@@ -51,8 +53,52 @@ fn session_options(user: Option<&str>) -> String {
 }
 
 /// An ordinary SQL session (not replication) with the same host, authentication and TLS rules;
-/// the connection is driven on a spawned task.
+/// the connection is driven on a spawned task. With several hosts, each is tried in turn and
+/// the first that `target_session_attrs` accepts is kept, as for replication sessions.
 pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, WireError> {
+    let attrs = cfg.target_session_attrs();
+    if !cfg.is_multi_host() && attrs == SessionAttrs::Any {
+        return connect_sql_one(cfg).await;
+    }
+    let mut tried = Vec::new();
+    for candidate in cfg.candidates() {
+        let outcome = match connect_sql_one(&candidate).await {
+            Ok(client) => match client
+                .query_one(
+                    "SELECT pg_catalog.pg_is_in_recovery(), \
+                            pg_catalog.current_setting('default_transaction_read_only') = 'on'",
+                    &[],
+                )
+                .await
+            {
+                Ok(row) => match (row.try_get::<_, bool>(0), row.try_get::<_, bool>(1)) {
+                    (Ok(standby), Ok(read_only)) if attrs.accepts(standby, read_only) => {
+                        return Ok(client);
+                    }
+                    (Ok(standby), Ok(_)) => {
+                        if standby { "a standby" } else { "read-only" }.to_owned()
+                    }
+                    (Err(e), _) | (_, Err(e)) => e.to_string(),
+                },
+                Err(e) => e.to_string(),
+            },
+            Err(e @ WireError::Config(_)) => return Err(e),
+            Err(e) => e.to_string(),
+        };
+        tracing::debug!(host = %candidate.redacted(), %outcome, "host skipped");
+        tried.push(format!(
+            "{}:{}: {outcome}",
+            candidate.host(),
+            candidate.port()
+        ));
+    }
+    Err(WireError::NoSuitableHost {
+        attrs: attrs.as_str(),
+        tried: tried.join("; "),
+    })
+}
+
+async fn connect_sql_one(cfg: &ConnConfig) -> Result<tokio_postgres::Client, WireError> {
     let mut pg = tokio_postgres::Config::new();
     let unix = match cfg.host() {
         Host::Tcp(h) => {

@@ -10,6 +10,7 @@ mod support;
 mod apply;
 mod cli;
 mod crash;
+mod ha;
 mod harness;
 mod metrics;
 mod observe;
