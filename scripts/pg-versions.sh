@@ -54,8 +54,12 @@ run_pair() {
   local filters=("$@")
   ((${#filters[@]})) || read -r -a filters <<<"$CORE_TESTS"
   local src_dir tgt_dir
-  src_dir=$(bindir "$src")
-  tgt_dir=$(bindir "$tgt")
+  # Checked here: `set -e` does not reach into a function called from `||`, and an empty
+  # PG_BINDIR_SOURCE would quietly test the installed major instead.
+  src_dir=$(bindir "$src") && tgt_dir=$(bindir "$tgt") || {
+    echo "pg-versions: FAILED: PostgreSQL $src -> $tgt: no server build (see above)" >&2
+    return 1
+  }
   echo "pg-versions: PostgreSQL $src -> $tgt: ${filters[*]}"
   local start=$SECONDS
   if PG_BINDIR_SOURCE="$src_dir" PG_BINDIR_TARGET="$tgt_dir" \
