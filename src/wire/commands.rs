@@ -245,18 +245,33 @@ impl ReplicationConnection {
             return Self::connect_one(cfg).await;
         }
         let mut tried = Vec::new();
+        // A failure that another attempt cannot mend (a wrong password on every host) is
+        // reported as itself; "no host fits" is retryable, for a promotion in progress.
+        let mut fatal = None;
+        let mut retryable = false;
         for candidate in &candidates {
             let outcome = match Self::connect_one(candidate).await {
                 Ok(mut conn) => match server_role(&mut conn).await {
                     Ok((standby, read_only)) if attrs.accepts(standby, read_only) => {
                         return Ok(conn);
                     }
-                    Ok((standby, _)) => if standby { "a standby" } else { "read-only" }.to_owned(),
+                    Ok((standby, _)) => {
+                        retryable = true;
+                        if standby { "a standby" } else { "read-only" }.to_owned()
+                    }
                     Err(e) => e.to_string(),
                 },
                 // Config errors are the same for every host.
                 Err(e @ WireError::Config(_)) => return Err(e),
-                Err(e) => e.to_string(),
+                Err(e) => {
+                    let text = e.to_string();
+                    if e.is_retryable() {
+                        retryable = true;
+                    } else {
+                        fatal.get_or_insert(e);
+                    }
+                    text
+                }
             };
             tracing::debug!(host = %candidate.redacted(), %outcome, "host skipped");
             tried.push(format!(
@@ -265,10 +280,13 @@ impl ReplicationConnection {
                 candidate.port()
             ));
         }
-        Err(WireError::NoSuitableHost {
-            attrs: attrs.as_str(),
-            tried: tried.join("; "),
-        })
+        match fatal {
+            Some(e) if !retryable => Err(e),
+            _ => Err(WireError::NoSuitableHost {
+                attrs: attrs.as_str(),
+                tried: tried.join("; "),
+            }),
+        }
     }
 
     async fn connect_one(cfg: &ConnConfig) -> Result<Self, WireError> {

@@ -61,6 +61,10 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
         return connect_sql_one(cfg).await;
     }
     let mut tried = Vec::new();
+    // A failure that another attempt cannot mend (a wrong password on every host) is reported
+    // as itself; "no host fits" is retryable, for a promotion in progress.
+    let mut fatal = None;
+    let mut retryable = false;
     for candidate in cfg.candidates() {
         let outcome = match connect_sql_one(&candidate).await {
             Ok(client) => match client
@@ -76,6 +80,7 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
                         return Ok(client);
                     }
                     (Ok(standby), Ok(_)) => {
+                        retryable = true;
                         if standby { "a standby" } else { "read-only" }.to_owned()
                     }
                     (Err(e), _) | (_, Err(e)) => e.to_string(),
@@ -83,7 +88,15 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
                 Err(e) => e.to_string(),
             },
             Err(e @ WireError::Config(_)) => return Err(e),
-            Err(e) => e.to_string(),
+            Err(e) => {
+                let text = e.to_string();
+                if e.is_retryable() {
+                    retryable = true;
+                } else {
+                    fatal.get_or_insert(e);
+                }
+                text
+            }
         };
         tracing::debug!(host = %candidate.redacted(), %outcome, "host skipped");
         tried.push(format!(
@@ -92,10 +105,13 @@ pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, Wir
             candidate.port()
         ));
     }
-    Err(WireError::NoSuitableHost {
-        attrs: attrs.as_str(),
-        tried: tried.join("; "),
-    })
+    match fatal {
+        Some(e) if !retryable => Err(e),
+        _ => Err(WireError::NoSuitableHost {
+            attrs: attrs.as_str(),
+            tried: tried.join("; "),
+        }),
+    }
 }
 
 async fn connect_sql_one(cfg: &ConnConfig) -> Result<tokio_postgres::Client, WireError> {

@@ -229,3 +229,60 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
 }
+
+/// PostgreSQL 16+ decodes on a hot standby: `--source` is the standby, the slot is created
+/// there (its creation waits for the primary to log a snapshot of running transactions, so
+/// the test asks the primary for one with `pg_log_standby_snapshot()`), and changes made on the
+/// primary reach the target through the standby.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_standby_can_be_the_source() {
+    let (primary, standby) = primary_and_standby("standby_src").await;
+    if primary.major < 16 {
+        eprintln!(
+            "skipped: decoding on a standby needs PostgreSQL 16, the source runs {}",
+            primary.major
+        );
+        return;
+    }
+    standby
+        .with(|c| {
+            c.append_conf("hot_standby_feedback = on")?;
+            c.reload()
+        })
+        .unwrap();
+    let db = support::unique_name("standby_src");
+    support::create_db(support::target(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    target
+        .batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let slot = support::unique_name("standby_src_slot");
+    let lsnpipe = Running::spawn(support::lsnpipe_run(
+        &standby,
+        "postgres",
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &["--create-slot", "--snapshot=false"],
+    ));
+    let p = support::connect(&primary, "postgres").await;
+    let s = support::connect(&standby, "postgres").await;
+    support::wait_until("the slot on the standby", WAIT, || async {
+        // A logical slot on a standby becomes consistent at the next running-transactions
+        // record from the primary: ask for one rather than wait for the next checkpoint.
+        let _ = p.batch_execute("SELECT pg_log_standby_snapshot()").await;
+        support::slot_confirmed(&s, &slot).await > 0
+    })
+    .await;
+    p.batch_execute("INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g")
+        .await
+        .unwrap();
+    support::wait_until("the target to equal the primary", WAIT, || async {
+        support::tables_equal(&p, &target, &["a"]).await
+    })
+    .await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
