@@ -81,6 +81,30 @@ pub fn find_bindir() -> Result<PathBuf, ClusterError> {
     }
 }
 
+/// The server bindir for one role of the test clusters: the directory named by the environment
+/// variable `var` (`PG_BINDIR_SOURCE`, `PG_BINDIR_TARGET`) when it is set, else `find_bindir`.
+/// This is what lets one test run put a source of one major next to a target of another
+/// (`scripts/pg-versions.sh`). A variable naming a directory without the server binaries is an
+/// error, not a silent fall-back: the run would otherwise test a different major than asked.
+pub fn role_bindir(var: &str) -> Result<PathBuf, ClusterError> {
+    match std::env::var_os(var) {
+        Some(dir) if !dir.is_empty() => {
+            let dir = PathBuf::from(dir);
+            if pg_download::complete(&dir) {
+                Ok(dir)
+            } else {
+                Err(ClusterError::Command {
+                    what: format!("{var}={}", dir.display()),
+                    detail: "the directory does not hold initdb, pg_ctl and postgres; \
+                             `lsnpipe pg-fetch --major N --print-bindir` prints one that does"
+                        .into(),
+                })
+            }
+        }
+        _ => find_bindir(),
+    }
+}
+
 /// The downloaded build of `LSNPIPE_PG_MAJOR` (fetched now unless cached; the download says so
 /// on stderr, in one line).
 fn download_bindir() -> Result<PathBuf, DownloadError> {
@@ -181,7 +205,15 @@ impl LocalCluster {
     /// Create and start a cluster. `name` shows in the directory name and in errors;
     /// `settings` are appended to `postgresql.conf` after the defaults (so they win).
     pub fn start(name: &str, settings: &[(&str, &str)]) -> Result<Self, ClusterError> {
-        let bindir = find_bindir()?;
+        Self::start_with_bindir(name, find_bindir()?, settings)
+    }
+
+    /// As `start`, with the server binaries of `bindir` (another major than `find_bindir`'s).
+    pub fn start_with_bindir(
+        name: &str,
+        bindir: PathBuf,
+        settings: &[(&str, &str)],
+    ) -> Result<Self, ClusterError> {
         let identity = server_identity()?;
         let root = unique_dir(name)?;
         let mut cluster = LocalCluster {
@@ -196,6 +228,61 @@ impl LocalCluster {
         cluster.init(settings)?;
         cluster.start_on_free_port()?;
         Ok(cluster)
+    }
+
+    /// A physical standby of `primary`, made from a copy of its data directory: the primary is
+    /// stopped cleanly for the copy (so the copy needs no recovery of its own) and started
+    /// again, then the copy starts with `standby.signal` and a `primary_conninfo` that points at
+    /// the primary. `settings` are appended to the copy's `postgresql.conf` (for example
+    /// `primary_slot_name`, `hot_standby_feedback`, `sync_replication_slots`).
+    pub fn start_standby_of(
+        primary: &LocalCluster,
+        name: &str,
+        settings: &[(&str, &str)],
+    ) -> Result<Self, ClusterError> {
+        let root = unique_dir(name)?;
+        let mut standby = LocalCluster {
+            name: name.to_owned(),
+            bindir: primary.bindir.clone(),
+            root,
+            port: 0,
+            identity: primary.identity,
+            keep: false,
+        };
+        standby.spawn_watchdog();
+        primary.stop()?;
+        // `cp -a` keeps owners and modes: the copy belongs to the server's user, as initdb left it.
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(primary.data_dir())
+            .arg(standby.data_dir())
+            .output()
+            .map_err(io_err("run cp"));
+        let restarted = primary.start_again();
+        check(&copied?, "copy the primary's data directory")?;
+        restarted?;
+        standby.write_owned(&standby.data_dir().join("standby.signal"), b"")?;
+        let mut conf = String::from("\n# lsnpipe standby\n");
+        let socket_dir = standby.root.to_string_lossy().replace('\'', "''");
+        conf.push_str(&format!("unix_socket_directories = '{socket_dir}'\n"));
+        conf.push_str(&format!(
+            // dbname: slot synchronisation (`sync_replication_slots`, 17+) needs one.
+            "primary_conninfo = 'host={} port={} user=postgres dbname=postgres \
+             application_name={name}'\n",
+            primary.host(),
+            primary.port
+        ));
+        for (key, value) in settings {
+            conf.push_str(&format!("{key} = {value}\n"));
+        }
+        standby.append_conf(&conf)?;
+        standby.start_on_free_port()?;
+        Ok(standby)
+    }
+
+    /// Promote a standby to a primary, waiting until it accepts writes.
+    pub fn promote(&self) -> Result<(), ClusterError> {
+        self.pg_ctl(&["promote", "-w", "-t", "60"]).map(drop)
     }
 
     pub fn name(&self) -> &str {
@@ -225,6 +312,16 @@ impl LocalCluster {
 
     pub fn bindir(&self) -> &Path {
         &self.bindir
+    }
+
+    /// The server's major version, from the data directory's `PG_VERSION` (`14`, …, `18`).
+    pub fn major(&self) -> Result<u32, ClusterError> {
+        let path = self.data_dir().join("PG_VERSION");
+        let text = fs::read_to_string(&path).map_err(io_err(format!("read {}", path.display())))?;
+        text.trim().parse().map_err(|_| ClusterError::Command {
+            what: format!("read {}", path.display()),
+            detail: format!("not a major version: {:?}", text.trim()),
+        })
     }
 
     /// A libpq key/value connection string for `dbname` as the superuser.

@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Create the slot when it does not exist.
     #[arg(long, env = "LSNPIPE_CREATE_SLOT", num_args = 0..=1, default_missing_value = "true")]
     pub create_slot: Option<bool>,
+    /// Create the slot as a failover slot (PostgreSQL 17+): standbys with
+    /// sync_replication_slots keep a copy, so it survives a promotion.
+    #[arg(long, env = "LSNPIPE_FAILOVER_SLOT", num_args = 0..=1, default_missing_value = "true")]
+    pub failover_slot: Option<bool>,
     /// Address of the HTTP server for /metrics, /healthz and /readyz ("off" to disable).
     #[arg(long, env = "LSNPIPE_METRICS_LISTEN")]
     pub metrics_listen: Option<String>,
@@ -93,6 +97,7 @@ pub struct FileSettings {
     pub publication: Option<String>,
     pub slot: Option<String>,
     pub create_slot: Option<bool>,
+    pub failover_slot: Option<bool>,
     pub metrics_listen: Option<String>,
     pub ready_max_lag_bytes: Option<u64>,
     pub ready_max_lag_seconds: Option<u64>,
@@ -130,6 +135,8 @@ pub struct RunSettings {
     pub publication: String,
     pub slot: String,
     pub create_slot: bool,
+    /// Create the slot with `FAILOVER` (server 17+).
+    pub failover_slot: bool,
     pub metrics_listen: Option<SocketAddr>,
     pub ready_max_lag_bytes: u64,
     /// `/readyz` fails while work is pending and nothing was applied for this long.
@@ -156,6 +163,7 @@ impl std::fmt::Debug for RunSettings {
             .field("publication", &self.publication)
             .field("slot", &self.slot)
             .field("create_slot", &self.create_slot)
+            .field("failover_slot", &self.failover_slot)
             .field("metrics_listen", &self.metrics_listen)
             .field("max_batch_transactions", &self.max_batch_transactions)
             .field("max_batch", &self.max_batch)
@@ -339,6 +347,7 @@ impl RunSettings {
             publication,
             slot,
             create_slot: args.create_slot.or(file.create_slot).unwrap_or(false),
+            failover_slot: args.failover_slot.or(file.failover_slot).unwrap_or(false),
             metrics_listen,
             ready_max_lag_bytes: args
                 .ready_max_lag_bytes

@@ -289,6 +289,7 @@ async fn session(
         slot: settings.slot.clone(),
         snapshot: settings.snapshot,
         create_slot: settings.create_slot,
+        failover_slot: settings.failover_slot,
         copy_jobs: settings.copy_jobs,
         create_tables: settings.create_tables,
     };
@@ -350,6 +351,7 @@ async fn session(
         publication: settings.publication.clone(),
         slot: settings.slot.clone(),
         create_slot: settings.create_slot,
+        failover_slot: settings.failover_slot,
         status_interval: settings.status_interval,
         // Zero: wait forever, as wal_receiver_timeout = 0 does (tokio clamps the deadline).
         receive_timeout: Some(if settings.replication_timeout.is_zero() {

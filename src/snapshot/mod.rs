@@ -67,6 +67,8 @@ pub struct SnapshotOptions {
     /// `Some` when asked for; `None`: copy when lsnpipe creates the slot (`create_slot`).
     pub snapshot: Option<bool>,
     pub create_slot: bool,
+    /// Create the slot with `FAILOVER` (server 17+).
+    pub failover_slot: bool,
     pub copy_jobs: usize,
     pub create_tables: bool,
 }
@@ -203,6 +205,7 @@ pub async fn prepare(
                     &options.slot,
                     CreateSlotOptions {
                         snapshot: SnapshotAction::Export,
+                        failover: options.failover_slot,
                         ..CreateSlotOptions::default()
                     },
                 )

@@ -91,6 +91,8 @@ pub struct SourceOptions {
     pub publication: String,
     pub slot: String,
     pub create_slot: bool,
+    /// Create the slot with `FAILOVER` (server 17+).
+    pub failover_slot: bool,
     pub status_interval: Duration,
     /// Longest silence from the source before the session is presumed dead (preflight queries
     /// and streaming); `None` keeps the stream's default.
@@ -133,6 +135,7 @@ pub async fn open_stream(
                 &options.slot,
                 CreateSlotOptions {
                     snapshot: SnapshotAction::Nothing,
+                    failover: options.failover_slot,
                     ..CreateSlotOptions::default()
                 },
             )

@@ -10,6 +10,7 @@ use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
 use super::config::ConnConfig;
+use super::config::SessionAttrs;
 use super::conn::{Backend, Session, open_replication, server_error};
 use super::error::WireError;
 use crate::Lsn;
@@ -50,6 +51,9 @@ pub struct CreateSlotOptions {
     pub snapshot: SnapshotAction,
     /// Decode prepared transactions at PREPARE (sticky on the slot; server 15+).
     pub two_phase: bool,
+    /// Synchronised to physical standbys (`sync_replication_slots`), so it survives a failover
+    /// (server 17+; `create_slot` refuses it before).
+    pub failover: bool,
     pub plugin: String,
 }
 
@@ -59,6 +63,7 @@ impl Default for CreateSlotOptions {
             temporary: false,
             snapshot: SnapshotAction::Export,
             two_phase: false,
+            failover: false,
             plugin: "pgoutput".to_owned(),
         }
     }
@@ -197,6 +202,9 @@ pub(super) fn create_slot_sql(
         if opts.two_phase {
             sql.push_str(", TWO_PHASE");
         }
+        if opts.failover {
+            sql.push_str(", FAILOVER");
+        }
         sql.push(')');
     } else {
         sql.push_str(match opts.snapshot {
@@ -210,9 +218,80 @@ pub(super) fn create_slot_sql(
 
 type Rows = Vec<Vec<Option<String>>>;
 
+/// Whether the server is in recovery (a standby) and whether its sessions default to read-only.
+async fn server_role(conn: &mut ReplicationConnection) -> Result<(bool, bool), WireError> {
+    let rows = conn
+        .simple_query(
+            "SELECT pg_catalog.pg_is_in_recovery()::text, \
+                    pg_catalog.current_setting('default_transaction_read_only')",
+        )
+        .await?;
+    let row = one_row(&rows, "pg_is_in_recovery", 2)?;
+    let on = |i: usize| {
+        matches!(
+            row.get(i).cloned().flatten().as_deref(),
+            Some("true" | "on")
+        )
+    };
+    Ok((on(0), on(1)))
+}
+
 impl ReplicationConnection {
-    /// Connect and log in as a logical replication session (`replication=database`).
+    /// Connect and log in as a logical replication session (`replication=database`). With
+    /// several hosts, each is tried in turn and the first that `target_session_attrs` accepts
+    /// is kept (`ConnConfig::candidates`).
     pub async fn connect(cfg: &ConnConfig) -> Result<Self, WireError> {
+        let attrs = cfg.target_session_attrs();
+        let candidates = cfg.candidates();
+        if !cfg.is_multi_host() && attrs == SessionAttrs::Any {
+            return Self::connect_one(cfg).await;
+        }
+        let mut tried = Vec::new();
+        // A failure that another attempt cannot mend (a wrong password on every host) is
+        // reported as itself; "no host fits" is retryable, for a promotion in progress.
+        let mut fatal = None;
+        let mut retryable = false;
+        for candidate in &candidates {
+            let outcome = match Self::connect_one(candidate).await {
+                Ok(mut conn) => match server_role(&mut conn).await {
+                    Ok((standby, read_only)) if attrs.accepts(standby, read_only) => {
+                        return Ok(conn);
+                    }
+                    Ok((standby, _)) => {
+                        retryable = true;
+                        if standby { "a standby" } else { "read-only" }.to_owned()
+                    }
+                    Err(e) => e.to_string(),
+                },
+                // Config errors are the same for every host.
+                Err(e @ WireError::Config(_)) => return Err(e),
+                Err(e) => {
+                    let text = e.to_string();
+                    if e.is_retryable() {
+                        retryable = true;
+                    } else {
+                        fatal.get_or_insert(e);
+                    }
+                    text
+                }
+            };
+            tracing::debug!(host = %candidate.redacted(), %outcome, "host skipped");
+            tried.push(format!(
+                "{}:{}: {outcome}",
+                candidate.host(),
+                candidate.port()
+            ));
+        }
+        match fatal {
+            Some(e) if !retryable => Err(e),
+            _ => Err(WireError::NoSuitableHost {
+                attrs: attrs.as_str(),
+                tried: tried.join("; "),
+            }),
+        }
+    }
+
+    async fn connect_one(cfg: &ConnConfig) -> Result<Self, WireError> {
         let session = open_replication(cfg).await?;
         let mut conn = ReplicationConnection {
             session,
@@ -342,6 +421,14 @@ impl ReplicationConnection {
         name: &str,
         opts: CreateSlotOptions,
     ) -> Result<CreatedSlot, WireError> {
+        if opts.failover && self.server_version_num() < 170_000 {
+            return Err(WireError::FailoverSlotUnsupported {
+                server_version: self
+                    .parameter("server_version")
+                    .unwrap_or("older than 17")
+                    .to_owned(),
+            });
+        }
         let sql = create_slot_sql(name, &opts, self.server_version_num());
         let rows = self.simple_query(&sql).await?;
         let row = one_row(&rows, "CREATE_REPLICATION_SLOT", 4)?;
@@ -435,6 +522,14 @@ mod tests {
         assert_eq!(
             create_slot_sql("s", &CreateSlotOptions::default(), 140_000),
             r#"CREATE_REPLICATION_SLOT "s" LOGICAL "pgoutput" EXPORT_SNAPSHOT"#
+        );
+        let failover = CreateSlotOptions {
+            failover: true,
+            ..CreateSlotOptions::default()
+        };
+        assert_eq!(
+            create_slot_sql("s", &failover, 170_006),
+            r#"CREATE_REPLICATION_SLOT "s" LOGICAL "pgoutput" (SNAPSHOT 'export', FAILOVER)"#
         );
     }
 

@@ -10,6 +10,13 @@
 //! ```
 //!
 //! The password is never shown: `Debug`, `Display` and [`ConnConfig::redacted`] replace it.
+//!
+//! Several hosts are written as libpq has them: `host=a,b port=5432,5433` (one port for all, or
+//! one per host; in a URL `postgres://a:5432,b:5433/db`), with `target_session_attrs` saying
+//! which server to settle on. [`ConnConfig::candidates`] lists one single-host configuration per
+//! host, in order; whoever connects tries them in turn (`wire::conn`, `wire::connect_sql`) and
+//! checks each server with [`SessionAttrs`], so a reconnect after a failover finds the new
+//! primary.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -54,6 +61,66 @@ impl fmt::Display for Host {
             Host::Unix(p) => write!(f, "{}", p.display()),
         }
     }
+}
+
+/// libpq's `target_session_attrs`: which of several hosts to settle on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionAttrs {
+    /// The first server that accepts the connection.
+    #[default]
+    Any,
+    /// A server that accepts writes: not in recovery and `default_transaction_read_only` off.
+    ReadWrite,
+    /// A server not in recovery (a primary), whatever its `default_transaction_read_only`.
+    Primary,
+}
+
+impl SessionAttrs {
+    fn parse(v: &str) -> Result<Self, ConfigError> {
+        match v {
+            "any" => Ok(SessionAttrs::Any),
+            "read-write" => Ok(SessionAttrs::ReadWrite),
+            "primary" => Ok(SessionAttrs::Primary),
+            "read-only" | "standby" | "prefer-standby" => Err(ConfigError::Unsupported {
+                key: "target_session_attrs".into(),
+                why: "lsnpipe writes to the target and decodes from a primary: use any, \
+                      read-write or primary",
+            }),
+            _ => Err(ConfigError::InvalidValue {
+                key: "target_session_attrs",
+                value: v.to_owned(),
+                expected: "any, read-write or primary",
+            }),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionAttrs::Any => "any",
+            SessionAttrs::ReadWrite => "read-write",
+            SessionAttrs::Primary => "primary",
+        }
+    }
+
+    /// Whether a server that reports these settings is acceptable. `in_hot_standby` and
+    /// `default_transaction_read_only` are reported at login by every server since 14.
+    pub fn accepts(self, in_hot_standby: bool, default_read_only: bool) -> bool {
+        match self {
+            SessionAttrs::Any => true,
+            SessionAttrs::Primary => !in_hot_standby,
+            SessionAttrs::ReadWrite => !in_hot_standby && !default_read_only,
+        }
+    }
+}
+
+/// One server of a (possibly multi-host) connection string.
+#[derive(Clone, PartialEq, Eq)]
+struct Endpoint {
+    host: Host,
+    hostaddr: Option<IpAddr>,
+    port: u16,
+    /// The given password, or this host's passfile line.
+    password: Option<Password>,
 }
 
 /// libpq's `sslmode`. `allow` is treated as `disable` (lsnpipe never retries without TLS).
@@ -128,6 +195,9 @@ pub struct ConnConfig {
     host: Host,
     hostaddr: Option<IpAddr>,
     port: u16,
+    /// Every host of the string, in order (the first is `host`/`hostaddr`/`port`).
+    endpoints: Vec<Endpoint>,
+    target_session_attrs: SessionAttrs,
     user: String,
     dbname: String,
     password: Option<Password>,
@@ -190,11 +260,11 @@ const KEYS: &[(&str, Option<&str>)] = &[
     ("keepalives_interval", None),
     ("keepalives_count", None),
     ("tcp_user_timeout", None),
+    ("target_session_attrs", Some("PGTARGETSESSIONATTRS")),
 ];
 
 /// libpq options that only tune behaviour lsnpipe does not have; accepted and ignored.
 const IGNORED_KEYS: &[&str] = &[
-    "target_session_attrs",
     "load_balance_hosts",
     "gssencmode",
     "sslcompression",
@@ -267,38 +337,75 @@ impl ConnConfig {
                 .filter(|v| !v.is_empty())
         };
 
-        let host = match get("host") {
-            Some(h) if h.contains(',') => {
-                return Err(ConfigError::Unsupported {
-                    key: "host".into(),
-                    why: "give one host, not a list",
-                });
-            }
-            Some(h) if h.starts_with('/') => Host::Unix(PathBuf::from(h)),
-            Some(h) => Host::Tcp(h),
-            None => Host::Unix(PathBuf::from(DEFAULT_SOCKET_DIR)),
-        };
-        let hostaddr = get("hostaddr")
-            .map(|v| {
-                v.parse::<IpAddr>().map_err(|_| ConfigError::InvalidValue {
-                    key: "hostaddr",
-                    value: v.clone(),
-                    expected: "a numeric IP address",
+        // libpq: comma-separated lists; an empty element is the default.
+        let hosts: Vec<Host> = match get("host") {
+            None => vec![Host::Unix(PathBuf::from(DEFAULT_SOCKET_DIR))],
+            Some(list) => list
+                .split(',')
+                .map(|h| match h.trim() {
+                    "" => Host::Unix(PathBuf::from(DEFAULT_SOCKET_DIR)),
+                    h if h.starts_with('/') => Host::Unix(PathBuf::from(h)),
+                    h => Host::Tcp(h.to_owned()),
                 })
-            })
-            .transpose()?;
-        let port = match get("port") {
-            None => DEFAULT_PORT,
-            Some(v) => {
-                v.parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or(ConfigError::InvalidValue {
-                        key: "port",
-                        value: v,
-                        expected: "a number from 1 to 65535",
-                    })?
-            }
+                .collect(),
+        };
+        let hostaddrs: Vec<Option<IpAddr>> = match get("hostaddr") {
+            None => vec![None; hosts.len()],
+            Some(list) => list
+                .split(',')
+                .map(|v| match v.trim() {
+                    "" => Ok(None),
+                    v => v
+                        .parse::<IpAddr>()
+                        .map(Some)
+                        .map_err(|_| ConfigError::InvalidValue {
+                            key: "hostaddr",
+                            value: v.to_owned(),
+                            expected: "a numeric IP address",
+                        }),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let ports: Vec<u16> = match get("port") {
+            None => vec![DEFAULT_PORT],
+            Some(list) => list
+                .split(',')
+                .map(|v| match v.trim() {
+                    "" => Ok(DEFAULT_PORT),
+                    v => v.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
+                        ConfigError::InvalidValue {
+                            key: "port",
+                            value: v.to_owned(),
+                            expected: "a number from 1 to 65535",
+                        }
+                    }),
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        if hostaddrs.len() != hosts.len() {
+            return Err(ConfigError::InvalidValue {
+                key: "hostaddr",
+                value: get("hostaddr").unwrap_or_default(),
+                expected: "one address per host",
+            });
+        }
+        if ports.len() != 1 && ports.len() != hosts.len() {
+            return Err(ConfigError::InvalidValue {
+                key: "port",
+                value: get("port").unwrap_or_default(),
+                expected: "one port for every host, or one port per host",
+            });
+        }
+        let port_of = |i: usize| {
+            ports
+                .get(i)
+                .or(ports.first())
+                .copied()
+                .unwrap_or(DEFAULT_PORT)
+        };
+        let target_session_attrs = match get("target_session_attrs") {
+            Some(v) => SessionAttrs::parse(&v)?,
+            None => SessionAttrs::Any,
         };
         let user = get("user")
             .or_else(|| env("USER"))
@@ -363,9 +470,11 @@ impl ConnConfig {
         };
 
         let mut cfg = ConnConfig {
-            host,
-            hostaddr,
-            port,
+            host: hosts[0].clone(),
+            hostaddr: hostaddrs[0],
+            port: port_of(0),
+            endpoints: Vec::new(),
+            target_session_attrs,
             user,
             dbname,
             password: None,
@@ -377,19 +486,31 @@ impl ConnConfig {
             connect_timeout,
             tcp,
         };
-        cfg.password = match get("password") {
-            Some(p) => Some(Password(p)),
-            None => {
-                let passfile = get("passfile")
-                    .map(PathBuf::from)
-                    .or_else(|| home.map(|h| h.join(".pgpass")));
-                passfile
-                    .and_then(|path| read_passfile(&path))
-                    .and_then(|contents| cfg.password_from_passfile(&contents))
-                    .map(Password)
-            }
+        let passfile = match get("password") {
+            Some(_) => None,
+            None => get("passfile")
+                .map(PathBuf::from)
+                .or_else(|| home.map(|h| h.join(".pgpass")))
+                .and_then(|path| read_passfile(&path)),
         };
-        Ok(cfg)
+        // The passfile is matched per host, as libpq does: each host may have its own line.
+        for (i, (host, hostaddr)) in hosts.into_iter().zip(hostaddrs).enumerate() {
+            cfg.host = host;
+            cfg.hostaddr = hostaddr;
+            cfg.port = port_of(i);
+            let password = match (get("password"), &passfile) {
+                (Some(p), _) => Some(Password(p)),
+                (None, Some(contents)) => cfg.password_from_passfile(contents).map(Password),
+                (None, None) => None,
+            };
+            cfg.endpoints.push(Endpoint {
+                host: cfg.host.clone(),
+                hostaddr,
+                port: cfg.port,
+                password,
+            });
+        }
+        Ok(cfg.on(0))
     }
 
     /// The password line of a passfile's contents that matches this connection, if any.
@@ -416,6 +537,40 @@ impl ConnConfig {
         })
     }
 
+    /// This configuration on its `i`th host alone (`i` < the number of hosts).
+    fn on(&self, i: usize) -> ConnConfig {
+        let mut cfg = self.clone();
+        if let Some(e) = self.endpoints.get(i) {
+            cfg.host = e.host.clone();
+            cfg.hostaddr = e.hostaddr;
+            cfg.port = e.port;
+            cfg.password = e.password.clone();
+        }
+        cfg
+    }
+
+    /// One single-host configuration per host of the string, in the order to try them. A
+    /// connection string with one host gives itself.
+    pub fn candidates(&self) -> Vec<ConnConfig> {
+        (0..self.endpoints.len().max(1))
+            .map(|i| {
+                let mut cfg = self.on(i);
+                cfg.endpoints = self.endpoints.get(i).cloned().into_iter().collect();
+                cfg
+            })
+            .collect()
+    }
+
+    /// Whether the string names more than one host.
+    pub fn is_multi_host(&self) -> bool {
+        self.endpoints.len() > 1
+    }
+
+    pub fn target_session_attrs(&self) -> SessionAttrs {
+        self.target_session_attrs
+    }
+
+    /// The (first) host; see [`ConnConfig::candidates`] for all of them.
     pub fn host(&self) -> &Host {
         &self.host
     }
@@ -486,15 +641,37 @@ impl ConnConfig {
 
     /// A key/value connection string without the password, for logs and errors.
     pub fn redacted(&self) -> String {
+        let (hosts, ports) = if self.endpoints.len() > 1 {
+            let hosts: Vec<String> = self.endpoints.iter().map(|e| e.host.to_string()).collect();
+            let ports: Vec<String> = self.endpoints.iter().map(|e| e.port.to_string()).collect();
+            (hosts.join(","), ports.join(","))
+        } else {
+            (self.host.to_string(), self.port.to_string())
+        };
         let mut parts = vec![
-            format!("host={}", quote_value(&self.host.to_string())),
-            format!("port={}", self.port),
+            format!("host={}", quote_value(&hosts)),
+            format!("port={ports}"),
             format!("user={}", quote_value(&self.user)),
             format!("dbname={}", quote_value(&self.dbname)),
             format!("sslmode={}", self.sslmode.as_str()),
         ];
-        if let Some(addr) = self.hostaddr {
+        if self.endpoints.len() > 1 {
+            if self.endpoints.iter().any(|e| e.hostaddr.is_some()) {
+                let addrs: Vec<String> = self
+                    .endpoints
+                    .iter()
+                    .map(|e| e.hostaddr.map(|a| a.to_string()).unwrap_or_default())
+                    .collect();
+                parts.push(format!("hostaddr={}", addrs.join(",")));
+            }
+        } else if let Some(addr) = self.hostaddr {
             parts.push(format!("hostaddr={addr}"));
+        }
+        if self.target_session_attrs != SessionAttrs::Any {
+            parts.push(format!(
+                "target_session_attrs={}",
+                self.target_session_attrs.as_str()
+            ));
         }
         if let Some(root) = &self.sslrootcert {
             parts.push(format!(
@@ -713,35 +890,19 @@ fn parse_url(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
             out.push(("password".to_owned(), percent_decode(p, offset(p))?));
         }
     }
-    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let Some((addr, after)) = v6.split_once(']') else {
-            return Err(ConfigError::Syntax {
-                at: offset(hostport),
-                reason: "missing \"]\" after an IPv6 address",
-            });
-        };
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(p),
-            None if after.is_empty() => None,
-            None => {
-                return Err(ConfigError::Syntax {
-                    at: offset(after),
-                    reason: "expected \":\" and a port after the IPv6 address",
-                });
-            }
-        };
-        (addr.to_owned(), port)
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (percent_decode(h, offset(h))?, Some(p)),
-            None => (percent_decode(hostport, offset(hostport))?, None),
-        }
-    };
-    if !host.is_empty() {
-        out.push(("host".to_owned(), host));
+    // `host1:port1,host2:port2`: one host/port pair per comma-separated element.
+    let mut hosts = Vec::new();
+    let mut ports = Vec::new();
+    for hostport in hostport.split(',') {
+        let (host, port) = url_host_port(hostport, offset(hostport))?;
+        hosts.push(host);
+        ports.push(port.unwrap_or_default());
     }
-    if let Some(port) = port.filter(|p| !p.is_empty()) {
-        out.push(("port".to_owned(), port.to_owned()));
+    if hosts.iter().any(|h| !h.is_empty()) {
+        out.push(("host".to_owned(), hosts.join(",")));
+    }
+    if ports.iter().any(|p| !p.is_empty()) {
+        out.push(("port".to_owned(), ports.join(",")));
     }
     if let Some(db) = path.filter(|p| !p.is_empty()) {
         out.push(("dbname".to_owned(), percent_decode(db, offset(db))?));
@@ -763,6 +924,34 @@ fn parse_url(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
         }
     }
     Ok(out)
+}
+
+/// One `host[:port]` (or `[v6addr][:port]`) element of a URL's authority, `at` its offset.
+fn url_host_port(hostport: &str, at: usize) -> Result<(String, Option<&str>), ConfigError> {
+    let offset = |part: &str| at + (part.as_ptr() as usize - hostport.as_ptr() as usize);
+    if let Some(v6) = hostport.strip_prefix('[') {
+        let Some((addr, after)) = v6.split_once(']') else {
+            return Err(ConfigError::Syntax {
+                at,
+                reason: "missing \"]\" after an IPv6 address",
+            });
+        };
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => {
+                return Err(ConfigError::Syntax {
+                    at: offset(after),
+                    reason: "expected \":\" and a port after the IPv6 address",
+                });
+            }
+        };
+        return Ok((addr.to_owned(), port));
+    }
+    match hostport.rsplit_once(':') {
+        Some((h, p)) => Ok((percent_decode(h, offset(h))?, Some(p))),
+        None => Ok((percent_decode(hostport, at)?, None)),
+    }
 }
 
 fn percent_decode(s: &str, at: usize) -> Result<String, ConfigError> {
@@ -1041,6 +1230,145 @@ db:*:shop:app:first\\:match:with colons
             home.unwrap().password().is_none(),
             "no .pgpass in that home"
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn hosts(c: &ConnConfig) -> Vec<String> {
+        c.candidates()
+            .iter()
+            .map(|c| format!("{}:{}", c.host(), c.port()))
+            .collect()
+    }
+
+    #[test]
+    fn several_hosts_with_one_port_each_or_one_for_all() {
+        let c = parse("host=a,b,c port=5432,5433,5434 user=u", &[]).unwrap();
+        assert_eq!(hosts(&c), ["a:5432", "b:5433", "c:5434"]);
+        assert!(c.is_multi_host());
+        assert_eq!(
+            c.host(),
+            &Host::Tcp("a".into()),
+            "the first host is the default"
+        );
+        assert_eq!(c.target_session_attrs(), SessionAttrs::Any);
+        let c = parse("host=a,b port=6000 user=u", &[]).unwrap();
+        assert_eq!(hosts(&c), ["a:6000", "b:6000"]);
+        // An empty element is the default, as in libpq.
+        let c = parse("host=a,,/tmp/s port=,7000, user=u", &[]).unwrap();
+        assert_eq!(
+            hosts(&c),
+            [
+                "a:5432".to_owned(),
+                format!("{DEFAULT_SOCKET_DIR}:7000"),
+                "/tmp/s:5432".to_owned()
+            ]
+        );
+        let one = parse("host=a port=1 user=u", &[]).unwrap();
+        assert!(!one.is_multi_host());
+        assert_eq!(hosts(&one), ["a:1"]);
+        // Each candidate is a single-host configuration again.
+        assert!(c.candidates().iter().all(|c| !c.is_multi_host()));
+    }
+
+    #[test]
+    fn several_hosts_in_a_url() {
+        let c = parse(
+            "postgresql://u@a:5432,b:5433,[::1]:5434/db?target_session_attrs=read-write",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(hosts(&c), ["a:5432", "b:5433", "::1:5434"]);
+        assert_eq!(c.target_session_attrs(), SessionAttrs::ReadWrite);
+        assert_eq!(c.dbname(), "db");
+        let c = parse("postgres://u@a,b:6000/db", &[]).unwrap();
+        assert_eq!(hosts(&c), ["a:5432", "b:6000"]);
+    }
+
+    #[test]
+    fn host_lists_that_do_not_match_are_refused() {
+        let err = parse("host=a,b,c port=1,2 user=u", &[]).unwrap_err();
+        assert!(err.to_string().contains("one port per host"), "{err}");
+        let err = parse("host=a,b hostaddr=10.0.0.1 user=u", &[]).unwrap_err();
+        assert!(err.to_string().contains("one address per host"), "{err}");
+        let err = parse("host=a,b port=1,x user=u", &[]).unwrap_err();
+        assert!(err.to_string().contains("\"x\""), "{err}");
+        let c = parse("host=a,b hostaddr=10.0.0.1,10.0.0.2 user=u", &[]).unwrap();
+        let addrs: Vec<_> = c.candidates().iter().map(|c| c.hostaddr()).collect();
+        assert_eq!(
+            addrs,
+            [
+                Some("10.0.0.1".parse().unwrap()),
+                Some("10.0.0.2".parse().unwrap())
+            ]
+        );
+    }
+
+    #[test]
+    fn target_session_attrs_from_the_string_or_the_environment() {
+        for (value, attrs) in [
+            ("any", SessionAttrs::Any),
+            ("read-write", SessionAttrs::ReadWrite),
+            ("primary", SessionAttrs::Primary),
+        ] {
+            let c = parse(
+                &format!("host=a,b user=u target_session_attrs={value}"),
+                &[],
+            )
+            .unwrap();
+            assert_eq!(c.target_session_attrs(), attrs);
+        }
+        let c = parse("host=a user=u", &[("PGTARGETSESSIONATTRS", "primary")]).unwrap();
+        assert_eq!(c.target_session_attrs(), SessionAttrs::Primary);
+        let err = parse("host=a user=u target_session_attrs=standby", &[]).unwrap_err();
+        assert!(err.to_string().contains("read-write or primary"), "{err}");
+        let err = parse("host=a user=u target_session_attrs=bogus", &[]).unwrap_err();
+        assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err}");
+    }
+
+    #[test]
+    fn session_attrs_accept_by_role() {
+        use SessionAttrs::*;
+        // (in hot standby, default read-only)
+        assert!(Any.accepts(true, true));
+        assert!(Primary.accepts(false, true) && !Primary.accepts(true, false));
+        assert!(ReadWrite.accepts(false, false));
+        assert!(!ReadWrite.accepts(false, true) && !ReadWrite.accepts(true, false));
+    }
+
+    #[test]
+    fn redacted_shows_every_host_and_the_attrs_but_no_password() {
+        let c = parse(
+            "host=a,b port=1,2 user=u password=secret target_session_attrs=primary",
+            &[],
+        )
+        .unwrap();
+        let text = c.redacted();
+        assert!(text.contains("host=a,b port=1,2"), "{text}");
+        assert!(text.contains("target_session_attrs=primary"), "{text}");
+        assert!(!text.contains("secret"), "{text}");
+        // The redacted form parses back to the same hosts.
+        assert_eq!(hosts(&parse(&text, &[]).unwrap()), ["a:1", "b:2"]);
+    }
+
+    #[test]
+    fn the_passfile_is_matched_per_host() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("lsnpipe-pgpass-hosts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pgpass");
+        std::fs::write(&path, "a:1:*:u:pw-a\nb:2:*:u:pw-b\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let c = parse(
+            &format!("host=a,b port=1,2 user=u passfile={}", path.display()),
+            &[],
+        );
+        let per_host: Vec<_> = c
+            .unwrap()
+            .candidates()
+            .iter()
+            .map(|c| c.password().map(|p| p.expose().to_owned()))
+            .collect();
+        assert_eq!(per_host, [Some("pw-a".to_owned()), Some("pw-b".to_owned())]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -119,6 +119,20 @@ pub enum WireError {
     #[error("cannot decode a replication message: {0}")]
     Decode(#[source] DecodeError),
 
+    #[error(
+        "no host of the connection string is usable with target_session_attrs={attrs} \
+         ({tried}); during a failover this passes once a standby is promoted, else check the \
+         host list"
+    )]
+    NoSuitableHost { attrs: &'static str, tried: String },
+
+    #[error(
+        "failover slots need PostgreSQL 17 or newer on the source, which runs {server_version}: \
+         leave out --failover-slot (the slot is then lost when a standby is promoted), or \
+         upgrade the source"
+    )]
+    FailoverSlotUnsupported { server_version: String },
+
     #[error("SQL session failed: {0}")]
     Sql(#[source] tokio_postgres::Error),
 }
@@ -131,7 +145,9 @@ impl WireError {
             | WireError::ConnectTimeout { .. }
             | WireError::Io { .. }
             | WireError::Closed { .. }
-            | WireError::Silent { .. } => true,
+            | WireError::Silent { .. }
+            // A promotion in progress: the new primary appears soon.
+            | WireError::NoSuitableHost { .. } => true,
             WireError::Server(e) => e.is_retryable(),
             // Without a server error the SQL session failed on I/O.
             WireError::Sql(e) => e.code().is_none_or(|c| {
@@ -142,6 +158,7 @@ impl WireError {
             | WireError::Tls { .. }
             | WireError::Auth { .. }
             | WireError::Protocol(_)
+            | WireError::FailoverSlotUnsupported { .. }
             | WireError::Decode(_) => false,
         }
     }

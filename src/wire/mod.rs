@@ -22,7 +22,7 @@ pub use commands::{
     Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
 };
 pub use config::{
-    ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SslMode, TcpOptions,
+    ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SessionAttrs, SslMode, TcpOptions,
 };
 pub use error::{ServerError, WireError};
 pub use stream::ReplicationStream;
@@ -53,7 +53,8 @@ fn session_options(user: Option<&str>) -> String {
 }
 
 /// An ordinary SQL session (not replication) with the same host, authentication and TLS rules;
-/// the connection is driven on a spawned task.
+/// the connection is driven on a spawned task. With several hosts, each is tried in turn and
+/// the first that `target_session_attrs` accepts is kept, as for replication sessions.
 pub async fn connect_sql(cfg: &ConnConfig) -> Result<tokio_postgres::Client, WireError> {
     // Detached: the task ends when the client is dropped and the server has answered.
     connect_sql_task(cfg).await.map(|(client, _task)| client)
@@ -79,9 +80,72 @@ impl Drop for SqlConnectionGuard {
     }
 }
 
-async fn connect_sql_task(
-    cfg: &ConnConfig,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), WireError> {
+type SqlSession = (tokio_postgres::Client, tokio::task::JoinHandle<()>);
+
+async fn connect_sql_task(cfg: &ConnConfig) -> Result<SqlSession, WireError> {
+    let attrs = cfg.target_session_attrs();
+    if !cfg.is_multi_host() && attrs == SessionAttrs::Any {
+        return connect_sql_one(cfg).await;
+    }
+    let mut tried = Vec::new();
+    // A failure that another attempt cannot mend (a wrong password on every host) is reported
+    // as itself; "no host fits" is retryable, for a promotion in progress.
+    let mut fatal = None;
+    let mut retryable = false;
+    for candidate in cfg.candidates() {
+        let outcome = match connect_sql_one(&candidate).await {
+            Ok((client, task)) => {
+                let row = client
+                    .query_one(
+                        "SELECT pg_catalog.pg_is_in_recovery(), \
+                                pg_catalog.current_setting('default_transaction_read_only') = 'on'",
+                        &[],
+                    )
+                    .await;
+                let outcome = match row {
+                    Ok(row) => match (row.try_get::<_, bool>(0), row.try_get::<_, bool>(1)) {
+                        (Ok(standby), Ok(read_only)) if attrs.accepts(standby, read_only) => {
+                            return Ok((client, task));
+                        }
+                        (Ok(standby), Ok(_)) => {
+                            retryable = true;
+                            if standby { "a standby" } else { "read-only" }.to_owned()
+                        }
+                        (Err(e), _) | (_, Err(e)) => e.to_string(),
+                    },
+                    Err(e) => e.to_string(),
+                };
+                task.abort();
+                outcome
+            }
+            Err(e @ WireError::Config(_)) => return Err(e),
+            Err(e) => {
+                let text = e.to_string();
+                if e.is_retryable() {
+                    retryable = true;
+                } else {
+                    fatal.get_or_insert(e);
+                }
+                text
+            }
+        };
+        tracing::debug!(host = %candidate.redacted(), %outcome, "host skipped");
+        tried.push(format!(
+            "{}:{}: {outcome}",
+            candidate.host(),
+            candidate.port()
+        ));
+    }
+    match fatal {
+        Some(e) if !retryable => Err(e),
+        _ => Err(WireError::NoSuitableHost {
+            attrs: attrs.as_str(),
+            tried: tried.join("; "),
+        }),
+    }
+}
+
+async fn connect_sql_one(cfg: &ConnConfig) -> Result<SqlSession, WireError> {
     let mut pg = tokio_postgres::Config::new();
     let unix = match cfg.host() {
         Host::Tcp(h) => {

@@ -113,7 +113,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_either_server_mid_load_resumes_by_itself() {
     let source = support::private_cluster("reconnect_src", &[]);
-    let target = support::private_cluster("reconnect_dst", &[]);
+    let target = support::private_cluster_on(support::Side::Target, "reconnect_dst", &[]);
     let db = "postgres";
     let slot = "reconnect_slot";
     pgbench_pair(&source, &target, db, slot).await;

@@ -143,7 +143,7 @@ async fn counters_move_by_exactly_the_rows_changed_and_lag_returns_to_zero() {
 #[tokio::test]
 async fn readyz_turns_503_while_the_target_is_down_and_200_after() {
     let source = support::source();
-    let target = support::private_cluster("readyz_dst", &[]);
+    let target = support::private_cluster_on(support::Side::Target, "readyz_dst", &[]);
     let db = support::unique_name("readyz");
     support::create_db(source, &db).await;
     support::create_db(&target, &db).await;

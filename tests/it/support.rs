@@ -1,6 +1,10 @@
 //! Shared fixtures for the integration tests: one source and one target cluster per test binary,
 //! started on first use and stopped when the process exits (also after failed tests); each test
 //! makes its own databases and slot names, so tests run in parallel.
+//!
+//! `PG_BINDIR_SOURCE` and `PG_BINDIR_TARGET` choose the server build of each side (unset: the
+//! one `cluster::find_bindir` finds), so one run can test a source of one major against a target
+//! of another (`scripts/pg-versions.sh`). Private clusters follow the side they stand in for.
 
 #![allow(dead_code)]
 
@@ -25,6 +29,8 @@ pub struct ClusterRef {
     pub name: String,
     pub port: u16,
     pub root: std::path::PathBuf,
+    /// The server's major version (14, …, 18).
+    pub major: u32,
 }
 
 impl ClusterRef {
@@ -33,6 +39,7 @@ impl ClusterRef {
             name: c.name().to_owned(),
             port: c.port(),
             root: c.root().to_owned(),
+            major: c.major().unwrap_or_else(|e| panic!("{e}")),
         }
     }
 
@@ -76,12 +83,9 @@ fn pair() -> &'static (ClusterRef, ClusterRef) {
         unsafe {
             libc::atexit(stop_clusters_at_exit);
         }
-        let source = std::thread::spawn(|| LocalCluster::start("source", &[]));
-        let target = LocalCluster::start("target", &[]).unwrap_or_else(|e| panic!("{e}"));
-        let source = source
-            .join()
-            .expect("source start thread")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let source = std::thread::spawn(|| start(Side::Source, "source", &[]));
+        let target = start(Side::Target, "target", &[]);
+        let source = source.join().expect("source start thread");
         let pair = Pair { source, target };
         (own(pair.source), own(pair.target))
     })
@@ -97,10 +101,46 @@ pub fn target() -> &'static ClusterRef {
     &pair().1
 }
 
-/// A cluster of this test's own, for tests that restart or reconfigure a server.
+/// Which shared cluster a cluster stands in for: it decides the server build.
+#[derive(Debug, Clone, Copy)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    fn bindir_var(self) -> &'static str {
+        match self {
+            Side::Source => "PG_BINDIR_SOURCE",
+            Side::Target => "PG_BINDIR_TARGET",
+        }
+    }
+}
+
+fn start(side: Side, name: &str, settings: &[(&str, &str)]) -> LocalCluster {
+    let bindir = lsnpipe::cluster::role_bindir(side.bindir_var()).unwrap_or_else(|e| panic!("{e}"));
+    LocalCluster::start_with_bindir(name, bindir, settings).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// A cluster of this test's own, for tests that restart or reconfigure a server; it runs the
+/// source's server build.
 pub fn private_cluster(name: &str, settings: &[(&str, &str)]) -> ClusterRef {
+    private_cluster_on(Side::Source, name, settings)
+}
+
+/// A cluster of this test's own that stands in for `side` (and runs that side's server build).
+pub fn private_cluster_on(side: Side, name: &str, settings: &[(&str, &str)]) -> ClusterRef {
     pair();
-    own(LocalCluster::start(name, settings).unwrap_or_else(|e| panic!("{e}")))
+    own(start(side, name, settings))
+}
+
+/// A physical standby of `primary` (a private cluster), from a copy of its data directory made
+/// while it is stopped cleanly; see `LocalCluster::start_standby_of`.
+pub fn standby_of(primary: &ClusterRef, name: &str, settings: &[(&str, &str)]) -> ClusterRef {
+    let standby = primary
+        .with(|p| LocalCluster::start_standby_of(p, name, settings))
+        .unwrap_or_else(|e| panic!("{e}"));
+    own(standby)
 }
 
 /// A name no other test in this process uses: `prefix_N`.
