@@ -432,12 +432,13 @@ async fn session(
         };
         let commit = match &message {
             LogicalMessage::Begin(begin) => {
-                // A group is committed only between source transactions: when the next one has
-                // not fully arrived (or the group is full), commit before it starts, so a slow or
-                // stalled transaction never holds the finished ones uncommitted.
-                let caught_up = stream.is_caught_up();
+                // A group is committed only between source transactions: one that reached its
+                // limits (its age, above all) while the stream was busy is committed before the
+                // next transaction starts, so a slow or stalled transaction never holds the
+                // finished ones uncommitted. (Not on "caught up" here: right after a Begin the
+                // channel is often momentarily empty, and that would end every group.)
                 if target_calls
-                    .call("committing", applier.commit_if(caught_up))
+                    .call("committing", applier.commit_if(false))
                     .await?
                     .is_some()
                 {
