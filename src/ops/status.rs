@@ -168,7 +168,13 @@ pub async fn run(settings: &OpsSettings) -> Result<StatusReport, OpsError> {
 
     let now: String = source
         .client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        // A standby source (decoding on a standby, 16+) has no insert position: its replayed
+        // WAL is the end of what it can send.
+        .query_one(
+            "SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                    ELSE pg_current_wal_lsn() END::text",
+            &[],
+        )
         .await
         .map_err(source.sql("read the current WAL position"))?
         .get(0);
