@@ -34,16 +34,6 @@ pub enum SchemaChanges {
     All,
 }
 
-impl SchemaChanges {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SchemaChanges::Off => "off",
-            SchemaChanges::Additive => "additive",
-            SchemaChanges::All => "all",
-        }
-    }
-}
-
 /// One column of the target table as its catalog describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TargetColumn {

@@ -246,49 +246,20 @@ impl ReplicationConnection {
         if !cfg.is_multi_host() && attrs == SessionAttrs::Any {
             return Self::connect_one(cfg).await;
         }
-        let mut tried = Vec::new();
-        // A failure that another attempt cannot mend (a wrong password on every host) is
-        // reported as itself; "no host fits" is retryable, for a promotion in progress.
-        let mut fatal = None;
-        let mut retryable = false;
+        let mut attempts = super::HostAttempts::default();
         for candidate in &candidates {
-            let outcome = match Self::connect_one(candidate).await {
+            match Self::connect_one(candidate).await {
                 Ok(mut conn) => match server_role(&mut conn).await {
                     Ok((standby, read_only)) if attrs.accepts(standby, read_only) => {
                         return Ok(conn);
                     }
-                    Ok((standby, _)) => {
-                        retryable = true;
-                        if standby { "a standby" } else { "read-only" }.to_owned()
-                    }
-                    Err(e) => e.to_string(),
+                    Ok((standby, _)) => attempts.unsuitable(candidate, standby),
+                    Err(e) => attempts.skip(candidate, e.to_string()),
                 },
-                // Config errors are the same for every host.
-                Err(e @ WireError::Config(_)) => return Err(e),
-                Err(e) => {
-                    let text = e.to_string();
-                    if e.is_retryable() {
-                        retryable = true;
-                    } else {
-                        fatal.get_or_insert(e);
-                    }
-                    text
-                }
-            };
-            tracing::debug!(host = %candidate.redacted(), %outcome, "host skipped");
-            tried.push(format!(
-                "{}:{}: {outcome}",
-                candidate.host(),
-                candidate.port()
-            ));
+                Err(e) => attempts.failed(candidate, e)?,
+            }
         }
-        match fatal {
-            Some(e) if !retryable => Err(e),
-            _ => Err(WireError::NoSuitableHost {
-                attrs: attrs.as_str(),
-                tried: tried.join("; "),
-            }),
-        }
+        Err(attempts.finish(attrs))
     }
 
     async fn connect_one(cfg: &ConnConfig) -> Result<Self, WireError> {

@@ -87,13 +87,9 @@ async fn connect_sql_task(cfg: &ConnConfig) -> Result<SqlSession, WireError> {
     if !cfg.is_multi_host() && attrs == SessionAttrs::Any {
         return connect_sql_one(cfg).await;
     }
-    let mut tried = Vec::new();
-    // A failure that another attempt cannot mend (a wrong password on every host) is reported
-    // as itself; "no host fits" is retryable, for a promotion in progress.
-    let mut fatal = None;
-    let mut retryable = false;
+    let mut attempts = HostAttempts::default();
     for candidate in cfg.candidates() {
-        let outcome = match connect_sql_one(&candidate).await {
+        match connect_sql_one(&candidate).await {
             Ok((client, task)) => {
                 let row = client
                     .query_one(
@@ -102,46 +98,76 @@ async fn connect_sql_task(cfg: &ConnConfig) -> Result<SqlSession, WireError> {
                         &[],
                     )
                     .await;
-                let outcome = match row {
+                match row {
                     Ok(row) => match (row.try_get::<_, bool>(0), row.try_get::<_, bool>(1)) {
                         (Ok(standby), Ok(read_only)) if attrs.accepts(standby, read_only) => {
                             return Ok((client, task));
                         }
-                        (Ok(standby), Ok(_)) => {
-                            retryable = true;
-                            if standby { "a standby" } else { "read-only" }.to_owned()
-                        }
-                        (Err(e), _) | (_, Err(e)) => e.to_string(),
+                        (Ok(standby), Ok(_)) => attempts.unsuitable(&candidate, standby),
+                        (Err(e), _) | (_, Err(e)) => attempts.skip(&candidate, e.to_string()),
                     },
-                    Err(e) => e.to_string(),
-                };
-                task.abort();
-                outcome
-            }
-            Err(e @ WireError::Config(_)) => return Err(e),
-            Err(e) => {
-                let text = e.to_string();
-                if e.is_retryable() {
-                    retryable = true;
-                } else {
-                    fatal.get_or_insert(e);
+                    Err(e) => attempts.skip(&candidate, e.to_string()),
                 }
-                text
+                task.abort();
             }
-        };
+            Err(e) => attempts.failed(&candidate, e)?,
+        }
+    }
+    Err(attempts.finish(attrs))
+}
+
+/// What trying the hosts of a connection string in turn found, for the error when none fits.
+/// A failure that another attempt cannot mend (a wrong password on every host) is reported as
+/// itself; "no host fits" is retryable, for a promotion in progress.
+#[derive(Debug, Default)]
+pub(crate) struct HostAttempts {
+    tried: Vec<String>,
+    fatal: Option<WireError>,
+    retryable: bool,
+}
+
+impl HostAttempts {
+    /// `candidate` answered, but its role does not fit (`standby`: in recovery; else read-only).
+    pub fn unsuitable(&mut self, candidate: &ConnConfig, standby: bool) {
+        self.retryable = true;
+        let role = if standby { "a standby" } else { "read-only" };
+        self.skip(candidate, role.to_owned());
+    }
+
+    /// Connecting to `candidate` failed; a configuration error (the same for every host) is
+    /// returned at once.
+    pub fn failed(&mut self, candidate: &ConnConfig, e: WireError) -> Result<(), WireError> {
+        if let WireError::Config(_) = e {
+            return Err(e);
+        }
+        let text = e.to_string();
+        if e.is_retryable() {
+            self.retryable = true;
+        } else {
+            self.fatal.get_or_insert(e);
+        }
+        self.skip(candidate, text);
+        Ok(())
+    }
+
+    pub fn skip(&mut self, candidate: &ConnConfig, outcome: String) {
         tracing::debug!(host = %candidate.redacted(), %outcome, "host skipped");
-        tried.push(format!(
+        self.tried.push(format!(
             "{}:{}: {outcome}",
             candidate.host(),
             candidate.port()
         ));
     }
-    match fatal {
-        Some(e) if !retryable => Err(e),
-        _ => Err(WireError::NoSuitableHost {
-            attrs: attrs.as_str(),
-            tried: tried.join("; "),
-        }),
+
+    /// The error once every host was tried.
+    pub fn finish(self, attrs: SessionAttrs) -> WireError {
+        match self.fatal {
+            Some(e) if !self.retryable => e,
+            _ => WireError::NoSuitableHost {
+                attrs: attrs.as_str(),
+                tried: self.tried.join("; "),
+            },
+        }
     }
 }
 
