@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::Lsn;
 use crate::apply::{Applier, ApplyError, GroupLimits, SchemaChanges};
 use crate::config::RunSettings;
 use crate::metrics::Side;
@@ -160,6 +161,10 @@ impl TargetCalls {
 enum SessionEnd {
     Shutdown,
     SourceEnded,
+    /// The stream stalled inside a source transaction that joined a group of finished ones: the
+    /// group was abandoned (rolled back), and the next session commits at this end LSN, before
+    /// the stalled transaction, so the finished ones do not wait for it.
+    Split(Lsn),
 }
 
 /// Replicate until `shutdown` turns true (or an error needs an operator).
@@ -199,6 +204,7 @@ async fn sessions(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let mut backoff = Backoff::new();
+    let mut commit_at = None;
     loop {
         let started = Instant::now();
         let mut progress = false;
@@ -209,6 +215,7 @@ async fn sessions(
             telemetry,
             shutdown,
             &mut progress,
+            &mut commit_at,
         )
         .await;
         telemetry.set_streaming(false);
@@ -218,6 +225,15 @@ async fn sessions(
         let pause = backoff.next();
         match result {
             Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::Split(end_lsn)) => {
+                tracing::info!(
+                    commit_at = %end_lsn,
+                    "the source stream stalled inside a transaction: the finished ones before \
+                     it are applied again and committed on their own"
+                );
+                commit_at = Some(end_lsn);
+                continue;
+            }
             Err(RunError::StoppedWhileWaiting { doing }) => {
                 tracing::warn!(
                     "stopping without waiting any longer for the target ({doing}); what it had \
@@ -279,6 +295,7 @@ async fn session(
     telemetry: &Telemetry,
     shutdown: &mut watch::Receiver<bool>,
     progress: &mut bool,
+    commit_at: &mut Option<Lsn>,
 ) -> Result<SessionEnd, RunError> {
     let mut target_calls = TargetCalls {
         limit: settings.target_timeout,
@@ -366,6 +383,8 @@ async fn session(
     telemetry.watch_positions(positions.clone());
 
     let mut in_transaction = false;
+    // When the last message was applied: the stream has been quiet since.
+    let mut last_applied = Instant::now();
     // Idle positions are recorded in the progress row at most this often.
     let mut idle_recorded = Instant::now();
     // Durability of asynchronous target commits is checked on this tick (the target's WAL
@@ -395,6 +414,14 @@ async fn session(
                         idle_recorded = Instant::now();
                     }
                 }
+                if in_transaction
+                    && stream.is_caught_up()
+                    && last_applied.elapsed() >= MID_TRANSACTION_STALL
+                {
+                    if let Some(end_lsn) = applier.held_by_open_transaction() {
+                        break SessionEnd::Split(end_lsn);
+                    }
+                }
                 continue;
             }
             next = stream.recv() => match next {
@@ -404,6 +431,7 @@ async fn session(
             },
         };
         telemetry.received(&data.data);
+        last_applied = Instant::now();
         let message = pgoutput::decode(data.data, DecodeContext::default())?;
         // Changes a re-copied table already holds are dropped (see snapshot::SyncFilter).
         // A table that joins the publication is copied beside the stream (snapshot::added).
@@ -464,18 +492,23 @@ async fn session(
         target_calls
             .call("applying a change", applier.apply(message))
             .await?;
-        if commit.is_some() {
+        if let Some(end_lsn) = commit {
             in_transaction = false;
+            let split_here = commit_at.is_some_and(|at| end_lsn >= at);
             let caught_up = stream.is_caught_up();
             if target_calls
-                .call("committing", applier.commit_if(caught_up))
+                .call("committing", applier.commit_if(caught_up || split_here))
                 .await?
                 .is_some()
             {
                 telemetry.applied(applier.take_committed());
                 *progress = true;
+                if split_here {
+                    *commit_at = None;
+                }
             }
         }
+        last_applied = Instant::now();
     };
 
     if !in_transaction
@@ -493,9 +526,18 @@ async fn session(
     // Anything still open is part of a source transaction that will be sent again: dropping
     // the applier rolls it back.
     drop(applier);
-    stream.stop().await.map_err(SourceError::Wire)?;
+    if matches!(end, SessionEnd::Split(_)) {
+        // The link may be what stalled: close it rather than wait for the source to confirm.
+        drop(stream);
+    } else {
+        stream.stop().await.map_err(SourceError::Wire)?;
+    }
     Ok(end)
 }
+
+/// How long the stream may stay quiet inside a source transaction before the finished ones
+/// grouped with it are committed without it (see [`SessionEnd::Split`]).
+const MID_TRANSACTION_STALL: Duration = Duration::from_secs(1);
 
 /// How often a position passed while idle is written to the progress row (the slot then
 /// advances on an idle publication).

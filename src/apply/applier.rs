@@ -184,6 +184,22 @@ impl Applier {
         self.replica_role
     }
 
+    /// The end LSN of the last finished source transaction in the open group, if the group is
+    /// past its age limit while a source transaction is still being received into it. Finished
+    /// transactions can only be committed together with the one in progress, so a stream that
+    /// stalls mid-transaction would hold them (and their locks) until it resumes; the pipeline
+    /// then abandons the group and replays it from the progress row, committing at this LSN.
+    pub fn held_by_open_transaction(&self) -> Option<Lsn> {
+        if self.source != SourceTransaction::Applying {
+            return None;
+        }
+        let group = self.group.as_ref()?;
+        if group.age() < self.limits.max_age {
+            return None;
+        }
+        group.last_commit.map(|(end_lsn, _)| end_lsn)
+    }
+
     /// Apply one decoded message. On error the open target transaction has been rolled back.
     pub async fn apply(&mut self, message: LogicalMessage) -> Result<(), ApplyError> {
         match self.dispatch(message).await {

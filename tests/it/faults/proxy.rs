@@ -32,6 +32,9 @@ pub enum Fault {
     Delay(Duration),
     /// Forward at most this many bytes per second in each direction.
     Throttle(u64),
+    /// From the server, forward this many more bytes on each connection, then hold the rest
+    /// (unread, so nothing is lost) until the fault changes: a stream that stops mid-message.
+    CapDownstream(u64),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -113,12 +116,14 @@ async fn serve(client: TcpStream, upstream: SocketAddr, mut control: watch::Rece
             &mut server_write,
             control.clone(),
             &poisoned,
+            false,
         );
         let down = pump(
             &mut server_read,
             &mut client_write,
             control.clone(),
             &poisoned,
+            true,
         );
         tokio::select! {
             _ = up => false,
@@ -145,11 +150,35 @@ fn abort(stream: TcpStream) {
 async fn pump(
     from: &mut OwnedReadHalf,
     to: &mut OwnedWriteHalf,
-    control: watch::Receiver<Control>,
+    mut control: watch::Receiver<Control>,
     poisoned: &AtomicBool,
+    downstream: bool,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 16 * 1024];
+    // Bytes forwarded under the current CapDownstream.
+    let mut capped: Option<(u64, u64)> = None;
     loop {
+        if downstream {
+            if let Fault::CapDownstream(cap) = control.borrow().fault {
+                if capped.is_none_or(|(c, _)| c != cap) {
+                    capped = Some((cap, 0));
+                }
+            } else {
+                capped = None;
+            }
+            if let Some((cap, sent)) = capped {
+                if sent >= cap {
+                    // Hold: read nothing more until the fault changes.
+                    let changed = control
+                        .wait_for(|c| c.fault != Fault::CapDownstream(cap))
+                        .await;
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+        }
         let n = from.read(&mut buf).await?;
         if n == 0 {
             return to.shutdown().await;
@@ -163,6 +192,23 @@ async fn pump(
         }
         if let Fault::Delay(d) = fault {
             tokio::time::sleep(d).await;
+        }
+        if let Some((cap, sent)) = &mut capped {
+            let now = n.min(usize::try_from(*cap - *sent).unwrap_or(usize::MAX));
+            to.write_all(&buf[..now]).await?;
+            *sent += now as u64;
+            if now < n {
+                let cap = *cap;
+                if control
+                    .wait_for(|c| c.fault != Fault::CapDownstream(cap))
+                    .await
+                    .is_err()
+                {
+                    return Ok(());
+                }
+                to.write_all(&buf[now..n]).await?;
+            }
+            continue;
         }
         to.write_all(&buf[..n]).await?;
         if let Fault::Throttle(bytes_per_second) = fault {

@@ -226,3 +226,99 @@ async fn an_idle_source_is_not_mistaken_for_a_silent_one() {
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
 }
+
+/// A source stream that stops inside a large transaction does not hold the finished
+/// transactions grouped before it: they reach the target while the rest is still held back,
+/// and once the link flows again the target equals the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_stalled_mid_transaction_does_not_hold_the_finished_ones() {
+    let db = support::test_dbs("faults_mid_txn").await;
+    let slot = support::unique_name("faults_mid_txn");
+    let (source, target) = (support::source(), support::target());
+    let s = support::connect(source, &db).await;
+    let t = support::connect(target, &db).await;
+    let ddl = "CREATE TABLE events (id int PRIMARY KEY, pad text)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
+        .await
+        .unwrap();
+    support::create_slot(&s, &slot).await;
+    let proxy = Proxy::start(source.port).await;
+    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
+        &via(source, &proxy),
+        &db,
+        target,
+        &db,
+        "pub",
+        &slot,
+        &["--replication-timeout", "120", "--max-batch-ms", "100"],
+    ));
+    s.batch_execute("INSERT INTO events VALUES (0, 'warm-up')")
+        .await
+        .unwrap();
+    support::wait_until("the first row", WAIT, || async {
+        support::count(&t, "events").await == 1
+    })
+    .await;
+
+    // Hold everything the source sends, so the small transactions and the start of the large
+    // one arrive together (one group), then let the stream stop inside the large one.
+    proxy.set(Fault::CapDownstream(0));
+    for id in 1..=20 {
+        s.execute("INSERT INTO events VALUES ($1, 'small')", &[&id])
+            .await
+            .unwrap();
+    }
+    s.batch_execute(
+        "INSERT INTO events SELECT g, repeat('x', 1000) FROM generate_series(1000, 4999) g",
+    )
+    .await
+    .unwrap();
+    // Once the walsender waits on its full socket, everything before the large transaction's
+    // first rows is queued in the link.
+    support::wait_until("the walsender to block on the held link", WAIT, || async {
+        s.query_one(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_replication_slots r \
+             ON a.pid = r.active_pid WHERE r.slot_name = $1 \
+             AND a.wait_event = 'WalSenderWriteData'",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+            == 1
+    })
+    .await;
+    proxy.set(Fault::CapDownstream(256 * 1024));
+    let stalled = Instant::now();
+    // Without the split they would wait for the rest of the large transaction (forever here).
+    let limit = Duration::from_secs(30);
+    support::wait_until("the finished transactions", limit, || async {
+        let small: i64 = t
+            .query_one("SELECT count(*) FROM events WHERE id BETWEEN 1 AND 20", &[])
+            .await
+            .unwrap()
+            .get(0);
+        small == 20
+    })
+    .await;
+    let took = stalled.elapsed();
+    eprintln!("finished transactions visible {took:?} after the stream stalled");
+    assert!(took < limit, "took {took:?}");
+    assert_eq!(
+        support::count(&t, "events").await,
+        21,
+        "the large transaction is still held back, so none of it may be visible"
+    );
+
+    proxy.heal();
+    support::wait_until("the target to equal the source", WAIT, || async {
+        support::tables_equal(&s, &t, &["events"]).await
+    })
+    .await;
+    still_running(&mut lsnpipe);
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stalled inside a transaction"), "{log}");
+}
