@@ -122,10 +122,7 @@ impl Applier {
         let durable = progress::prepare(&client, slot).await?;
         // The row read may belong to an asynchronous commit the target has not flushed yet; the
         // stream reports it as flushed from its first status update, so flush it first.
-        client
-            .batch_execute(SYNC_BARRIER)
-            .await
-            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
+        progress::flush(&client, slot).await?;
         let progress_statement = client.prepare(progress::WRITE).await.map_err(|e| {
             ApplyError::from_target(e, progress::table_name(), Operation::Bookkeeping)
         })?;
@@ -686,11 +683,7 @@ impl Applier {
         if self.unflushed.is_empty() || self.group.is_some() {
             return Ok(None);
         }
-        self.inflight
-            .client()
-            .batch_execute(SYNC_BARRIER)
-            .await
-            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
+        progress::flush(self.inflight.client(), &self.slot).await?;
         self.confirm_durable().await
     }
 
@@ -736,9 +729,6 @@ impl Applier {
 const TARGET_INSERT_LSN: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text";
 const TARGET_FLUSH_LSN: &str = "SELECT pg_catalog.pg_current_wal_flush_lsn()::text";
 /// A transaction with an xid, committed synchronously: its commit flushes all WAL before it.
-const SYNC_BARRIER: &str = "BEGIN; SET LOCAL synchronous_commit = on; \
-    SELECT pg_catalog.txid_current(); COMMIT";
-
 fn parse_lsn_row(row: &tokio_postgres::Row) -> Result<Lsn, ApplyError> {
     let text: String = row
         .try_get(0)

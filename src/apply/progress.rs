@@ -56,6 +56,22 @@ pub async fn read(client: &Client, slot: &str) -> Result<Lsn, ApplyError> {
         .map_err(|e| ApplyError::protocol(format!("{TABLE} holds an unreadable LSN: {e}")))
 }
 
+/// Make every commit so far durable on the target: a synchronous commit flushes all WAL before
+/// its own record. Only a transaction that wrote WAL waits for that flush (one that merely took
+/// an xid commits asynchronously all the same), so it rewrites this slot's row; with no row
+/// there is nothing of this slot's to flush.
+pub async fn flush(client: &Client, slot: &str) -> Result<(), ApplyError> {
+    let sql = format!(
+        "BEGIN; SET LOCAL synchronous_commit = on; \
+         UPDATE {TABLE} SET updated_at = updated_at WHERE slot = {}; COMMIT",
+        crate::wire::quote_literal(slot)
+    );
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(|e| ApplyError::from_target(e, TABLE, Operation::Bookkeeping))
+}
+
 /// Parameters of [`WRITE`].
 pub(crate) fn write_params(slot: &str, lsn: Lsn, commit_time_micros: Option<i64>) -> Vec<Param> {
     vec![

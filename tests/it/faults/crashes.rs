@@ -74,3 +74,101 @@ async fn applied_lsn(target: &Client, slot: &str) -> i64 {
         .map(|r| r.get(0))
         .unwrap_or(0)
 }
+
+/// A new session reports the progress row it starts from as flushed only once the target has
+/// flushed it: the row may belong to a group committed asynchronously just before lsnpipe
+/// restarted, still only in the target's memory, and a target crash would then lose changes
+/// the slot no longer holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_session_reports_only_what_the_target_has_flushed() {
+    // The target's WAL writer flushes asynchronous commits at most every 10 s here.
+    let target = support::private_cluster_on(
+        support::Side::Target,
+        "faults_flush_dst",
+        &[("wal_writer_delay", "10s")],
+    );
+    let source = support::source();
+    let db = support::unique_name("faults_flush");
+    let slot = db.clone();
+    support::create_db(source, &db).await;
+    support::create_db(&target, &db).await;
+    let s = support::connect(source, &db).await;
+    let t = support::connect(&target, &db).await;
+    let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
+    s.batch_execute(ddl).await.unwrap();
+    t.batch_execute(ddl).await.unwrap();
+    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
+        .await
+        .unwrap();
+    support::create_slot(&s, &slot).await;
+    let start = || {
+        Running::spawn(support::lsnpipe_run(
+            source,
+            &db,
+            &target,
+            &db,
+            "pub",
+            &slot,
+            &[],
+        ))
+    };
+    let lsnpipe = start();
+
+    // A commit right after the WAL writer flushed stays unflushed for up to 10 s.
+    let mut unflushed = None;
+    for id in 1..=5 {
+        s.execute("INSERT INTO events VALUES ($1)", &[&id])
+            .await
+            .unwrap();
+        support::wait_until("the row", WAIT, || async {
+            support::count(&t, "events").await == i64::from(id)
+        })
+        .await;
+        let row = t
+            .query_one(
+                "SELECT pg_current_wal_insert_lsn()::text, \
+                 pg_current_wal_flush_lsn() < pg_current_wal_insert_lsn()",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, bool>(1) {
+            unflushed = Some(row.get::<_, String>(0));
+            break;
+        }
+    }
+    let unflushed = unflushed.expect("a commit the target had not flushed yet");
+    lsnpipe.kill9();
+    let applied = applied_lsn(&t, &slot).await;
+    assert!(
+        support::slot_confirmed(&s, &slot).await < applied,
+        "the first session reported a commit the target had not flushed"
+    );
+
+    let lsnpipe = start();
+    support::wait_until("the slot to pass the applied position", WAIT, || async {
+        support::slot_confirmed(&s, &slot).await >= applied
+    })
+    .await;
+    let flushed: bool = t
+        .query_one(
+            "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+            &[&unflushed],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let now: String = t
+        .query_one("SELECT pg_current_wal_flush_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        flushed,
+        "the new session reported the progress row as flushed before the target flushed it \
+         (unflushed {unflushed}, flush now {now}, applied {applied}); log: {}",
+        lsnpipe.log()
+    );
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}
