@@ -185,15 +185,10 @@ impl ApplyError {
     }
 }
 
-/// Server states after which a new session can succeed: connection failures, shutdown, crash
-/// recovery, and transaction conflicts that are safe to retry from the progress row.
+/// Server states after which a new session can succeed, resuming from the progress row (see
+/// [`crate::wire::is_transient`]).
 fn is_connection_state(code: &SqlState) -> bool {
-    let code = code.code();
-    code.starts_with("08")
-        || code.starts_with("57P")
-        || code == SqlState::T_R_SERIALIZATION_FAILURE.code()
-        || code == SqlState::T_R_DEADLOCK_DETECTED.code()
-        || code == SqlState::TOO_MANY_CONNECTIONS.code()
+    crate::wire::is_transient(code.code())
 }
 
 /// `invalid input syntax for type integer: "abc"` → `… integer: "…"`.

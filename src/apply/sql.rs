@@ -17,12 +17,7 @@
 
 use std::fmt::Write;
 
-/// `ident` quoted for SQL: `Weird "Table"` → `"Weird ""Table"""`.
-pub fn quote_ident(ident: &str) -> String {
-    let mut out = String::with_capacity(ident.len() + 2);
-    push_ident(&mut out, ident);
-    out
-}
+pub use crate::wire::quote_ident;
 
 fn push_ident(out: &mut String, ident: &str) {
     out.push('"');

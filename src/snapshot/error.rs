@@ -98,11 +98,7 @@ impl SnapshotError {
     }
 }
 
-/// No SQLSTATE means the session itself failed (I/O); 08 is a connection failure, 57P0x a
-/// shutdown or restart, 53300 too many connections, 40001/40P01 a lost race.
+/// No SQLSTATE means the session itself failed (I/O).
 fn sql_retryable(e: &tokio_postgres::Error) -> bool {
-    e.code().is_none_or(|c| {
-        let c = c.code();
-        c.starts_with("08") || c.starts_with("57P") || matches!(c, "53300" | "40001" | "40P01")
-    })
+    e.code().is_none_or(|c| crate::wire::is_transient(c.code()))
 }

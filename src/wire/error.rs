@@ -40,20 +40,30 @@ impl fmt::Display for ServerError {
 
 impl std::error::Error for ServerError {}
 
-/// SQLSTATEs after which the same request may succeed on a new connection.
-const RETRYABLE_SQLSTATES: &[&str] = &[
+/// SQLSTATEs after which the same work may succeed on a new session, with no operator: the one
+/// list every layer (replication stream, copy, apply) retries by.
+const TRANSIENT_SQLSTATES: &[&str] = &[
     "57P01", // admin_shutdown: the server is stopping or the backend was terminated
     "57P02", // crash_shutdown
     "57P03", // cannot_connect_now: the server is starting up or shutting down
+    "57P05", // idle_session_timeout
     "53300", // too_many_connections
     "55006", // object_in_use: the slot is still held by a walsender that is going away
+    "55P03", // lock_not_available: lock_timeout
     "40001", // serialization_failure
     "40P01", // deadlock_detected
 ];
 
+/// Whether an error with this SQLSTATE may go away on a new session: a connection failure
+/// (class 08) or one of [`TRANSIENT_SQLSTATES`]. Not 57P04 (database dropped) nor any other
+/// state that needs an operator.
+pub fn is_transient(code: &str) -> bool {
+    code.starts_with("08") || TRANSIENT_SQLSTATES.contains(&code)
+}
+
 impl ServerError {
     pub fn is_retryable(&self) -> bool {
-        RETRYABLE_SQLSTATES.contains(&self.code.as_str()) || self.code.starts_with("08")
+        is_transient(&self.code)
     }
 }
 
@@ -150,10 +160,7 @@ impl WireError {
             | WireError::NoSuitableHost { .. } => true,
             WireError::Server(e) => e.is_retryable(),
             // Without a server error the SQL session failed on I/O.
-            WireError::Sql(e) => e.code().is_none_or(|c| {
-                let c = c.code();
-                RETRYABLE_SQLSTATES.contains(&c) || c.starts_with("08")
-            }),
+            WireError::Sql(e) => e.code().is_none_or(|c| is_transient(c.code())),
             WireError::Config(_)
             | WireError::Tls { .. }
             | WireError::Auth { .. }
@@ -199,7 +206,10 @@ mod tests {
         for code in ["57P01", "57P02", "57P03", "53300", "55006", "08006"] {
             assert!(server(code).is_retryable(), "{code}");
         }
-        for code in ["42704", "42501", "28P01", "22023", "42601"] {
+        // 57P04: the database was dropped, which no reconnect undoes.
+        for code in [
+            "42704", "42501", "28P01", "22023", "42601", "57P04", "53100",
+        ] {
             assert!(!server(code).is_retryable(), "{code}");
         }
         assert!(WireError::Closed { doing: "x" }.is_retryable());

@@ -24,7 +24,7 @@ pub use commands::{
 pub use config::{
     ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SessionAttrs, SslMode, TcpOptions,
 };
-pub use error::{ServerError, WireError};
+pub use error::{ServerError, WireError, is_transient};
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};
 
