@@ -10,7 +10,8 @@
 //! One module per layer: [`wire`] speaks the protocol, [`pgoutput`] decodes without I/O,
 //! [`positions`] owns all LSN bookkeeping of a stream, [`source`] checks and opens the stream,
 //! [`snapshot`] makes the initial copy, [`apply`] writes the target, [`pipeline`] ties one
-//! session together, [`ops`] holds the operator commands. `docs/architecture.md` has the map.
+//! session together, [`service`] starts what runs beside it (metrics server, slot monitor),
+//! [`ops`] holds the operator commands. `docs/architecture.md` has the map.
 
 pub mod apply;
 pub mod cluster;
@@ -24,6 +25,7 @@ pub mod pipeline;
 pub mod positions;
 pub mod report;
 pub mod sequences;
+pub mod service;
 pub mod snapshot;
 pub mod source;
 pub mod telemetry;

@@ -8,13 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
-use std::sync::Arc;
 
 use lsnpipe::config::{
     ConnArgs, DemoArgs, DemoSettings, FileSettings, OpsSettings, RunArgs, RunSettings,
 };
-use lsnpipe::metrics::{self, Health, Metrics};
-use lsnpipe::telemetry::Telemetry;
+use lsnpipe::service::Service;
 use tokio::sync::watch;
 
 /// Change-data-capture from a PostgreSQL logical replication slot into a replica PostgreSQL.
@@ -216,17 +214,12 @@ fn main() -> ExitCode {
 
 async fn run(settings: RunSettings, sync_sequences: Option<Duration>) -> ExitCode {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let registry = prometheus::Registry::new();
-    let metrics = match Metrics::register(&registry) {
-        Ok(m) => m,
-        Err(e) => return fail(&e),
-    };
-    let telemetry = Telemetry::new(metrics.clone(), Arc::new(Health::new()));
-
-    let mut background = tokio::task::JoinSet::new();
-    if let Some(addr) = settings.metrics_listen {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
-            Ok(l) => l,
+    let listener = match settings.metrics_listen {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => {
+                tracing::info!("metrics on http://{addr}/metrics");
+                Some(l)
+            }
             Err(e) => {
                 tracing::error!(
                     "cannot listen for metrics on {addr}: {e}; pick another --metrics-listen \
@@ -234,26 +227,16 @@ async fn run(settings: RunSettings, sync_sequences: Option<Duration>) -> ExitCod
                 );
                 return ExitCode::FAILURE;
             }
-        };
-        tracing::info!("metrics on http://{addr}/metrics");
-        let health = telemetry.health.clone();
-        let (max_lag, stop) = (settings.ready_max_lag_bytes, stop_rx.clone());
-        background.spawn(async move {
-            if let Err(e) = metrics::serve(listener, registry, health, max_lag, stop).await {
-                tracing::error!("metrics server stopped: {e}");
-            }
-        });
-    }
-    background.spawn(metrics::run_slot_monitor(
-        settings.source.clone(),
-        settings.slot.clone(),
-        metrics,
-        settings.slot_monitor_interval,
-        stop_rx.clone(),
-    ));
+        },
+        None => None,
+    };
+    let mut service = match Service::start(&settings, listener, &stop_rx) {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
 
     if let Some(every) = sync_sequences {
-        background.spawn(lsnpipe::sequences::keep_in_sync(
+        service.spawn(lsnpipe::sequences::keep_in_sync(
             settings.source.clone(),
             settings.target.clone(),
             settings.publication.clone(),
@@ -275,10 +258,10 @@ async fn run(settings: RunSettings, sync_sequences: Option<Duration>) -> ExitCod
         // background tasks, and only a signal should.
         std::future::pending::<()>().await;
     });
-    let outcome = lsnpipe::pipeline::run(&settings, &telemetry, stop_rx).await;
+    let outcome = lsnpipe::pipeline::run(&settings, &service.telemetry, stop_rx).await;
     signals.abort();
     // The aborted signal task dropped the sender: the server and the monitor stop now.
-    while background.join_next().await.is_some() {}
+    service.stopped().await;
     match outcome {
         Ok(()) => {
             tracing::info!("stopped cleanly");

@@ -8,14 +8,13 @@
 //!        │ slot lsnpipe_demo, publication demo_pub │
 //!        ▼                                          │ stop: load ─▶ wait for catch-up ─▶ pipeline
 //!  pipeline::run (Telemetry) ──▶ LocalCluster target │       ─▶ compare tables ─▶ summary line
-//!        └─▶ Metrics ─▶ metrics::serve (/metrics) and the status line every second
+//!        └─▶ Service (metrics::serve, slot monitor) and the status line every second
 //! ```
 
 mod workload;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
@@ -26,8 +25,8 @@ use super::{OpsError, human_bytes};
 use crate::Lsn;
 use crate::cluster::LocalCluster;
 use crate::config::{DemoSettings, FileSettings, RunArgs, RunSettings};
-use crate::metrics::{self, Health, Metrics, names};
-use crate::telemetry::Telemetry;
+use crate::metrics::{Metrics, names};
+use crate::service::Service;
 use crate::wire::{self, ConnConfig};
 
 const DATABASE: &str = "demo";
@@ -181,45 +180,36 @@ async fn stream(
         "--create-slot",
         "--metrics-listen",
         "off",
+        // The status line shows the slot's retained WAL: keep it fresh.
+        "--slot-monitor-interval-secs",
+        "2",
     ];
     flags.extend_from_slice(INITIAL_COPY_FLAGS);
     let args = RunFlags::try_parse_from(flags).map_err(|e| OpsError::Refused(e.to_string()))?;
     let run_settings = RunSettings::resolve(&args.run, &FileSettings::default())
         .map_err(|e| OpsError::Refused(e.to_string()))?;
 
-    let registry = prometheus::Registry::new();
-    let metrics = Metrics::register(&registry).map_err(|e| OpsError::Refused(e.to_string()))?;
-    let telemetry = Arc::new(Telemetry::new(metrics.clone(), Arc::new(Health::new())));
     let (stop_pipeline, pipeline_stop) = watch::channel(false);
     let (stop_load, load_stop) = watch::channel(false);
-    let mut background = tokio::task::JoinSet::new();
-
-    if let Some(addr) = settings.metrics_listen {
-        let listener = bind_metrics(addr).await?;
-        let local = listener
-            .local_addr()
-            .map_err(OpsError::io("metrics address"))?;
-        writeln!(
-            out,
-            "metrics:  http://{local}/metrics   (also /healthz, /readyz)"
-        )
-        .map_err(OpsError::io("write to stdout"))?;
-        let (health, stop) = (telemetry.health.clone(), pipeline_stop.clone());
-        let max_lag = run_settings.ready_max_lag_bytes;
-        let registry = registry.clone();
-        background.spawn(async move {
-            if let Err(e) = metrics::serve(listener, registry, health, max_lag, stop).await {
-                tracing::error!("metrics server stopped: {e}");
-            }
-        });
-    }
-    background.spawn(metrics::run_slot_monitor(
-        run_settings.source.clone(),
-        SLOT.to_owned(),
-        metrics.clone(),
-        Duration::from_secs(2),
-        pipeline_stop.clone(),
-    ));
+    let listener = match settings.metrics_listen {
+        Some(addr) => {
+            let listener = bind_metrics(addr).await?;
+            let local = listener
+                .local_addr()
+                .map_err(OpsError::io("metrics address"))?;
+            writeln!(
+                out,
+                "metrics:  http://{local}/metrics   (also /healthz, /readyz)"
+            )
+            .map_err(OpsError::io("write to stdout"))?;
+            Some(listener)
+        }
+        None => None,
+    };
+    let service = Service::start(&run_settings, listener, &pipeline_stop)
+        .map_err(|e| OpsError::Refused(e.to_string()))?;
+    let (registry, metrics) = (service.registry.clone(), service.metrics.clone());
+    let telemetry = service.telemetry.clone();
     let pipeline = {
         let (settings, telemetry) = (run_settings.clone(), telemetry.clone());
         tokio::spawn(
@@ -268,7 +258,7 @@ async fn stream(
         Some(ended) => {
             // The pipeline stopped by itself: report why.
             let _ = stop_pipeline.send(true);
-            while background.join_next().await.is_some() {}
+            service.stopped().await;
             return match ended {
                 Ok(Ok(())) => Err(OpsError::Refused(
                     "the pipeline stopped unexpectedly".into(),
@@ -291,7 +281,7 @@ async fn stream(
     };
     let _ = stop_pipeline.send(true);
     let result = pipeline.await;
-    while background.join_next().await.is_some() {}
+    service.stopped().await;
     match result {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(e.into()),
