@@ -154,7 +154,18 @@ if ! podman image exists docker.io/library/debian:bookworm-slim; then
   rm -f "$work/rootfs.tar"
 fi
 
-# A stand-in is built (from podman's layer cache when unchanged) unless a real image has the name.
+# build NAME DIR [ARG…]: podman build, from its layer cache when nothing changed; the image the
+# name had before is removed when it was replaced, so that reruns do not pile images up.
+build() {
+  local name=$1 dir=$2 old new
+  shift 2
+  old=$(podman image inspect --format '{{.Id}}' "$name" 2>/dev/null || true)
+  podman build --quiet "$@" -t "$name" "$dir" >"$work/build.log" 2>&1 \
+    || { cat "$work/build.log" >&2; die "building $name failed"; }
+  new=$(podman image inspect --format '{{.Id}}' "$name")
+  if [ -n "$old" ] && [ "$old" != "$new" ]; then podman rmi "$old" >/dev/null 2>&1 || true; fi
+}
+# A stand-in is built unless a real image has the name.
 stand_in() {
   local name=$1 dir=$2
   if podman image exists "$name" \
@@ -162,8 +173,7 @@ stand_in() {
     say "$name: using the image present"
     return
   fi
-  podman build --quiet --label "$stand_in_label=yes" -t "$name" "$dir" >"$work/build.log" 2>&1 \
-    || { cat "$work/build.log" >&2; die "building the stand-in for $name failed"; }
+  build "$name" "$dir" --label "$stand_in_label=yes"
 }
 stand_in docker.io/library/postgres:15 scripts/compose-test/postgres
 stand_in docker.io/prom/prometheus:latest scripts/compose-test/prometheus
@@ -182,11 +192,7 @@ grep -q '^COPY lsnpipe ' "$work/lsnpipe/Dockerfile" && ! grep -q -- '--from=' "$
   || die "Dockerfile's last stage no longer copies /src/target/release/lsnpipe from the build stage: update this script"
 # Debug information is most of a debug build's size and nothing the container needs.
 if command -v strip >/dev/null; then strip --strip-debug -o "$work/lsnpipe/lsnpipe" "$bin"; else cp "$bin" "$work/lsnpipe/lsnpipe"; fi
-old_image=$(podman image inspect --format '{{.Id}}' "$lsnpipe_image" 2>/dev/null || true)
-podman build --quiet -t "$lsnpipe_image" "$work/lsnpipe" >"$work/build.log" 2>&1 \
-  || { cat "$work/build.log" >&2; die "building lsnpipe's image failed"; }
-new_image=$(podman image inspect --format '{{.Id}}' "$lsnpipe_image")
-if [ -n "$old_image" ] && [ "$old_image" != "$new_image" ]; then podman rmi "$old_image" >/dev/null 2>&1 || true; fi
+build "$lsnpipe_image" "$work/lsnpipe"
 say "images ready in $((SECONDS - step)) s"
 
 # ---- up ---------------------------------------------------------------------------------------
