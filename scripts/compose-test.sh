@@ -224,16 +224,18 @@ load_flows() { (($(replica_count pgbench_history) > history_before)); }
 until_ok 60 "pgbench's transactions reaching the replica" load_flows
 say "rows flow to the replica ($((SECONDS - step)) s)"
 
-curl -fsS http://127.0.0.1:9930/metrics | grep -q '^lsnpipe_lag_bytes' \
+# Responses are read whole before grep: `grep -q` stopping early failed curl's write (pipefail).
+metrics() { curl -fsS http://127.0.0.1:9930/metrics; }
+grep -q '^lsnpipe_lag_bytes' <<<"$(metrics)" \
   || die "lsnpipe's /metrics on the published port 9930 has no lsnpipe_lag_bytes"
 prom() { curl -fsS --get --data-urlencode "query=$1" http://127.0.0.1:9090/api/v1/query; }
-lag_scraped() { prom lsnpipe_lag_bytes 2>/dev/null | grep -q '"__name__":"lsnpipe_lag_bytes"'; }
+lag_scraped() { grep -q '"__name__":"lsnpipe_lag_bytes"' <<<"$(prom lsnpipe_lag_bytes 2>/dev/null)"; }
 until_ok 90 "lsnpipe_lag_bytes in Prometheus" lag_scraped
-curl -fsS http://127.0.0.1:9090/api/v1/rules | grep -q '"name":"LsnpipeDown"' \
+grep -q '"name":"LsnpipeDown"' <<<"$(curl -fsS http://127.0.0.1:9090/api/v1/rules)" \
   || die "Prometheus has not loaded monitoring/alerts.yml"
 say "Prometheus: $(prom lsnpipe_lag_bytes | grep -o '"value":\[[^]]*\]')"
 
-"${compose[@]}" stop --timeout 10 pgbench >/dev/null 2>&1
+"${compose[@]}" stop --timeout 10 pgbench >/dev/null 2>&1 || die "docker-compose stop pgbench failed"
 step=$SECONDS
 tables="pgbench_accounts pgbench_branches pgbench_tellers pgbench_history"
 digest_sql=
@@ -250,5 +252,5 @@ say "replica equals primary: $(digest replica | tr '\n' ';')($((SECONDS - step))
 restarts=$(podman inspect --format '{{.State.Status}} {{.RestartCount}}' "$(container lsnpipe)")
 [ "$restarts" = "running 0" ] || die "lsnpipe container: $restarts (expected running, 0 restarts)"
 # Idle, every position taken is applied: the byte lag lsnpipe reports falls to 0.
-lag_zero() { curl -fsS http://127.0.0.1:9930/metrics | grep -qx 'lsnpipe_lag_bytes 0'; }
+lag_zero() { grep -qx 'lsnpipe_lag_bytes 0' <<<"$(metrics)"; }
 until_ok 60 "lsnpipe_lag_bytes 0 on /metrics once the replica caught up" lag_zero
