@@ -82,6 +82,8 @@ cleanup() {
       echo "---- $(podman inspect --format '{{.Name}} ({{.State.Status}}, restarts {{.RestartCount}})' "$c")"
       podman logs --tail 30 "$c" 2>&1 || true
     done
+    echo "---- podman system service"
+    tail -n 20 "$work/service.log"
   fi
   [ -n "$ticker_pid" ] && { kill "$ticker_pid" 2>/dev/null; wait "$ticker_pid" 2>/dev/null || true; }
   say "tearing down"
@@ -210,7 +212,8 @@ ticker_pid=$!
 
 step=$SECONDS
 say "docker-compose up (without grafana)"
-timeout 300 "${compose[@]}" up -d --no-build primary replica init lsnpipe pgbench prometheus
+# --foreground: Ctrl-C reaches docker-compose, not only this script.
+timeout --foreground 300 "${compose[@]}" up -d --no-build primary replica init lsnpipe pgbench prometheus
 say "up in $((SECONDS - step)) s"
 
 psql_in() { podman exec "$(container "$1")" psql -U postgres -d app -v ON_ERROR_STOP=1 -qAtc "$2"; }
