@@ -133,7 +133,8 @@ until_ok() {
   done
 }
 
-podman system service --time=0 "$DOCKER_HOST" >"$work/service.log" 2>&1 &
+# A session of its own: Ctrl-C must not stop the service before `docker-compose down` has used it.
+setsid podman system service --time=0 "$DOCKER_HOST" >"$work/service.log" 2>&1 &
 service_pid=$!
 until_ok 30 "podman's socket" curl -fs --unix-socket "$work/podman.sock" -o /dev/null http://d/_ping
 
