@@ -11,16 +11,16 @@
 # its /metrics answers on the published port, Prometheus (the stack's, on its published port) has
 # scraped lsnpipe_lag_bytes and loaded the alert rules, and once the load stops the replica equals
 # the primary in every pgbench table (row count and a hash of every row) and the byte lag on
-# /metrics falls to 0. Then `docker-compose down
-# -v`, and a check that no container, network, volume or podman process of the test is left.
+# /metrics falls to 0. Then `docker-compose down -v`, a check that it left no container, network or
+# volume of the test behind, and the podman service this script started is stopped.
 #
 # Stand-ins, because no container registry is reachable on our machines (an image already present
-# under a name is used as it is, so where the official images can be pulled, they are tested):
+# under a name is used as it is: pull the official ones first, where you can, to test those):
 # - debian:bookworm-slim: a minbase Debian made by mmdebstrap from this host's apt sources.
 # - postgres:15 and prom/prometheus: Debian's packages (scripts/compose-test/*/Dockerfile).
 # - lsnpipe: the final stage of the real Dockerfile, with the binary built on this host instead of
-#   in the rust:1-bookworm stage ($LSNPIPE_BIN, else `cargo build --bin lsnpipe`: a debug build,
-#   which `cargo test` has already made in CI; the demo's load does not need a release build).
+#   in the rust:1-bookworm stage ($LSNPIPE_BIN, else `cargo build --bin lsnpipe`: a debug build;
+#   CI passes the one `cargo test` has just built; the demo's load needs no release build).
 # - Grafana is left out (it has no Debian package): the other services do not depend on it.
 # - podman runs no health checks without systemd: a loop here runs `podman healthcheck run`.
 # The images stay in podman's storage as the cache for the next run (mmdebstrap and the apt
