@@ -292,10 +292,6 @@ impl Metrics {
         self.lag_clock.set(commit_time);
     }
 
-    pub fn status_update_sent(&self) {
-        self.status_updates_sent.inc();
-    }
-
     pub fn reconnect(&self, side: Side) {
         self.reconnects.with_label_values(&[side.as_str()]).inc();
     }

@@ -1,5 +1,6 @@
 //! Unit tests of the metric helpers, read back through a registry as a scrape would.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus::Registry;
@@ -135,7 +136,6 @@ fn received_reconnects_and_errors_are_labelled() {
     metrics.record_received("insert", 1, 50);
     metrics.reconnect(Side::Target);
     metrics.error("apply");
-    metrics.status_update_sent();
     assert_eq!(
         labelled(&registry, names::RECEIVED_BYTES, &[("kind", "insert")]),
         150.0
@@ -156,7 +156,6 @@ fn received_reconnects_and_errors_are_labelled() {
         labelled(&registry, names::ERRORS, &[("kind", "apply")]),
         1.0
     );
-    assert_eq!(metrics.status_updates_sent.get(), 1);
 }
 
 #[test]
@@ -196,4 +195,24 @@ fn snapshot_progress() {
         3.0
     );
     assert_eq!(metrics.snapshot_rows_copied.get(), 1000);
+}
+
+/// The counter follows the status updates the stream builds (`Positions::status_update`), as
+/// the telemetry refresh reads them: the path the missing-status-update alert depends on.
+#[test]
+fn status_updates_are_counted_from_the_stream_positions() {
+    let registry = Registry::new();
+    let metrics = Metrics::register(&registry).unwrap();
+    let telemetry = crate::telemetry::Telemetry::new(metrics.clone(), Arc::new(Health::new()));
+    let positions = Arc::new(crate::positions::Positions::new(crate::Lsn::ZERO));
+    telemetry.watch_positions(positions.clone());
+    telemetry.refresh();
+    assert_eq!(metrics.status_updates_sent.get(), 0);
+    positions.status_update(false);
+    positions.status_update(true);
+    telemetry.refresh();
+    assert_eq!(metrics.status_updates_sent.get(), 2);
+    // Counted once, however often the gauges are refreshed.
+    telemetry.refresh();
+    assert_eq!(metrics.status_updates_sent.get(), 2);
 }
