@@ -204,7 +204,7 @@ fn status_updates_are_counted_from_the_stream_positions() {
     let registry = Registry::new();
     let metrics = Metrics::register(&registry).unwrap();
     let telemetry = crate::telemetry::Telemetry::new(metrics.clone(), Arc::new(Health::new()));
-    let positions = Arc::new(crate::positions::Positions::new(crate::Lsn::ZERO));
+    let positions = Arc::new(crate::positions::Positions::new(Lsn::ZERO));
     telemetry.watch_positions(positions.clone());
     telemetry.refresh();
     assert_eq!(metrics.status_updates_sent.get(), 0);
