@@ -58,7 +58,7 @@ fn pretend_to_stream(metrics: &Metrics, health: &Health) {
         [("public.accounts", RowOp::Insert, 10)],
         Duration::from_millis(4),
     );
-    metrics.status_update_sent();
+    metrics.status_updates_sent.inc();
     metrics.reconnect(Side::Source);
     metrics.set_slot_state(Some((3766, Some("reserved"))));
 }
