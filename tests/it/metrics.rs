@@ -256,7 +256,7 @@ fn exercise_every_metric(metrics: &Metrics) {
         ],
         Duration::from_millis(7),
     );
-    metrics.status_update_sent();
+    metrics.status_updates_sent.inc();
     metrics.reconnect(Side::Source);
     metrics.error("apply");
     metrics.set_slot_state(Some((123_456, Some("reserved"))));
