@@ -3,7 +3,7 @@
 //! ```text
 //! CopyData payload ──▶ replication.rs: 'w' XLogData { start, end, clock, data } | 'k' Keepalive
 //!                                       │
-//!                                       └─ data (one pgoutput message) ──▶ message.rs ──▶ tuple.rs
+//!                                       └─ data (one pgoutput message) ──▶ message/ ──▶ tuple.rs
 //! ```
 //!
 //! Nothing here does I/O or depends on tokio: every function takes a complete `Bytes` and returns

@@ -3,8 +3,8 @@
 //! replication), plus ordinary SQL sessions through tokio-postgres with the same settings.
 //!
 //! ```text
-//! config.rs   "host=… user=…" | postgres://… + PG* env + passfile ─▶ ConnConfig
-//! conn.rs     socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
+//! config/     "host=… user=…" | postgres://… + PG* env + passfile ─▶ ConnConfig
+//! conn/       socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
 //! commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
 //! stream.rs   START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
 //! error.rs    WireError / ServerError, retryable or not
