@@ -42,15 +42,8 @@ impl Load {
 }
 
 async fn setup(prefix: &str, publication: &str) -> (String, String, Client, Client) {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
     let ddl = "CREATE TABLE busy (id bigserial PRIMARY KEY, at timestamptz)";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source.batch_execute(publication).await.unwrap();
-    (db, slot, source, target)
+    support::replicated_db(prefix, ddl, publication).await
 }
 
 fn run(db: &str, slot: &str) -> std::process::Command {

@@ -2,32 +2,17 @@
 
 use std::time::Duration;
 
+use tokio_postgres::Client;
+
 use crate::support::{self, Running};
 
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Tables `a` (keyed) and `b` on both sides, a publication and a slot on the source.
-async fn setup(
-    prefix: &str,
-) -> (
-    String,
-    String,
-    tokio_postgres::Client,
-    tokio_postgres::Client,
-) {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
+async fn setup(prefix: &str) -> (String, String, Client, Client) {
     let ddl = "CREATE TABLE a (id int PRIMARY KEY, v text);
                CREATE TABLE b (id bigint PRIMARY KEY, n numeric, t timestamptz);";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute("CREATE PUBLICATION pub FOR TABLE a, b")
-        .await
-        .unwrap();
-    (db, slot, source, target)
+    support::replicated_db(prefix, ddl, "CREATE PUBLICATION pub FOR TABLE a, b").await
 }
 
 #[tokio::test]

@@ -177,6 +177,24 @@ pub async fn test_dbs(prefix: &str) -> String {
     name
 }
 
+/// The usual start of a replication test: a fresh database of one name on the shared source and
+/// target, `ddl` run on both, then `source_sql` (a publication, say) on the source. Returns the
+/// database, a fresh slot name (the slot is not created) and a client on each side.
+pub async fn replicated_db(
+    prefix: &str,
+    ddl: &str,
+    source_sql: &str,
+) -> (String, String, Client, Client) {
+    let db = test_dbs(prefix).await;
+    let slot = unique_name(&format!("{prefix}_slot"));
+    let source_client = connect(source(), &db).await;
+    let target_client = connect(target(), &db).await;
+    source_client.batch_execute(ddl).await.unwrap();
+    target_client.batch_execute(ddl).await.unwrap();
+    source_client.batch_execute(source_sql).await.unwrap();
+    (db, slot, source_client, target_client)
+}
+
 /// Poll `check` until it returns true; panic with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
 where

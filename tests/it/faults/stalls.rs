@@ -11,18 +11,9 @@ use crate::support::{self, Running};
 /// everything arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_stay_true_while_the_target_link_is_silent() {
-    let db = support::test_dbs("faults_stuck").await;
-    let slot = support::unique_name("faults_stuck");
+    let (db, slot, s, t) =
+        events_slot("faults_stuck", "CREATE TABLE events (id int PRIMARY KEY)").await;
     let (source, target) = (support::source(), support::target());
-    let s = support::connect(source, &db).await;
-    let t = support::connect(target, &db).await;
-    let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
-        .await
-        .unwrap();
-    support::create_slot(&s, &slot).await;
     let proxy = Proxy::start(target.port).await;
     let addr = free_addr();
     let listen = addr.to_string();
@@ -112,18 +103,12 @@ async fn metrics_stay_true_while_the_target_link_is_silent() {
 /// the whole target timeout, stops cleanly, and loses nothing (the next run applies the rest).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_while_the_target_hangs_stops_within_the_grace() {
-    let db = support::test_dbs("faults_hang_stop").await;
-    let slot = support::unique_name("faults_hang_stop");
+    let (db, slot, s, t) = events_slot(
+        "faults_hang_stop",
+        "CREATE TABLE events (id int PRIMARY KEY)",
+    )
+    .await;
     let (source, target) = (support::source(), support::target());
-    let s = support::connect(source, &db).await;
-    let t = support::connect(target, &db).await;
-    let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
-        .await
-        .unwrap();
-    support::create_slot(&s, &slot).await;
     let proxy = Proxy::start(target.port).await;
     let addr = free_addr();
     let listen = addr.to_string();
@@ -178,18 +163,9 @@ async fn sigterm_while_the_target_hangs_stops_within_the_grace() {
 /// within it, so quiet is never taken for a dead link.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_source_is_not_mistaken_for_a_silent_one() {
-    let db = support::test_dbs("faults_idle").await;
-    let slot = support::unique_name("faults_idle");
+    let (db, slot, s, t) =
+        events_slot("faults_idle", "CREATE TABLE events (id int PRIMARY KEY)").await;
     let (source, target) = (support::source(), support::target());
-    let s = support::connect(source, &db).await;
-    let t = support::connect(target, &db).await;
-    let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
-        .await
-        .unwrap();
-    support::create_slot(&s, &slot).await;
     let mut lsnpipe = Running::spawn(support::lsnpipe_run(
         source,
         &db,
@@ -232,18 +208,12 @@ async fn an_idle_source_is_not_mistaken_for_a_silent_one() {
 /// and once the link flows again the target equals the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stream_stalled_mid_transaction_does_not_hold_the_finished_ones() {
-    let db = support::test_dbs("faults_mid_txn").await;
-    let slot = support::unique_name("faults_mid_txn");
+    let (db, slot, s, t) = events_slot(
+        "faults_mid_txn",
+        "CREATE TABLE events (id int PRIMARY KEY, pad text)",
+    )
+    .await;
     let (source, target) = (support::source(), support::target());
-    let s = support::connect(source, &db).await;
-    let t = support::connect(target, &db).await;
-    let ddl = "CREATE TABLE events (id int PRIMARY KEY, pad text)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
-        .await
-        .unwrap();
-    support::create_slot(&s, &slot).await;
     let proxy = Proxy::start(source.port).await;
     let mut lsnpipe = Running::spawn(support::lsnpipe_run(
         &via(source, &proxy),
@@ -321,4 +291,13 @@ async fn a_stream_stalled_mid_transaction_does_not_hold_the_finished_ones() {
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
     assert!(log.contains("stalled inside a transaction"), "{log}");
+}
+
+/// A database with table `events` (as `ddl` makes it) on both sides, a publication `pub` of it
+/// and a slot on the source.
+async fn events_slot(prefix: &str, ddl: &str) -> (String, String, Client, Client) {
+    let sql = "CREATE PUBLICATION pub FOR TABLE events";
+    let (db, slot, s, t) = support::replicated_db(prefix, ddl, sql).await;
+    support::create_slot(&s, &slot).await;
+    (db, slot, s, t)
 }
