@@ -137,9 +137,9 @@ pub async fn prepare(
     }
     let catalog = connect_source(source_config).await?;
     let published = catalog::published(&catalog, &options.publication).await?;
-    // Keys and indexes are built for every published table at the end, also for tables a
+    // Keys and indexes are built at the end for every table of the run, also for those a
     // resumed copy finished in the interrupted run (building skips what exists).
-    let indexed = published.clone();
+    let mut indexed = published.clone();
 
     let copy = match run {
         Some(Run::Copying { consistent_point }) => {
@@ -147,6 +147,10 @@ pub async fn prepare(
                 return Err(SnapshotError::SlotGone(options.slot.clone()));
             }
             let pending = state::pending(&target, &options.slot).await?;
+            // Not a table that joined the publication since: it is copied (and created) once
+            // this run is done, as every added table is.
+            let in_run = state::tables(&target, &options.slot).await?;
+            indexed.retain(|t| in_run.contains(&(t.schema.clone(), t.name.clone())));
             let tables: Vec<Table> = published
                 .into_iter()
                 .filter(|t| pending.contains(&(t.schema.clone(), t.name.clone())))

@@ -558,12 +558,33 @@ async fn a_resumed_copy_with_create_tables_builds_keys_of_tables_finished_before
     .await;
     first.kill9();
     blocker.batch_execute("COMMIT").await.unwrap();
+    // A table that joins the publication meanwhile is not part of the interrupted run: it is
+    // created and copied once the run is done, not given keys before it exists.
+    source
+        .batch_execute(
+            "CREATE TABLE later (id int PRIMARY KEY);
+             INSERT INTO later SELECT generate_series(1, 100);
+             ALTER PUBLICATION pub ADD TABLE later;",
+        )
+        .await
+        .unwrap();
     let second = Running::spawn(command());
     support::wait_until("the copy to finish", WAIT, || async {
         copy_run_status(&target, &slot).await.as_deref() == Some("done")
     })
     .await;
-    converge(&source, &target, &["small", "wide"]).await;
+    source
+        .batch_execute("INSERT INTO later VALUES (101)")
+        .await
+        .unwrap();
+    support::wait_until("later on the target", WAIT, || async {
+        target
+            .query_one("SELECT to_regclass('public.later') IS NOT NULL", &[])
+            .await
+            .is_ok_and(|r| r.get(0))
+    })
+    .await;
+    converge(&source, &target, &["small", "wide", "later"]).await;
     let (status, log) = second.terminate().await;
     assert!(status.success(), "{log}");
     assert_eq!(shape(&target, "small").await, shape(&source, "small").await);
