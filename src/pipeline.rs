@@ -21,6 +21,8 @@
 //! session makes to the target (connect, prepare, apply, commit, flush checks). Both also bound
 //! connecting where the connection string sets no `connect_timeout`.
 
+mod streaming;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -68,6 +70,21 @@ pub enum RunError {
     TargetTimeout { doing: &'static str, seconds: u64 },
     #[error("stopped while the target had not answered ({doing})")]
     StoppedWhileWaiting { doing: &'static str },
+    #[error(
+        "{0} large transactions were streamed by the source at once, more than lsnpipe applies \
+         side by side ({max}); the next session runs without streaming (each large transaction \
+         then reaches the target only after its commit). Raise logical_decoding_work_mem on the \
+         source to stream fewer transactions",
+        max = streaming::MAX_OPEN
+    )]
+    TooManyStreams(usize),
+    #[error(
+        "a streamed transaction changed a table while that table's copy was in progress; the \
+         next session runs without streaming until the copy is done"
+    )]
+    StreamDuringCopy,
+    #[error("streamed transaction: {0}; lsnpipe stops rather than guess (the slot keeps it)")]
+    Streamed(String),
 }
 
 /// SQLSTATEs of a target that cannot take writes for now (read-only: a standby, or
@@ -84,6 +101,8 @@ impl RunError {
             RunError::Apply(e) => e.is_retryable() || target_unwritable(e),
             RunError::TargetTimeout { .. } => true,
             RunError::Snapshot(e) => e.is_retryable(),
+            // The next session does without streaming (see `sessions`).
+            RunError::TooManyStreams(_) | RunError::StreamDuringCopy => true,
             // A message the decoder rejects is re-sent unchanged on every new session (TCP and
             // TLS already guard the bytes in transit): retrying would loop for ever.
             _ => false,
@@ -102,7 +121,8 @@ impl RunError {
             RunError::Apply(e) if target_unwritable(e) => "target_unwritable",
             RunError::Apply(_) => "apply",
             RunError::Decode(_) => "decode",
-            RunError::Unexpected(_) => "protocol",
+            RunError::Unexpected(_) | RunError::Streamed(_) => "protocol",
+            RunError::TooManyStreams(_) | RunError::StreamDuringCopy => "streaming",
             RunError::Snapshot(_) => "snapshot",
         }
     }
@@ -199,6 +219,9 @@ async fn sessions(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let mut backoff = Backoff::new();
+    // Whether the next session asks the source to stream large transactions in progress. A
+    // session that could not apply the streams it got runs the next one without.
+    let mut streaming = true;
     loop {
         let started = Instant::now();
         let mut progress = false;
@@ -209,8 +232,13 @@ async fn sessions(
             telemetry,
             shutdown,
             &mut progress,
+            streaming,
         )
         .await;
+        streaming = !matches!(
+            result,
+            Err(RunError::TooManyStreams(_) | RunError::StreamDuringCopy)
+        );
         telemetry.set_streaming(false);
         if progress || started.elapsed() > STABLE_SESSION {
             backoff = Backoff::new();
@@ -279,6 +307,7 @@ async fn session(
     telemetry: &Telemetry,
     shutdown: &mut watch::Receiver<bool>,
     progress: &mut bool,
+    streaming: bool,
 ) -> Result<SessionEnd, RunError> {
     let mut target_calls = TargetCalls {
         limit: settings.target_timeout,
@@ -359,11 +388,22 @@ async fn session(
         } else {
             settings.replication_timeout
         }),
+        // A table still to be caught up by its copy filters changes by their commit position,
+        // which a streamed change does not have yet: no streaming until every copy is done.
+        streaming: streaming && sync_filter.is_empty(),
     };
     let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;
     tracing::info!(slot = %settings.slot, start = %start, "streaming");
     telemetry.set_streaming(true);
     telemetry.watch_positions(positions.clone());
+
+    let mut streams = streaming::Streams::new(
+        target_config.clone(),
+        &settings.slot,
+        limits,
+        settings.schema_changes,
+    );
+    let mut decode_context = DecodeContext::default();
 
     let mut in_transaction = false;
     // Idle positions are recorded in the progress row at most this often.
@@ -404,7 +444,91 @@ async fn session(
             },
         };
         telemetry.received(&data.data);
-        let message = pgoutput::decode(data.data, DecodeContext::default())?;
+        let message = pgoutput::decode(data.data, decode_context)?;
+        // Streamed transactions go to their own target sessions (see `streaming`).
+        if decode_context.in_stream
+            || matches!(
+                message,
+                LogicalMessage::StreamStart(_)
+                    | LogicalMessage::StreamStop
+                    | LogicalMessage::StreamCommit(_)
+                    | LogicalMessage::StreamAbort(_)
+            )
+        {
+            if !sync_filter.is_empty() {
+                return Err(RunError::StreamDuringCopy);
+            }
+            if let LogicalMessage::Relation(r) = &message {
+                if added.relation(r.namespace(), r.name()).is_some() {
+                    return Err(RunError::StreamDuringCopy);
+                }
+            }
+            match message {
+                LogicalMessage::StreamStart(start) => {
+                    // Everything committed before this chunk is committed on the target first,
+                    // so no streamed change waits for a lock the main session holds.
+                    if target_calls
+                        .call("committing", applier.commit_if(true))
+                        .await?
+                        .is_some()
+                    {
+                        telemetry.applied(applier.take_committed());
+                        *progress = true;
+                    }
+                    target_calls
+                        .call("starting a streamed transaction", streams.start(start))
+                        .await?;
+                    decode_context.in_stream = true;
+                }
+                LogicalMessage::StreamStop => {
+                    streams.stop();
+                    decode_context.in_stream = false;
+                }
+                LogicalMessage::StreamAbort(abort) => {
+                    target_calls
+                        .call("undoing a streamed transaction", streams.abort(abort))
+                        .await?;
+                }
+                LogicalMessage::StreamCommit(commit) => {
+                    // Source commit order: what committed before it goes first.
+                    if target_calls
+                        .call("committing", applier.commit_if(true))
+                        .await?
+                        .is_some()
+                    {
+                        telemetry.applied(applier.take_committed());
+                        *progress = true;
+                    }
+                    let finished = target_calls
+                        .call(
+                            "committing a streamed transaction",
+                            streams.commit(commit, start),
+                        )
+                        .await?;
+                    for message in finished.schema {
+                        target_calls
+                            .call("applying a change", applier.apply(message))
+                            .await?;
+                    }
+                    if let Some((durable, committed)) = finished.committed {
+                        positions.mark_flushed(durable);
+                        stream.nudge();
+                        telemetry.applied(committed);
+                        *progress = true;
+                    }
+                }
+                message => {
+                    target_calls
+                        .call(
+                            "applying a streamed change (a wait here is a lock another target \
+                             session holds)",
+                            streams.change(message),
+                        )
+                        .await?;
+                }
+            }
+            continue;
+        }
         // Changes a re-copied table already holds are dropped (see snapshot::SyncFilter).
         // A table that joins the publication is copied beside the stream (snapshot::added).
         if let LogicalMessage::Relation(r) = &message {
@@ -450,11 +574,7 @@ async fn session(
                 None
             }
             LogicalMessage::Commit(c) => Some(c.end_lsn),
-            LogicalMessage::StreamStart(_)
-            | LogicalMessage::StreamStop
-            | LogicalMessage::StreamCommit(_)
-            | LogicalMessage::StreamAbort(_)
-            | LogicalMessage::StreamPrepare(_) => return Err(RunError::Unexpected("streaming")),
+            LogicalMessage::StreamPrepare(_) => return Err(RunError::Unexpected("two-phase")),
             LogicalMessage::BeginPrepare(_)
             | LogicalMessage::Prepare(_)
             | LogicalMessage::CommitPrepared(_)
