@@ -11,6 +11,11 @@
 //!  beside it: Telemetry::refresh_every (gauges and readiness stay true while a session is stuck)
 //! ```
 //!
+//! A large transaction the source streams while it runs (Stream Start … Stream Stop chunks,
+//! then Stream Commit or Stream Abort) goes to a target session of its own (`streaming.rs`);
+//! the main applier's group is committed before each chunk and each Stream Commit, so commits
+//! stay in source order and the two sessions never wait for each other.
+//!
 //! Exactly-once rests on the applier: the applied position is committed on the target with the
 //! data, each session starts from it, and transactions at or before it are skipped.
 //!
@@ -390,7 +395,7 @@ async fn session(
         }),
         // A table still to be caught up by its copy filters changes by their commit position,
         // which a streamed change does not have yet: no streaming until every copy is done.
-        streaming: streaming && sync_filter.is_empty(),
+        streaming: streaming && !sync_filter.binds_after(start),
     };
     let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;
     tracing::info!(slot = %settings.slot, start = %start, "streaming");
@@ -455,7 +460,7 @@ async fn session(
                     | LogicalMessage::StreamAbort(_)
             )
         {
-            if !sync_filter.is_empty() {
+            if sync_filter.binds_after(start) {
                 return Err(RunError::StreamDuringCopy);
             }
             if let LogicalMessage::Relation(r) = &message {
