@@ -90,6 +90,18 @@ pub enum RunError {
     StreamDuringCopy,
     #[error("streamed transaction: {0}; lsnpipe stops rather than guess (the slot keeps it)")]
     Streamed(String),
+    #[error(
+        "the target did not answer for {seconds} s while {doing}, with {open} streamed \
+         transaction(s) open on their own target sessions: a row lock another lsnpipe session \
+         holds probably blocks it, which on the source could not happen (a unique index or \
+         constraint the target has and the source lacks?). Nothing of what waits was committed; \
+         lsnpipe retries. Remove the difference on the target"
+    )]
+    StreamLockWait {
+        doing: &'static str,
+        seconds: u64,
+        open: usize,
+    },
 }
 
 /// SQLSTATEs of a target that cannot take writes for now (read-only: a standby, or
@@ -108,6 +120,7 @@ impl RunError {
             RunError::Snapshot(e) => e.is_retryable(),
             // The next session does without streaming (see `sessions`).
             RunError::TooManyStreams(_) | RunError::StreamDuringCopy => true,
+            RunError::StreamLockWait { .. } => true,
             // A message the decoder rejects is re-sent unchanged on every new session (TCP and
             // TLS already guard the bytes in transit): retrying would loop for ever.
             _ => false,
@@ -128,6 +141,7 @@ impl RunError {
             RunError::Decode(_) => "decode",
             RunError::Unexpected(_) | RunError::Streamed(_) => "protocol",
             RunError::TooManyStreams(_) | RunError::StreamDuringCopy => "streaming",
+            RunError::StreamLockWait { .. } => "target_timeout",
             RunError::Snapshot(_) => "snapshot",
         }
     }
@@ -146,6 +160,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 struct TargetCalls {
     limit: Duration,
     shutdown: watch::Receiver<bool>,
+    /// Streamed transactions open on target sessions of their own: a timeout is then most
+    /// likely a lock wait between lsnpipe's sessions, and the error says so.
+    open_streams: usize,
 }
 
 impl TargetCalls {
@@ -158,12 +175,18 @@ impl TargetCalls {
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, RunError> {
         let limit = self.limit;
+        let open = self.open_streams;
         let bounded = async {
             if limit.is_zero() {
                 return work.await.map_err(Into::into);
             }
             match tokio::time::timeout(limit, work).await {
                 Ok(result) => result.map_err(Into::into),
+                Err(_) if open > 0 => Err(RunError::StreamLockWait {
+                    doing,
+                    seconds: limit.as_secs(),
+                    open,
+                }),
                 Err(_) => Err(RunError::TargetTimeout {
                     doing,
                     seconds: limit.as_secs(),
@@ -279,6 +302,7 @@ async fn sessions(
                     RunError::Target(_)
                     | RunError::Apply(_)
                     | RunError::TargetTimeout { .. }
+                    | RunError::StreamLockWait { .. }
                     | RunError::Snapshot(SnapshotError::TargetSql(_)) => Side::Target,
                     _ => Side::Source,
                 };
@@ -317,6 +341,7 @@ async fn session(
     let mut target_calls = TargetCalls {
         limit: settings.target_timeout,
         shutdown: shutdown.clone(),
+        open_streams: 0,
     };
     let copy = SnapshotOptions {
         publication: settings.publication.clone(),
@@ -524,14 +549,11 @@ async fn session(
                 }
                 message => {
                     target_calls
-                        .call(
-                            "applying a streamed change (a wait here is a lock another target \
-                             session holds)",
-                            streams.change(message),
-                        )
+                        .call("applying a streamed change", streams.change(message))
                         .await?;
                 }
             }
+            target_calls.open_streams = streams.open_count();
             continue;
         }
         // Changes a re-copied table already holds are dropped (see snapshot::SyncFilter).

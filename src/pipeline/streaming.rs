@@ -24,8 +24,8 @@
 //! transaction that touched the same rows had to wait for the streamed one to end, so it comes
 //! after its Stream Commit. Only a target that differs from the source (a unique index the
 //! source lacks) can make them wait for each other; `--target-timeout` then ends the session
-//! with an error that names the streamed transaction, and nothing is lost (nothing of either
-//! was committed).
+//! with an error that says so (`RunError::StreamLockWait`), and nothing is lost (nothing of
+//! what waits was committed).
 //!
 //! Memory stays bounded: rows are sent as they arrive (the applier's pipeline window), and per
 //! open transaction only its savepoints and the Relation messages the main session needs after
@@ -103,6 +103,11 @@ impl Streams {
             idle: Vec::new(),
             current: None,
         }
+    }
+
+    /// How many streamed transactions are open.
+    pub fn open_count(&self) -> usize {
+        self.open.len()
     }
 
     /// Stream Start: a chunk of `start.xid` follows. Its first chunk opens a target session.

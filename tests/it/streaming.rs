@@ -360,3 +360,61 @@ async fn a_crash_mid_stream_applies_the_transaction_once() {
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "log").await, 13_000);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_conflict_only_the_target_has_ends_with_a_clear_error_and_no_loss() {
+    let s = setup("stream_conflict").await;
+    // A unique index the source lacks: the source lets a small transaction reuse a value the
+    // open large one wrote; on the target the small one must wait for the large one's session.
+    s.target
+        .batch_execute("CREATE UNIQUE INDEX big_v ON big (v)")
+        .await
+        .unwrap();
+    let Setup {
+        db,
+        slot,
+        source,
+        target,
+        lsnpipe,
+    } = s;
+    lsnpipe.kill9();
+    let s = Setup {
+        lsnpipe: Running::spawn(support::lsnpipe_run(
+            support::source(),
+            &db,
+            support::target(),
+            &db,
+            "pub",
+            &slot,
+            &["--target-timeout", "2"],
+        )),
+        db,
+        slot,
+        source,
+        target,
+    };
+    let w = writer(&s).await;
+    w.batch_execute("BEGIN").await.unwrap();
+    w.batch_execute(&insert_rows(1, 4_000)).await.unwrap();
+    wait_streamed(&s).await;
+    let taken = format!("{}42", "x".repeat(40));
+    s.source
+        .execute("INSERT INTO big VALUES (100000, $1)", &[&taken])
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !s.lsnpipe.log().contains("streamed transaction(s) open") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no lock-wait error; log:\n{}",
+            s.lsnpipe.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The source's row wins once the target stops differing: the large one is rolled back.
+    s.target.batch_execute("DROP INDEX big_v").await.unwrap();
+    w.batch_execute("ROLLBACK").await.unwrap();
+    wait_marker(&s, 1).await;
+    wait_equal(&s).await;
+    assert_eq!(support::count(&s.target, "big").await, 1);
+}
