@@ -418,3 +418,36 @@ async fn a_lock_conflict_only_the_target_has_ends_with_a_clear_error_and_no_loss
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "big").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn more_streamed_transactions_than_sessions_fall_back_to_commit_time_delivery() {
+    let s = setup("stream_many").await;
+    // One more open large transaction than lsnpipe applies side by side (8).
+    let mut writers = Vec::new();
+    for i in 0..9 {
+        let w = writer(&s).await;
+        let from = i * 10_000 + 1;
+        w.batch_execute(&format!("BEGIN; {}", insert_rows(from, from + 2_999)))
+            .await
+            .unwrap();
+        writers.push(w);
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while !s
+        .lsnpipe
+        .log()
+        .contains("the next session runs without streaming")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no fallback; log:\n{}",
+            s.lsnpipe.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for w in &writers {
+        w.batch_execute("COMMIT").await.unwrap();
+    }
+    wait_equal(&s).await;
+    assert_eq!(support::count(&s.target, "log").await, 9 * 3_000);
+}
