@@ -11,6 +11,11 @@
 //!  beside it: Telemetry::refresh_every (gauges and readiness stay true while a session is stuck)
 //! ```
 //!
+//! A large transaction the source streams while it runs (Stream Start … Stream Stop chunks,
+//! then Stream Commit or Stream Abort) goes to a target session of its own (`streaming.rs`);
+//! the main applier's group is committed before each chunk and each Stream Commit, so commits
+//! stay in source order and the two sessions never wait for each other.
+//!
 //! Exactly-once rests on the applier: the applied position is committed on the target with the
 //! data, each session starts from it, and transactions at or before it are skipped.
 //!
@@ -20,6 +25,8 @@
 //! to answer well before), the target side by `--target-timeout` around every round trip the
 //! session makes to the target (connect, prepare, apply, commit, flush checks). Both also bound
 //! connecting where the connection string sets no `connect_timeout`.
+
+mod streaming;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,6 +76,33 @@ pub enum RunError {
     TargetTimeout { doing: &'static str, seconds: u64 },
     #[error("stopped while the target had not answered ({doing})")]
     StoppedWhileWaiting { doing: &'static str },
+    #[error(
+        "{0} large transactions were streamed by the source at once, more than lsnpipe applies \
+         side by side ({max}); the next session runs without streaming (each large transaction \
+         then reaches the target only after its commit). Raise logical_decoding_work_mem on the \
+         source to stream fewer transactions",
+        max = streaming::MAX_OPEN
+    )]
+    TooManyStreams(usize),
+    #[error(
+        "a streamed transaction changed a table while that table's copy was in progress; the \
+         next session runs without streaming until the copy is done"
+    )]
+    StreamDuringCopy,
+    #[error("streamed transaction: {0}; lsnpipe stops rather than guess (the slot keeps it)")]
+    Streamed(String),
+    #[error(
+        "the target did not answer for {seconds} s while {doing}, with {open} streamed \
+         transaction(s) open on their own target sessions: a row lock another lsnpipe session \
+         holds probably blocks it, which on the source could not happen (a unique index or \
+         constraint the target has and the source lacks?). Nothing of what waits was committed; \
+         lsnpipe retries. Remove the difference on the target"
+    )]
+    StreamLockWait {
+        doing: &'static str,
+        seconds: u64,
+        open: usize,
+    },
 }
 
 /// SQLSTATEs of a target that cannot take writes for now (read-only: a standby, or
@@ -85,6 +119,9 @@ impl RunError {
             RunError::Apply(e) => e.is_retryable() || target_unwritable(e),
             RunError::TargetTimeout { .. } => true,
             RunError::Snapshot(e) => e.is_retryable(),
+            // The next session does without streaming (see `sessions`).
+            RunError::TooManyStreams(_) | RunError::StreamDuringCopy => true,
+            RunError::StreamLockWait { .. } => true,
             // A message the decoder rejects is re-sent unchanged on every new session (TCP and
             // TLS already guard the bytes in transit): retrying would loop for ever.
             _ => false,
@@ -103,7 +140,9 @@ impl RunError {
             RunError::Apply(e) if target_unwritable(e) => "target_unwritable",
             RunError::Apply(_) => "apply",
             RunError::Decode(_) => "decode",
-            RunError::Unexpected(_) => "protocol",
+            RunError::Unexpected(_) | RunError::Streamed(_) => "protocol",
+            RunError::TooManyStreams(_) | RunError::StreamDuringCopy => "streaming",
+            RunError::StreamLockWait { .. } => "target_timeout",
             RunError::Snapshot(_) => "snapshot",
         }
     }
@@ -122,6 +161,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 struct TargetCalls {
     limit: Duration,
     shutdown: watch::Receiver<bool>,
+    /// Streamed transactions open on target sessions of their own: a timeout is then most
+    /// likely a lock wait between lsnpipe's sessions, and the error says so.
+    open_streams: usize,
 }
 
 impl TargetCalls {
@@ -134,12 +176,18 @@ impl TargetCalls {
         work: impl Future<Output = Result<T, E>>,
     ) -> Result<T, RunError> {
         let limit = self.limit;
+        let open = self.open_streams;
         let bounded = async {
             if limit.is_zero() {
                 return work.await.map_err(Into::into);
             }
             match tokio::time::timeout(limit, work).await {
                 Ok(result) => result.map_err(Into::into),
+                Err(_) if open > 0 => Err(RunError::StreamLockWait {
+                    doing,
+                    seconds: limit.as_secs(),
+                    open,
+                }),
                 Err(_) => Err(RunError::TargetTimeout {
                     doing,
                     seconds: limit.as_secs(),
@@ -205,6 +253,9 @@ async fn sessions(
 ) -> Result<(), RunError> {
     let mut backoff = Backoff::new();
     let mut commit_at = None;
+    // Whether the next session asks the source to stream large transactions in progress. A
+    // session that could not apply the streams it got runs the next one without.
+    let mut streaming = true;
     loop {
         let started = Instant::now();
         let mut progress = false;
@@ -216,8 +267,13 @@ async fn sessions(
             shutdown,
             &mut progress,
             &mut commit_at,
+            streaming,
         )
         .await;
+        streaming = !matches!(
+            result,
+            Err(RunError::TooManyStreams(_) | RunError::StreamDuringCopy)
+        );
         telemetry.set_streaming(false);
         if progress || started.elapsed() > STABLE_SESSION {
             backoff = Backoff::new();
@@ -262,6 +318,7 @@ async fn sessions(
                     RunError::Target(_)
                     | RunError::Apply(_)
                     | RunError::TargetTimeout { .. }
+                    | RunError::StreamLockWait { .. }
                     | RunError::Snapshot(SnapshotError::TargetSql(_)) => Side::Target,
                     _ => Side::Source,
                 };
@@ -296,10 +353,12 @@ async fn session(
     shutdown: &mut watch::Receiver<bool>,
     progress: &mut bool,
     commit_at: &mut Option<Lsn>,
+    streaming: bool,
 ) -> Result<SessionEnd, RunError> {
     let mut target_calls = TargetCalls {
         limit: settings.target_timeout,
         shutdown: shutdown.clone(),
+        open_streams: 0,
     };
     let copy = SnapshotOptions {
         publication: settings.publication.clone(),
@@ -376,11 +435,22 @@ async fn session(
         } else {
             settings.replication_timeout
         }),
+        // A table still to be caught up by its copy filters changes by their commit position,
+        // which a streamed change does not have yet: no streaming until every copy is done.
+        streaming: streaming && !sync_filter.binds_after(start),
     };
     let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;
     tracing::info!(slot = %settings.slot, start = %start, "streaming");
     telemetry.set_streaming(true);
     telemetry.watch_positions(positions.clone());
+
+    let mut streams = streaming::Streams::new(
+        target_config.clone(),
+        &settings.slot,
+        limits,
+        settings.schema_changes,
+    );
+    let mut decode_context = DecodeContext::default();
 
     let mut in_transaction = false;
     // When the last message was applied: the stream has been quiet since.
@@ -432,7 +502,88 @@ async fn session(
         };
         telemetry.received(&data.data);
         last_applied = Instant::now();
-        let message = pgoutput::decode(data.data, DecodeContext::default())?;
+        let message = pgoutput::decode(data.data, decode_context)?;
+        // Streamed transactions go to their own target sessions (see `streaming`).
+        if decode_context.in_stream
+            || matches!(
+                message,
+                LogicalMessage::StreamStart(_)
+                    | LogicalMessage::StreamStop
+                    | LogicalMessage::StreamCommit(_)
+                    | LogicalMessage::StreamAbort(_)
+            )
+        {
+            if sync_filter.binds_after(start) {
+                return Err(RunError::StreamDuringCopy);
+            }
+            if let LogicalMessage::Relation(r) = &message {
+                if added.relation(r.namespace(), r.name()).is_some() {
+                    return Err(RunError::StreamDuringCopy);
+                }
+            }
+            match message {
+                LogicalMessage::StreamStart(start) => {
+                    // Everything committed before this chunk is committed on the target first,
+                    // so no streamed change waits for a lock the main session holds.
+                    if target_calls
+                        .call("committing", applier.commit_if(true))
+                        .await?
+                        .is_some()
+                    {
+                        telemetry.applied(applier.take_committed());
+                        *progress = true;
+                    }
+                    target_calls
+                        .call("starting a streamed transaction", streams.start(start))
+                        .await?;
+                    decode_context.in_stream = true;
+                }
+                LogicalMessage::StreamStop => {
+                    streams.stop();
+                    decode_context.in_stream = false;
+                }
+                LogicalMessage::StreamAbort(abort) => {
+                    target_calls
+                        .call("undoing a streamed transaction", streams.abort(abort))
+                        .await?;
+                }
+                LogicalMessage::StreamCommit(commit) => {
+                    // Source commit order: what committed before it goes first.
+                    if target_calls
+                        .call("committing", applier.commit_if(true))
+                        .await?
+                        .is_some()
+                    {
+                        telemetry.applied(applier.take_committed());
+                        *progress = true;
+                    }
+                    let finished = target_calls
+                        .call(
+                            "committing a streamed transaction",
+                            streams.commit(commit, start),
+                        )
+                        .await?;
+                    for message in finished.schema {
+                        target_calls
+                            .call("applying a change", applier.apply(message))
+                            .await?;
+                    }
+                    if let Some((durable, committed)) = finished.committed {
+                        positions.mark_flushed(durable);
+                        stream.nudge();
+                        telemetry.applied(committed);
+                        *progress = true;
+                    }
+                }
+                message => {
+                    target_calls
+                        .call("applying a streamed change", streams.change(message))
+                        .await?;
+                }
+            }
+            target_calls.open_streams = streams.open_count();
+            continue;
+        }
         // Changes a re-copied table already holds are dropped (see snapshot::SyncFilter).
         // A table that joins the publication is copied beside the stream (snapshot::added).
         if let LogicalMessage::Relation(r) = &message {
@@ -478,11 +629,7 @@ async fn session(
                 None
             }
             LogicalMessage::Commit(c) => Some(c.end_lsn),
-            LogicalMessage::StreamStart(_)
-            | LogicalMessage::StreamStop
-            | LogicalMessage::StreamCommit(_)
-            | LogicalMessage::StreamAbort(_)
-            | LogicalMessage::StreamPrepare(_) => return Err(RunError::Unexpected("streaming")),
+            LogicalMessage::StreamPrepare(_) => return Err(RunError::Unexpected("two-phase")),
             LogicalMessage::BeginPrepare(_)
             | LogicalMessage::Prepare(_)
             | LogicalMessage::CommitPrepared(_)

@@ -30,13 +30,16 @@ pub struct Positions {
     state: Mutex<State>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct State {
     received: Lsn,
     keepalive_end: Lsn,
     /// End LSN of the last Commit handed to the consumer.
     forwarded_commit_end: Lsn,
     open_transaction: bool,
+    /// Streamed (in-progress) transactions whose chunks were handed on and that have not yet
+    /// committed or aborted: their changes sit uncommitted on the target.
+    open_streams: Vec<u32>,
     flushed: Lsn,
     reported_flush: Lsn,
     reported_write: Lsn,
@@ -81,6 +84,42 @@ impl Positions {
                 s.open_transaction = false;
                 // The Commit's header LSN is its end LSN.
                 s.forwarded_commit_end = s.forwarded_commit_end.max(end);
+            }
+            _ => {}
+        }
+    }
+
+    /// The pgoutput message of an XLogData frame that opens or ends a streamed transaction
+    /// (Stream Start `S`, Stream Commit `c`, Stream Abort `A`; others are ignored). `end` is the
+    /// frame's header LSN: a Stream Commit's is its end LSN. While a streamed transaction is
+    /// open, nothing is idle: its changes are on the target but not committed.
+    pub fn observe_stream(&self, end: Lsn, message: &[u8]) {
+        let xid = |at: usize| {
+            let bytes: [u8; 4] = message.get(at..at + 4)?.try_into().ok()?;
+            Some(u32::from_be_bytes(bytes))
+        };
+        let mut s = self.lock();
+        match message.first() {
+            Some(b'S') => {
+                if let Some(xid) = xid(1) {
+                    if !s.open_streams.contains(&xid) {
+                        s.open_streams.push(xid);
+                    }
+                }
+            }
+            Some(b'c') => {
+                if let Some(xid) = xid(1) {
+                    s.open_streams.retain(|&open| open != xid);
+                }
+                s.forwarded_commit_end = s.forwarded_commit_end.max(end);
+            }
+            // Only the abort of the whole transaction (subxid = xid) ends it.
+            Some(b'A') => {
+                if let (Some(xid), Some(subxid)) = (xid(1), xid(5)) {
+                    if xid == subxid {
+                        s.open_streams.retain(|&open| open != xid);
+                    }
+                }
             }
             _ => {}
         }
@@ -147,7 +186,7 @@ impl Positions {
 }
 
 fn in_flight(s: &State) -> bool {
-    s.open_transaction || s.forwarded_commit_end > s.flushed
+    s.open_transaction || !s.open_streams.is_empty() || s.forwarded_commit_end > s.flushed
 }
 
 #[cfg(test)]
@@ -207,6 +246,32 @@ mod tests {
         let s = p.status_update(false);
         assert_eq!(s.flush, lsn(900));
         assert!(s.write >= s.flush);
+    }
+
+    #[test]
+    fn an_open_streamed_transaction_is_in_flight_until_it_commits_or_aborts() {
+        let p = Positions::new(lsn(100));
+        p.observe_keepalive(lsn(300));
+        // Stream Start of xid 7, then of xid 8.
+        p.observe_stream(lsn(150), b"S\0\0\0\x07\x01");
+        p.observe_stream(lsn(160), b"S\0\0\0\x08\x01");
+        assert_eq!(
+            p.idle_position(),
+            None,
+            "changes sit uncommitted on the target"
+        );
+        // A subtransaction of 7 aborts: 7 is still open.
+        p.observe_stream(lsn(170), b"A\0\0\0\x07\0\0\0\x09");
+        // 8 aborts as a whole.
+        p.observe_stream(lsn(180), b"A\0\0\0\x08\0\0\0\x08");
+        assert_eq!(p.idle_position(), None, "xid 7 is still open");
+        // Stream Commit of 7; its header LSN is its end.
+        let mut commit = b"c\0\0\0\x07".to_vec();
+        commit.extend_from_slice(&[0; 25]);
+        p.observe_stream(lsn(250), &commit);
+        assert_eq!(p.idle_position(), None, "committed, not yet flushed");
+        p.mark_flushed(lsn(250));
+        assert_eq!(p.idle_position(), Some(lsn(300)));
     }
 
     #[test]

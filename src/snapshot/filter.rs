@@ -63,6 +63,13 @@ impl SyncFilter {
         self.by_name.is_empty() && self.online.is_empty()
     }
 
+    /// Whether the filter may still drop or hold a change of a transaction that commits after
+    /// `lsn`: a table's sync point lies beyond it, or a table is being copied while the stream
+    /// runs. (A streamed change is applied before its commit position is known.)
+    pub fn binds_after(&self, lsn: Lsn) -> bool {
+        !self.online.is_empty() || self.by_name.values().any(|&sync| sync > lsn)
+    }
+
     /// `schema.table` is being copied while the stream runs; `sync` tells how far.
     pub fn watch(&mut self, schema: &str, table: &str, sync: watch::Receiver<TableSync>) {
         self.online
@@ -241,6 +248,14 @@ mod tests {
         assert!(f.admit(insert(2)).unwrap().is_some(), "not re-copied");
         f.admit(begin(100)).unwrap();
         assert!(f.admit(insert(1)).unwrap().is_some(), "at the sync point");
+    }
+
+    #[test]
+    fn a_sync_point_binds_only_transactions_that_could_commit_before_it() {
+        let f = SyncFilter::new([("public".to_owned(), "late".to_owned(), Lsn::from(100))]);
+        assert!(f.binds_after(Lsn::from(99)));
+        assert!(!f.binds_after(Lsn::from(100)));
+        assert!(!SyncFilter::default().binds_after(Lsn::ZERO));
     }
 
     #[test]

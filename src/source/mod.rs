@@ -17,7 +17,7 @@ use crate::Lsn;
 use crate::positions::Positions;
 use crate::wire::{
     ConnConfig, CreateSlotOptions, LogicalOptions, ReplicationConnection, ReplicationStream,
-    SnapshotAction, WireError, quote_literal,
+    SnapshotAction, Streaming, WireError, max_proto_version, quote_literal,
 };
 
 /// What stops a run until an operator acts, or a transient failure worth retrying.
@@ -97,6 +97,9 @@ pub struct SourceOptions {
     /// Longest silence from the source before the session is presumed dead (preflight queries
     /// and streaming); `None` keeps the stream's default.
     pub receive_timeout: Option<Duration>,
+    /// Ask for in-progress transactions to be streamed (pgoutput protocol 2, server 14+): the
+    /// stream then carries Stream Start … Stream Stop blocks and Stream Commit / Stream Abort.
+    pub streaming: bool,
 }
 
 /// Connect, check and start streaming from `start` (the target's applied position).
@@ -182,11 +185,53 @@ pub async fn open_stream(
         interval = interval.min(timeout / 2);
     }
 
-    let logical = LogicalOptions::new(1, vec![options.publication.clone()]);
-    let stream = conn
-        .start_replication(&options.slot, start, &logical, positions, interval)
-        .await?;
-    Ok(stream)
+    let plain = LogicalOptions::new(1, vec![options.publication.clone()]);
+    let Some(streamed) = streaming_options(options, conn.server_version_num()) else {
+        let stream = conn
+            .start_replication(&options.slot, start, &plain, positions, interval)
+            .await?;
+        return Ok(stream);
+    };
+    match conn
+        .start_replication(&options.slot, start, &streamed, positions.clone(), interval)
+        .await
+    {
+        Ok(stream) => {
+            tracing::info!("in-progress transactions are streamed (pgoutput protocol 2)");
+            Ok(stream)
+        }
+        // The server refused the options before streaming began (a build or fork that does not
+        // know them): stream without them, as every server since 10 accepts.
+        Err(WireError::Server(e)) if STREAMING_REFUSED.contains(&e.code.as_str()) => {
+            tracing::warn!(
+                "the source refused streaming of in-progress transactions ({e}); large \
+                 transactions are sent only once they commit"
+            );
+            let mut conn = ReplicationConnection::connect(config).await?;
+            conn.set_receive_timeout(options.receive_timeout);
+            Ok(conn
+                .start_replication(&options.slot, start, &plain, positions, interval)
+                .await?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// SQLSTATEs with which a server refuses pgoutput options it does not know or support:
+/// invalid parameter value, syntax error (a non-Boolean `streaming`), feature not supported.
+const STREAMING_REFUSED: &[&str] = &["22023", "42601", "0A000"];
+
+/// The options that stream in-progress transactions, when asked for and the server has them.
+/// Protocol 2 with `streaming 'on'` everywhere: protocol 4's `parallel` changes only the Stream
+/// Abort message (it adds the abort's LSN and time, for PostgreSQL's parallel apply workers);
+/// lsnpipe already applies each streamed transaction as it arrives, on its own connection.
+fn streaming_options(options: &SourceOptions, server_version_num: u32) -> Option<LogicalOptions> {
+    if !options.streaming || max_proto_version(server_version_num) < 2 {
+        return None;
+    }
+    let mut logical = LogicalOptions::new(2, vec![options.publication.clone()]);
+    logical.streaming = Streaming::On;
+    Some(logical)
 }
 
 /// The checks every run starts with: logical WAL, and the publication exists.
@@ -232,6 +277,28 @@ pub fn parse_pg_duration(text: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streaming_needs_protocol_2_and_is_asked_for_with_on() {
+        let mut options = SourceOptions {
+            publication: "pub".into(),
+            slot: "s".into(),
+            create_slot: false,
+            failover_slot: false,
+            status_interval: Duration::from_secs(10),
+            receive_timeout: None,
+            streaming: true,
+        };
+        assert_eq!(streaming_options(&options, 130_015), None, "server 13");
+        let on = streaming_options(&options, 140_000).expect("server 14 streams");
+        assert_eq!(
+            on.to_sql(),
+            r#"(proto_version '2', publication_names '"pub"', streaming 'on')"#
+        );
+        assert_eq!(streaming_options(&options, 170_002), Some(on));
+        options.streaming = false;
+        assert_eq!(streaming_options(&options, 170_002), None);
+    }
 
     #[test]
     fn parses_durations_as_show_prints_them() {

@@ -374,6 +374,7 @@ async fn read_frames(
                         x.end,
                         x.data.first().copied().unwrap_or(0),
                     );
+                    positions.observe_stream(x.end, &x.data);
                     if events.send(Event::Data(x)).await.is_err() {
                         // The consumer is gone; nobody will read what follows.
                         return Ok(());

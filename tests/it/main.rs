@@ -22,6 +22,7 @@ mod recovery;
 mod run;
 mod schema;
 mod snapshot;
+mod streaming;
 mod torture;
 mod verify;
 mod versions;
