@@ -21,9 +21,14 @@ use super::process::{Lsnpipe, log_excerpt};
 use super::workload::{Fault, Item, Plan, Stmt, Txn};
 use crate::support::{self, ClusterRef, Running};
 
-/// How long the initial copy may take, and how long catch-up may go without the target's
-/// progress row moving (a large transaction in a debug build included).
+/// How long the initial copy may take, and how long catch-up may go without the target doing
+/// anything: neither its progress row nor its WAL moving.
 const CATCH_UP: Duration = Duration::from_secs(45);
+/// How long catch-up may take in all while the target keeps writing. The progress row stands
+/// still while one large transaction is applied (over 45 s for 100,000 rows in a debug build on
+/// a loaded machine), so the target's WAL tells a busy lsnpipe from a stuck one; this bounds a
+/// lsnpipe that keeps retrying one transaction, which writes WAL too.
+const CATCH_UP_CAP: Duration = Duration::from_secs(600);
 
 /// The torture pair: private clusters, because faults restart the target.
 pub fn clusters() -> &'static (ClusterRef, ClusterRef) {
@@ -597,7 +602,8 @@ async fn catch_up_and_compare(
     let (_, target) = clusters();
     let t = support::connect(target, db).await;
     let mut deadline = Instant::now() + CATCH_UP;
-    let mut progress = String::new();
+    let cap = Instant::now() + CATCH_UP_CAP;
+    let (mut progress, mut wal) = (String::new(), String::new());
     loop {
         let now = t
             .query_one(
@@ -607,9 +613,15 @@ async fn catch_up_and_compare(
             .await
             .map(|r| r.get::<_, String>(0))
             .unwrap_or_default();
-        if now != progress {
-            progress = now;
-            deadline = Instant::now() + CATCH_UP;
+        // The torture target serves this run only: its WAL moves when lsnpipe writes.
+        let wal_now = t
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default();
+        if now != progress || wal_now != wal {
+            (progress, wal) = (now, wal_now);
+            deadline = (Instant::now() + CATCH_UP).min(cap);
         }
         let seen = t
             .query_opt("SELECT 1 FROM public._torture_marker", &[])
@@ -634,7 +646,8 @@ async fn catch_up_and_compare(
             return Err(fail(
                 FailKind::Stuck,
                 format!(
-                    "target stopped catching up: no progress for {CATCH_UP:?}; lsnpipe log:\n{}",
+                    "target stopped catching up: no progress for {CATCH_UP:?} (or not caught \
+                     up within {CATCH_UP_CAP:?}); lsnpipe log:\n{}",
                     log_excerpt(&l.log())
                 ),
             )
