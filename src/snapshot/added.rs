@@ -11,7 +11,9 @@
 //! ```
 //!
 //! Only for slots whose data lsnpipe copied (a `lsnpipe.copy_run` row): they know which tables
-//! they hold. A copy interrupted by a crash stays `pending` and is made again at the next start,
+//! they hold. Only published tables are copied: with `publish_via_partition_root`, pgoutput
+//! sends a leaf partition's Relation message after its root's, though the leaf's changes come
+//! as the root's and the leaf itself is not in `pg_publication_tables`. A copy interrupted by a crash stays `pending` and is made again at the next start,
 //! at a newer point. The copied table must be empty on the target (a resumed one is emptied).
 
 use std::collections::HashSet;
@@ -41,11 +43,25 @@ pub enum TableSync {
     Done { sync: Lsn },
     /// The copy failed; the session must end (it is made again at the next start).
     Failed(String),
+    /// Not in the publication (a leaf partition published as its root): nothing to copy, and
+    /// nothing to hold.
+    Unpublished,
+}
+
+/// How a copy at a new point ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NewPoint {
+    /// Copied at this point.
+    Copied(Lsn),
+    /// Shutdown was asked for.
+    Stopped,
+    /// None of the tables is published: nothing was copied or recorded.
+    Unpublished,
 }
 
 /// Copy `names` at a new point of their own: `fresh` tables must be empty on the target,
 /// the others (an interrupted copy) are emptied. `on_point` hears the point as soon as it is
-/// known. Returns the point, or `None` when stopped.
+/// known.
 #[allow(
     clippy::too_many_arguments,
     reason = "the copy's inputs, as for the initial copy"
@@ -60,13 +76,17 @@ pub(super) async fn copy_at_new_point(
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
     on_point: impl FnOnce(Lsn),
-) -> Result<Option<Lsn>, SnapshotError> {
+) -> Result<NewPoint, SnapshotError> {
     let catalog = connect_source(source_config).await?;
     let tables: Vec<Table> = catalog::published(&catalog, &options.publication)
         .await?
         .into_iter()
         .filter(|t| names.contains(&(t.schema.clone(), t.name.clone())))
         .collect();
+    if tables.is_empty() {
+        // Recorded as pending, it would never be copied, and `status` would list it for ever.
+        return Ok(NewPoint::Unpublished);
+    }
     let found = check_tables(target, &tables, options, fresh).await?;
     let found = create_missing(&catalog, target, &tables, found).await?;
     // Pending from here on: a copy a stop interrupts is made again (emptying the table first).
@@ -110,7 +130,7 @@ pub(super) async fn copy_at_new_point(
     .await;
     let _ = exporter.close().await;
     if !outcome? {
-        return Ok(None);
+        return Ok(NewPoint::Stopped);
     }
     if options.create_tables {
         schema::prepare_index_session(target).await?;
@@ -118,7 +138,7 @@ pub(super) async fn copy_at_new_point(
             schema::build_indexes(&catalog, target, table).await?;
         }
     }
-    Ok(Some(point))
+    Ok(NewPoint::Copied(point))
 }
 
 /// At start, for a slot whose initial copy is done: tables published now but never copied, and
@@ -173,7 +193,7 @@ pub(super) async fn copy_before_streaming(
             |_| {},
         )
         .await?;
-        if copied.is_none() {
+        if copied == NewPoint::Stopped {
             return Ok(false);
         }
     }
@@ -251,8 +271,9 @@ impl AddedTables {
             }
             .await;
             let _ = tx.send(match result {
-                Ok(Some(sync)) => TableSync::Done { sync },
-                Ok(None) => TableSync::Failed("stopped".into()),
+                Ok(NewPoint::Copied(sync)) => TableSync::Done { sync },
+                Ok(NewPoint::Stopped) => TableSync::Failed("stopped".into()),
+                Ok(NewPoint::Unpublished) => TableSync::Unpublished,
                 Err(e) => TableSync::Failed(crate::report::chain(&e)),
             });
         });

@@ -116,6 +116,11 @@ impl SyncFilter {
                         reason,
                     });
                 }
+                TableSync::Unpublished => {
+                    let key = key.clone();
+                    self.online.remove(&key);
+                    self.online_oids.remove(&oid);
+                }
             }
         }
         None
@@ -312,6 +317,19 @@ mod tests {
             f.admit(insert(1)).unwrap().is_none(),
             "an ordinary sync point now"
         );
+    }
+
+    #[test]
+    fn a_relation_found_unpublished_stops_being_watched() {
+        let (tx, rx) = watch::channel(TableSync::Starting);
+        let mut f = SyncFilter::default();
+        f.watch("public", "leaf", rx);
+        f.admit(relation(1, "leaf")).unwrap();
+        f.admit(begin(99)).unwrap();
+        tx.send(TableSync::Unpublished).unwrap();
+        assert!(f.hold(&insert(1)).is_none(), "nothing to wait for");
+        assert!(f.admit(insert(1)).unwrap().is_some());
+        assert!(f.is_empty(), "no longer watched");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! random faults on both links and both servers for N seconds (seed printed, or taken from
 //! `LSNPIPE_FAULT_SEED`).
 
+mod copy_restart;
 mod crashes;
 mod links;
 mod proxy;

@@ -126,11 +126,11 @@ pub const FEATURES: &[(&str, &str)] = &[
     ),
 ];
 
-/// Features that find a known, unfixed bug (issue 11), with the bug. Off under `safe`.
-pub const KNOWN_BUGS: &[(&str, &str)] = &[(
-    "copy_faults",
-    "torture: a target restart during the initial copy loses rows, seed 0x67d105ccbe78611",
-)];
+/// Features that find a known, unfixed bug, with the bug. Off under `safe`. None today:
+/// `copy_faults` left the list once its failures turned out to be the harness's (the marker
+/// row was copied by a resumed copy) and a leaf partition's Relation message no longer starts
+/// a copy.
+pub const KNOWN_BUGS: &[(&str, &str)] = &[];
 
 /// A feature that needs others switched on with it.
 const IMPLIES: &[(&str, &[&str])] = &[

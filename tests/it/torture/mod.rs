@@ -97,6 +97,17 @@ async fn report_failure(plan: &Plan, out: &Outcome, spec: &Spec, budget: Duratio
         failure.kind,
         failure.detail
     );
+    if !failure.log.is_empty() {
+        // The report shows warnings and errors only; the whole log tells what led up to them.
+        let path = std::env::temp_dir().join(format!("torture-{:016x}.log", plan.seed));
+        match std::fs::write(&path, &failure.log) {
+            Ok(()) => report.push_str(&format!("lsnpipe's whole log: {}\n", path.display())),
+            Err(e) => report.push_str(&format!(
+                "lsnpipe's log not written to {}: {e}\n",
+                path.display()
+            )),
+        }
+    }
     let mut committed = 0;
     let mut faults = Vec::new();
     for item in &out.trace {

@@ -5,7 +5,7 @@
 //!  create dbs ─▶ DDL ─▶ initial rows ─▶ lsnpipe run --create-slot ─┬─ client 0 (+ faults) ─┐
 //!  (+ a native CREATE SUBSCRIPTION, for failing seeds)              ├─ client 1 … 3        ─┤
 //!                                                                   ▼                        ▼
-//!            marker row on the source ─▶ seen on the target ─▶ every table compared ─▶ Outcome
+//!    copies done on the target ─▶ marker row on the source ─▶ seen on the target ─▶ compared
 //! ```
 //!
 //! What committed is recorded in commit order (the trace): shrinking replays it in one client.
@@ -21,9 +21,14 @@ use super::process::{Lsnpipe, log_excerpt};
 use super::workload::{Fault, Item, Plan, Stmt, Txn};
 use crate::support::{self, ClusterRef, Running};
 
-/// How long the initial copy may take, and how long catch-up may go without the target's
-/// progress row moving (a large transaction in a debug build included).
+/// How long the initial copy may take, and how long catch-up may go without the target doing
+/// anything: neither its progress row nor its WAL moving.
 const CATCH_UP: Duration = Duration::from_secs(45);
+/// How long catch-up may take in all while the target keeps writing. The progress row stands
+/// still while one large transaction is applied (over 45 s for 100,000 rows in a debug build on
+/// a loaded machine), so the target's WAL tells a busy lsnpipe from a stuck one; this bounds a
+/// lsnpipe that keeps retrying one transaction, which writes WAL too.
+const CATCH_UP_CAP: Duration = Duration::from_secs(600);
 
 /// The torture pair: private clusters, because faults restart the target.
 pub fn clusters() -> &'static (ClusterRef, ClusterRef) {
@@ -51,6 +56,8 @@ pub enum FailKind {
 pub struct Failure {
     pub kind: FailKind,
     pub detail: String,
+    /// lsnpipe's whole log of the run (every process), when the failure is lsnpipe's.
+    pub log: String,
 }
 
 /// What a run did and found.
@@ -99,6 +106,14 @@ fn fail(kind: FailKind, detail: impl Into<String>) -> Failure {
     Failure {
         kind,
         detail: detail.into(),
+        log: String::new(),
+    }
+}
+
+impl Failure {
+    fn with_log(mut self, log: String) -> Failure {
+        self.log = log;
+        self
     }
 }
 
@@ -423,19 +438,112 @@ async fn run_in(plan: &Plan, native: bool, db: &str, outcome: &mut Outcome) -> R
             l.start();
         }
     }
+    // The marker must reach the target through the stream. A copy that is still running (one
+    // resumed after a fault takes a new snapshot) could copy the marker itself while other
+    // tables still lag behind, so the marker waits for every copy to be over.
+    let copied = match early {
+        Some(failure) => Err(failure),
+        None => copies_done(db, &lsnpipe).await,
+    };
+    if native {
+        native_synced(db).await;
+    }
     // Caught up: a marker row committed after everything else has reached the target (and
     // the native copy, which replicates even when lsnpipe failed early).
     s.batch_execute("INSERT INTO public._torture_marker VALUES (1)")
         .await
         .map_err(|e| fail(FailKind::Harness, format!("marker: {e}")))?;
-    let result = match early {
-        Some(failure) => Err(failure),
-        None => catch_up_and_compare(plan, db, &lsnpipe).await,
+    let result = match copied {
+        Err(failure) => Err(failure),
+        Ok(()) => catch_up_and_compare(plan, db, &lsnpipe).await,
     };
     if native {
         outcome.native = Some(native_result(plan, db).await);
     }
     result
+}
+
+/// Wait until the target's copy state says every copy of the run is over: the initial copy
+/// (resumed ones included) done and no table pending.
+async fn copies_done(db: &str, lsnpipe: &tokio::sync::Mutex<Lsnpipe>) -> Result<(), Failure> {
+    let (_, target) = clusters();
+    let t = support::connect(target, db).await;
+    let slot = lsnpipe.lock().await.slot.clone();
+    // A copy held up by the target's restarts waits out lsnpipe's reconnect back-off too.
+    let deadline = Instant::now() + 2 * CATCH_UP;
+    loop {
+        let done = t
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done') \
+                 AND NOT EXISTS (SELECT 1 FROM lsnpipe.copy_state \
+                                 WHERE slot = $1 AND status = 'pending')",
+                &[&slot],
+            )
+            .await
+            .map(|r| r.get::<_, bool>(0))
+            // Before lsnpipe created its state tables.
+            .unwrap_or(false);
+        if done {
+            return Ok(());
+        }
+        let mut l = lsnpipe.lock().await;
+        if let Some((status, log)) = l.exited() {
+            if refused_dropped_slot(&l, &log) {
+                return Ok(());
+            }
+            return Err(fail(
+                FailKind::Stopped,
+                format!(
+                    "lsnpipe exited ({status}) before its copy was done:\n{}",
+                    log_excerpt(&l.log())
+                ),
+            )
+            .with_log(l.log()));
+        }
+        if Instant::now() > deadline {
+            return Err(fail(
+                FailKind::Stuck,
+                format!(
+                    "the copy was not done within {:?}:\n{}",
+                    2 * CATCH_UP,
+                    log_excerpt(&l.log())
+                ),
+            )
+            .with_log(l.log()));
+        }
+        drop(l);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Whether lsnpipe exited refusing to stream over a slot a fault dropped: the designed answer.
+fn refused_dropped_slot(l: &Lsnpipe, log: &str) -> bool {
+    l.slot_dropped
+        && log
+            .lines()
+            .any(|x| x.contains("ERROR") && x.to_lowercase().contains("slot"))
+}
+
+/// Wait (a while) until the native subscription has synchronised every table, for the same
+/// reason as [`copies_done`]; if it does not, the marker's wait reports it.
+async fn native_synced(db: &str) {
+    let (_, target) = clusters();
+    let n = support::connect(target, &format!("{db}_native")).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let syncing = n
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_subscription_rel WHERE srsubstate NOT IN ('r', 's')",
+                &[],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0))
+            .unwrap_or(1);
+        if syncing == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Stop lsnpipe once its initial copy is done, so the load builds a backlog it later catches
@@ -454,7 +562,8 @@ async fn pause(lsnpipe: &tokio::sync::Mutex<Lsnpipe>) -> Result<(), Failure> {
                     return Err(fail(
                         FailKind::Stopped,
                         format!("on SIGTERM: {status}:\n{}", log_excerpt(&log)),
-                    ));
+                    )
+                    .with_log(l.log()));
                 }
             }
             l.paused = true;
@@ -467,7 +576,8 @@ async fn pause(lsnpipe: &tokio::sync::Mutex<Lsnpipe>) -> Result<(), Failure> {
                     "lsnpipe exited ({status}) before streaming:\n{}",
                     log_excerpt(&l.log())
                 ),
-            ));
+            )
+            .with_log(l.log()));
         }
         if Instant::now() > deadline {
             return Err(fail(
@@ -476,7 +586,8 @@ async fn pause(lsnpipe: &tokio::sync::Mutex<Lsnpipe>) -> Result<(), Failure> {
                     "no initial copy within {CATCH_UP:?}:\n{}",
                     log_excerpt(&l.log())
                 ),
-            ));
+            )
+            .with_log(l.log()));
         }
         drop(l);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -491,7 +602,8 @@ async fn catch_up_and_compare(
     let (_, target) = clusters();
     let t = support::connect(target, db).await;
     let mut deadline = Instant::now() + CATCH_UP;
-    let mut progress = String::new();
+    let cap = Instant::now() + CATCH_UP_CAP;
+    let (mut progress, mut wal) = (String::new(), String::new());
     loop {
         let now = t
             .query_one(
@@ -501,9 +613,15 @@ async fn catch_up_and_compare(
             .await
             .map(|r| r.get::<_, String>(0))
             .unwrap_or_default();
-        if now != progress {
-            progress = now;
-            deadline = Instant::now() + CATCH_UP;
+        // The torture target serves this run only: its WAL moves when lsnpipe writes.
+        let wal_now = t
+            .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+            .await
+            .map(|r| r.get::<_, String>(0))
+            .unwrap_or_default();
+        if now != progress || wal_now != wal {
+            (progress, wal) = (now, wal_now);
+            deadline = (Instant::now() + CATCH_UP).min(cap);
         }
         let seen = t
             .query_opt("SELECT 1 FROM public._torture_marker", &[])
@@ -515,26 +633,25 @@ async fn catch_up_and_compare(
         }
         let mut l = lsnpipe.lock().await;
         if let Some((status, log)) = l.exited() {
-            let refused = log
-                .lines()
-                .any(|x| x.contains("ERROR") && x.to_lowercase().contains("slot"));
-            if l.slot_dropped && refused {
-                // Refusing to stream over a dropped slot is the designed answer.
+            if refused_dropped_slot(&l, &log) {
                 return Ok(());
             }
             return Err(fail(
                 FailKind::Stopped,
                 format!("lsnpipe exited ({status}):\n{}", log_excerpt(&l.log())),
-            ));
+            )
+            .with_log(l.log()));
         }
         if Instant::now() > deadline {
             return Err(fail(
                 FailKind::Stuck,
                 format!(
-                    "target stopped catching up: no progress for {CATCH_UP:?}; lsnpipe log:\n{}",
+                    "target stopped catching up: no progress for {CATCH_UP:?} (or not caught \
+                     up within {CATCH_UP_CAP:?}); lsnpipe log:\n{}",
                     log_excerpt(&l.log())
                 ),
-            ));
+            )
+            .with_log(l.log()));
         }
         drop(l);
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -547,7 +664,8 @@ async fn catch_up_and_compare(
                 "{d}\nlsnpipe's warnings and errors in this run:\n{}",
                 log_excerpt(&log)
             ),
-        ));
+        )
+        .with_log(log));
     }
 
     // A clean stop ends every run.
@@ -555,10 +673,12 @@ async fn catch_up_and_compare(
     if let Some(r) = running {
         let (status, log) = r.terminate().await;
         if !status.success() {
+            let whole = format!("{}{log}", lsnpipe.lock().await.history);
             return Err(fail(
                 FailKind::Stopped,
                 format!("on SIGTERM: {status}:\n{}", log_excerpt(&log)),
-            ));
+            )
+            .with_log(whole));
         }
     }
     Ok(())

@@ -442,6 +442,9 @@ pub fn plan_sql(plan: &Plan, failure: &Failure) -> String {
     if st.backlog {
         out.push_str("-- Start lsnpipe again (same command).\n");
     }
-    out.push_str("-- Then: INSERT INTO public._torture_marker VALUES (1); wait for it on the target; compare.\n");
+    out.push_str(
+        "-- Then, once lsnpipe.copy_run says done on the target: \
+         INSERT INTO public._torture_marker VALUES (1); wait for it on the target; compare.\n",
+    );
     out
 }
