@@ -244,6 +244,16 @@ const REFRESH_PERIOD: Duration = Duration::from_millis(200);
 /// source): the next failure is then retried after the first, short pause again.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 
+/// What one session leaves for the next.
+struct NextSession {
+    /// Commit the group at the first source commit at or past this end LSN (see
+    /// [`SessionEnd::Split`]).
+    commit_at: Option<Lsn>,
+    /// Ask the source to stream large transactions in progress. A session that could not apply
+    /// the streams it got runs the next one without.
+    streaming: bool,
+}
+
 async fn sessions(
     settings: &RunSettings,
     source_config: &ConnConfig,
@@ -252,10 +262,10 @@ async fn sessions(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<(), RunError> {
     let mut backoff = Backoff::new();
-    let mut commit_at = None;
-    // Whether the next session asks the source to stream large transactions in progress. A
-    // session that could not apply the streams it got runs the next one without.
-    let mut streaming = true;
+    let mut next = NextSession {
+        commit_at: None,
+        streaming: true,
+    };
     loop {
         let started = Instant::now();
         let mut progress = false;
@@ -266,11 +276,10 @@ async fn sessions(
             telemetry,
             shutdown,
             &mut progress,
-            &mut commit_at,
-            streaming,
+            &mut next,
         )
         .await;
-        streaming = !matches!(
+        next.streaming = !matches!(
             result,
             Err(RunError::TooManyStreams(_) | RunError::StreamDuringCopy)
         );
@@ -287,7 +296,7 @@ async fn sessions(
                     "the source stream stalled inside a transaction: the finished ones before \
                      it are applied again and committed on their own"
                 );
-                commit_at = Some(end_lsn);
+                next.commit_at = Some(end_lsn);
                 continue;
             }
             Err(RunError::StoppedWhileWaiting { doing }) => {
@@ -352,8 +361,7 @@ async fn session(
     telemetry: &Telemetry,
     shutdown: &mut watch::Receiver<bool>,
     progress: &mut bool,
-    commit_at: &mut Option<Lsn>,
-    streaming: bool,
+    next: &mut NextSession,
 ) -> Result<SessionEnd, RunError> {
     let mut target_calls = TargetCalls {
         limit: settings.target_timeout,
@@ -437,7 +445,7 @@ async fn session(
         }),
         // A table still to be caught up by its copy filters changes by their commit position,
         // which a streamed change does not have yet: no streaming until every copy is done.
-        streaming: streaming && !sync_filter.binds_after(start),
+        streaming: next.streaming && !sync_filter.binds_after(start),
     };
     let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;
     tracing::info!(slot = %settings.slot, start = %start, "streaming");
@@ -641,7 +649,7 @@ async fn session(
             .await?;
         if let Some(end_lsn) = commit {
             in_transaction = false;
-            let split_here = commit_at.is_some_and(|at| end_lsn >= at);
+            let split_here = next.commit_at.is_some_and(|at| end_lsn >= at);
             let caught_up = stream.is_caught_up();
             if target_calls
                 .call("committing", applier.commit_if(caught_up || split_here))
@@ -651,7 +659,7 @@ async fn session(
                 telemetry.applied(applier.take_committed());
                 *progress = true;
                 if split_here {
-                    *commit_at = None;
+                    next.commit_at = None;
                 }
             }
         }
