@@ -134,7 +134,7 @@ async fn equal_tables_pass_and_tampered_rows_are_named() {
         .batch_execute(
             "UPDATE a SET v = 'tampered' WHERE id = 1234;
              DELETE FROM a WHERE id = 77;
-             INSERT INTO a (id, v) VALUES (5000, 'extra');
+             INSERT INTO a (id, v) VALUES (5000, 'extra'), (-5, 'below the first key');
              UPDATE a SET t = t + interval '1 s', n = 0 WHERE id = 2999;
              DELETE FROM b WHERE ctid = (SELECT min(ctid) FROM b WHERE x = 7);
              INSERT INTO b VALUES (999, 'extra');",
@@ -148,6 +148,7 @@ async fn equal_tables_pass_and_tampered_rows_are_named() {
         "\"public\".\"a\" different id=1234 columns: v",
         "\"public\".\"a\" missing id=77",
         "\"public\".\"a\" extra id=5000",
+        "\"public\".\"a\" extra id=-5",
         "\"public\".\"a\" different id=2999 columns: t, n",
         "\"public\".\"b\" missing (7,b7)",
         "\"public\".\"b\" extra (999,extra)",
