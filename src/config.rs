@@ -111,6 +111,8 @@ pub struct FileSettings {
     pub copy_jobs: Option<u32>,
     pub create_tables: Option<bool>,
     pub schema_changes: Option<SchemaChanges>,
+    /// `run --sync-sequences SECS` (0: off).
+    pub sync_sequences: Option<u64>,
     /// `--log-format` (a global flag): "text" or "json".
     pub log_format: Option<String>,
     /// Settings of `lsnpipe demo`.

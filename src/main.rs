@@ -171,6 +171,7 @@ fn main() -> ExitCode {
             };
             let sync = cmd
                 .sync_sequences
+                .or(file.sync_sequences)
                 .filter(|s| *s > 0)
                 .map(Duration::from_secs);
             runtime.block_on(run(settings, sync))

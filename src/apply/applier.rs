@@ -339,7 +339,7 @@ impl Applier {
         let mut columns = ColumnSet::with_columns(relation.source.columns.len());
         let mut row = Vec::with_capacity(relation.source.columns.len());
         for (i, value) in insert.new.iter().enumerate() {
-            if let Some(p) = param(value) {
+            if let Some(p) = written(relation, i, value) {
                 columns.insert(i);
                 row.push(p);
             }
@@ -360,7 +360,12 @@ impl Applier {
             // The key is unchanged: the planner decides whether it may be folded.
             let mut key = Vec::new();
             key_params(relation, &update.new, &mut key)?;
-            let values = update.new.iter().map(param).collect();
+            let values = update
+                .new
+                .iter()
+                .enumerate()
+                .map(|(i, value)| written(relation, i, value))
+                .collect();
             self.planner.update(oid, order, key, values);
             return self.run_plans().await;
         }
@@ -371,7 +376,7 @@ impl Applier {
         let mut set = ColumnSet::with_columns(width);
         let mut params = Vec::with_capacity(width * 2);
         for (i, value) in update.new.iter().enumerate() {
-            if let Some(p) = param(value) {
+            if let Some(p) = written(relation, i, value) {
                 set.insert(i);
                 params.push(p);
             }
@@ -803,6 +808,15 @@ async fn prepare_session(client: &Client) -> Result<bool, ApplyError> {
     }
 }
 
+/// The value written to source column `i`: none for a column generated on the target (the
+/// target computes it) or an unchanged TOAST value.
+fn written(relation: &Relation, i: usize, value: ColumnValue) -> Option<Param> {
+    if relation.target.as_ref().is_some_and(|t| t.is_generated(i)) {
+        return None;
+    }
+    param(value)
+}
+
 fn param(value: ColumnValue) -> Option<Param> {
     match value {
         ColumnValue::Null => Some(Param::Null),
@@ -867,6 +881,11 @@ fn full_match(
     let mut skipped = ColumnSet::with_columns(width);
     for (i, value) in old.iter().enumerate() {
         let equality = comparable.and_then(|c| c.get(i)).copied().unwrap_or(false);
+        if relation.target.as_ref().is_some_and(|t| t.is_generated(i)) {
+            // The target computed its own value; the row is found by the others.
+            skipped.insert(i);
+            continue;
+        }
         match value {
             ColumnValue::Null => nulls.insert(i),
             ColumnValue::Binary(_) if !equality => skipped.insert(i),

@@ -86,6 +86,17 @@ pub struct TargetTable {
     /// (unbounded), not as `character` / `bit`, which mean length 1 and would truncate in a cast;
     /// the column's own modifier is applied, with its errors, on assignment.
     pub types: Vec<String>,
+    /// Per source column: generated on the target (`GENERATED ALWAYS AS … STORED`). Such a column
+    /// is never written, whatever the source sends (a plain column there, or a generated one
+    /// published with PostgreSQL 18's `publish_generated_columns`): the target computes it.
+    pub generated: Vec<bool>,
+}
+
+impl TargetTable {
+    /// Whether source column `i` is generated on the target.
+    pub fn is_generated(&self, i: usize) -> bool {
+        self.generated.get(i).copied().unwrap_or(false)
+    }
 }
 
 /// A cached relation.
@@ -185,11 +196,16 @@ impl RelationCache {
             altered = root;
         }
         let mut target = Vec::new();
+        let mut generated = std::collections::HashSet::new();
         for row in client
             .query(DRIFT_COLUMNS, &[&table_oid])
             .await
             .map_err(catalog_error)?
         {
+            if row.try_get::<_, bool>(4).map_err(catalog_error)? {
+                generated.insert(row.try_get::<_, String>(0).map_err(catalog_error)?);
+                continue;
+            }
             target.push(TargetColumn {
                 name: row.try_get(0).map_err(catalog_error)?,
                 type_name: row.try_get(1).map_err(catalog_error)?,
@@ -217,6 +233,10 @@ impl RelationCache {
                     ))
                 })?,
             };
+            if generated.contains(&column.name) {
+                // The target computes it: nothing to fit.
+                continue;
+            }
             source_types.push(SourceType {
                 name: column.name.clone(),
                 type_name,
@@ -315,11 +335,13 @@ const PARTITION_ROOT: &str = "SELECT CASE WHEN c.relispartition \
 /// OIDs below this are the same built-in types on every server.
 const FIRST_USER_OID: u32 = 16_384;
 
-/// The target's columns as the drift check compares them (generated columns are the target's).
+/// The target's columns as the drift check compares them, and whether each is generated
+/// (generated columns are the target's: never added, altered or dropped, nor written).
 const DRIFT_COLUMNS: &str = "SELECT a.attname::text, \
-        pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef \
+        pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull, a.atthasdef, \
+        a.attgenerated <> '' \
     FROM pg_catalog.pg_attribute a \
-    WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' \
+    WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped \
     ORDER BY a.attnum";
 
 /// Each source column's type spelled by the target (meaningful for built-in OIDs only).
@@ -358,7 +380,7 @@ const TABLE_COLUMNS: &str = "WITH RECURSIVE chain(attname, typ, depth) AS ( \
           OR EXISTS (SELECT 1 FROM pg_catalog.pg_cast k WHERE k.castsource = t.oid \
                      AND k.casttarget = oc.opcintype AND k.castmethod = 'b' \
                      AND k.castcontext = 'i')) \
-    ), pg_catalog.format_type(a.atttypid, -1) \
+    ), pg_catalog.format_type(a.atttypid, -1), a.attgenerated <> '' \
     FROM leaf l JOIN pg_catalog.pg_attribute a ON a.attrelid = $1 AND a.attname = l.attname";
 
 /// Each unique index and exclusion constraint: whether it compares something other than plain
@@ -424,12 +446,14 @@ async fn lookup_target(
         let column: String = row.try_get(0).map_err(catalog_error)?;
         let comparable: bool = row.try_get(1).map_err(catalog_error)?;
         let type_name: String = row.try_get(2).map_err(catalog_error)?;
-        target_columns.insert(column, (comparable, type_name));
+        let generated: bool = row.try_get(3).map_err(catalog_error)?;
+        target_columns.insert(column, (comparable, type_name, generated));
     }
     let mut comparable = Vec::with_capacity(source.columns.len());
     let mut types = Vec::with_capacity(source.columns.len());
+    let mut generated = Vec::with_capacity(source.columns.len());
     for column in &source.columns {
-        let Some((equality, type_name)) = target_columns.remove(&column.name) else {
+        let Some((equality, type_name, is_generated)) = target_columns.remove(&column.name) else {
             return Err(ApplyError::MissingColumn {
                 table: name.to_owned(),
                 column: column.name.clone(),
@@ -437,6 +461,7 @@ async fn lookup_target(
         };
         comparable.push(equality);
         types.push(type_name);
+        generated.push(is_generated);
     }
     let mut indexes = Vec::new();
     for row in client
@@ -465,6 +490,7 @@ async fn lookup_target(
         order: table_order(&key, &indexes, triggers),
         comparable,
         types,
+        generated,
     })
 }
 
@@ -499,6 +525,7 @@ mod tests {
             order: TableOrder::Keyed,
             comparable: vec![true, true],
             types: vec!["integer".into(), "integer".into()],
+            generated: vec![false, false],
         });
         assert!(!cache.replace(relation(&["id", "a"])));
         assert!(cache.get(7).unwrap().target.is_some());

@@ -152,6 +152,7 @@ mod tests {
                 order: crate::apply::planner::TableOrder::Keyed,
                 comparable: vec![true, false, true],
                 types: vec!["integer".into(), "json".into(), "text".into()],
+                generated: vec![false; 3],
             }),
         }
     }

@@ -196,6 +196,7 @@ mod tests {
             .join("\n");
         let f = FileSettings::parse(&uncommented, &path).unwrap();
         assert!(f.source.is_some() && f.target.is_some() && f.demo.rate.is_some());
+        assert_eq!(f.sync_sequences, Some(60));
         FileSettings::parse(&text, &path).unwrap();
     }
 }

@@ -5,7 +5,8 @@
 //!  [--fence] ALTER DATABASE … SET default_transaction_read_only = on (new sessions read-only)
 //!            ─▶ sessions older than the fence: idle ones ended (they reconnect read-only),
 //!               ones in a transaction waited for, up to --fence-timeout-secs
-//!  source WAL position L ─▶ target lsnpipe.progress ≥ L (a `lsnpipe run` must stream the slot)
+//!  source WAL position L ─▶ target lsnpipe.progress ≥ L (streamed by the running `lsnpipe run`,
+//!                           or, when none streams the slot, by the same pipeline run here)
 //!  ─▶ sequences copied exactly ─▶ verify ─▶ stop request in lsnpipe.cutover on the target:
 //!     the running `lsnpipe run` stops cleanly (walsender ended only if it does not in time)
 //!  any failure after the fence: the fence is undone (ALTER DATABASE … RESET …)
@@ -14,7 +15,8 @@
 //! The stop request is a row `(slot, stop_at)` in `lsnpipe.cutover` on the target; `lsnpipe
 //! run` looks for it every second ([`stop_requested`]) and stops like on SIGTERM once its
 //! progress row has reached `stop_at`. The row stays, so a restarted `run` stops again; delete
-//! it to stream that slot again.
+//! it (or `lsnpipe teardown`) to stream that slot again. The pipeline cutover runs itself for an
+//! unattended slot watches the same row, so both cases end the same way.
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -259,24 +261,122 @@ async fn after_fence(
     let slot = &opts.conn.slot;
     let lsn = session::current_lsn(source).await?;
     // A `lsnpipe run` that is between sessions (starting, or reconnecting after an error: at
-    // most 30 s apart) gets that long to come back before the slot counts as unattended.
-    let grace = Instant::now() + opts.wait.min(Duration::from_secs(35));
-    while session::slot_active_pid(source, slot)
+    // most 30 s apart) would find the slot taken; it retries, and the stop request below ends
+    // it too once the target has everything.
+    let mut own = None::<OwnRun>;
+    if session::slot_active_pid(source, slot)
         .await?
         .flatten()
         .is_none()
         && session::pending_changes(source, slot, &opts.publication).await? > 0
     {
-        if Instant::now() >= grace {
-            return Err(OpsError::Refused(format!(
-                "slot {slot} holds changes the target has not applied and no `lsnpipe run` \
-                 streams it: start `lsnpipe run` for this slot and run cutover again"
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        say(
+            out,
+            &format!("no `lsnpipe run` streams slot {slot}: streaming the rest here"),
+        )?;
+        own = Some(OwnRun::start(opts)?);
     }
+    let outcome = caught_up(opts, args, source, target, lsn, own.as_ref(), out).await;
+    if let Some(own) = own {
+        // Stopped by the stop request when everything went well; asked to stop otherwise.
+        own.finish().await?;
+    }
+    outcome
+}
+
+/// `lsnpipe run` inside cutover, for a slot nobody streams: the same pipeline, stopped by the
+/// same stop request (or by cutover when a step fails).
+struct OwnRun {
+    task: tokio::task::JoinHandle<Result<(), crate::pipeline::RunError>>,
+    cancel: tokio::sync::watch::Sender<bool>,
+}
+
+impl OwnRun {
+    fn start(opts: &VerifyOptions) -> Result<OwnRun, OpsError> {
+        use crate::config::{FileSettings, RunArgs, RunSettings};
+        let args = RunArgs {
+            source: Some(opts.conn.source.clone()),
+            target: Some(opts.conn.target.clone()),
+            publication: Some(opts.publication.clone()),
+            slot: Some(opts.conn.slot.clone()),
+            metrics_listen: Some("off".into()),
+            // The slot exists and the target holds its data: never copy here.
+            snapshot: Some(false),
+            ..RunArgs::default()
+        };
+        let settings = RunSettings::resolve(&args, &FileSettings::default())
+            .map_err(|e| OpsError::Refused(format!("cannot stream the rest: {e}")))?;
+        let registry = prometheus::Registry::new();
+        let metrics = crate::metrics::Metrics::register(&registry)
+            .map_err(|e| OpsError::Refused(format!("cannot stream the rest: {e}")))?;
+        let telemetry = crate::telemetry::Telemetry::new(
+            metrics,
+            std::sync::Arc::new(crate::metrics::Health::new()),
+        );
+        let (cancel, mut cancelled) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let (stop, stop_rx) = tokio::sync::watch::channel(false);
+            let requested = stop_requested(settings.target.clone(), settings.slot.clone());
+            let pipeline = crate::pipeline::run(&settings, &telemetry, stop_rx);
+            tokio::pin!(pipeline);
+            tokio::select! {
+                done = &mut pipeline => return done,
+                () = requested => {}
+                _ = cancelled.wait_for(|c| *c) => {}
+            }
+            let _ = stop.send(true);
+            pipeline.await
+        });
+        Ok(OwnRun { task, cancel })
+    }
+
+    /// Resolves if the pipeline ends on its own (an error it does not retry).
+    async fn ended(&self) {
+        while !self.task.is_finished() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn finish(self) -> Result<(), OpsError> {
+        let _ = self.cancel.send(true);
+        match self.task.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(OpsError::Refused(format!(
+                "streaming the rest of slot failed: {}",
+                crate::report::chain(&e)
+            ))),
+            Err(e) => Err(OpsError::Refused(format!(
+                "streaming the rest stopped: {e}"
+            ))),
+        }
+    }
+}
+
+/// From the source position `lsn` on: catch up, copy sequences, verify, stop streaming.
+async fn caught_up(
+    opts: &VerifyOptions,
+    args: &CutoverArgs,
+    source: &Side,
+    target: &Side,
+    lsn: Lsn,
+    own: Option<&OwnRun>,
+    out: &mut dyn Write,
+) -> Result<bool, OpsError> {
+    let slot = &opts.conn.slot;
     let t = Instant::now();
-    session::wait_for_target(source, target, slot, &opts.publication, lsn, opts.wait).await?;
+    let wait = session::wait_for_target(source, target, slot, &opts.publication, lsn, opts.wait);
+    match own {
+        None => wait.await?,
+        Some(own) => tokio::select! {
+            waited = wait => waited?,
+            () = own.ended() => {
+                return Err(OpsError::Refused(format!(
+                    "streaming the rest of slot {slot} stopped before the target caught up \
+                     (the log above says why)"
+                )));
+            }
+        },
+    }
     say(
         out,
         &format!(

@@ -47,7 +47,7 @@ pub async fn run(
         write(
             out,
             format!(
-                "  - delete slot {slot}'s rows from lsnpipe.progress and its copy state on the target ({}), and drop \
+                "  - delete slot {slot}'s rows from lsnpipe.progress, its copy state and any cutover stop request on the target ({}), and drop \
                  the lsnpipe schema if nothing else is left in it",
                 target.config.redacted()
             ),
@@ -123,8 +123,14 @@ pub(crate) async fn drop_slot(
     Ok(())
 }
 
-/// lsnpipe's tables on the target; each names the slot its rows belong to.
-const BOOKKEEPING: [&str; 3] = ["lsnpipe.progress", "lsnpipe.copy_run", "lsnpipe.copy_state"];
+/// lsnpipe's tables on the target; each names the slot its rows belong to. A stop request of
+/// `cutover` goes too: a new slot of the same name must stream, not stop at once.
+const BOOKKEEPING: [&str; 4] = [
+    "lsnpipe.progress",
+    "lsnpipe.copy_run",
+    "lsnpipe.copy_state",
+    "lsnpipe.cutover",
+];
 
 async fn table_exists(target: &Side, table: &str) -> Result<bool, OpsError> {
     Ok(target
@@ -145,8 +151,9 @@ pub(crate) async fn has_bookkeeping(target: &Side) -> Result<bool, OpsError> {
     Ok(false)
 }
 
-/// Delete the slot's rows (its position, and its initial copy's state, so that a new slot is
-/// copied again); drop each table, and the schema, only when they hold nothing else.
+/// Delete the slot's rows (its position, its initial copy's state, so that a new slot is
+/// copied again, and a cutover's stop request); drop each table, and the schema, only when
+/// they hold nothing else.
 pub(crate) async fn drop_bookkeeping(
     target: &Side,
     slot: &str,

@@ -49,6 +49,7 @@ pub use added::{AddedTables, TableSync};
 pub use error::SnapshotError;
 pub use filter::{Hold, SyncFilter};
 pub use progress::LogWriter;
+pub(crate) use progress::lift_logs_around;
 
 use crate::Lsn;
 use crate::metrics::Metrics;

@@ -21,6 +21,12 @@ static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LogWriter;
 
+/// Draw log lines around these bars from now on (`None`: no bars any more). For progress shown
+/// by other commands (`verify`).
+pub(crate) fn lift_logs_around(bars: Option<MultiProgress>) {
+    *BARS.lock().unwrap_or_else(|e| e.into_inner()) = bars;
+}
+
 /// One log event, written whole when dropped.
 #[derive(Debug)]
 pub struct LogLine(Vec<u8>);

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use tokio::sync::mpsc;
 use tokio_postgres::types::ToSql;
 
+use super::buckets::Buckets;
 use super::diff::{self, Chunk, Difference, Key, Row, Settled};
 use super::plan::{Side as At, TablePlan};
 use super::report::{Example, TableReport};
@@ -54,8 +55,32 @@ pub(super) async fn compare(
         keyed: true,
         ..TableReport::default()
     };
-    let differing = first_pass(ctx, plan, source, target, &mut report).await?;
-    report.reread = differing.len() as u64;
+    // A rate limit needs the walk in chunks: a bucket scan reads the whole table at once.
+    let bucketed = match plan.integer_key() {
+        Some(key) if ctx.opts.max_rows_per_sec.is_none() => {
+            bucket_pass(ctx, plan, key, source, target, &mut report).await?
+        }
+        _ => None,
+    };
+    let differing = match bucketed {
+        Some(ranges) => {
+            report.reread = ranges.len() as u64;
+            if ranges.is_empty() {
+                Vec::new()
+            } else {
+                walk(ctx, plan, source, target, &ranges, false)
+                    .await?
+                    .differing
+            }
+        }
+        None => {
+            let walked = walk(ctx, plan, source, target, &[(None, None)], true).await?;
+            report.chunks = walked.chunks;
+            report.rows = walked.rows;
+            report.reread = walked.differing.len() as u64;
+            walked.differing
+        }
+    };
     let per_batch = usize::try_from((ROWS_PER_BATCH / ctx.opts.chunk_rows).max(1)).unwrap_or(1);
     for batch in differing.chunks(per_batch) {
         resolve(ctx, plan, source, target, batch, &mut report).await?;
@@ -63,88 +88,214 @@ pub(super) async fn compare(
     Ok(report)
 }
 
-/// Source chunks under one snapshot, and the target's hashes of the same key ranges as they
-/// arrive (once the target has reached the snapshot's position); the ranges that differ.
-async fn first_pass(
+/// A key range `(lower, upper]`; `None` is open.
+type Range = (Option<Key>, Option<Key>);
+
+/// Per bucket: rows and the sum of their hashes.
+type BucketHashes = HashMap<i64, (i64, String)>;
+
+/// Settings for one bucket scan. The planner counts one group per key (it cannot know the
+/// buckets are few), so it would sort the whole table for a grouped aggregate: without sorts
+/// it hashes, in parallel when it may hand rows to the leader for free, and JIT compiling a
+/// plan it prices that high costs seconds.
+const BUCKET_SCAN_SETTINGS: &str =
+    "SET LOCAL enable_sort = off; SET LOCAL parallel_tuple_cost = 0; SET LOCAL jit = off";
+
+async fn bucket_hashes(side: &Side, sql: &str, layout: &Buckets) -> Result<BucketHashes, OpsError> {
+    side.client
+        .batch_execute(BUCKET_SCAN_SETTINGS)
+        .await
+        .map_err(side.sql("set up a bucket scan"))?;
+    let got = side
+        .client
+        .query(
+            sql,
+            &[&layout.min, &layout.max, &layout.width, &layout.count],
+        )
+        .await
+        .map_err(side.sql("hash a table's key ranges"))?;
+    got.iter()
+        .map(|r| Ok((r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?))))
+        .collect::<Result<_, tokio_postgres::Error>>()
+        .map_err(side.sql("hash a table's key ranges"))
+}
+
+/// One scan of each side at once, hashing key-range buckets; the ranges whose hashes differ.
+/// `None` when the key range does not suit bucket arithmetic (the table is walked instead).
+async fn bucket_pass(
+    ctx: &Ctx<'_>,
+    plan: &TablePlan,
+    key: usize,
+    source: &Side,
+    target: &Side,
+    report: &mut TableReport,
+) -> Result<Option<Vec<Range>>, OpsError> {
+    let lsn = begin_snapshot(source).await?;
+    ctx.saw(lsn);
+    let row = source
+        .client
+        .query_one(&plan.key_bounds_sql(key), &[&plan.qualified()])
+        .await
+        .map_err(source.sql("read the key range"))?;
+    let read = (|| -> Result<_, tokio_postgres::Error> {
+        Ok((
+            row.try_get::<_, Option<i64>>(0)?,
+            row.try_get::<_, Option<i64>>(1)?,
+            row.try_get::<_, f64>(2)?,
+        ))
+    })()
+    .map_err(source.sql("read the key range"))?;
+    let Some(layout) = Buckets::new(read.0.zip(read.1), read.2, ctx.opts.chunk_rows) else {
+        commit(source).await?;
+        return Ok(None);
+    };
+    let source_read = async {
+        let b = bucket_hashes(source, &plan.key_bucket_hash_sql(At::Source, key), &layout).await?;
+        commit(source).await?;
+        Ok::<_, OpsError>(b)
+    };
+    // The target's scan starts once it has reached the snapshot, while the source's runs.
+    let target_read = async {
+        ctx.wait(target, lsn).await?;
+        target
+            .client
+            .batch_execute("BEGIN READ ONLY")
+            .await
+            .map_err(target.sql("begin a bucket scan"))?;
+        let b = bucket_hashes(target, &plan.key_bucket_hash_sql(At::Target, key), &layout).await;
+        commit(target).await?;
+        b
+    };
+    let (on_source, on_target) = tokio::join!(source_read, target_read);
+    let (on_source, on_target) = (on_source?, on_target?);
+    let rows: i64 = on_source.values().map(|(n, _)| n).sum();
+    ctx.pace.took(rows).await;
+    report.rows = u64::try_from(rows).unwrap_or(0);
+    report.chunks = u64::try_from(layout.count).unwrap_or(0);
+    let mut differing: Vec<i64> = on_source
+        .keys()
+        .chain(on_target.keys())
+        .filter(|b| on_source.get(b) != on_target.get(b))
+        .copied()
+        .collect();
+    differing.sort_unstable();
+    differing.dedup();
+    Ok(Some(
+        differing.into_iter().map(|b| layout.range(b)).collect(),
+    ))
+}
+
+/// What a walk in chunks found.
+struct Walked {
+    differing: Vec<Chunk>,
+    chunks: u64,
+    rows: u64,
+}
+
+/// Source chunks of the ranges in key order under one snapshot, and the target's hashes of the
+/// same key ranges as they arrive (once the target has reached the snapshot's position); the
+/// chunks that differ. `first`: this is the table's first comparison (its position and rows
+/// count for the report and the rate limit).
+async fn walk(
     ctx: &Ctx<'_>,
     plan: &TablePlan,
     source: &Side,
     target: &Side,
-    report: &mut TableReport,
-) -> Result<Vec<Chunk>, OpsError> {
+    ranges: &[Range],
+    first: bool,
+) -> Result<Walked, OpsError> {
     let limit = ctx.opts.chunk_rows;
     let limit_i = i64::try_from(limit).unwrap_or(i64::MAX);
     let lsn = begin_snapshot(source).await?;
-    ctx.saw(lsn);
-    let first = prepare(source, plan.source_chunk_sql(false, limit)).await?;
-    let next = prepare(source, plan.source_chunk_sql(true, limit)).await?;
-    let mut on_target = Vec::new();
+    if first {
+        ctx.saw(lsn);
+    }
+    let (mut on_source, mut on_target) = (Vec::new(), Vec::new());
     for (lower, upper) in [(false, false), (false, true), (true, false), (true, true)] {
+        on_source.push(prepare(source, plan.source_chunk_sql(lower, upper, limit)).await?);
         on_target.push(prepare(target, plan.range_hash_sql(At::Target, lower, upper)).await?);
     }
+    let which = |lower: &Option<Key>, upper: &Option<Key>| {
+        usize::from(lower.is_some()) * 2 + usize::from(upper.is_some())
+    };
 
     let (tx, mut rx) = mpsc::channel::<Chunk>(16);
     let source_pass = async move {
-        let mut lower: Option<Key> = None;
-        loop {
-            let row = match &lower {
-                None => source.client.query_one(&first, &[]).await,
-                Some(k) => source.client.query_one(&next, &params(k)).await,
+        'ranges: for (start, end) in ranges {
+            let mut lower = start.clone();
+            loop {
+                let mut values = lower.clone().unwrap_or_default();
+                values.extend(end.clone().unwrap_or_default());
+                let row = source
+                    .client
+                    .query_one(&on_source[which(&lower, end)], &params(&values))
+                    .await
+                    .map_err(source.sql("hash a chunk"))?;
+                let read = (|| -> Result<_, tokio_postgres::Error> {
+                    Ok((
+                        row.try_get::<_, i64>(0)?,
+                        row.try_get::<_, String>(1)?,
+                        row.try_get::<_, Option<Key>>(2)?,
+                    ))
+                })()
+                .map_err(source.sql("hash a chunk"))?;
+                let mut chunk = diff::chunks(std::slice::from_ref(&read), limit_i)
+                    .pop()
+                    .ok_or_else(|| OpsError::Refused("no chunk from a chunk read".into()))?;
+                chunk.lower = lower.clone();
+                let is_last = chunk.upper.is_none();
+                if is_last {
+                    chunk.upper = end.clone();
+                }
+                if first {
+                    ctx.pace.took(chunk.rows).await;
+                }
+                if tx.send(chunk).await.is_err() {
+                    break 'ranges;
+                }
+                if is_last {
+                    break;
+                }
+                lower = read.2;
             }
-            .map_err(source.sql("hash a chunk"))?;
-            let read = (|| -> Result<_, tokio_postgres::Error> {
-                Ok((
-                    row.try_get::<_, i64>(0)?,
-                    row.try_get::<_, String>(1)?,
-                    row.try_get::<_, Option<Key>>(2)?,
-                ))
-            })()
-            .map_err(source.sql("hash a chunk"))?;
-            let mut chunk = diff::chunks(std::slice::from_ref(&read), limit_i)
-                .pop()
-                .ok_or_else(|| OpsError::Refused("no chunk from a chunk read".into()))?;
-            chunk.lower = lower.clone();
-            let is_last = chunk.upper.is_none();
-            ctx.pace.took(chunk.rows).await;
-            if tx.send(chunk).await.is_err() || is_last {
-                break;
-            }
-            lower = read.2;
         }
         drop(tx);
         commit(source).await
     };
     let target_pass = async {
         ctx.wait(target, lsn).await?;
-        let mut differing = Vec::new();
-        let (mut chunks, mut rows) = (0u64, 0u64);
+        let mut walked = Walked {
+            differing: Vec::new(),
+            chunks: 0,
+            rows: 0,
+        };
         while let Some(chunk) = rx.recv().await {
-            let which = usize::from(chunk.lower.is_some()) * 2 + usize::from(chunk.upper.is_some());
             let values = bounds(&chunk);
             let row = target
                 .client
-                .query_one(&on_target[which], &params(&values))
+                .query_one(
+                    &on_target[which(&chunk.lower, &chunk.upper)],
+                    &params(&values),
+                )
                 .await
                 .map_err(target.sql("hash a chunk"))?;
             let (count, sum) = (|| -> Result<(i64, String), tokio_postgres::Error> {
                 Ok((row.try_get(0)?, row.try_get(1)?))
             })()
             .map_err(target.sql("hash a chunk"))?;
-            chunks += 1;
-            rows += u64::try_from(chunk.rows).unwrap_or(0);
+            walked.chunks += 1;
+            walked.rows += u64::try_from(chunk.rows).unwrap_or(0);
             if count != chunk.rows || sum != chunk.sum {
-                differing.push(chunk);
+                walked.differing.push(chunk);
             }
         }
-        Ok::<_, OpsError>((differing, chunks, rows))
+        Ok::<_, OpsError>(walked)
     };
     let (source_done, target_done) = tokio::join!(source_pass, target_pass);
     // A target failure drops the channel and ends the source pass early: report it first.
-    let (differing, chunks, rows) = target_done?;
+    let walked = target_done?;
     source_done?;
-    report.chunks = chunks;
-    report.rows = rows;
-    Ok(differing)
+    Ok(walked)
 }
 
 /// Rows read row by row at once when chunks differ: the chunks of one batch share a source

@@ -16,6 +16,7 @@
 //! so a key printed by one server is read back by the other. Identifiers are always quoted;
 //! no value is ever put into SQL text.
 
+use super::buckets::integer_type;
 use crate::wire::quote_ident;
 
 /// Which server a statement is for: the source applies the publication's row filter, and each
@@ -157,10 +158,10 @@ impl TablePlan {
         sql
     }
 
-    /// Source: the next chunk of at most `limit` rows after the lower key (parameters `$1…`
-    /// when `lower`): `count`, `sum(hash)` as text, and the chunk's last key as text array
-    /// (NULL when empty).
-    pub fn source_chunk_sql(&self, lower: bool, limit: u64) -> String {
+    /// Source: the next chunk of at most `limit` rows after the lower key and up to the upper
+    /// key (parameters `$1…`, lower first, when present): `count`, `sum(hash)` as text, and the
+    /// chunk's last key as text array (NULL when empty).
+    pub fn source_chunk_sql(&self, lower: bool, upper: bool, limit: u64) -> String {
         if let ([only], [ty]) = (self.key.as_slice(), self.source_key_types.as_slice()) {
             if has_max(ty) {
                 // One key column with a max() aggregate: the rows stream through one aggregate,
@@ -173,7 +174,7 @@ impl TablePlan {
                     col = self.column(*only),
                     hash = self.row_hash(),
                     from = self.from(Side::Source),
-                    range = self.range(Side::Source, lower, false),
+                    range = self.range(Side::Source, lower, upper),
                 );
             }
         }
@@ -199,7 +200,7 @@ impl TablePlan {
             texts = texts.join(", "),
             hash = self.row_hash(),
             from = self.from(Side::Source),
-            range = self.range(Side::Source, lower, false),
+            range = self.range(Side::Source, lower, upper),
             order = self.key_order(),
             last = last.join(", "),
         )
@@ -213,6 +214,50 @@ impl TablePlan {
             hash = self.row_hash(),
             from = self.from(side),
             range = self.range(side, lower, upper),
+        )
+    }
+
+    /// The single integer key column, when both sides hold it as an integer type: such a
+    /// table is first compared by key-range buckets (see [`super::buckets`]).
+    pub fn integer_key(&self) -> Option<usize> {
+        match (
+            self.key.as_slice(),
+            self.source_key_types.as_slice(),
+            self.target_key_types.as_slice(),
+        ) {
+            ([only], [s], [t]) if integer_type(s) && integer_type(t) => Some(*only),
+            _ => None,
+        }
+    }
+
+    /// Source: the key's `min` and `max` (from the index, without the row filter: a wider range
+    /// only makes buckets wider) and the estimated rows of the table and its partitions
+    /// (`$1`: the qualified name; not positive when never analyzed).
+    pub fn key_bounds_sql(&self, key: usize) -> String {
+        let only = if self.partitioned { "" } else { "ONLY " };
+        format!(
+            "SELECT min({col})::int8, max({col})::int8, \
+             (SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::float8 \
+              FROM pg_catalog.pg_partition_tree($1::text::regclass) p \
+              JOIN pg_catalog.pg_class c ON c.oid = p.relid WHERE p.isleaf) \
+             FROM {only}{table} AS t",
+            col = self.column(key),
+            table = self.qualified(),
+        )
+    }
+
+    /// Either side: `bucket, count, sum(hash)` per key-range bucket in one scan; parameters
+    /// `$1` min, `$2` max, `$3` width, `$4` buckets (all `int8`). Keys outside `[min, max]`
+    /// fall into the first or last bucket.
+    pub fn key_bucket_hash_sql(&self, side: Side, key: usize) -> String {
+        format!(
+            "SELECT b, count(*)::int8, sum(h)::text FROM \
+             (SELECT CASE WHEN {k} < $1::int8 THEN 0 WHEN {k} > $2::int8 THEN $4::int8 - 1 \
+                     ELSE ({k}::int8 - $1::int8) / $3::int8 END AS b, {hash} AS h {from}) r \
+             GROUP BY 1",
+            k = self.column(key),
+            hash = self.row_hash(),
+            from = self.from(side),
         )
     }
 
@@ -346,7 +391,7 @@ mod tests {
     #[test]
     fn a_single_key_with_max_streams_through_one_aggregate() {
         let p = plan(vec![0]);
-        let sql = p.source_chunk_sql(true, 500);
+        let sql = p.source_chunk_sql(true, false, 500);
         assert!(sql.contains("ARRAY[max(k1)::text]"), "{sql}");
         assert!(sql.contains(r#"ORDER BY t."id" LIMIT 500) c"#), "{sql}");
         assert!(!sql.contains("MATERIALIZED"), "{sql}");
@@ -358,7 +403,7 @@ mod tests {
     fn the_source_chunk_walks_in_key_order_and_returns_its_last_key() {
         let mut p = plan(vec![0]);
         p.source_key_types = vec!["uuid".into()];
-        let sql = p.source_chunk_sql(true, 500);
+        let sql = p.source_chunk_sql(true, false, 500);
         assert!(sql.contains(r#"ORDER BY t."id" LIMIT 500"#), "{sql}");
         assert!(sql.contains(r#"t."id" AS k1"#), "{sql}");
         assert!(

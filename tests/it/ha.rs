@@ -286,3 +286,69 @@ async fn a_hot_standby_can_be_the_source() {
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
 }
+
+/// The initial copy from a hot standby (16+): the slot is created on the standby with an
+/// exported snapshot, the rows already there are copied under it, and changes made on the
+/// primary afterwards stream through the standby, with nothing lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hot_standby_source_copies_then_streams() {
+    let (primary, standby) = primary_and_standby("standby_copy").await;
+    if primary.major < 16 {
+        eprintln!(
+            "skipped: decoding on a standby needs PostgreSQL 16, the source runs {}",
+            primary.major
+        );
+        return;
+    }
+    standby
+        .with(|c| {
+            c.append_conf("hot_standby_feedback = on")?;
+            c.reload()
+        })
+        .unwrap();
+    let db = support::unique_name("standby_copy");
+    support::create_db(support::target(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    target
+        .batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
+        .await
+        .unwrap();
+    let p = support::connect(&primary, "postgres").await;
+    let s = support::connect(&standby, "postgres").await;
+    // Rows that only the initial copy can bring: written before the slot exists.
+    p.batch_execute("INSERT INTO a SELECT g, 'before' FROM generate_series(1000, 5999) g")
+        .await
+        .unwrap();
+    support::wait_until("the standby to replay the rows", WAIT, || async {
+        support::count(&s, "a").await == 5000
+    })
+    .await;
+    let slot = support::unique_name("standby_copy_slot");
+    let lsnpipe = Running::spawn(support::lsnpipe_run(
+        &standby,
+        "postgres",
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &["--create-slot"],
+    ));
+    support::wait_until("the slot on the standby", WAIT, || async {
+        let _ = p.batch_execute("SELECT pg_log_standby_snapshot()").await;
+        support::slot_confirmed(&s, &slot).await > 0
+    })
+    .await;
+    p.batch_execute(
+        "INSERT INTO a SELECT g, 'after' FROM generate_series(6000, 6099) g;
+         UPDATE a SET v = 'changed' WHERE id BETWEEN 1000 AND 1009;
+         DELETE FROM a WHERE id BETWEEN 1010 AND 1019",
+    )
+    .await
+    .unwrap();
+    support::wait_until("the target to equal the primary", WAIT, || async {
+        support::tables_equal(&p, &target, &["a"]).await
+    })
+    .await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}

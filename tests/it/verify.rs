@@ -134,7 +134,7 @@ async fn equal_tables_pass_and_tampered_rows_are_named() {
         .batch_execute(
             "UPDATE a SET v = 'tampered' WHERE id = 1234;
              DELETE FROM a WHERE id = 77;
-             INSERT INTO a (id, v) VALUES (5000, 'extra');
+             INSERT INTO a (id, v) VALUES (5000, 'extra'), (-5, 'below the first key');
              UPDATE a SET t = t + interval '1 s', n = 0 WHERE id = 2999;
              DELETE FROM b WHERE ctid = (SELECT min(ctid) FROM b WHERE x = 7);
              INSERT INTO b VALUES (999, 'extra');",
@@ -148,6 +148,7 @@ async fn equal_tables_pass_and_tampered_rows_are_named() {
         "\"public\".\"a\" different id=1234 columns: v",
         "\"public\".\"a\" missing id=77",
         "\"public\".\"a\" extra id=5000",
+        "\"public\".\"a\" extra id=-5",
         "\"public\".\"a\" different id=2999 columns: t, n",
         "\"public\".\"b\" missing (7,b7)",
         "\"public\".\"b\" extra (999,extra)",
@@ -432,25 +433,30 @@ async fn the_fence_is_undone_when_cutover_fails() {
         .await
         .unwrap();
 
-    // Without a running `lsnpipe run` and with changes left in the slot: it says so, and the
-    // fence is undone again.
+    // Without a running `lsnpipe run` and with changes left in the slot: cutover streams them
+    // itself, still finds the tampered row, and undoes the fence again.
     let _ = run.terminate().await;
     writer
         .batch_execute("INSERT INTO s (v) VALUES ('pending')")
         .await
         .unwrap();
-    let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "3"])).await;
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("start `lsnpipe run`"),
-        "{}",
-        text(&out)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains("fence undone"),
-        "{}",
-        text(&out)
-    );
+    drop(writer);
+    let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for step in [
+        "streaming the rest here",
+        "different id=3 columns: v",
+        "fence undone",
+    ] {
+        assert!(stdout.contains(step), "{step} not in:\n{}", text(&out));
+    }
+    let pending: i64 = target
+        .query_one("SELECT count(*) FROM s WHERE v = 'pending'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(pending, 1, "{}", text(&out));
     let writer = support::connect(support::source(), &db).await;
     writer
         .batch_execute("INSERT INTO s (v) VALUES ('still writable')")
@@ -472,4 +478,83 @@ async fn run_keeps_sequences_in_sync() {
         sequence_values(&target).await == vec![(140, true), (7, true)]
     })
     .await;
+}
+
+#[tokio::test]
+async fn cutover_streams_the_rest_itself_when_no_run_is_active_and_teardown_forgets_it() {
+    let (db, slot, source, target, run) = sequence_setup("cutover_alone", &[]).await;
+    let (status, log) = run.terminate().await;
+    assert!(status.success(), "lsnpipe run:\n{log}");
+    // Written while nothing streams the slot: cutover must bring these over itself.
+    source
+        .batch_execute(
+            "INSERT INTO s (v) SELECT 'late' FROM generate_series(1, 25);
+             INSERT INTO g (v) VALUES ('late'); SELECT nextval('g_id_seq')",
+        )
+        .await
+        .unwrap();
+    // The fence ends sessions opened before it.
+    drop(source);
+
+    let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let source = support::connect(support::source(), &db).await;
+    for step in [
+        "streaming the rest here",
+        "caught up",
+        "sequences: 2 copied",
+        "the target equals the source",
+        "streaming stopped",
+    ] {
+        assert!(stdout.contains(step), "{step} not in:\n{}", text(&out));
+    }
+    assert_eq!(support::count(&target, "s").await, 65);
+    assert!(support::tables_equal(&source, &target, &["s", "g"]).await);
+    assert_eq!(
+        sequence_values(&source).await,
+        sequence_values(&target).await
+    );
+    let idle: bool = source
+        .query_one(
+            "SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(idle, "the slot is left idle");
+
+    // The stop request goes with the rest of the slot's bookkeeping.
+    assert_eq!(stop_rows(&target, &slot).await, 1);
+    let mut teardown = support::lsnpipe_command();
+    teardown
+        .arg("teardown")
+        .args(["--source", &support::source().conn_string(&db)])
+        .args(["--target", &support::target().conn_string(&db)])
+        .args(["--slot", &slot, "--yes"])
+        .stdin(Stdio::null());
+    let out = output(teardown).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(stop_rows(&target, &slot).await, 0, "{}", text(&out));
+}
+
+/// The slot's stop requests on the target (none when the table is gone).
+async fn stop_rows(target: &tokio_postgres::Client, slot: &str) -> i64 {
+    let exists: bool = target
+        .query_one("SELECT to_regclass('lsnpipe.cutover') IS NOT NULL", &[])
+        .await
+        .unwrap()
+        .get(0);
+    if !exists {
+        return 0;
+    }
+    target
+        .query_one(
+            "SELECT count(*) FROM lsnpipe.cutover WHERE slot = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0)
 }

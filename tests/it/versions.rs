@@ -93,3 +93,102 @@ async fn failover_slot_is_created_on_17_and_refused_with_the_fix_before() {
         }
     }
 }
+
+/// `id, a, g` of every row, in key order.
+async fn generated_rows(client: &tokio_postgres::Client, table: &str) -> Vec<(i32, i32, i32)> {
+    client
+        .query(&format!("SELECT id, a, g FROM {table} ORDER BY id"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+/// A column generated on the target is never written, whatever the source sends for it: on
+/// PostgreSQL 18 a generated column published with `publish_generated_columns = stored` (its
+/// value arrives), before 18 a plain column of the same name. The target computes its own
+/// value (here by another expression, to tell the two apart), for inserts, updates by key and
+/// under REPLICA IDENTITY FULL, and deletes.
+#[tokio::test]
+async fn a_column_generated_on_the_target_is_never_written() {
+    let db = support::test_dbs("gencol").await;
+    let slot = support::unique_name("gencol_slot");
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    let sent = support::source().major >= 18;
+    let (source_g, publication) = if sent {
+        (
+            "g int GENERATED ALWAYS AS (a * 3) STORED",
+            "CREATE PUBLICATION pub FOR TABLE k, f WITH (publish_generated_columns = stored)",
+        )
+    } else {
+        ("g int", "CREATE PUBLICATION pub FOR TABLE k, f")
+    };
+    source
+        .batch_execute(&format!(
+            "CREATE TABLE k (id int PRIMARY KEY, a int, {source_g});
+             CREATE TABLE f (id int, a int, {source_g});
+             ALTER TABLE f REPLICA IDENTITY FULL;
+             {publication}"
+        ))
+        .await
+        .unwrap();
+    target
+        .batch_execute(
+            "CREATE TABLE k (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a * 2) STORED);
+             CREATE TABLE f (id int, a int, g int GENERATED ALWAYS AS (a * 2) STORED);",
+        )
+        .await
+        .unwrap();
+    let run = Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &db,
+        "pub",
+        &slot,
+        &["--create-slot", "--snapshot=false"],
+    ));
+    support::wait_until("the slot", WAIT, || async {
+        source
+            .query_one(
+                "SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = $1 \
+                 AND active_pid IS NOT NULL",
+                &[&slot],
+            )
+            .await
+            .is_ok_and(|r| r.get(0))
+    })
+    .await;
+    let values = if sent { "" } else { ", -1" };
+    let columns = if sent { "id, a" } else { "id, a, g" };
+    for table in ["k", "f"] {
+        source
+            .batch_execute(&format!(
+                "INSERT INTO {table} ({columns}) VALUES (1, 1{values}), (2, 2{values}), (3, 3{values});
+                 UPDATE {table} SET a = 10 WHERE id = 2;
+                 DELETE FROM {table} WHERE id = 3;
+                 INSERT INTO {table} ({columns}) VALUES (4, 4{values});"
+            ))
+            .await
+            .unwrap();
+    }
+    let expected = vec![(1, 1, 2), (2, 10, 20), (4, 4, 8)];
+    for table in ["k", "f"] {
+        support::wait_until(&format!("table {table} on the target"), WAIT, || async {
+            generated_rows(&target, table).await == expected
+        })
+        .await;
+    }
+    if sent {
+        // The source really sent its own values (a * 3), and they were not written.
+        assert_eq!(
+            generated_rows(&source, "k").await,
+            vec![(1, 1, 3), (2, 10, 30), (4, 4, 12)]
+        );
+    }
+    let (status, log) = run.terminate().await;
+    assert!(status.success(), "lsnpipe run:\n{log}");
+    assert!(!log.contains("ERROR"), "{log}");
+}
