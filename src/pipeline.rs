@@ -334,6 +334,7 @@ async fn session(
         )
         .await?;
     applier.set_schema_changes(settings.schema_changes);
+    applier.set_captured_ddl(&settings.publication, settings.skip_ddl);
     if settings.schema_changes != SchemaChanges::Off {
         let catalog = wire::connect_sql(source_config)
             .await
@@ -464,6 +465,10 @@ async fn session(
         target_calls
             .call("applying a change", applier.apply(message))
             .await?;
+        // A table created by captured DDL fills from the stream: it needs no copy.
+        for created in applier.take_created_tables() {
+            added.known(&created.schema, &created.table);
+        }
         if commit.is_some() {
             in_transaction = false;
             let caught_up = stream.is_caught_up();

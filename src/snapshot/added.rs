@@ -213,6 +213,13 @@ impl AddedTables {
         }
     }
 
+    /// `schema.table` is held by this slot from now on (created on the target by captured DDL).
+    pub fn known(&mut self, schema: &str, table: &str) {
+        if let Some(known) = self.known.as_mut() {
+            known.insert((schema.to_owned(), table.to_owned()));
+        }
+    }
+
     /// A Relation message named `schema.table`: when it is a table this slot does not hold yet,
     /// start copying it and return the copy's progress for the stream's filter.
     pub fn relation(&mut self, schema: &str, table: &str) -> Option<watch::Receiver<TableSync>> {

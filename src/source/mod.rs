@@ -182,7 +182,10 @@ pub async fn open_stream(
         interval = interval.min(timeout / 2);
     }
 
-    let logical = LogicalOptions::new(1, vec![options.publication.clone()]);
+    let mut logical = LogicalOptions::new(1, vec![options.publication.clone()]);
+    // Logical decoding messages carry captured DDL (`lsnpipe ddl install`); pgoutput sends them
+    // from server 14 on. Others' messages are ignored by the applier.
+    logical.messages = conn.server_version_num() >= 140_000;
     let stream = conn
         .start_replication(&options.slot, start, &logical, positions, interval)
         .await?;
