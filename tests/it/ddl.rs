@@ -73,7 +73,7 @@ async fn shape(client: &Client, table: &str) -> Vec<String> {
             "SELECT format('%s %s %s %s', attname, format_type(atttypid, atttypmod), attnotnull, \
                  pg_get_expr(d.adbin, d.adrelid)) \
              FROM pg_attribute a LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum) \
-             WHERE attrelid = $1::text::regclass AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+             WHERE attrelid = to_regclass($1::text) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
             &[&table],
         )
         .await
@@ -328,4 +328,82 @@ async fn ddl_remove_leaves_nothing_it_installed() {
         .unwrap();
     // Removing twice is harmless.
     ddl("remove", &db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied() {
+    let db = support::test_dbs("ddl_create").await;
+    let slot = support::unique_name("ddl_create_slot");
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    let busy = "CREATE TABLE busy (id bigserial PRIMARY KEY, n int)";
+    source.batch_execute(busy).await.unwrap();
+    target.batch_execute(busy).await.unwrap();
+    source
+        .batch_execute("CREATE PUBLICATION pub FOR ALL TABLES")
+        .await
+        .unwrap();
+    ddl("install", &db);
+    let run = || {
+        Running::spawn(support::lsnpipe_run(
+            support::source(),
+            &db,
+            support::target(),
+            &db,
+            "pub",
+            &slot,
+            &["--create-slot"],
+        ))
+    };
+    let lsnpipe = run();
+    let load = Load::start(&db).await;
+    support::wait_until("the initial copy to finish", WAIT, || async {
+        target
+            .query_opt(
+                "SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done'",
+                &[&slot],
+            )
+            .await
+            .is_ok_and(|row| row.is_some())
+    })
+    .await;
+    source
+        .batch_execute("CREATE TABLE fresh (id int PRIMARY KEY, v text DEFAULT 'd')")
+        .await
+        .unwrap();
+    source
+        .batch_execute("INSERT INTO fresh (id) SELECT generate_series(1, 50)")
+        .await
+        .unwrap();
+    let equal = async |tables: &[&str]| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !(shape(&source, "fresh").await == shape(&target, "fresh").await
+            && support::tables_equal(&source, &target, tables).await)
+        {
+            assert!(std::time::Instant::now() < deadline, "not equal");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    equal(&["fresh", "busy"]).await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("copying tables that joined the publication"),
+        "a table created by captured DDL is not copied: {log}"
+    );
+    // The next start knows the table too: it streams on, nothing copied again.
+    let lsnpipe = run();
+    source
+        .batch_execute("INSERT INTO fresh VALUES (51, 'after restart')")
+        .await
+        .unwrap();
+    equal(&["fresh"]).await;
+    load.stop().await;
+    equal(&["fresh", "busy"]).await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("copying tables that joined the publication"),
+        "{log}"
+    );
 }
