@@ -335,7 +335,8 @@ async fn session(
         .await?;
     applier.set_schema_changes(settings.schema_changes);
     applier.set_captured_ddl(&settings.publication, settings.skip_ddl);
-    if settings.schema_changes != SchemaChanges::Off {
+    // The same session serves column drift and the periodic look at the publication's tables.
+    if settings.schema_changes != SchemaChanges::Off || added.is_tracking() {
         let catalog = wire::connect_sql(source_config)
             .await
             .map_err(SourceError::Wire)?;
@@ -373,6 +374,11 @@ async fn session(
     // writer flushes every 200 ms by default).
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Tables that join the publication empty send nothing: look for them on this tick.
+    let mut publication_tick = tokio::time::interval(PUBLICATION_CHECK);
+    publication_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The source position the stream has passed: every message before it went to the applier.
+    let mut passed = start;
     let end = loop {
         // Priorities: shutdown, then the durability tick (cheap, and it must not starve under a
         // backlog, or the slot would not advance), then the next message. Shutdown is only
@@ -388,6 +394,7 @@ async fn session(
                     stream.nudge();
                 }
                 if let Some(idle) = positions.idle_position() {
+                    passed = passed.max(idle);
                     if idle_recorded.elapsed() >= IDLE_RECORD_INTERVAL
                         && target_calls
                             .call("recording an idle position", applier.record_idle(idle))
@@ -395,6 +402,17 @@ async fn session(
                     {
                         idle_recorded = Instant::now();
                     }
+                }
+                continue;
+            }
+            _ = publication_tick.tick(), if added.is_tracking() => {
+                let catalog = applier.source_catalog();
+                look_at_publication(catalog, &mut added, &settings.publication, telemetry).await?;
+                for (schema, table, sync) in added.due(passed) {
+                    sync_filter.watch(&schema, &table, sync);
+                }
+                if let Some(Hold::Failed { table, reason }) = sync_filter.failed() {
+                    return Err(SnapshotError::AddedTable { table, reason }.into());
                 }
                 continue;
             }
@@ -469,7 +487,8 @@ async fn session(
         for created in applier.take_created_tables() {
             added.known(&created.schema, &created.table);
         }
-        if commit.is_some() {
+        if let Some(end) = commit {
+            passed = passed.max(end);
             in_transaction = false;
             let caught_up = stream.is_caught_up();
             if target_calls
@@ -500,6 +519,70 @@ async fn session(
     drop(applier);
     stream.stop().await.map_err(SourceError::Wire)?;
     Ok(end)
+}
+
+/// How often the publication's tables are listed, for tables that joined (or left) it.
+const PUBLICATION_CHECK: Duration = Duration::from_secs(3);
+
+/// List the publication's tables on the applier's source session (one cheap catalog query,
+/// then the source's WAL position), and hand the list to `added`. A look that fails or takes
+/// too long is logged and left for the next tick: it only speeds up what the next Relation
+/// message or the next start would find.
+async fn look_at_publication(
+    catalog: Option<&tokio_postgres::Client>,
+    added: &mut snapshot::AddedTables,
+    publication: &str,
+    telemetry: &Telemetry,
+) -> Result<(), RunError> {
+    let Some(catalog) = catalog else {
+        return Ok(());
+    };
+    let look = async {
+        let rows = catalog
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables \
+                 WHERE pubname = $1",
+                &[&publication],
+            )
+            .await?;
+        let at = catalog
+            .query_one(
+                "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() \
+                    THEN pg_catalog.pg_last_wal_replay_lsn() \
+                    ELSE pg_catalog.pg_current_wal_lsn() END)::text",
+                &[],
+            )
+            .await?;
+        let tables = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<(String, String)>, tokio_postgres::Error>>()?;
+        Ok::<_, tokio_postgres::Error>((tables, at.try_get::<_, String>(0)?))
+    };
+    let (tables, at) = match tokio::time::timeout(PUBLICATION_CHECK * 3, look).await {
+        Ok(Ok((tables, at))) => match at.parse() {
+            Ok(at) => (tables, at),
+            Err(_) => return Ok(()),
+        },
+        Ok(Err(e)) => {
+            tracing::warn!("could not list the publication's tables: {e}");
+            return Ok(());
+        }
+        Err(_) => {
+            tracing::warn!("listing the publication's tables timed out; trying again later");
+            return Ok(());
+        }
+    };
+    for (schema, table) in added.listed(&tables, at).await? {
+        let name = format!("{schema}.{table}");
+        tracing::warn!(
+            table = %name,
+            "table left the publication: its changes are no longer replicated (it is copied \
+             again should it rejoin)"
+        );
+        telemetry.set_last_failure(format!("table {name} left the publication"));
+    }
+    Ok(())
 }
 
 /// How often a position passed while idle is written to the progress row (the slot then

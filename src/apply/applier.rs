@@ -185,6 +185,11 @@ impl Applier {
         std::mem::take(&mut self.created_tables)
     }
 
+    /// The source session given by [`Applier::set_source_catalog`], for other catalog reads.
+    pub fn source_catalog(&self) -> Option<&Client> {
+        self.source_catalog.as_ref()
+    }
+
     /// End LSN of the last source commit durable on the target (`Lsn::ZERO` if none yet).
     pub fn applied_lsn(&self) -> Lsn {
         self.durable

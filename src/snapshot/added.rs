@@ -3,18 +3,24 @@
 //!
 //! ```text
 //!  found (at start: published but unknown to copy_state; while streaming: a Relation message
-//!  for an unknown table) ─▶ copy_state row 'pending' ─▶ [create on the target] ─▶ temporary
+//!  for an unknown table, or a look at pg_publication_tables every few seconds) ─▶ copy_state row 'pending' ─▶ [create on the target] ─▶ temporary
 //!  slot, exported snapshot at C' ─▶ COPY ─▶ 'done', sync LSN C' ─▶ [keys and indexes]
 //!
 //!  the stream meanwhile (SyncFilter): the table's changes committed before C' are in the copy
 //!  and dropped; a change at or after C' waits until the copy is done, then applies.
 //! ```
 //!
+//! An empty table that joins sends no Relation message, hence the periodic look. A table it
+//! finds is copied only once the stream has passed the source position read after the look:
+//! by then a captured `CREATE TABLE` for it (`crate::ddl`) has been applied and marked it known.
+//! A table that left the publication is reported, and set back to `pending` in the copy state:
+//! its changes stop arriving, so should it rejoin, its target copy is stale and copied again.
+//!
 //! Only for slots whose data lsnpipe copied (a `lsnpipe.copy_run` row): they know which tables
 //! they hold. A copy interrupted by a crash stays `pending` and is made again at the next start,
 //! at a newer point. The copied table must be empty on the target (a resumed one is emptied).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -151,12 +157,18 @@ pub(super) async fn copy_before_streaming(
         .filter(|t| !known.contains(*t))
         .cloned()
         .collect();
-    for (schema, table) in known.iter().filter(|t| !published.contains(*t)) {
+    let left: Vec<(String, String)> = known
+        .iter()
+        .filter(|t| !published.contains(*t))
+        .cloned()
+        .collect();
+    for (schema, table) in &left {
         tracing::warn!(
             table = %format!("{schema}.{table}"),
             "table left the publication: its changes are no longer replicated"
         );
     }
+    state::set_pending(target, &options.slot, &left).await?;
     for (names, fresh) in [(pending, false), (new, true)] {
         if names.is_empty() {
             continue;
@@ -191,6 +203,43 @@ pub struct AddedTables {
     /// Tables this slot holds or is copying; `None` when lsnpipe did not copy this slot's data
     /// (it cannot tell a new table from one the operator filled).
     known: Option<HashSet<(String, String)>>,
+    /// Published tables not known yet, with the source position after which they were seen.
+    seen: HashMap<(String, String), Lsn>,
+    /// Known tables that left the publication (reported once; copied again, emptied, if they
+    /// rejoin).
+    left: HashSet<(String, String)>,
+}
+
+/// What a look at the publication's tables changes, given the tables known.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Listing {
+    /// Published, not known, not seen before.
+    new: Vec<(String, String)>,
+    /// Known, no longer published, not reported before.
+    left: Vec<(String, String)>,
+}
+
+fn compare(
+    known: &HashSet<(String, String)>,
+    seen: &HashMap<(String, String), Lsn>,
+    reported: &HashSet<(String, String)>,
+    published: &[(String, String)],
+) -> Listing {
+    let listed: HashSet<&(String, String)> = published.iter().collect();
+    let mut listing = Listing {
+        new: published
+            .iter()
+            .filter(|t| !known.contains(*t) && !seen.contains_key(*t))
+            .cloned()
+            .collect(),
+        left: known
+            .iter()
+            .filter(|t| !listed.contains(t) && !reported.contains(*t))
+            .cloned()
+            .collect(),
+    };
+    listing.left.sort();
+    listing
 }
 
 impl AddedTables {
@@ -210,7 +259,61 @@ impl AddedTables {
             metrics,
             shutdown,
             known,
+            seen: HashMap::new(),
+            left: HashSet::new(),
         }
+    }
+
+    /// Whether new tables are looked for (lsnpipe made this slot's copy).
+    pub fn is_tracking(&self) -> bool {
+        self.known.is_some()
+    }
+
+    /// The publication lists `published` as of source position `at` (read after the list).
+    /// Tables that joined are copied once the stream passes `at` ([`AddedTables::due`]);
+    /// tables that left are returned, once each, after being set back to pending.
+    pub async fn listed(
+        &mut self,
+        published: &[(String, String)],
+        at: Lsn,
+    ) -> Result<Vec<(String, String)>, SnapshotError> {
+        let Some(known) = self.known.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let listing = compare(known, &self.seen, &self.left, published);
+        for table in listing.new {
+            self.seen.insert(table, at);
+        }
+        if !listing.left.is_empty() {
+            let mut target = wire::connect_sql(&self.target)
+                .await
+                .map_err(SnapshotError::TargetSql)?;
+            state::set_pending(&mut target, &self.options.slot, &listing.left).await?;
+            for table in &listing.left {
+                known.remove(table);
+                self.left.insert(table.clone());
+            }
+        }
+        Ok(listing.left)
+    }
+
+    /// Tables seen by [`AddedTables::listed`] that the stream has now passed (`passed`) and that
+    /// are still unknown: their copies start, and their progress is returned for the filter.
+    pub fn due(&mut self, passed: Lsn) -> Vec<(String, String, watch::Receiver<TableSync>)> {
+        let ready: Vec<(String, String)> = self
+            .seen
+            .iter()
+            .filter(|(_, at)| **at <= passed)
+            .map(|(t, _)| t.clone())
+            .collect();
+        let mut started = Vec::new();
+        for (schema, table) in ready {
+            self.seen.remove(&(schema.clone(), table.clone()));
+            if let Some(sync) = self.relation(&schema, &table) {
+                started.push((schema, table, sync));
+            }
+        }
+        started
     }
 
     /// `schema.table` is held by this slot from now on (created on the target by captured DDL).
@@ -228,6 +331,9 @@ impl AddedTables {
         if !known.insert(key.clone()) {
             return None;
         }
+        self.seen.remove(&key);
+        // A table that left and rejoined holds stale rows on the target: emptied and copied.
+        let fresh = !self.left.remove(&key);
         let (tx, rx) = watch::channel(TableSync::Starting);
         let tx = Arc::new(tx);
         let options = self.options.clone();
@@ -243,7 +349,7 @@ impl AddedTables {
                     .map_err(SnapshotError::TargetSql)?;
                 copy_at_new_point(
                     &names,
-                    true,
+                    fresh,
                     &options,
                     &source,
                     &target,
@@ -275,4 +381,36 @@ fn added_slot_name(slot: &str, names: &[(String, String)]) -> String {
     let suffix = format!("_add{:08x}", hasher.finish() & 0xffff_ffff);
     let base: String = slot.chars().take(63 - suffix.len()).collect();
     format!("{base}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str) -> (String, String) {
+        ("public".to_owned(), name.to_owned())
+    }
+
+    #[test]
+    fn a_look_at_the_publication_finds_joined_and_left_tables_once() {
+        let known: HashSet<_> = [t("a"), t("b")].into();
+        let mut seen = HashMap::new();
+        let mut reported = HashSet::new();
+        let listing = compare(&known, &seen, &reported, &[t("a"), t("c")]);
+        assert_eq!(
+            listing,
+            Listing {
+                new: vec![t("c")],
+                left: vec![t("b")],
+            }
+        );
+        // Seen and reported already: nothing new the next time.
+        seen.insert(t("c"), Lsn::ZERO);
+        reported.insert(t("b"));
+        assert_eq!(
+            compare(&known, &seen, &reported, &[t("a"), t("c")]),
+            Listing::default()
+        );
+        assert_eq!(compare(&known, &seen, &reported, &[]).left, vec![t("a")]);
+    }
 }

@@ -69,6 +69,20 @@ impl SyncFilter {
             .insert((schema.to_owned(), table.to_owned()), sync);
     }
 
+    /// A table whose copy beside the stream failed, with the reason (checked on a timer too: a
+    /// table that never changes would otherwise never tell).
+    pub fn failed(&self) -> Option<Hold> {
+        self.online
+            .iter()
+            .find_map(|(key, sync)| match &*sync.borrow() {
+                TableSync::Failed(reason) => Some(Hold::Failed {
+                    table: format!("{}.{}", key.0, key.1),
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            })
+    }
+
     /// Whether `message` must wait for a table's copy (call before [`SyncFilter::admit`]).
     pub fn hold(&mut self, message: &LogicalMessage) -> Option<Hold> {
         if self.online_oids.is_empty() {
