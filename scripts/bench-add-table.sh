@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# The lag of the other tables while a table that joined the publication is copied online.
+#
+#   scripts/bench-add-table.sh [ROWS] [RATE]     defaults: 1000000 rows, 500 tx/s
+#
+# lsnpipe (release build) streams a pgbench database (scale $SCALE, default 5) and a probe table
+# under a steady pgbench TPC-B-like load at RATE tx/s plus 50 probe rows/s, each stamped with
+# clock_timestamp() at its source commit. Once it is caught up, a table `big` with ROWS rows is
+# created, added to the publication and changed once (so lsnpipe hears of it at once), and
+# lsnpipe copies it beside the stream. The lag of the other tables is sampled every 100 ms on
+# the target as now − the newest probe's source time (both clusters share this machine's
+# clock; a probe arrives every 20 ms, so the floor is ~20 ms). Prints the lag before and during
+# the copy (p50, p99, max), the copy's duration, and checks that big and the probe table equal
+# the source's at the end.
+set -euo pipefail
+source "$(dirname "$0")/lib/bench-common.sh"
+
+ROWS=${1:-1000000}
+RATE=${2:-500}
+SCALE=${SCALE:-5}
+
+build_lsnpipe
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  cleanup_bench
+}
+trap cleanup EXIT
+start_clusters
+machine
+
+sq postgres "CREATE DATABASE bench"
+pgbench -i -q -s "$SCALE" "$(src bench)" >/dev/null 2>&1
+sq bench "CREATE TABLE probe (id bigserial PRIMARY KEY, src_ts timestamptz NOT NULL)"
+sq bench "CREATE PUBLICATION bench_pub FOR TABLE pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, probe" >/dev/null
+dq postgres "CREATE DATABASE bench"
+
+"$LSNPIPE" run --source "$(src bench)" --target "$(dst bench)" --publication bench_pub \
+  --slot lsnpipe_bench --create-slot --create-tables --metrics-listen off \
+  2>"$BENCH_DIR/lsnpipe.log" &
+lsnpipe_pid=$!
+wait_target bench "SELECT EXISTS (SELECT 1 FROM lsnpipe.copy_run WHERE status = 'done')" 600
+
+echo "INSERT INTO probe (src_ts) VALUES (clock_timestamp());" >"$BENCH_DIR/probe.sql"
+pgbench -n -c 2 -j 1 -R "$RATE" -T 100000 "$(src bench)" >/dev/null 2>&1 &
+pids+=($!)
+pgbench -n -c 1 -R 50 -T 100000 -f "$BENCH_DIR/probe.sql" "$(src bench)" >/dev/null 2>&1 &
+pids+=($!)
+
+lag() { dq bench "SELECT coalesce(extract(epoch FROM clock_timestamp() - max(src_ts)), 0) FROM probe"; }
+# Sample the lag into file $1 every 100 ms until `dq bench "$2"` prints t.
+sample_until() {
+  local out=$1 until=$2
+  : >"$out"
+  until [ "$(dq bench "$until" 2>/dev/null)" = "t" ]; do
+    lag >>"$out"
+    sleep 0.1
+  done
+}
+summary() {
+  sort -g "$1" | awk '{a[NR]=$1} END {
+    if (NR == 0) { print "no samples"; exit }
+    printf "%d samples, p50 %.3f s, p99 %.3f s, max %.3f s", NR, a[int(NR*0.5)+1>NR?NR:int(NR*0.5)+1], a[int(NR*0.99)+1>NR?NR:int(NR*0.99)+1], a[NR] }'
+}
+
+echo "steady state: ${RATE} tx/s + 50 probes/s for 10 s…" >&2
+start=$(date +%s)
+sample_until "$BENCH_DIR/before" "SELECT extract(epoch FROM now())::bigint >= $((start + 10))"
+
+echo "creating big with $ROWS rows on the source…" >&2
+sq bench "CREATE TABLE big (id int PRIMARY KEY, v text);
+          INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, $ROWS) g"
+t0=$(now_ns)
+sq bench "ALTER PUBLICATION bench_pub ADD TABLE big"
+sq bench "UPDATE big SET v = 'changed' WHERE id = 1"
+sample_until "$BENCH_DIR/during" \
+  "SELECT EXISTS (SELECT 1 FROM lsnpipe.copy_state WHERE table_name = 'big' AND status = 'done')"
+t1=$(now_ns)
+
+for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+pids=()
+wait_target bench "SELECT (SELECT count(*) FROM probe) = $(sq bench "SELECT count(*) FROM probe")" 300
+sleep 1
+same_tables bench bench big probe pgbench_accounts
+kill "$lsnpipe_pid" && wait "$lsnpipe_pid" || true
+lsnpipe_pid=
+
+echo "big: $ROWS rows copied online in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.1f", (b-a)/1e9}') s (from ALTER PUBLICATION to copy done)"
+echo "lag of the other tables before the copy: $(summary "$BENCH_DIR/before")"
+echo "lag of the other tables during the copy: $(summary "$BENCH_DIR/during")"
+echo "target equals source for big, probe, pgbench_accounts"
