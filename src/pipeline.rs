@@ -407,9 +407,19 @@ async fn session(
             }
             _ = publication_tick.tick(), if added.is_tracking() => {
                 let catalog = applier.source_catalog();
-                look_at_publication(catalog, &mut added, &settings.publication, telemetry).await?;
-                for (schema, table, sync) in added.due(passed) {
+                look_at_publication(catalog, &mut added, &settings.publication).await;
+                let due = added.due(passed).await?;
+                for (schema, table, sync) in due.started {
                     sync_filter.watch(&schema, &table, sync);
+                }
+                for (schema, table) in due.left {
+                    let name = format!("{schema}.{table}");
+                    tracing::warn!(
+                        table = %name,
+                        "table left the publication: its changes are no longer replicated (it \
+                         is copied again should it rejoin)"
+                    );
+                    telemetry.set_last_failure(format!("table {name} left the publication"));
                 }
                 if let Some(Hold::Failed { table, reason }) = sync_filter.failed() {
                     return Err(SnapshotError::AddedTable { table, reason }.into());
@@ -525,17 +535,17 @@ async fn session(
 const PUBLICATION_CHECK: Duration = Duration::from_secs(3);
 
 /// List the publication's tables on the applier's source session (one cheap catalog query,
-/// then the source's WAL position), and hand the list to `added`. A look that fails or takes
+/// then the source's WAL position), and hand the list to `added`, which acts on it once the
+/// stream has passed that position. A look that fails or takes
 /// too long is logged and left for the next tick: it only speeds up what the next Relation
 /// message or the next start would find.
 async fn look_at_publication(
     catalog: Option<&tokio_postgres::Client>,
     added: &mut snapshot::AddedTables,
     publication: &str,
-    telemetry: &Telemetry,
-) -> Result<(), RunError> {
+) {
     let Some(catalog) = catalog else {
-        return Ok(());
+        return;
     };
     let look = async {
         let rows = catalog
@@ -562,27 +572,18 @@ async fn look_at_publication(
     let (tables, at) = match tokio::time::timeout(PUBLICATION_CHECK * 3, look).await {
         Ok(Ok((tables, at))) => match at.parse() {
             Ok(at) => (tables, at),
-            Err(_) => return Ok(()),
+            Err(_) => return,
         },
         Ok(Err(e)) => {
             tracing::warn!("could not list the publication's tables: {e}");
-            return Ok(());
+            return;
         }
         Err(_) => {
             tracing::warn!("listing the publication's tables timed out; trying again later");
-            return Ok(());
+            return;
         }
     };
-    for (schema, table) in added.listed(&tables, at).await? {
-        let name = format!("{schema}.{table}");
-        tracing::warn!(
-            table = %name,
-            "table left the publication: its changes are no longer replicated (it is copied \
-             again should it rejoin)"
-        );
-        telemetry.set_last_failure(format!("table {name} left the publication"));
-    }
-    Ok(())
+    added.listed(&tables, at);
 }
 
 /// How often a position passed while idle is written to the progress row (the slot then

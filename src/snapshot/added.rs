@@ -205,9 +205,34 @@ pub struct AddedTables {
     known: Option<HashSet<(String, String)>>,
     /// Published tables not known yet, with the source position after which they were seen.
     seen: HashMap<(String, String), Lsn>,
+    /// Known tables no longer published, with the source position after which that was seen.
+    leaving: HashMap<(String, String), Lsn>,
     /// Known tables that left the publication (reported once; copied again, emptied, if they
     /// rejoin).
     left: HashSet<(String, String)>,
+}
+
+/// What [`AddedTables::due`] did.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Copies started: (schema, table, progress).
+    pub started: Vec<(String, String, watch::Receiver<TableSync>)>,
+    /// Tables that left the publication.
+    pub left: Vec<(String, String)>,
+}
+
+/// Take the entries of `found` at or before `passed`.
+fn ready(found: &mut HashMap<(String, String), Lsn>, passed: Lsn) -> Vec<(String, String)> {
+    let mut ready: Vec<(String, String)> = found
+        .iter()
+        .filter(|(_, at)| **at <= passed)
+        .map(|(t, _)| t.clone())
+        .collect();
+    ready.sort();
+    for table in &ready {
+        found.remove(table);
+    }
+    ready
 }
 
 /// What a look at the publication's tables changes, given the tables known.
@@ -260,6 +285,7 @@ impl AddedTables {
             shutdown,
             known,
             seen: HashMap::new(),
+            leaving: HashMap::new(),
             left: HashSet::new(),
         }
     }
@@ -270,50 +296,49 @@ impl AddedTables {
     }
 
     /// The publication lists `published` as of source position `at` (read after the list).
-    /// Tables that joined are copied once the stream passes `at` ([`AddedTables::due`]);
-    /// tables that left are returned, once each, after being set back to pending.
-    pub async fn listed(
-        &mut self,
-        published: &[(String, String)],
-        at: Lsn,
-    ) -> Result<Vec<(String, String)>, SnapshotError> {
-        let Some(known) = self.known.as_mut() else {
-            return Ok(Vec::new());
+    /// What changed is acted on once the stream passes `at` ([`AddedTables::due`]): before
+    /// that, a captured `CREATE TABLE` or the table's last published changes are still coming.
+    pub fn listed(&mut self, published: &[(String, String)], at: Lsn) {
+        let Some(known) = self.known.as_ref() else {
+            return;
         };
         let listing = compare(known, &self.seen, &self.left, published);
         for table in listing.new {
             self.seen.insert(table, at);
         }
-        if !listing.left.is_empty() {
-            let mut target = wire::connect_sql(&self.target)
-                .await
-                .map_err(SnapshotError::TargetSql)?;
-            state::set_pending(&mut target, &self.options.slot, &listing.left).await?;
-            for table in &listing.left {
-                known.remove(table);
-                self.left.insert(table.clone());
-            }
+        for table in listing.left {
+            self.leaving.entry(table).or_insert(at);
         }
-        Ok(listing.left)
+        // Listed again before the stream got there: it did not leave after all.
+        self.leaving.retain(|t, _| !published.contains(t));
     }
 
-    /// Tables seen by [`AddedTables::listed`] that the stream has now passed (`passed`) and that
-    /// are still unknown: their copies start, and their progress is returned for the filter.
-    pub fn due(&mut self, passed: Lsn) -> Vec<(String, String, watch::Receiver<TableSync>)> {
-        let ready: Vec<(String, String)> = self
-            .seen
-            .iter()
-            .filter(|(_, at)| **at <= passed)
-            .map(|(t, _)| t.clone())
-            .collect();
-        let mut started = Vec::new();
-        for (schema, table) in ready {
-            self.seen.remove(&(schema.clone(), table.clone()));
+    /// What [`AddedTables::listed`] found that the stream has now passed (`passed`): tables
+    /// still unknown start copying (their progress is returned for the filter), and tables that
+    /// left are set back to pending and returned, once each.
+    pub async fn due(&mut self, passed: Lsn) -> Result<Due, SnapshotError> {
+        let mut due = Due::default();
+        for (schema, table) in ready(&mut self.seen, passed) {
             if let Some(sync) = self.relation(&schema, &table) {
-                started.push((schema, table, sync));
+                due.started.push((schema, table, sync));
             }
         }
-        started
+        let left = ready(&mut self.leaving, passed);
+        if left.is_empty() {
+            return Ok(due);
+        }
+        let mut target = wire::connect_sql(&self.target)
+            .await
+            .map_err(SnapshotError::TargetSql)?;
+        state::set_pending(&mut target, &self.options.slot, &left).await?;
+        for table in left {
+            if let Some(known) = self.known.as_mut() {
+                known.remove(&table);
+            }
+            self.left.insert(table.clone());
+            due.left.push(table);
+        }
+        Ok(due)
     }
 
     /// `schema.table` is held by this slot from now on (created on the target by captured DDL).
@@ -412,5 +437,15 @@ mod tests {
             Listing::default()
         );
         assert_eq!(compare(&known, &seen, &reported, &[]).left, vec![t("a")]);
+    }
+
+    #[test]
+    fn what_a_look_found_waits_until_the_stream_has_passed_it() {
+        let at = |n: u64| Lsn::from(n);
+        let mut found: HashMap<_, _> = [(t("b"), at(20)), (t("a"), at(10))].into();
+        assert!(ready(&mut found, at(9)).is_empty());
+        assert_eq!(ready(&mut found, at(10)), vec![t("a")]);
+        assert_eq!(ready(&mut found, at(100)), vec![t("b")]);
+        assert!(found.is_empty());
     }
 }
