@@ -41,6 +41,11 @@ use crate::wire::{self, ConnConfig, CreateSlotOptions, ReplicationConnection, Sn
 pub enum TableSync {
     /// Its copy point is not known yet.
     Starting,
+    /// Its copy point is not known yet, but is at or after `floor` (the source's WAL position
+    /// read before the copy's slot was asked for): changes before `floor` are in the copy, so
+    /// only later ones need to wait. Under load a slot takes seconds to create; without this
+    /// the stream would wait that long at the table's first change.
+    Preparing { floor: Lsn },
     /// Copying at `sync`: earlier changes are in the copy.
     Copying { sync: Lsn },
     /// Copied at `sync`.
@@ -65,9 +70,25 @@ pub(super) async fn copy_at_new_point(
     target: &mut Client,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
+    on_floor: impl FnOnce(Lsn),
     on_point: impl FnOnce(Lsn),
 ) -> Result<Option<Lsn>, SnapshotError> {
     let catalog = connect_source(source_config).await?;
+    // The slot is asked for after this read, so its point cannot be earlier.
+    let floor: String = catalog
+        .query_one(
+            "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() \
+                THEN pg_catalog.pg_last_wal_replay_lsn() \
+                ELSE pg_catalog.pg_current_wal_lsn() END)::text",
+            &[],
+        )
+        .await
+        .map_err(source::SourceError::Catalog)?
+        .try_get(0)
+        .map_err(source::SourceError::Catalog)?;
+    if let Ok(floor) = floor.parse() {
+        on_floor(floor);
+    }
     let tables: Vec<Table> = catalog::published(&catalog, &options.publication)
         .await?
         .into_iter()
@@ -182,6 +203,7 @@ pub(super) async fn copy_before_streaming(
             target,
             metrics,
             shutdown,
+            |_| {},
             |_| {},
         )
         .await?;
@@ -368,6 +390,7 @@ impl AddedTables {
         tokio::spawn(async move {
             let names = [key];
             let point = tx.clone();
+            let floor = tx.clone();
             let result = async {
                 let mut client = wire::connect_sql(&target)
                     .await
@@ -381,6 +404,9 @@ impl AddedTables {
                     &mut client,
                     &metrics,
                     &mut shutdown,
+                    |at| {
+                        let _ = floor.send(TableSync::Preparing { floor: at });
+                    },
                     |sync| {
                         let _ = point.send(TableSync::Copying { sync });
                     },
