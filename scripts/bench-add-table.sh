@@ -6,12 +6,15 @@
 # lsnpipe (release build) streams a pgbench database (scale $SCALE, default 5) and a probe table
 # under a steady pgbench TPC-B-like load at RATE tx/s plus 50 probe rows/s, each stamped with
 # clock_timestamp() at its source commit. Once it is caught up, a table `big` with ROWS rows is
-# created, added to the publication and changed once (so lsnpipe hears of it at once), and
+# created (and the stream waited for past the transaction that filled it), added to the
+# publication and changed once (so lsnpipe hears of it at once), and
 # lsnpipe copies it beside the stream. The lag of the other tables is sampled every 100 ms on
 # the target as now − the newest probe's source time (both clusters share this machine's
 # clock; a probe arrives every 20 ms, so the floor is ~20 ms). Prints the lag before and during
 # the copy (p50, p99, max), the copy's duration, and checks that big and the probe table equal
 # the source's at the end.
+# lsnpipe's log is kept in /tmp/bench-add-table.lsnpipe.log, the samples (seconds since the
+# ALTER PUBLICATION, lag) in /tmp/bench-add-table.samples.
 set -euo pipefail
 source "$(dirname "$0")/lib/bench-common.sh"
 
@@ -47,16 +50,18 @@ pids+=($!)
 pgbench -n -c 1 -R 50 -T 100000 -f "$BENCH_DIR/probe.sql" "$(src bench)" >/dev/null 2>&1 &
 pids+=($!)
 
-lag() { dq bench "SELECT coalesce(extract(epoch FROM clock_timestamp() - max(src_ts)), 0) FROM probe"; }
-# Sample the lag into file $1 every 100 ms until `dq bench "$2"` prints t.
-sample_until() {
-  local out=$1 until=$2
-  : >"$out"
-  until [ "$(dq bench "$until" 2>/dev/null)" = "t" ]; do
-    lag >>"$out"
-    sleep 0.1
-  done
+# One psql session samples (time, lag) every 100 ms into $BENCH_DIR/samples until killed.
+start_sampler() {
+  psql "$(dst bench)" -XAtq -F ' ' >"$BENCH_DIR/samples" 2>/dev/null <<'SQL' &
+SELECT extract(epoch FROM clock_timestamp()),
+       coalesce(extract(epoch FROM clock_timestamp() - max(src_ts)), 0) FROM probe \watch 0.1
+SQL
+  pids+=($!)
 }
+# The lag samples taken between epoch seconds $1 and $2, into file $3.
+window() { awk -v a="$1" -v b="$2" 'NF == 2 && $1 >= a && $1 <= b {print $2}' "$BENCH_DIR/samples" >"$3"; }
+epoch() { date +%s.%N; }
+wait_for() { until [ "$(dq bench "$1" 2>/dev/null)" = "t" ]; do sleep 0.05; done; }
 summary() {
   sort -g "$1" | awk '{a[NR]=$1} END {
     if (NR == 0) { print "no samples"; exit }
@@ -66,20 +71,33 @@ summary() {
 }
 
 echo "steady state: ${RATE} tx/s + 50 probes/s for 10 s…" >&2
-start=$(date +%s)
-sample_until "$BENCH_DIR/before" "SELECT extract(epoch FROM now())::bigint >= $((start + 10))"
+start_sampler
+b0=$(epoch)
+sleep 10
+b1=$(epoch)
 
 echo "creating big with $ROWS rows on the source…" >&2
 sq bench "CREATE TABLE big (id int PRIMARY KEY, v text);
           INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, $ROWS) g"
+# The walsender still decodes the filling transaction (to skip it, as big is not published
+# yet): wait until the stream is past it, so that what follows measures the copy alone.
+probe_now=$(sq bench "SELECT max(id) FROM probe")
+wait_target bench "SELECT max(id) >= $probe_now FROM probe" 300
+sleep 2
 t0=$(now_ns)
+d0=$(epoch)
 sq bench "ALTER PUBLICATION bench_pub ADD TABLE big"
 sq bench "UPDATE big SET v = 'changed' WHERE id = 1"
 # Until the copy is done and big's key is built (keys and indexes come after the data).
-sample_until "$BENCH_DIR/during" \
+wait_for \
   "SELECT EXISTS (SELECT 1 FROM lsnpipe.copy_state WHERE table_name = 'big' AND status = 'done')
           AND to_regclass('public.big_pkey') IS NOT NULL"
 t1=$(now_ns)
+d1=$(epoch)
+window "$b0" "$b1" "$BENCH_DIR/before"
+window "$d0" "$d1" "$BENCH_DIR/during"
+cp "$BENCH_DIR/lsnpipe.log" /tmp/bench-add-table.lsnpipe.log
+awk -v a="$d0" 'NF == 2 {printf "%.2f %s\n", $1 - a, $2}' "$BENCH_DIR/samples" >/tmp/bench-add-table.samples
 
 for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
 pids=()
