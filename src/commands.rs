@@ -102,6 +102,36 @@ pub async fn teardown(settings: OpsSettings, yes: bool) -> ExitCode {
     }
 }
 
+/// `lsnpipe ddl install` (`install`) or `ddl remove`, on the source.
+pub async fn ddl(source: &str, install: bool) -> ExitCode {
+    let result = async {
+        let config = lsnpipe::wire::ConnConfig::parse(source)?;
+        let mut client = lsnpipe::wire::connect_sql(&config).await?;
+        if install {
+            lsnpipe::ddl::install(&mut client).await?;
+            print(
+                "installed: event triggers lsnpipe_ddl_capture (ddl_command_end) and \
+                 lsnpipe_ddl_capture_drop (sql_drop), functions in schema lsnpipe; DDL on \
+                 published tables is now sent through the stream\n",
+            );
+        } else {
+            let schema = lsnpipe::ddl::remove(&mut client).await?;
+            print(if schema {
+                "removed: the event triggers, their functions and the lsnpipe schema\n"
+            } else {
+                "removed: the event triggers and their functions (the lsnpipe schema holds \
+                 other objects and stays)\n"
+            });
+        }
+        Ok::<(), Box<dyn std::error::Error>>(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e.as_ref()),
+    }
+}
+
 pub async fn resync(settings: OpsSettings, yes: bool) -> ExitCode {
     let confirmation = if yes {
         remove::Confirmation::Given

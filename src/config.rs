@@ -86,6 +86,10 @@ pub struct RunArgs {
     /// types and keeps dropped columns; `all` also drops and retypes; `off` stops with an error.
     #[arg(long, env = "LSNPIPE_SCHEMA_CHANGES", value_enum)]
     pub schema_changes: Option<SchemaChanges>,
+    /// Skip the captured DDL command at this LSN (named by the error that stopped replication,
+    /// after making the change on the target by hand). Not read from the file: a one-off.
+    #[arg(long, value_name = "LSN")]
+    pub skip_ddl: Option<crate::Lsn>,
 }
 
 /// The same settings as they appear in `lsnpipe.toml`.
@@ -156,6 +160,8 @@ pub struct RunSettings {
     pub copy_jobs: usize,
     pub create_tables: bool,
     pub schema_changes: SchemaChanges,
+    /// The captured DDL command at this LSN is not applied (`--skip-ddl`).
+    pub skip_ddl: Option<crate::Lsn>,
 }
 
 impl std::fmt::Debug for RunSettings {
@@ -383,6 +389,7 @@ impl RunSettings {
                 .schema_changes
                 .or(file.schema_changes)
                 .unwrap_or_default(),
+            skip_ddl: args.skip_ddl,
         })
     }
 }

@@ -16,6 +16,7 @@
 pub mod apply;
 pub mod cluster;
 pub mod config;
+pub mod ddl;
 pub mod lsn;
 pub mod metrics;
 pub mod ops;

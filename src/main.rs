@@ -59,6 +59,10 @@ enum Command {
     /// the published tables on the target and forget the slot's position, so that the next
     /// `run --create-slot` copies everything again (asks first unless --yes).
     Resync(TeardownArgs),
+    /// Captured DDL: put on the source (or take off) the event triggers that send each DDL
+    /// command touching a published table through the stream, so `run` applies it on the target
+    /// at its place (needs a superuser on the source).
+    Ddl(DdlArgs),
     /// Print a shell completion script (e.g. `lsnpipe completions bash > /etc/bash_completion.d/lsnpipe`).
     Completions {
         /// The shell to complete for.
@@ -108,6 +112,23 @@ struct RunCommand {
     /// seconds (a target promoted after a failover then does not hand out used ids).
     #[arg(long, env = "LSNPIPE_SYNC_SEQUENCES", value_name = "SECS")]
     sync_sequences: Option<u64>,
+}
+
+#[derive(Debug, clap::Args)]
+struct DdlArgs {
+    #[command(subcommand)]
+    action: DdlAction,
+    /// Source connection string (a superuser: event triggers need one).
+    #[arg(long, global = true, env = "LSNPIPE_SOURCE", hide_env_values = true)]
+    source: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum DdlAction {
+    /// Create (or replace) the event triggers and their functions in schema lsnpipe.
+    Install,
+    /// Drop them, and the lsnpipe schema when nothing else is in it.
+    Remove,
 }
 
 #[derive(Debug, clap::Args)]
@@ -206,6 +227,23 @@ fn main() -> ExitCode {
             Ok(settings) => runtime.block_on(commands::resync(settings, args.yes)),
             Err(e) => fail(&e),
         },
+        Command::Ddl(args) => {
+            match args
+                .source
+                .or_else(|| file.source.clone())
+                .filter(|s| !s.is_empty())
+            {
+                Some(source) => runtime.block_on(commands::ddl(
+                    &source,
+                    matches!(args.action, DdlAction::Install),
+                )),
+                None => fail(&lsnpipe::config::ConfigError::Missing {
+                    key: "source",
+                    flag: "source",
+                    env: "LSNPIPE_SOURCE",
+                }),
+            }
+        }
         // Answered before the settings were read.
         Command::Completions { .. } | Command::Man { .. } | Command::PgFetch(_) => {
             ExitCode::SUCCESS

@@ -418,7 +418,9 @@ async fn session(
         )
         .await?;
     applier.set_schema_changes(settings.schema_changes);
-    if settings.schema_changes != SchemaChanges::Off {
+    applier.set_captured_ddl(&settings.publication, settings.skip_ddl);
+    // The same session serves column drift and the periodic look at the publication's tables.
+    if settings.schema_changes != SchemaChanges::Off || added.is_tracking() {
         let catalog = wire::connect_sql(source_config)
             .await
             .map_err(SourceError::Wire)?;
@@ -457,6 +459,7 @@ async fn session(
         &settings.slot,
         limits,
         settings.schema_changes,
+        Some((settings.publication.clone(), settings.skip_ddl)),
     );
     let mut decode_context = DecodeContext::default();
 
@@ -469,6 +472,11 @@ async fn session(
     // writer flushes every 200 ms by default).
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Tables that join the publication empty send nothing: look for them on this tick.
+    let mut publication_tick = tokio::time::interval(PUBLICATION_CHECK);
+    publication_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The source position the stream has passed: every message before it went to the applier.
+    let mut passed = start;
     let end = loop {
         // Priorities: shutdown, then the durability tick (cheap, and it must not starve under a
         // backlog, or the slot would not advance), then the next message. Shutdown is only
@@ -484,6 +492,7 @@ async fn session(
                     stream.nudge();
                 }
                 if let Some(idle) = positions.idle_position() {
+                    passed = passed.max(idle);
                     if idle_recorded.elapsed() >= IDLE_RECORD_INTERVAL
                         && target_calls
                             .call("recording an idle position", applier.record_idle(idle))
@@ -499,6 +508,27 @@ async fn session(
                     if let Some(end_lsn) = applier.held_by_open_transaction() {
                         break SessionEnd::Split(end_lsn);
                     }
+                }
+                continue;
+            }
+            _ = publication_tick.tick(), if added.is_tracking() => {
+                let catalog = applier.source_catalog();
+                look_at_publication(catalog, &mut added, &settings.publication).await;
+                let due = added.due(passed).await?;
+                for (schema, table, sync) in due.started {
+                    sync_filter.watch(&schema, &table, sync);
+                }
+                for (schema, table) in due.left {
+                    let name = format!("{schema}.{table}");
+                    tracing::warn!(
+                        table = %name,
+                        "table left the publication: its changes are no longer replicated (it \
+                         is copied again should it rejoin)"
+                    );
+                    telemetry.set_last_failure(format!("table {name} left the publication"));
+                }
+                if let Some(Hold::Failed { table, reason }) = sync_filter.failed() {
+                    return Err(SnapshotError::AddedTable { table, reason }.into());
                 }
                 continue;
             }
@@ -647,7 +677,12 @@ async fn session(
         target_calls
             .call("applying a change", applier.apply(message))
             .await?;
+        // A table created by captured DDL fills from the stream: it needs no copy.
+        for created in applier.take_created_tables() {
+            added.known(&created.schema, &created.table);
+        }
         if let Some(end_lsn) = commit {
+            passed = passed.max(end_lsn);
             in_transaction = false;
             let split_here = next.commit_at.is_some_and(|at| end_lsn >= at);
             let caught_up = stream.is_caught_up();
@@ -693,6 +728,61 @@ async fn session(
 /// How long the stream may stay quiet inside a source transaction before the finished ones
 /// grouped with it are committed without it (see [`SessionEnd::Split`]).
 const MID_TRANSACTION_STALL: Duration = Duration::from_secs(1);
+
+/// How often the publication's tables are listed, for tables that joined (or left) it.
+const PUBLICATION_CHECK: Duration = Duration::from_secs(3);
+
+/// List the publication's tables on the applier's source session (one cheap catalog query,
+/// then the source's WAL position), and hand the list to `added`, which acts on it once the
+/// stream has passed that position. A look that fails or takes
+/// too long is logged and left for the next tick: it only speeds up what the next Relation
+/// message or the next start would find.
+async fn look_at_publication(
+    catalog: Option<&tokio_postgres::Client>,
+    added: &mut snapshot::AddedTables,
+    publication: &str,
+) {
+    let Some(catalog) = catalog else {
+        return;
+    };
+    let look = async {
+        let rows = catalog
+            .query(
+                "SELECT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables \
+                 WHERE pubname = $1",
+                &[&publication],
+            )
+            .await?;
+        let at = catalog
+            .query_one(
+                "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() \
+                    THEN pg_catalog.pg_last_wal_replay_lsn() \
+                    ELSE pg_catalog.pg_current_wal_lsn() END)::text",
+                &[],
+            )
+            .await?;
+        let tables = rows
+            .iter()
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<Vec<(String, String)>, tokio_postgres::Error>>()?;
+        Ok::<_, tokio_postgres::Error>((tables, at.try_get::<_, String>(0)?))
+    };
+    let (tables, at) = match tokio::time::timeout(PUBLICATION_CHECK * 3, look).await {
+        Ok(Ok((tables, at))) => match at.parse() {
+            Ok(at) => (tables, at),
+            Err(_) => return,
+        },
+        Ok(Err(e)) => {
+            tracing::warn!("could not list the publication's tables: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("listing the publication's tables timed out; trying again later");
+            return;
+        }
+    };
+    added.listed(&tables, at);
+}
 
 /// How often a position passed while idle is written to the progress row (the slot then
 /// advances on an idle publication).

@@ -3,7 +3,8 @@
 //! ```text
 //!   Begin ─┬─ final_lsn < stored progress ─▶ skipping (already applied) … until its Commit
 //!          └─ else: BEGIN on the target unless a group is open
-//!   Relation ─▶ cache;  Type / Origin / Message ─▶ ignored
+//!   Relation ─▶ cache;  Type / Origin ─▶ ignored
+//!   Message 'lsnpipe.ddl' ─▶ captured DDL run in the open group (see `crate::ddl`); others ignored
 //!   Insert / Update / Delete / Truncate ─▶ planner (what is buffered, merged, folded, and in
 //!                                          which order) ─▶ plans ─▶ pipelined on the target
 //!   Commit ─▶ group += 1 ─▶ commit_if(caught_up): flush, progress row, COMMIT ─▶ Some(end_lsn)
@@ -36,9 +37,10 @@ use super::sql::{self, TruncateTarget};
 use super::statements::{OldMatch, StatementKey, StatementKind, statement_text};
 use super::value::Param;
 use crate::Lsn;
+use crate::ddl::{self, CapturedDdl, TableName};
 use crate::pgoutput::{
-    ColumnValue, Commit, Delete, Insert, LogicalMessage, OldTuple, ReplicaIdentity, Truncate,
-    TupleData, Update,
+    ColumnValue, Commit, Delete, Insert, LogicalDecodingMessage, LogicalMessage, OldTuple,
+    ReplicaIdentity, Truncate, TupleData, Update,
 };
 
 /// Requests sent to the target and not yet answered, at most.
@@ -87,6 +89,12 @@ pub struct Applier {
     source_catalog: Option<Client>,
     /// Schema changes made in the open group, reported once it commits.
     pending_schema_changes: Vec<&'static str>,
+    /// Captured DDL is applied when it concerns this publication (`None`: messages ignored).
+    ddl_publication: Option<String>,
+    /// The captured command at this LSN is skipped (the operator applied it by hand).
+    skip_ddl: Option<Lsn>,
+    /// Tables created by captured DDL since the last [`Applier::take_created_tables`].
+    created_tables: Vec<TableName>,
     /// `session_replication_role = replica` is in effect, so runs into different tables commute.
     replica_role: bool,
     stats: ApplyStats,
@@ -140,6 +148,9 @@ impl Applier {
             schema_changes: SchemaChanges::default(),
             source_catalog: None,
             pending_schema_changes: Vec::new(),
+            ddl_publication: None,
+            skip_ddl: None,
+            created_tables: Vec::new(),
             replica_role,
             stats: ApplyStats::default(),
             committed: Committed::default(),
@@ -156,6 +167,24 @@ impl Applier {
     /// added on the target then get the source's type and the value its existing rows read as.
     pub fn set_source_catalog(&mut self, client: Client) {
         self.source_catalog = Some(client);
+    }
+
+    /// Apply DDL captured on the source (`lsnpipe ddl install`) that touched a table of
+    /// `publication`, except the command at `skip` (already applied by hand).
+    pub fn set_captured_ddl(&mut self, publication: &str, skip: Option<Lsn>) {
+        self.ddl_publication = Some(publication.to_owned());
+        self.skip_ddl = skip;
+    }
+
+    /// Tables created on the target by captured DDL since the last call: they start empty and
+    /// fill from the stream, so they need no copy of their own.
+    pub fn take_created_tables(&mut self) -> Vec<TableName> {
+        std::mem::take(&mut self.created_tables)
+    }
+
+    /// The source session given by [`Applier::set_source_catalog`], for other catalog reads.
+    pub fn source_catalog(&self) -> Option<&Client> {
+        self.source_catalog.as_ref()
     }
 
     /// End LSN of the last source commit durable on the target (`Lsn::ZERO` if none yet).
@@ -240,7 +269,12 @@ impl Applier {
                 self.relations.add_type(t.oid, t.namespace(), t.name());
                 Ok(())
             }
-            // Origins and logical decoding messages carry nothing to apply.
+            LogicalMessage::Message(m)
+                if applying && m.transactional() && m.prefix() == ddl::PREFIX =>
+            {
+                self.captured_ddl(&m).await
+            }
+            // Origins and other logical decoding messages carry nothing to apply.
             LogicalMessage::Origin(_) | LogicalMessage::Message(_) => Ok(()),
             LogicalMessage::Insert(insert) if applying => self.insert(&insert).await,
             LogicalMessage::Update(update) if applying => self.update(&update).await,
@@ -317,6 +351,65 @@ impl Applier {
         if self.relations.replace(source) {
             self.statements.retain(|key, _| key.oid != oid);
         }
+        Ok(())
+    }
+
+    /// Run a captured DDL command in the open group, at its place among the changes: rows
+    /// before it are sent first, and every table is checked again after it (the Relation
+    /// message that follows then finds the target matching, so drift adds nothing twice).
+    async fn captured_ddl(&mut self, message: &LogicalDecodingMessage) -> Result<(), ApplyError> {
+        let Some(publication) = &self.ddl_publication else {
+            return Ok(());
+        };
+        let lsn = message.lsn;
+        let ddl =
+            CapturedDdl::parse(&message.content).map_err(|reason| ApplyError::DdlUnapplicable {
+                lsn,
+                command: String::from_utf8_lossy(&message.content).into_owned(),
+                reason,
+            })?;
+        if !ddl.concerns(publication) {
+            return Ok(());
+        }
+        if self.skip_ddl == Some(lsn) {
+            tracing::warn!(%lsn, command = %ddl.command, "captured DDL skipped (--skip-ddl)");
+            return Ok(());
+        }
+        let statement = ddl
+            .statement()
+            .map_err(|reason| ApplyError::DdlUnapplicable {
+                lsn,
+                command: ddl.command.clone(),
+                reason,
+            })?;
+        self.planner.flush_all();
+        self.run_plans().await?;
+        self.inflight.drain().await?;
+        let client = self.inflight.client();
+        let failed = |e| ApplyError::ddl_failed(e, lsn, &ddl.command);
+        client
+            .execute(
+                "SELECT pg_catalog.set_config('search_path', $1, true)",
+                &[&ddl.search_path],
+            )
+            .await
+            .map_err(failed)?;
+        client.batch_execute(&statement).await.map_err(failed)?;
+        client
+            .batch_execute("SET LOCAL search_path = ''")
+            .await
+            .map_err(failed)?;
+        if !ddl.created.is_empty() {
+            progress::register_created(client, &self.slot, &ddl.created)
+                .await
+                .map_err(failed)?;
+            self.created_tables.extend(ddl.created.iter().cloned());
+        }
+        tracing::info!(%lsn, command = %statement, "captured DDL applied on the target");
+        // Statements prepared for the old shape would fail or address renamed columns.
+        self.statements.clear();
+        self.relations.forget_targets();
+        self.pending_schema_changes.push("ddl");
         Ok(())
     }
 

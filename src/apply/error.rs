@@ -119,6 +119,29 @@ pub enum ApplyError {
         source: TargetError,
     },
 
+    #[error(
+        "captured DDL at {lsn} cannot be replayed: {reason}. Command: {command}. Make the change \
+         on the target by hand, then restart with --skip-ddl {lsn}"
+    )]
+    DdlUnapplicable {
+        lsn: crate::Lsn,
+        command: String,
+        #[source]
+        reason: crate::ddl::DdlError,
+    },
+
+    #[error(
+        "the target rejected captured DDL at {lsn}: {source}. Command: {command}. Fix the \
+         target so the command succeeds, or make the change by hand and restart with \
+         --skip-ddl {lsn}"
+    )]
+    DdlFailed {
+        lsn: crate::Lsn,
+        command: String,
+        #[source]
+        source: Box<TargetError>,
+    },
+
     #[error("the change stream broke the protocol: {what}")]
     Protocol { what: String },
 }
@@ -136,6 +159,7 @@ impl ApplyError {
             ApplyError::MissingTable { .. } | ApplyError::MissingColumn { .. } => "schema_mismatch",
             ApplyError::Data { .. } => "data",
             ApplyError::SchemaChange { .. } => "schema_change",
+            ApplyError::DdlUnapplicable { .. } | ApplyError::DdlFailed { .. } => "ddl",
             ApplyError::Protocol { .. } => "protocol",
         }
     }
@@ -157,6 +181,28 @@ impl ApplyError {
                 source: Box::new(source),
             },
             other => other,
+        }
+    }
+
+    /// Captured DDL (`command`, at `lsn`) failed on the target. The message is kept whole: it
+    /// names objects, not row values.
+    pub(crate) fn ddl_failed(
+        source: tokio_postgres::Error,
+        lsn: crate::Lsn,
+        command: &str,
+    ) -> Self {
+        match source.as_db_error() {
+            Some(db) if !is_connection_state(db.code()) => ApplyError::DdlFailed {
+                lsn,
+                command: command.to_owned(),
+                source: Box::new(TargetError {
+                    code: db.code().code().to_owned(),
+                    message: db.message().to_owned(),
+                    constraint: db.constraint().map(str::to_owned),
+                    column: db.column().map(str::to_owned),
+                }),
+            },
+            _ => ApplyError::from_target(source, "(captured DDL)", Operation::Bookkeeping),
         }
     }
 

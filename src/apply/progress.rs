@@ -84,3 +84,34 @@ pub(crate) fn write_params(slot: &str, lsn: Lsn, commit_time_micros: Option<i64>
 pub(crate) fn table_name() -> &'static str {
     TABLE
 }
+
+/// Tables created by captured DDL hold, on the target, every row the stream brings them from
+/// their first one: record them in the copy state (`snapshot/state.rs`) as copied with no sync
+/// point, in the open group, so neither this session nor the next copies them again. Only for a
+/// slot whose copy lsnpipe made (others keep no copy state).
+pub(crate) async fn register_created(
+    client: &Client,
+    slot: &str,
+    tables: &[crate::ddl::TableName],
+) -> Result<(), tokio_postgres::Error> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('lsnpipe.copy_run') IS NOT NULL", &[])
+        .await?
+        .try_get(0)?;
+    if !exists {
+        return Ok(());
+    }
+    for table in tables {
+        client
+            .execute(
+                "INSERT INTO lsnpipe.copy_state (slot, schema_name, table_name, status) \
+                 SELECT $1, $2, $3, 'done' WHERE EXISTS \
+                     (SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done') \
+                 ON CONFLICT (slot, schema_name, table_name) \
+                 DO UPDATE SET status = 'done', sync_lsn = NULL, finished_at = clock_timestamp()",
+                &[&slot, &table.schema, &table.table],
+            )
+            .await?;
+    }
+    Ok(())
+}

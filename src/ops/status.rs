@@ -45,6 +45,9 @@ pub struct StatusReport {
     /// Tables whose copy is not done (`schema.table`): an initial copy, or tables that joined
     /// the publication.
     pub copying: Vec<String>,
+    /// Tables this slot's copy holds that its publication no longer lists (their changes are
+    /// no longer replicated); only when the publication is known (`--publication`).
+    pub left_publication: Vec<String>,
 }
 
 impl StatusReport {
@@ -84,6 +87,7 @@ impl StatusReport {
             "lag_bytes": self.lag_bytes,
             "lag_seconds": self.lag_secs,
             "copying": self.copying,
+            "left_publication": self.left_publication,
         })
     }
 
@@ -140,6 +144,13 @@ impl StatusReport {
         }
         if !self.copying.is_empty() {
             field(&mut out, "copying", &self.copying.join(", "));
+        }
+        if !self.left_publication.is_empty() {
+            field(
+                &mut out,
+                "left publication",
+                &self.left_publication.join(", "),
+            );
         }
         out.push_str("lag\n");
         let bytes = self
@@ -234,22 +245,51 @@ pub async fn run(settings: &OpsSettings) -> Result<StatusReport, OpsError> {
         .await
         .map_err(target.sql("look for lsnpipe.copy_state"))?
         .get(0);
-    let copying = if has_copy_state {
+    // (schema.table, pending) of this slot's copy state.
+    let copy_state: Vec<(String, bool)> = if has_copy_state {
         target
             .client
             .query(
-                "SELECT schema_name || '.' || table_name FROM lsnpipe.copy_state \
-                 WHERE slot = $1 AND status = 'pending' ORDER BY 1",
+                "SELECT schema_name || '.' || table_name, status = 'pending' \
+                 FROM lsnpipe.copy_state WHERE slot = $1 ORDER BY 1",
                 &[&slot_name],
             )
             .await
             .map_err(target.sql("read lsnpipe.copy_state"))?
             .iter()
-            .map(|row| row.get(0))
+            .map(|row| (row.get(0), row.get(1)))
             .collect()
     } else {
         Vec::new()
     };
+    let published: Option<Vec<String>> = match &settings.publication {
+        Some(publication) if !copy_state.is_empty() => Some(
+            source
+                .client
+                .query(
+                    "SELECT schemaname || '.' || tablename FROM pg_publication_tables \
+                     WHERE pubname = $1",
+                    &[publication],
+                )
+                .await
+                .map_err(source.sql("list the publication's tables"))?
+                .iter()
+                .map(|row| row.get(0))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let listed = |table: &String| published.as_ref().is_none_or(|p| p.contains(table));
+    let copying = copy_state
+        .iter()
+        .filter(|(table, pending)| *pending && listed(table))
+        .map(|(table, _)| table.clone())
+        .collect();
+    let left_publication = copy_state
+        .iter()
+        .filter(|(table, _)| !listed(table))
+        .map(|(table, _)| table.clone())
+        .collect();
 
     let done = match (&applied, slot.as_ref().and_then(|s| s.confirmed_lsn)) {
         (Some(a), Some(c)) => Some(a.lsn.max(c)),
@@ -270,6 +310,7 @@ pub async fn run(settings: &OpsSettings) -> Result<StatusReport, OpsError> {
         lag_bytes,
         lag_secs,
         copying,
+        left_publication,
     })
 }
 

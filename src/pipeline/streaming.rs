@@ -81,6 +81,8 @@ pub struct Streams {
     slot: String,
     limits: GroupLimits,
     schema_changes: SchemaChanges,
+    /// The publication and `--skip-ddl`, when captured DDL is applied (as on the main session).
+    captured_ddl: Option<(String, Option<Lsn>)>,
     open: HashMap<u32, Open>,
     idle: Vec<Session>,
     /// The transaction whose chunk is being received (between Stream Start and Stream Stop).
@@ -93,12 +95,14 @@ impl Streams {
         slot: &str,
         limits: GroupLimits,
         schema_changes: SchemaChanges,
+        captured_ddl: Option<(String, Option<Lsn>)>,
     ) -> Self {
         Streams {
             target,
             slot: slot.to_owned(),
             limits,
             schema_changes,
+            captured_ddl,
             open: HashMap::new(),
             idle: Vec::new(),
             current: None,
@@ -129,7 +133,16 @@ impl Streams {
             }
             let mut session = match self.idle.pop() {
                 Some(session) => session,
-                None => connect(&self.target, &self.slot, self.limits, self.schema_changes).await?,
+                None => {
+                    connect(
+                        &self.target,
+                        &self.slot,
+                        self.limits,
+                        self.schema_changes,
+                        self.captured_ddl.as_ref(),
+                    )
+                    .await?
+                }
             };
             // Whether it was applied before is known only at its Stream Commit, from its
             // commit position; until then it is applied (so the skip test must pass).
@@ -307,12 +320,16 @@ async fn connect(
     slot: &str,
     limits: GroupLimits,
     schema_changes: SchemaChanges,
+    captured_ddl: Option<&(String, Option<Lsn>)>,
 ) -> Result<Session, RunError> {
     let (client, connection) = wire::connect_sql_guarded(target)
         .await
         .map_err(RunError::Target)?;
     let mut applier = Applier::with_limits(client, slot, limits).await?;
     applier.set_schema_changes(schema_changes);
+    if let Some((publication, skip)) = captured_ddl {
+        applier.set_captured_ddl(publication, *skip);
+    }
     Ok(Session {
         applier,
         _connection: connection,

@@ -3,12 +3,18 @@
 //!
 //! ```text
 //!  found (at start: published but unknown to copy_state; while streaming: a Relation message
-//!  for an unknown table) ─▶ copy_state row 'pending' ─▶ [create on the target] ─▶ temporary
+//!  for an unknown table, or a look at pg_publication_tables every few seconds) ─▶ copy_state row 'pending' ─▶ [create on the target] ─▶ temporary
 //!  slot, exported snapshot at C' ─▶ COPY ─▶ 'done', sync LSN C' ─▶ [keys and indexes]
 //!
 //!  the stream meanwhile (SyncFilter): the table's changes committed before C' are in the copy
 //!  and dropped; a change at or after C' waits until the copy is done, then applies.
 //! ```
+//!
+//! An empty table that joins sends no Relation message, hence the periodic look. A table it
+//! finds is copied only once the stream has passed the source position read after the look:
+//! by then a captured `CREATE TABLE` for it (`crate::ddl`) has been applied and marked it known.
+//! A table that left the publication is reported, and set back to `pending` in the copy state:
+//! its changes stop arriving, so should it rejoin, its target copy is stale and copied again.
 //!
 //! Only for slots whose data lsnpipe copied (a `lsnpipe.copy_run` row): they know which tables
 //! they hold. Only published tables are copied: with `publish_via_partition_root`, pgoutput
@@ -16,7 +22,7 @@
 //! as the root's and the leaf itself is not in `pg_publication_tables`. A copy interrupted by a crash stays `pending` and is made again at the next start,
 //! at a newer point. The copied table must be empty on the target (a resumed one is emptied).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -37,6 +43,11 @@ use crate::wire::{self, ConnConfig, CreateSlotOptions, ReplicationConnection, Sn
 pub enum TableSync {
     /// Its copy point is not known yet.
     Starting,
+    /// Its copy point is not known yet, but is at or after `floor` (the source's WAL position
+    /// read before the copy's slot was asked for): changes before `floor` are in the copy, so
+    /// only later ones need to wait. Under load a slot takes seconds to create; without this
+    /// the stream would wait that long at the table's first change.
+    Preparing { floor: Lsn },
     /// Copying at `sync`: earlier changes are in the copy.
     Copying { sync: Lsn },
     /// Copied at `sync`.
@@ -75,9 +86,25 @@ pub(super) async fn copy_at_new_point(
     target: &mut Client,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
+    on_floor: impl FnOnce(Lsn),
     on_point: impl FnOnce(Lsn),
 ) -> Result<NewPoint, SnapshotError> {
     let catalog = connect_source(source_config).await?;
+    // The slot is asked for after this read, so its point cannot be earlier.
+    let floor: String = catalog
+        .query_one(
+            "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() \
+                THEN pg_catalog.pg_last_wal_replay_lsn() \
+                ELSE pg_catalog.pg_current_wal_lsn() END)::text",
+            &[],
+        )
+        .await
+        .map_err(source::SourceError::Catalog)?
+        .try_get(0)
+        .map_err(source::SourceError::Catalog)?;
+    if let Ok(floor) = floor.parse() {
+        on_floor(floor);
+    }
     let tables: Vec<Table> = catalog::published(&catalog, &options.publication)
         .await?
         .into_iter()
@@ -171,12 +198,18 @@ pub(super) async fn copy_before_streaming(
         .filter(|t| !known.contains(*t))
         .cloned()
         .collect();
-    for (schema, table) in known.iter().filter(|t| !published.contains(*t)) {
+    let left: Vec<(String, String)> = known
+        .iter()
+        .filter(|t| !published.contains(*t))
+        .cloned()
+        .collect();
+    for (schema, table) in &left {
         tracing::warn!(
             table = %format!("{schema}.{table}"),
             "table left the publication: its changes are no longer replicated"
         );
     }
+    state::set_pending(target, &options.slot, &left).await?;
     for (names, fresh) in [(pending, false), (new, true)] {
         if names.is_empty() {
             continue;
@@ -190,6 +223,7 @@ pub(super) async fn copy_before_streaming(
             target,
             metrics,
             shutdown,
+            |_| {},
             |_| {},
         )
         .await?;
@@ -211,6 +245,68 @@ pub struct AddedTables {
     /// Tables this slot holds or is copying; `None` when lsnpipe did not copy this slot's data
     /// (it cannot tell a new table from one the operator filled).
     known: Option<HashSet<(String, String)>>,
+    /// Published tables not known yet, with the source position after which they were seen.
+    seen: HashMap<(String, String), Lsn>,
+    /// Known tables no longer published, with the source position after which that was seen.
+    leaving: HashMap<(String, String), Lsn>,
+    /// Known tables that left the publication (reported once; copied again, emptied, if they
+    /// rejoin).
+    left: HashSet<(String, String)>,
+}
+
+/// What [`AddedTables::due`] did.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Copies started: (schema, table, progress).
+    pub started: Vec<(String, String, watch::Receiver<TableSync>)>,
+    /// Tables that left the publication.
+    pub left: Vec<(String, String)>,
+}
+
+/// Take the entries of `found` at or before `passed`.
+fn ready(found: &mut HashMap<(String, String), Lsn>, passed: Lsn) -> Vec<(String, String)> {
+    let mut ready: Vec<(String, String)> = found
+        .iter()
+        .filter(|(_, at)| **at <= passed)
+        .map(|(t, _)| t.clone())
+        .collect();
+    ready.sort();
+    for table in &ready {
+        found.remove(table);
+    }
+    ready
+}
+
+/// What a look at the publication's tables changes, given the tables known.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Listing {
+    /// Published, not known, not seen before.
+    new: Vec<(String, String)>,
+    /// Known, no longer published, not reported before.
+    left: Vec<(String, String)>,
+}
+
+fn compare(
+    known: &HashSet<(String, String)>,
+    seen: &HashMap<(String, String), Lsn>,
+    reported: &HashSet<(String, String)>,
+    published: &[(String, String)],
+) -> Listing {
+    let listed: HashSet<&(String, String)> = published.iter().collect();
+    let mut listing = Listing {
+        new: published
+            .iter()
+            .filter(|t| !known.contains(*t) && !seen.contains_key(*t))
+            .cloned()
+            .collect(),
+        left: known
+            .iter()
+            .filter(|t| !listed.contains(t) && !reported.contains(*t))
+            .cloned()
+            .collect(),
+    };
+    listing.left.sort();
+    listing
 }
 
 impl AddedTables {
@@ -230,6 +326,67 @@ impl AddedTables {
             metrics,
             shutdown,
             known,
+            seen: HashMap::new(),
+            leaving: HashMap::new(),
+            left: HashSet::new(),
+        }
+    }
+
+    /// Whether new tables are looked for (lsnpipe made this slot's copy).
+    pub fn is_tracking(&self) -> bool {
+        self.known.is_some()
+    }
+
+    /// The publication lists `published` as of source position `at` (read after the list).
+    /// What changed is acted on once the stream passes `at` ([`AddedTables::due`]): before
+    /// that, a captured `CREATE TABLE` or the table's last published changes are still coming.
+    pub fn listed(&mut self, published: &[(String, String)], at: Lsn) {
+        let Some(known) = self.known.as_ref() else {
+            return;
+        };
+        let listing = compare(known, &self.seen, &self.left, published);
+        for table in listing.new {
+            self.seen.insert(table, at);
+        }
+        for table in listing.left {
+            self.leaving.entry(table).or_insert(at);
+        }
+        // Listed again before the stream got there: it did not leave after all.
+        self.leaving.retain(|t, _| !published.contains(t));
+    }
+
+    /// What [`AddedTables::listed`] found that the stream has now passed (`passed`): tables
+    /// still unknown start copying (their progress is returned for the filter), and tables that
+    /// left are set back to pending and returned, once each.
+    pub async fn due(&mut self, passed: Lsn) -> Result<Due, SnapshotError> {
+        let mut due = Due::default();
+        for (schema, table) in ready(&mut self.seen, passed) {
+            if let Some(sync) = self.relation(&schema, &table) {
+                due.started.push((schema, table, sync));
+            }
+        }
+        let left = ready(&mut self.leaving, passed);
+        if left.is_empty() {
+            return Ok(due);
+        }
+        let mut target = wire::connect_sql(&self.target)
+            .await
+            .map_err(SnapshotError::TargetSql)?;
+        state::set_pending(&mut target, &self.options.slot, &left).await?;
+        for table in left {
+            if let Some(known) = self.known.as_mut() {
+                known.remove(&table);
+            }
+            self.left.insert(table.clone());
+            due.left.push(table);
+        }
+        Ok(due)
+    }
+
+    /// `schema.table` is held by this slot from now on (created on the target by captured DDL).
+    pub fn known(&mut self, schema: &str, table: &str) {
+        if let Some(known) = self.known.as_mut() {
+            known.insert((schema.to_owned(), table.to_owned()));
         }
     }
 
@@ -241,6 +398,9 @@ impl AddedTables {
         if !known.insert(key.clone()) {
             return None;
         }
+        self.seen.remove(&key);
+        // A table that left and rejoined holds stale rows on the target: emptied and copied.
+        let fresh = !self.left.remove(&key);
         let (tx, rx) = watch::channel(TableSync::Starting);
         let tx = Arc::new(tx);
         let options = self.options.clone();
@@ -250,19 +410,23 @@ impl AddedTables {
         tokio::spawn(async move {
             let names = [key];
             let point = tx.clone();
+            let floor = tx.clone();
             let result = async {
                 let mut client = wire::connect_sql(&target)
                     .await
                     .map_err(SnapshotError::TargetSql)?;
                 copy_at_new_point(
                     &names,
-                    true,
+                    fresh,
                     &options,
                     &source,
                     &target,
                     &mut client,
                     &metrics,
                     &mut shutdown,
+                    |at| {
+                        let _ = floor.send(TableSync::Preparing { floor: at });
+                    },
                     |sync| {
                         let _ = point.send(TableSync::Copying { sync });
                     },
@@ -289,4 +453,46 @@ fn added_slot_name(slot: &str, names: &[(String, String)]) -> String {
     let suffix = format!("_add{:08x}", hasher.finish() & 0xffff_ffff);
     let base: String = slot.chars().take(63 - suffix.len()).collect();
     format!("{base}{suffix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(name: &str) -> (String, String) {
+        ("public".to_owned(), name.to_owned())
+    }
+
+    #[test]
+    fn a_look_at_the_publication_finds_joined_and_left_tables_once() {
+        let known: HashSet<_> = [t("a"), t("b")].into();
+        let mut seen = HashMap::new();
+        let mut reported = HashSet::new();
+        let listing = compare(&known, &seen, &reported, &[t("a"), t("c")]);
+        assert_eq!(
+            listing,
+            Listing {
+                new: vec![t("c")],
+                left: vec![t("b")],
+            }
+        );
+        // Seen and reported already: nothing new the next time.
+        seen.insert(t("c"), Lsn::ZERO);
+        reported.insert(t("b"));
+        assert_eq!(
+            compare(&known, &seen, &reported, &[t("a"), t("c")]),
+            Listing::default()
+        );
+        assert_eq!(compare(&known, &seen, &reported, &[]).left, vec![t("a")]);
+    }
+
+    #[test]
+    fn what_a_look_found_waits_until_the_stream_has_passed_it() {
+        let at = |n: u64| Lsn::from(n);
+        let mut found: HashMap<_, _> = [(t("b"), at(20)), (t("a"), at(10))].into();
+        assert!(ready(&mut found, at(9)).is_empty());
+        assert_eq!(ready(&mut found, at(10)), vec![t("a")]);
+        assert_eq!(ready(&mut found, at(100)), vec![t("b")]);
+        assert!(found.is_empty());
+    }
 }

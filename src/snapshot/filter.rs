@@ -76,6 +76,20 @@ impl SyncFilter {
             .insert((schema.to_owned(), table.to_owned()), sync);
     }
 
+    /// A table whose copy beside the stream failed, with the reason (checked on a timer too: a
+    /// table that never changes would otherwise never tell).
+    pub fn failed(&self) -> Option<Hold> {
+        self.online
+            .iter()
+            .find_map(|(key, sync)| match &*sync.borrow() {
+                TableSync::Failed(reason) => Some(Hold::Failed {
+                    table: format!("{}.{}", key.0, key.1),
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            })
+    }
+
     /// Whether `message` must wait for a table's copy (call before [`SyncFilter::admit`]).
     pub fn hold(&mut self, message: &LogicalMessage) -> Option<Hold> {
         if self.online_oids.is_empty() {
@@ -98,6 +112,10 @@ impl SyncFilter {
             let state = sync.borrow().clone();
             match state {
                 TableSync::Starting => return Some(Hold::Wait(sync.clone())),
+                TableSync::Preparing { floor } if self.final_lsn >= floor => {
+                    return Some(Hold::Wait(sync.clone()));
+                }
+                TableSync::Preparing { .. } => {}
                 TableSync::Copying { sync: point } if self.final_lsn >= point => {
                     return Some(Hold::Wait(sync.clone()));
                 }
@@ -182,6 +200,8 @@ impl SyncFilter {
             .map(|sync| sync.borrow().clone());
         match copying {
             Some(TableSync::Copying { sync } | TableSync::Done { sync }) => self.final_lsn >= sync,
+            // Let through by `hold` only when before the floor, hence in the copy.
+            Some(TableSync::Preparing { floor }) => self.final_lsn >= floor,
             _ => true,
         }
     }
@@ -292,6 +312,21 @@ mod tests {
             matches!(f.hold(&insert(1)), Some(Hold::Wait(_))),
             "point unknown"
         );
+        tx.send(TableSync::Preparing {
+            floor: Lsn::from(99),
+        })
+        .unwrap();
+        assert!(
+            matches!(f.hold(&insert(1)), Some(Hold::Wait(_))),
+            "at the floor: may be after the point"
+        );
+        f.admit(begin(98)).unwrap();
+        assert!(f.hold(&insert(1)).is_none(), "before the floor: no wait");
+        assert!(
+            f.admit(insert(1)).unwrap().is_none(),
+            "before the floor: in the copy"
+        );
+        f.admit(begin(99)).unwrap();
         tx.send(TableSync::Copying {
             sync: Lsn::from(100),
         })

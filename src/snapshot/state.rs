@@ -168,6 +168,25 @@ pub(super) async fn add_pending(
     tx.commit().await.map_err(failed)
 }
 
+/// `tables` left the publication: set back to pending, so that if one rejoins, it is emptied
+/// and copied again (its changes stopped arriving in between).
+pub(super) async fn set_pending(
+    target: &mut Client,
+    slot: &str,
+    tables: &[(String, String)],
+) -> Result<(), SnapshotError> {
+    for (schema, table) in tables {
+        target
+            .execute(
+                "UPDATE lsnpipe.copy_state SET status = 'pending'                  WHERE slot = $1 AND schema_name = $2 AND table_name = $3",
+                &[&slot, schema, table],
+            )
+            .await
+            .map_err(failed)?;
+    }
+    Ok(())
+}
+
 /// Every table of this slot's copy state, copied or not.
 pub(super) async fn tables(
     target: &Client,

@@ -185,7 +185,10 @@ pub async fn open_stream(
         interval = interval.min(timeout / 2);
     }
 
-    let plain = LogicalOptions::new(1, vec![options.publication.clone()]);
+    let mut plain = LogicalOptions::new(1, vec![options.publication.clone()]);
+    // Logical decoding messages carry captured DDL (`lsnpipe ddl install`); pgoutput sends them
+    // from server 14 on. Others' messages are ignored by the applier.
+    plain.messages = conn.server_version_num() >= 140_000;
     let Some(streamed) = streaming_options(options, conn.server_version_num()) else {
         let stream = conn
             .start_replication(&options.slot, start, &plain, positions, interval)
@@ -231,6 +234,7 @@ fn streaming_options(options: &SourceOptions, server_version_num: u32) -> Option
     }
     let mut logical = LogicalOptions::new(2, vec![options.publication.clone()]);
     logical.streaming = Streaming::On;
+    logical.messages = true;
     Some(logical)
 }
 

@@ -236,3 +236,78 @@ async fn leaf_partitions_published_through_their_root_are_not_copied_as_added_ta
         "no copy of a leaf was started: {log}"
     );
 }
+
+/// `lsnpipe status --format json` for this pair, with the publication given.
+fn status_json(db: &str, slot: &str) -> serde_json::Value {
+    let out = support::lsnpipe_command()
+        .args(["status", "--format", "json", "--publication", "pub"])
+        .args(["--source", &support::source().conn_string(db)])
+        .args(["--target", &support::target().conn_string(db)])
+        .args(["--slot", slot])
+        .output()
+        .expect("run lsnpipe status");
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_reported() {
+    let (db, slot, source, target) =
+        setup("added_quiet", "CREATE PUBLICATION pub FOR TABLE busy").await;
+    let lsnpipe = Running::spawn(run(&db, &slot));
+    let load = Load::start(&db).await;
+    converge(&source, &target, &["busy"], &lsnpipe).await;
+    // Filled, then published, then never changed: no Relation message ever names it.
+    source
+        .batch_execute(
+            "CREATE TABLE quiet (id int PRIMARY KEY, v text);
+             INSERT INTO quiet SELECT g, 'v' || g FROM generate_series(1, 1000) g;
+             ALTER PUBLICATION pub ADD TABLE quiet;",
+        )
+        .await
+        .unwrap();
+    let joined = Instant::now();
+    converge(&source, &target, &["quiet"], &lsnpipe).await;
+    eprintln!(
+        "a quiet table was found and copied in {:.1} s",
+        joined.elapsed().as_secs_f64()
+    );
+
+    // It leaves: reported in the log and by status; its later changes are not applied.
+    source
+        .batch_execute("ALTER PUBLICATION pub DROP TABLE quiet")
+        .await
+        .unwrap();
+    support::wait_until("the table's leaving to be logged", WAIT, || async {
+        lsnpipe.log().contains("table left the publication")
+    })
+    .await;
+    let status = status_json(&db, &slot);
+    assert_eq!(
+        status["left_publication"],
+        serde_json::json!(["public.quiet"]),
+        "{status}"
+    );
+    assert_eq!(status["copying"], serde_json::json!([]), "{status}");
+    source
+        .batch_execute("INSERT INTO quiet VALUES (1001, 'unpublished')")
+        .await
+        .unwrap();
+    converge(&source, &target, &["busy"], &lsnpipe).await;
+    assert_eq!(support::count(&target, "quiet").await, 1000);
+
+    // It rejoins: its target copy is stale, so it is emptied and copied again.
+    source
+        .batch_execute("ALTER PUBLICATION pub ADD TABLE quiet")
+        .await
+        .unwrap();
+    converge(&source, &target, &["quiet"], &lsnpipe).await;
+    load.stop().await;
+    converge(&source, &target, &["busy", "quiet"], &lsnpipe).await;
+    assert_eq!(
+        status_json(&db, &slot)["left_publication"],
+        serde_json::json!([])
+    );
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+}

@@ -11,6 +11,7 @@ mod added;
 mod apply;
 mod cli;
 mod crash;
+mod ddl;
 mod faults;
 mod ha;
 mod harness;

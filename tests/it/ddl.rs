@@ -1,0 +1,409 @@
+//! Captured DDL (`lsnpipe ddl install`): commands on published tables replayed on the target at
+//! their place in the stream, while another table takes a steady write load; a command the
+//! target rejects stops replication by name; `ddl remove` leaves nothing behind.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::support::{self, Running};
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// `lsnpipe ddl install|remove` on the source database `db`; panics with its output on failure.
+fn ddl(action: &str, db: &str) -> String {
+    let out = support::lsnpipe_command()
+        .args([
+            "ddl",
+            action,
+            "--source",
+            &support::source().conn_string(db),
+        ])
+        .output()
+        .expect("run lsnpipe ddl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "lsnpipe ddl {action}: {text}");
+    text
+}
+
+/// Inserts and updates on `busy`, pgbench-like, until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    async fn start(db: &str) -> Load {
+        let client = support::connect(support::source(), db).await;
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut n = 0i32;
+            while !flag.load(Ordering::Relaxed) {
+                n += 1;
+                client
+                    .batch_execute(&format!(
+                        "BEGIN; INSERT INTO busy (n) VALUES ({n}); \
+                         UPDATE busy SET n = n + 1 WHERE id = (SELECT max(id) FROM busy) - 1; COMMIT"
+                    ))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+        Load { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
+
+/// Columns (name, type, not null, default) and index definitions of `table`.
+async fn shape(client: &Client, table: &str) -> Vec<String> {
+    let mut shape: Vec<String> = client
+        .query(
+            "SELECT format('%s %s %s %s', attname, format_type(atttypid, atttypmod), attnotnull, \
+                 pg_get_expr(d.adbin, d.adrelid)) \
+             FROM pg_attribute a LEFT JOIN pg_attrdef d ON (d.adrelid, d.adnum) = (a.attrelid, a.attnum) \
+             WHERE attrelid = to_regclass($1::text) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+            &[&table],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    shape.extend(
+        client
+            .query(
+                "SELECT indexdef FROM pg_indexes WHERE tablename = $1 ORDER BY indexname",
+                &[&table],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0)),
+    );
+    shape
+}
+
+struct Pair {
+    db: String,
+    slot: String,
+    source: Client,
+    target: Client,
+}
+
+/// `t`, `gone` and `busy` on both sides, published; the capture installed on the source.
+async fn setup(prefix: &str) -> Pair {
+    let db = support::test_dbs(prefix).await;
+    let slot = support::unique_name(&format!("{prefix}_slot"));
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    let tables = "CREATE TABLE t (id int PRIMARY KEY, v text, w int);
+                  CREATE TABLE gone (id int PRIMARY KEY);
+                  CREATE TABLE busy (id bigserial PRIMARY KEY, n int)";
+    source.batch_execute(tables).await.unwrap();
+    target.batch_execute(tables).await.unwrap();
+    source
+        .batch_execute(
+            "INSERT INTO t SELECT i, 'v' || i, i % 7 FROM generate_series(1, 100) i;
+             CREATE PUBLICATION pub FOR TABLE t, gone, busy",
+        )
+        .await
+        .unwrap();
+    ddl("install", &db);
+    Pair {
+        db,
+        slot,
+        source,
+        target,
+    }
+}
+
+impl Pair {
+    fn run(&self, extra: &[&str]) -> Running {
+        Running::spawn(support::lsnpipe_run(
+            support::source(),
+            &self.db,
+            support::target(),
+            &self.db,
+            "pub",
+            &self.slot,
+            extra,
+        ))
+    }
+
+    /// `t` (rows and shape) and `busy` (rows) equal on both sides.
+    async fn converge(&self, lsnpipe: &Running) {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let (s, t) = (
+                shape(&self.source, "t").await,
+                shape(&self.target, "t").await,
+            );
+            if s == t && support::tables_equal(&self.source, &self.target, &["t", "busy"]).await {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the target did not catch up:\n{s:?}\n{t:?}\n{}",
+                lsnpipe.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renames_indexes_and_drops_are_replayed_in_place_under_load() {
+    let pair = setup("ddl_replay").await;
+    let lsnpipe = pair.run(&["--create-slot"]);
+    let load = Load::start(&pair.db).await;
+    pair.converge(&lsnpipe).await;
+    let steps = [
+        // Rows written right after the rename use the new name: the rename must come first.
+        "ALTER TABLE t RENAME COLUMN v TO label",
+        "INSERT INTO t (id, label, w) VALUES (101, 'new', 1); UPDATE t SET label = label || '!' WHERE id <= 10",
+        "CREATE INDEX t_w ON t (w)",
+        "CREATE UNIQUE INDEX CONCURRENTLY t_label ON t (label)",
+        // Column drift must find this one already made.
+        "ALTER TABLE t ADD COLUMN z int NOT NULL DEFAULT 3, ALTER COLUMN w SET DEFAULT 9",
+        "DROP TABLE gone",
+    ];
+    for sql in steps {
+        pair.source.batch_execute(sql).await.unwrap();
+    }
+    // A command among rows of the same transaction, each statement sent on its own.
+    let mut source = support::connect(support::source(), &pair.db).await;
+    let tx = source.transaction().await.unwrap();
+    tx.batch_execute("INSERT INTO t (id, label) VALUES (102, 'z')")
+        .await
+        .unwrap();
+    tx.batch_execute("ALTER TABLE t ADD CONSTRAINT w_positive CHECK (w >= 0)")
+        .await
+        .unwrap();
+    tx.batch_execute("INSERT INTO t (id, label, w) VALUES (103, 'y', 0)")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pair.converge(&lsnpipe).await;
+    load.stop().await;
+    pair.converge(&lsnpipe).await;
+    let gone = pair
+        .target
+        .query_one("SELECT to_regclass('public.gone') IS NULL", &[])
+        .await
+        .unwrap();
+    assert!(gone.get::<_, bool>(0), "DROP TABLE replayed");
+    let constraint =
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'w_positive'";
+    assert_eq!(
+        pair.target
+            .query_one(constraint, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        pair.source
+            .query_one(constraint, &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+    );
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(log.contains("captured DDL applied on the target"), "{log}");
+    assert!(
+        !log.contains("schema change on the target"),
+        "column drift did something captured DDL had done: {log}"
+    );
+}
+
+/// The LSN an error names after "captured DDL at ".
+fn failed_lsn(log: &str) -> String {
+    let at = log
+        .find("captured DDL at ")
+        .expect("the error names the LSN")
+        + 16;
+    log[at..]
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(':')
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_the_target_rejects_stops_with_its_text_and_nothing_after_it() {
+    let pair = setup("ddl_reject").await;
+    // The target has a relation of the index's name already: the replay fails.
+    pair.target
+        .batch_execute("CREATE TABLE t_w (x int)")
+        .await
+        .unwrap();
+    let mut lsnpipe = pair.run(&["--create-slot"]);
+    let load = Load::start(&pair.db).await;
+    pair.converge(&lsnpipe).await;
+    pair.source
+        .batch_execute("CREATE INDEX t_w ON t (w)")
+        .await
+        .unwrap();
+    pair.source
+        .batch_execute("INSERT INTO t VALUES (200, 'after', 1)")
+        .await
+        .unwrap();
+    let (status, log) = lsnpipe.wait(WAIT).await;
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("the target rejected captured DDL")
+            && log.contains("CREATE INDEX t_w ON t (w)")
+            && log.contains("already exists"),
+        "names the command and the error: {log}"
+    );
+    let after = "SELECT count(*) FROM t WHERE id = 200";
+    assert_eq!(
+        pair.target
+            .query_one(after, &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0,
+        "nothing after the failed command is applied"
+    );
+    // Made by hand on the target, the command is skipped by its LSN and replication goes on.
+    let lsn = failed_lsn(&log);
+    pair.target
+        .batch_execute("DROP TABLE t_w; CREATE INDEX t_w ON t (w)")
+        .await
+        .unwrap();
+    let mut lsnpipe = pair.run(&["--skip-ddl", &lsn]);
+    pair.converge(&lsnpipe).await;
+
+    // A query string of several statements cannot be replayed: a named stop.
+    pair.source
+        .batch_execute("ALTER TABLE t ADD COLUMN q int; UPDATE t SET q = 1 WHERE id = 1")
+        .await
+        .unwrap();
+    let (status, log) = lsnpipe.wait(WAIT).await;
+    load.stop().await;
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains("holds 2 statements") && log.contains("--skip-ddl"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_remove_leaves_nothing_it_installed() {
+    let db = support::test_dbs("ddl_remove").await;
+    let source = support::connect(support::source(), &db).await;
+    let objects = "SELECT (SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'lsnpipe%') \
+        + (SELECT count(*) FROM pg_proc WHERE proname LIKE 'ddl_capture%') \
+        + (SELECT count(*) FROM pg_namespace WHERE nspname = 'lsnpipe')";
+    let count =
+        async |client: &Client| -> i64 { client.query_one(objects, &[]).await.unwrap().get(0) };
+    ddl("install", &db);
+    // Installing again replaces, it does not fail.
+    ddl("install", &db);
+    assert_eq!(
+        count(&source).await,
+        5,
+        "two triggers, two functions, a schema"
+    );
+    let out = ddl("remove", &db);
+    assert!(out.contains("removed"), "{out}");
+    assert_eq!(count(&source).await, 0, "{out}");
+    // DDL still works on the source afterwards.
+    source
+        .batch_execute("CREATE TABLE after_remove (id int)")
+        .await
+        .unwrap();
+    // Removing twice is harmless.
+    ddl("remove", &db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied() {
+    let db = support::test_dbs("ddl_create").await;
+    let slot = support::unique_name("ddl_create_slot");
+    let source = support::connect(support::source(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    let busy = "CREATE TABLE busy (id bigserial PRIMARY KEY, n int)";
+    source.batch_execute(busy).await.unwrap();
+    target.batch_execute(busy).await.unwrap();
+    source
+        .batch_execute("CREATE PUBLICATION pub FOR ALL TABLES")
+        .await
+        .unwrap();
+    ddl("install", &db);
+    let run = || {
+        Running::spawn(support::lsnpipe_run(
+            support::source(),
+            &db,
+            support::target(),
+            &db,
+            "pub",
+            &slot,
+            &["--create-slot"],
+        ))
+    };
+    let lsnpipe = run();
+    let load = Load::start(&db).await;
+    support::wait_until("the initial copy to finish", WAIT, || async {
+        target
+            .query_opt(
+                "SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done'",
+                &[&slot],
+            )
+            .await
+            .is_ok_and(|row| row.is_some())
+    })
+    .await;
+    source
+        .batch_execute("CREATE TABLE fresh (id int PRIMARY KEY, v text DEFAULT 'd')")
+        .await
+        .unwrap();
+    source
+        .batch_execute("INSERT INTO fresh (id) SELECT generate_series(1, 50)")
+        .await
+        .unwrap();
+    let equal = async |tables: &[&str]| {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !(shape(&source, "fresh").await == shape(&target, "fresh").await
+            && support::tables_equal(&source, &target, tables).await)
+        {
+            assert!(std::time::Instant::now() < deadline, "not equal");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    equal(&["fresh", "busy"]).await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("copying tables that joined the publication"),
+        "a table created by captured DDL is not copied: {log}"
+    );
+    // The next start knows the table too: it streams on, nothing copied again.
+    let lsnpipe = run();
+    source
+        .batch_execute("INSERT INTO fresh VALUES (51, 'after restart')")
+        .await
+        .unwrap();
+    equal(&["fresh"]).await;
+    load.stop().await;
+    equal(&["fresh", "busy"]).await;
+    let (status, log) = lsnpipe.terminate().await;
+    assert!(status.success(), "{log}");
+    assert!(
+        !log.contains("copying tables that joined the publication"),
+        "{log}"
+    );
+}
