@@ -15,6 +15,7 @@
 pub mod apply;
 pub mod cluster;
 pub mod config;
+pub mod latency;
 pub mod lsn;
 pub mod metrics;
 pub mod ops;

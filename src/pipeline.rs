@@ -366,6 +366,7 @@ async fn session(
     telemetry.watch_positions(positions.clone());
 
     let mut in_transaction = false;
+    let mut latency = crate::latency::CommitLatency::default();
     // Idle positions are recorded in the progress row at most this often.
     let mut idle_recorded = Instant::now();
     // Durability of asynchronous target commits is checked on this tick (the target's WAL
@@ -442,11 +443,14 @@ async fn session(
                     .await?
                     .is_some()
                 {
-                    telemetry.applied(applier.take_committed());
+                    let committed = applier.take_committed();
+                    latency.visible(committed.transactions);
+                    telemetry.applied(committed);
                     *progress = true;
                 }
                 in_transaction = true;
                 telemetry.begin(begin.commit_time);
+                latency.begin(begin.commit_time);
                 None
             }
             LogicalMessage::Commit(c) => Some(c.end_lsn),
@@ -467,12 +471,15 @@ async fn session(
         if commit.is_some() {
             in_transaction = false;
             let caught_up = stream.is_caught_up();
+            latency.commit_received(caught_up);
             if target_calls
                 .call("committing", applier.commit_if(caught_up))
                 .await?
                 .is_some()
             {
-                telemetry.applied(applier.take_committed());
+                let committed = applier.take_committed();
+                latency.visible(committed.transactions);
+                telemetry.applied(committed);
                 *progress = true;
             }
         }
