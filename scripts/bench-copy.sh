@@ -32,9 +32,7 @@ if ! command -v pgcopydb >/dev/null 2>&1; then
   echo "pgcopydb not found: its runs are skipped (install it with: apt-get install pgcopydb)" >&2
 fi
 
-echo "building lsnpipe (release)…" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-LSNPIPE="$root/target/release/lsnpipe"
+build_lsnpipe
 
 lsnpipe_pid=
 cleanup() {
