@@ -4,6 +4,9 @@
 #
 #   scripts/bench-copy.sh [SCALE]     pgbench scale of the source (default 50: 5 million rows)
 #
+# RUNS (default 3) rounds, each tool in turn within a round (alternating, so both see the same
+# load); every run is printed, and the figure per tool is the median of its runs.
+#
 # Every tool copies the same pgbench database from one source cluster into a fresh database of
 # one target cluster, one after the other. "schema": the tables (with their primary keys) exist
 # on the target. "empty": the tool (or, for the native subscription, pg_dump's pre-data and
@@ -15,6 +18,7 @@ set -euo pipefail
 source "$(dirname "$0")/lib/bench-common.sh"
 
 SCALE=${1:-50}
+RUNS=${RUNS:-3}
 JOBS=${JOBS:-$(nproc)}
 TABLES=(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history)
 BENCH_EXTRA_CONF="max_sync_workers_per_subscription = $JOBS
@@ -28,9 +32,7 @@ if ! command -v pgcopydb >/dev/null 2>&1; then
   echo "pgcopydb not found: its runs are skipped (install it with: apt-get install pgcopydb)" >&2
 fi
 
-echo "building lsnpipe (release)…" >&2
-cargo build --release --quiet --manifest-path "$root/Cargo.toml"
-LSNPIPE="$root/target/release/lsnpipe"
+build_lsnpipe
 
 lsnpipe_pid=
 cleanup() {
@@ -59,24 +61,25 @@ settle() { sq postgres CHECKPOINT; dq postgres CHECKPOINT; }
 
 schema_into() { pg_dump -s --section="$2" "$(src bench)" | psql -Xq -v ON_ERROR_STOP=1 "$(dst "$1")" >/dev/null; }
 
-native() { # mode
-  local db="native_$1" t0 t1
+native() { # mode run
+  local db="native_$1_$2" t0 t1
   dq postgres "CREATE DATABASE $db"
   [ "$1" = schema ] && { schema_into "$db" pre-data; schema_into "$db" post-data; }
   settle
   t0=$(now_ns)
   [ "$1" = empty ] && schema_into "$db" pre-data
-  dq "$db" "CREATE SUBSCRIPTION sub_$1 CONNECTION '$(src bench)' PUBLICATION bench_pub WITH (copy_data = true)" 2>/dev/null
+  dq "$db" "CREATE SUBSCRIPTION sub_$1_$2 CONNECTION '$(src bench)' PUBLICATION bench_pub WITH (copy_data = true)" 2>/dev/null
   wait_target "$db" "SELECT count(*) = ${#TABLES[@]} AND bool_and(srsubstate = 'r') FROM pg_subscription_rel" 3600
   [ "$1" = empty ] && schema_into "$db" post-data
   t1=$(now_ns)
-  dq "$db" "DROP SUBSCRIPTION sub_$1" >/dev/null 2>&1
-  secs[native_$1]=$(elapsed "$t0" "$t1")
+  dq "$db" "DROP SUBSCRIPTION sub_$1_$2" >/dev/null 2>&1
+  secs[native_$1]+="$(elapsed "$t0" "$t1") "
   same_tables bench "$db" "${TABLES[@]}"
+  dq postgres "DROP DATABASE $db"
 }
 
-lsnpipe() { # mode
-  local db="lsnpipe_$1" t0 t1 extra=()
+lsnpipe() { # mode run
+  local db="lsnpipe_$1_$2" t0 t1 extra=()
   dq postgres "CREATE DATABASE $db"
   if [ "$1" = schema ]; then
     schema_into "$db" pre-data; schema_into "$db" post-data
@@ -86,7 +89,7 @@ lsnpipe() { # mode
   settle
   t0=$(now_ns)
   "$LSNPIPE" run --source "$(src bench)" --target "$(dst "$db")" --publication bench_pub \
-    --slot "lsnpipe_$1" --create-slot --copy-jobs "$JOBS" --metrics-listen off "${extra[@]}" \
+    --slot "lsnpipe_$1_$2" --create-slot --copy-jobs "$JOBS" --metrics-listen off "${extra[@]}" \
     2>"$BENCH_DIR/lsnpipe_$1.log" &
   lsnpipe_pid=$!
   wait_target "$db" "SELECT to_regclass('lsnpipe.copy_run') IS NOT NULL AND EXISTS (SELECT 1 FROM lsnpipe.copy_run WHERE status = 'done')" 3600
@@ -95,13 +98,14 @@ lsnpipe() { # mode
   wait "$lsnpipe_pid" || { echo "lsnpipe exited with an error:" >&2; cat "$BENCH_DIR/lsnpipe_$1.log" >&2; exit 1; }
   lsnpipe_pid=
   echo "  lsnpipe $1: $(grep -o 'initial copy finished.*' "$BENCH_DIR/lsnpipe_$1.log" | sed 's/\x1b\[[0-9;]*m//g')" >&2
-  sq bench "SELECT pg_drop_replication_slot('lsnpipe_$1')" >/dev/null
-  secs[lsnpipe_$1]=$(elapsed "$t0" "$t1")
+  sq bench "SELECT pg_drop_replication_slot('lsnpipe_$1_$2')" >/dev/null
+  secs[lsnpipe_$1]+="$(elapsed "$t0" "$t1") "
   same_tables bench "$db" "${TABLES[@]}"
+  dq postgres "DROP DATABASE $db"
 }
 
-pgcopydb_run() { # mode
-  local db="pgcopydb_$1" t0 t1 dir="$BENCH_DIR/pgcopydb_$1"
+pgcopydb_run() { # mode run
+  local db="pgcopydb_$1_$2" t0 t1 dir="$BENCH_DIR/pgcopydb_$1_$2"
   dq postgres "CREATE DATABASE $db"
   mkdir -p "$dir"
   if [ "$1" = schema ]; then
@@ -118,26 +122,31 @@ pgcopydb_run() { # mode
       { cat "$dir.log" >&2; exit 1; }
   fi
   t1=$(now_ns)
-  secs[pgcopydb_$1]=$(elapsed "$t0" "$t1")
+  secs[pgcopydb_$1]+="$(elapsed "$t0" "$t1") "
   same_tables bench "$db" "${TABLES[@]}"
+  dq postgres "DROP DATABASE $db"
 }
 
 for mode in schema empty; do
-  echo "copying into a target with $([ $mode = schema ] && echo "the schema in place" || echo "no tables")…" >&2
-  native "$mode"
-  lsnpipe "$mode"
-  ((have_pgcopydb)) && pgcopydb_run "$mode"
+  for run in $(seq "$RUNS"); do
+    echo "copying into a target with $([ $mode = schema ] && echo "the schema in place" || echo "no tables"), round $run of $RUNS…" >&2
+    native "$mode" "$run"
+    lsnpipe "$mode" "$run"
+    ((have_pgcopydb)) && pgcopydb_run "$mode" "$run"
+  done
 done
+median() { tr ' ' '\n' <<<"$1" | sed '/^$/d' | sort -g | awk '{a[NR]=$1} END{print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 machine
-echo "source: pgbench scale $SCALE, $rows rows, database $size; jobs: $JOBS; fsync on"
+echo "source: pgbench scale $SCALE, $rows rows, database $size; jobs: $JOBS; fsync on; median of $RUNS alternating runs"
 for mode in schema empty; do
   echo "target $mode:"
+  native_median=$(median "${secs[native_$mode]}")
   for tool in native lsnpipe pgcopydb; do
-    s=${secs[${tool}_$mode]:-}
-    [ -z "$s" ] && continue
-    awk -v name="$tool" -v s="$s" -v r="$rows" -v n="${secs[native_$mode]}" \
-      'BEGIN{printf "  %-9s %8.2f s %10.0f rows/s   %.2fx native\n", name, s, r/s, n/s}'
+    runs=${secs[${tool}_$mode]:-}
+    [ -z "$runs" ] && continue
+    awk -v name="$tool" -v s="$(median "$runs")" -v r="$rows" -v n="$native_median" -v runs="${runs% }" \
+      'BEGIN{printf "  %-9s %8.2f s %10.0f rows/s   %.2fx native   runs: %s s\n", name, s, r/s, n/s, runs}'
   done
 done
 echo "every target equals the source: ${TABLES[*]}"

@@ -1,37 +1,40 @@
 #!/usr/bin/env bash
 # Freshness under a steady load: how long from a commit on the source until it is visible on the
-# target, for lsnpipe and for PostgreSQL's own CREATE SUBSCRIPTION, in the same run.
+# target, for PostgreSQL's own CREATE SUBSCRIPTION and for lsnpipe, in the same run.
 #
-#   scripts/bench-freshness.sh [SECONDS] [RATE…]     defaults: 20 s at 2000 and 8000 tx/s
+#   scripts/bench-freshness.sh [SECONDS] [RATE…]     defaults: 30 s at 1000 and 4000 tx/s
 #
-# For each rate and each replicator in turn: a pgbench TPC-B-like load at that rate plus a probe
-# stream (50 probe rows/s, each stamped with clock_timestamp() at its source commit). Both
-# clusters share this machine's clock. Latency of a probe:
-#   lsnpipe: its commit time on the target (track_commit_timestamp) − its source time;
-#   native:  the time the apply worker wrote it (a target-only column defaulting to
-#            clock_timestamp()) − its source time. The native worker stamps its commits with the
-#            source's commit time, so its commit timestamps cannot be used; the write time is a
-#            lower bound of its visibility (the row shows at the commit just after).
-# The load runs with synchronous_commit = off on the source so that the requested rates can be
-# reached on this machine's disk. Prints p50/p99/max per replicator and rate.
+# For each rate, native then lsnpipe, on the same data: a pgbench TPC-B-like load at that rate
+# (`pgbench -c 4 -j 2 -R RATE`, scale 10) runs on the source, and one client,
+# examples/freshness_probe.rs, inserts a probe row on the source in autocommit every 100 ms and
+# then polls the target every 1 ms until it sees the row. The figure is the wall time from issuing
+# the insert to seeing the row: one program and one clock time both replicators. Prints
+# p50/p99/max per replicator and rate, and lsnpipe/native ratios (below 1: lsnpipe is fresher).
+# Both clusters run with fsync on. The load's sessions get LOAD_OPTIONS as PGOPTIONS, by default
+# '-c synchronous_commit=off': four clients waiting for an fsync each cannot reach 1,000 tx/s on
+# a small machine's disk (LOAD_OPTIONS= for synchronous commits; the achieved rate is printed).
+# The probe always commits synchronously. TOOLS="lsnpipe" runs one replicator only.
 set -euo pipefail
 source "$(dirname "$0")/lib/bench-common.sh"
 
-DURATION=${1:-20}
+DURATION=${1:-30}
 shift || true
 RATES=("$@")
-[ ${#RATES[@]} -gt 0 ] || RATES=(2000 8000)
+[ ${#RATES[@]} -gt 0 ] || RATES=(1000 4000)
 SCALE=${SCALE:-10}
-TABLES=(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history "(SELECT id, phase, src_ts FROM probe)")
+read -r -a WHO <<<"${TOOLS:-native lsnpipe}"
+# The load starts this long before the probe, so both see a steady state.
+WARMUP=2
+LOAD_OPTIONS=${LOAD_OPTIONS-"-c synchronous_commit=off"}
+TABLES=(pgbench_accounts pgbench_branches pgbench_tellers pgbench_history probe)
 
 build_lsnpipe
+echo "building the probe (release)…" >&2
+cargo build --release --quiet --example freshness_probe --manifest-path "$root/Cargo.toml"
+PROBE="$root/target/release/examples/freshness_probe"
 trap cleanup_bench EXIT
 start_clusters
-setup_pgbench_pair "CREATE TABLE probe (id bigserial PRIMARY KEY, phase int NOT NULL, src_ts timestamptz NOT NULL)" probe
-for db in native lsnpipe; do
-  dq "$db" "ALTER TABLE probe ADD COLUMN applied_at timestamptz DEFAULT clock_timestamp()"
-done
-echo "INSERT INTO probe (phase, src_ts) VALUES (:phase, clock_timestamp());" >"$BENCH_DIR/probe.sql"
+setup_pgbench_pair "CREATE TABLE probe (id bigint PRIMARY KEY, phase int NOT NULL)" probe
 
 start_replicator() {
   case $1 in
@@ -45,48 +48,57 @@ start_replicator() {
 stop_replicator() {
   case $1 in
     native) dq native "ALTER SUBSCRIPTION native_sub DISABLE" ;;
-    lsnpipe) kill -TERM "$lsnpipe_pid"; wait "$lsnpipe_pid"; lsnpipe_pid= ;;
+    lsnpipe)
+      kill -TERM "$lsnpipe_pid"; wait "$lsnpipe_pid"; lsnpipe_pid=
+      # RUST_LOG=info,lsnpipe::latency=debug LSNPIPE_LOG_KEEP=FILE: keep the log to study.
+      [ -z "${LSNPIPE_LOG_KEEP:-}" ] || cp "$BENCH_DIR/lsnpipe.log" "$LSNPIPE_LOG_KEEP" ;;
   esac
 }
 # A probe row of phase 0 marks "caught up with everything written so far".
 catch_up() {
   local id
-  id=$(sq bench "INSERT INTO probe (phase, src_ts) VALUES (0, clock_timestamp()) RETURNING id")
+  id=$(sq bench "INSERT INTO probe (id, phase) SELECT coalesce(max(id), 0) + 1, 0 FROM probe RETURNING id")
   wait_target "$1" "SELECT EXISTS (SELECT 1 FROM probe WHERE id = $id)"
 }
 
+declare -A figures
 results=()
 phase=0
 for rate in "${RATES[@]}"; do
-  for who in native lsnpipe; do
+  for who in "${WHO[@]}"; do
     phase=$((phase + 1))
     start_replicator "$who"
     catch_up "$who"
-    pgbench -n -R 50 -T "$DURATION" -c 1 -f "$BENCH_DIR/probe.sql" -D phase="$phase" "$(src bench)" >/dev/null 2>&1 &
-    probe_pid=$!
-    load=$(PGOPTIONS='-c synchronous_commit=off' pgbench -n -R "$rate" -T "$DURATION" -c 8 -j 2 "$(src bench)" 2>/dev/null | sed -n 's/^tps = \([0-9.]*\).*/\1/p')
-    wait "$probe_pid"
+    PGOPTIONS="$LOAD_OPTIONS" pgbench -n -R "$rate" -T $((DURATION + WARMUP + 1)) -c 4 -j 2 "$(src bench)" \
+      >"$BENCH_DIR/load-$phase.log" 2>&1 &
+    load_pid=$!
+    sleep "$WARMUP"
+    stats=$("$PROBE" "$(src bench)" "$(dst "$who")" probe "$DURATION" "$phase")
+    wait "$load_pid"
+    load=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$BENCH_DIR/load-$phase.log")
     catch_up "$who"
     stop_replicator "$who"
-    stats=$(dq "$who" "SELECT format('%s  p50 %s ms  p99 %s ms  max %s ms  (%s probes)',
-                  rpad('$who', 8),
-                  round((percentile_cont(0.5) WITHIN GROUP (ORDER BY ms))::numeric, 1),
-                  round((percentile_cont(0.99) WITHIN GROUP (ORDER BY ms))::numeric, 1),
-                  round(max(ms)::numeric, 1), count(*))
-             FROM (SELECT extract(epoch FROM
-                     CASE WHEN '$who' = 'native' THEN applied_at
-                          ELSE pg_xact_commit_timestamp(xmin) END - src_ts) * 1000 AS ms
-                   FROM probe WHERE phase = $phase) p")
-    results+=("rate $rate tx/s (achieved $(printf '%.0f' "$load")): $stats")
+    read -r _ n _ p50 _ p99 _ max <<<"$stats"
+    figures[$who-$rate]="$p50 $p99 $max"
+    results+=("$(printf 'rate %5s tx/s (achieved %5.0f)  %-8s p50 %6s ms  p99 %6s ms  max %6s ms  (%s probes)' \
+      "$rate" "$load" "$who" "$p50" "$p99" "$max" "$n")")
   done
 done
-for who in native lsnpipe; do
+for who in "${WHO[@]}"; do
   start_replicator "$who"; catch_up "$who"; stop_replicator "$who"
   same_tables bench "$who" "${TABLES[@]}"
 done
 
 machine
-echo "load: pgbench TPC-B-like, scale $SCALE, 8 clients, ${DURATION}s per phase"
-echo "latency: lsnpipe = target commit − source commit; native = target write − source commit (a lower bound)"
+echo "load: pgbench TPC-B-like, scale $SCALE, 4 clients, 2 threads, ${DURATION}s of probes per phase${LOAD_OPTIONS:+, PGOPTIONS=$LOAD_OPTIONS}"
+echo "latency: from issuing the probe's INSERT on the source to the target showing it (examples/freshness_probe.rs, 1 ms polls)"
 printf '%s\n' "${results[@]}"
-echo "both targets equal the source: pgbench_accounts, pgbench_branches, pgbench_tellers, pgbench_history, probe"
+if [ ${#WHO[@]} -eq 2 ]; then
+  for rate in "${RATES[@]}"; do
+    read -r n50 n99 nmax <<<"${figures[native-$rate]}"
+    read -r l50 l99 lmax <<<"${figures[lsnpipe-$rate]}"
+    awk -v r="$rate" -v a="$l50" -v b="$n50" -v c="$l99" -v d="$n99" -v e="$lmax" -v f="$nmax" \
+      'BEGIN{printf "ratio lsnpipe/native at %s tx/s: p50 %.2f  p99 %.2f  max %.2f\n", r, a/b, c/d, e/f}'
+  done
+fi
+echo "targets equal the source: ${TABLES[*]}"

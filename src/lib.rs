@@ -17,6 +17,7 @@ pub mod apply;
 pub mod cluster;
 pub mod config;
 pub mod ddl;
+pub mod latency;
 pub mod lsn;
 pub mod metrics;
 pub mod ops;

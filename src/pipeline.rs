@@ -466,6 +466,7 @@ async fn session(
     let mut in_transaction = false;
     // When the last message was applied: the stream has been quiet since.
     let mut last_applied = Instant::now();
+    let mut latency = crate::latency::CommitLatency::default();
     // Idle positions are recorded in the progress row at most this often.
     let mut idle_recorded = Instant::now();
     // Durability of asynchronous target commits is checked on this tick (the target's WAL
@@ -659,11 +660,14 @@ async fn session(
                     .await?
                     .is_some()
                 {
-                    telemetry.applied(applier.take_committed());
+                    let committed = applier.take_committed();
+                    latency.visible(committed.transactions);
+                    telemetry.applied(committed);
                     *progress = true;
                 }
                 in_transaction = true;
                 telemetry.begin(begin.commit_time);
+                latency.begin(begin.commit_time);
                 None
             }
             LogicalMessage::Commit(c) => Some(c.end_lsn),
@@ -686,12 +690,15 @@ async fn session(
             in_transaction = false;
             let split_here = next.commit_at.is_some_and(|at| end_lsn >= at);
             let caught_up = stream.is_caught_up();
+            latency.commit_received(caught_up);
             if target_calls
                 .call("committing", applier.commit_if(caught_up || split_here))
                 .await?
                 .is_some()
             {
-                telemetry.applied(applier.take_committed());
+                let committed = applier.take_committed();
+                latency.visible(committed.transactions);
+                telemetry.applied(committed);
                 *progress = true;
                 if split_here {
                     next.commit_at = None;

@@ -77,8 +77,13 @@ same_tables() {
   done
 }
 
-# Build the release binary into $LSNPIPE.
+# Build the release binary into $LSNPIPE (LSNPIPE_BIN: use that binary instead, e.g. an older
+# build to compare with).
 build_lsnpipe() {
+  if [ -n "${LSNPIPE_BIN:-}" ]; then
+    LSNPIPE=$LSNPIPE_BIN
+    return
+  fi
   echo "building lsnpipe (release)…" >&2
   cargo build --release --quiet --manifest-path "$root/Cargo.toml"
   LSNPIPE="$root/target/release/lsnpipe"

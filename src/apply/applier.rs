@@ -2,7 +2,8 @@
 //!
 //! ```text
 //!   Begin ─┬─ final_lsn < stored progress ─▶ skipping (already applied) … until its Commit
-//!          └─ else: BEGIN on the target unless a group is open
+//!          └─ else: BEGIN on the target unless a group is open (sent with the group's first
+//!             statement, so a caught-up transaction reaches the target in one write)
 //!   Relation ─▶ cache;  Type / Origin ─▶ ignored
 //!   Message 'lsnpipe.ddl' ─▶ captured DDL run in the open group (see `crate::ddl`); others ignored
 //!   Insert / Update / Delete / Truncate ─▶ planner (what is buffered, merged, folded, and in
@@ -75,6 +76,9 @@ pub struct Applier {
     relations: RelationCache,
     statements: HashMap<StatementKey, Statement>,
     progress_statement: Statement,
+    /// `TARGET_INSERT_LSN` and `TARGET_FLUSH_LSN`, prepared: one round trip each, not two.
+    insert_lsn_statement: Statement,
+    flush_lsn_statement: Statement,
     slot: String,
     /// The stored progress LSN: end LSN of the last source commit durable on the target.
     durable: Lsn,
@@ -134,8 +138,21 @@ impl Applier {
         let progress_statement = client.prepare(progress::WRITE).await.map_err(|e| {
             ApplyError::from_target(e, progress::table_name(), Operation::Bookkeeping)
         })?;
+        let prepare = |sql| {
+            let client = &client;
+            async move {
+                client
+                    .prepare(sql)
+                    .await
+                    .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))
+            }
+        };
+        let insert_lsn_statement = prepare(TARGET_INSERT_LSN).await?;
+        let flush_lsn_statement = prepare(TARGET_FLUSH_LSN).await?;
         Ok(Applier {
             inflight: InFlight::new(Arc::new(client), PIPELINE_WINDOW),
+            insert_lsn_statement,
+            flush_lsn_statement,
             relations: RelationCache::default(),
             statements: HashMap::new(),
             progress_statement,
@@ -313,7 +330,7 @@ impl Applier {
             return Ok(());
         }
         if self.group.is_none() {
-            self.inflight.simple("BEGIN".into()).await?;
+            self.inflight.begin_deferred();
             self.group = Some(Group::new());
         }
         self.source = SourceTransaction::Applying;
@@ -701,8 +718,13 @@ impl Applier {
             )
             .await?;
         self.inflight.simple("COMMIT".into()).await?;
-        self.inflight.drain().await?;
-        self.await_flush_of(end_lsn).await?;
+        // The commit's WAL position is asked right behind it: one round trip for the group's
+        // last statements, its commit and the position (see `await_flush_of`).
+        let row = self
+            .inflight
+            .query_one_behind(self.insert_lsn_statement.clone())
+            .await?;
+        self.unflushed.push(parse_lsn_row(&row)?, end_lsn);
         self.committed
             .schema_changes
             .append(&mut self.pending_schema_changes);
@@ -749,7 +771,7 @@ impl Applier {
         let target_lsn = self
             .inflight
             .client()
-            .query_one(TARGET_INSERT_LSN, &[])
+            .query_one(&self.insert_lsn_statement, &[])
             .await
             .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))
             .and_then(|row| parse_lsn_row(&row))?;
@@ -769,7 +791,7 @@ impl Applier {
         let row = self
             .inflight
             .client()
-            .query_one(TARGET_FLUSH_LSN, &[])
+            .query_one(&self.flush_lsn_statement, &[])
             .await
             .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
         Ok(self.unflushed.release(parse_lsn_row(&row)?))

@@ -43,6 +43,8 @@ pub(crate) struct InFlight {
     client: Arc<Client>,
     queue: VecDeque<Pending>,
     window: usize,
+    /// A `BEGIN` asked for and not sent yet (see [`InFlight::begin_deferred`]).
+    begin_deferred: bool,
     /// Updates and deletes that found no row (the target had diverged; logged, not fatal).
     pub rows_not_found: u64,
 }
@@ -62,12 +64,21 @@ impl InFlight {
             client,
             queue: VecDeque::with_capacity(window),
             window: window.max(1),
+            begin_deferred: false,
             rows_not_found: 0,
         }
     }
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Open a transaction with the next request sent (or the next [`InFlight::drain`]), not
+    /// now: when the stream has caught up, a small source transaction then reaches the target
+    /// in one write — BEGIN, its statements and COMMIT — and wakes the target's backend once
+    /// instead of twice (a wake-up costs most under load).
+    pub fn begin_deferred(&mut self) {
+        self.begin_deferred = true;
     }
 
     /// Send `statement` with `params` now; its result is checked when it reaches the front.
@@ -96,6 +107,16 @@ impl InFlight {
         table: Arc<str>,
         operation: Operation,
     ) -> Result<(), ApplyError> {
+        let (response, context) = self.simple_request(sql, table, operation);
+        self.push(response, context).await
+    }
+
+    fn simple_request(
+        &self,
+        sql: String,
+        table: Arc<str>,
+        operation: Operation,
+    ) -> (Response, Context) {
         let client = Arc::clone(&self.client);
         let response: Response =
             Box::pin(async move { client.batch_execute(&sql).await.map(|()| 0) });
@@ -104,10 +125,33 @@ impl InFlight {
             operation,
             expected_rows: 0,
         };
-        self.push(response, context).await
+        (response, context)
     }
 
-    async fn push(&mut self, mut response: Response, context: Context) -> Result<(), ApplyError> {
+    /// The deferred `BEGIN`, if any, ahead of whatever is sent next.
+    async fn send_deferred_begin(&mut self) -> Result<(), ApplyError> {
+        if !std::mem::take(&mut self.begin_deferred) {
+            return Ok(());
+        }
+        let (response, context) = self.simple_request(
+            "BEGIN".into(),
+            Arc::from("(transaction)"),
+            Operation::Bookkeeping,
+        );
+        self.enqueue(response, context).await
+    }
+
+    async fn push(&mut self, response: Response, context: Context) -> Result<(), ApplyError> {
+        // `response` is not polled yet, so nothing of it has been sent: the BEGIN goes first.
+        self.send_deferred_begin().await?;
+        self.enqueue(response, context).await
+    }
+
+    async fn enqueue(
+        &mut self,
+        mut response: Response,
+        context: Context,
+    ) -> Result<(), ApplyError> {
         // The first poll writes the request to the connection; it cannot have an answer yet
         // unless the connection is already gone.
         if let Poll::Ready(result) = futures::poll!(response.as_mut()) {
@@ -121,8 +165,28 @@ impl InFlight {
         Ok(())
     }
 
-    /// Wait for every queued request; the first failure wins.
+    /// Send `statement` (no parameters, one row) behind everything queued, wait for all of it,
+    /// then return the row: its answer comes back with theirs, in the same round trip.
+    pub async fn query_one_behind(
+        &mut self,
+        statement: Statement,
+    ) -> Result<tokio_postgres::Row, ApplyError> {
+        let client = Arc::clone(&self.client);
+        let mut query = Box::pin(async move { client.query_one(&statement, &[]).await });
+        // The first poll sends it; a ready answer this early means the connection is gone.
+        let sent = futures::poll!(query.as_mut());
+        self.drain().await?;
+        let result = match sent {
+            Poll::Ready(result) => result,
+            Poll::Pending => query.await,
+        };
+        result.map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))
+    }
+
+    /// Wait for every queued request; the first failure wins. A deferred `BEGIN` is sent first,
+    /// so whatever the caller then runs directly on the client is inside the transaction.
     pub async fn drain(&mut self) -> Result<(), ApplyError> {
+        self.send_deferred_begin().await?;
         while !self.queue.is_empty() {
             self.wait_oldest().await?;
         }
@@ -132,6 +196,7 @@ impl InFlight {
     /// After a failure: settle what is still queued, preferring an earlier failure to `err`
     /// (a later statement usually fails only because an earlier one aborted the transaction).
     pub async fn first_error(&mut self, err: ApplyError) -> ApplyError {
+        self.begin_deferred = false;
         match self.drain().await {
             Err(earlier) => {
                 self.queue.clear();
@@ -143,6 +208,7 @@ impl InFlight {
 
     /// Forget queued requests (their connection is being abandoned or rolled back).
     pub fn clear(&mut self) {
+        self.begin_deferred = false;
         self.queue.clear();
     }
 
