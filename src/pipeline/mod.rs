@@ -26,7 +26,13 @@
 //! session makes to the target (connect, prepare, apply, commit, flush checks). Both also bound
 //! connecting where the connection string sets no `connect_timeout`.
 
+mod backoff;
+mod error;
+mod publication;
 mod streaming;
+mod target_calls;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,177 +40,20 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::Lsn;
-use crate::apply::{Applier, ApplyError, GroupLimits, SchemaChanges};
+use crate::apply::{Applier, GroupLimits, SchemaChanges};
 use crate::config::RunSettings;
 use crate::metrics::Side;
-use crate::pgoutput::{self, DecodeContext, DecodeError, LogicalMessage};
+use crate::pgoutput::{self, DecodeContext, LogicalMessage};
 use crate::positions::Positions;
 use crate::snapshot::{self, Hold, Prepared, SnapshotError, SnapshotOptions};
 use crate::source::{self, SourceError, SourceOptions};
 use crate::telemetry::Telemetry;
-use crate::wire::{self, ConfigError as ConnConfigError, ConnConfig, WireError};
+use crate::wire::{self, ConnConfig};
 
-/// Why a run stopped, or why a session ended early.
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("source connection string: {0}")]
-    SourceConfig(#[source] ConnConfigError),
-    #[error("target connection string: {0}")]
-    TargetConfig(#[source] ConnConfigError),
-    #[error("source: {0}")]
-    Source(#[from] SourceError),
-    #[error("target: {0}")]
-    Target(#[source] WireError),
-    #[error("apply: {0}")]
-    Apply(#[from] ApplyError),
-    #[error(
-        "malformed message from the source: {0}; lsnpipe stops rather than skip it (the slot \
-         keeps it): report it with the server version, or upgrade lsnpipe"
-    )]
-    Decode(#[from] DecodeError),
-    #[error("initial copy: {0}")]
-    Snapshot(#[from] SnapshotError),
-    #[error(
-        "the source sent a {0} message, which lsnpipe does not request; is the slot shared with \
-         another consumer or created with two-phase decoding?"
-    )]
-    Unexpected(&'static str),
-    #[error(
-        "the target did not answer for {seconds} s while {doing} (--target-timeout); the link or \
-         the server is stuck"
-    )]
-    TargetTimeout { doing: &'static str, seconds: u64 },
-    #[error("stopped while the target had not answered ({doing})")]
-    StoppedWhileWaiting { doing: &'static str },
-    #[error(
-        "{0} large transactions were streamed by the source at once, more than lsnpipe applies \
-         side by side ({max}); the next session runs without streaming (each large transaction \
-         then reaches the target only after its commit). Raise logical_decoding_work_mem on the \
-         source to stream fewer transactions",
-        max = streaming::MAX_OPEN
-    )]
-    TooManyStreams(usize),
-    #[error(
-        "a streamed transaction changed a table while that table's copy was in progress; the \
-         next session runs without streaming until the copy is done"
-    )]
-    StreamDuringCopy,
-    #[error("streamed transaction: {0}; lsnpipe stops rather than guess (the slot keeps it)")]
-    Streamed(String),
-    #[error(
-        "the target did not answer for {seconds} s while {doing}, with {open} streamed \
-         transaction(s) open on their own target sessions: a row lock another lsnpipe session \
-         holds probably blocks it, which on the source could not happen (a unique index or \
-         constraint the target has and the source lacks?). Nothing of what waits was committed; \
-         lsnpipe retries. Remove the difference on the target"
-    )]
-    StreamLockWait {
-        doing: &'static str,
-        seconds: u64,
-        open: usize,
-    },
-}
-
-/// SQLSTATEs of a target that cannot take writes for now (read-only: a standby, or
-/// `default_transaction_read_only`; disk full; out of memory). Nothing is committed, the slot
-/// stays where it is, and retrying resumes once an operator has fixed the target.
-const TARGET_UNWRITABLE: &[&str] = &["25006", "53100", "53200"];
-
-impl RunError {
-    /// Worth a new session after a pause (connection loss, a restart), rather than a stop.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            RunError::Source(e) => e.is_retryable(),
-            RunError::Target(e) => e.is_retryable(),
-            RunError::Apply(e) => e.is_retryable() || target_unwritable(e),
-            RunError::TargetTimeout { .. } => true,
-            RunError::Snapshot(e) => e.is_retryable(),
-            // The next session does without streaming (see `sessions`).
-            RunError::TooManyStreams(_) | RunError::StreamDuringCopy => true,
-            RunError::StreamLockWait { .. } => true,
-            // A message the decoder rejects is re-sent unchanged on every new session (TCP and
-            // TLS already guard the bytes in transit): retrying would loop for ever.
-            _ => false,
-        }
-    }
-
-    /// A short label for the errors metric.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            RunError::SourceConfig(_) | RunError::TargetConfig(_) => "config",
-            RunError::Source(SourceError::Wire(WireError::Silent { .. })) => "source_timeout",
-            RunError::Source(_) => "source",
-            RunError::Target(_) => "target",
-            RunError::TargetTimeout { .. } => "target_timeout",
-            RunError::StoppedWhileWaiting { .. } => "shutdown",
-            RunError::Apply(e) if target_unwritable(e) => "target_unwritable",
-            RunError::Apply(_) => "apply",
-            RunError::Decode(_) => "decode",
-            RunError::Unexpected(_) | RunError::Streamed(_) => "protocol",
-            RunError::TooManyStreams(_) | RunError::StreamDuringCopy => "streaming",
-            RunError::StreamLockWait { .. } => "target_timeout",
-            RunError::Snapshot(_) => "snapshot",
-        }
-    }
-}
-
-fn target_unwritable(e: &ApplyError) -> bool {
-    matches!(e, ApplyError::Data { source, .. } if TARGET_UNWRITABLE.contains(&source.code.as_str()))
-}
-
-/// How long a target call may still run once shutdown is asked for. A healthy target finishes
-/// the last commit in milliseconds; a stuck one must not hold the stop for a whole timeout.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Every round trip a session makes to the target goes through here: bounded by
-/// `--target-timeout`, and given up [`SHUTDOWN_GRACE`] after a shutdown request.
-struct TargetCalls {
-    limit: Duration,
-    shutdown: watch::Receiver<bool>,
-    /// Streamed transactions open on target sessions of their own: a timeout is then most
-    /// likely a lock wait between lsnpipe's sessions, and the error says so.
-    open_streams: usize,
-}
-
-impl TargetCalls {
-    /// `work`, or [`RunError::TargetTimeout`] once it has waited `limit` (zero: no limit), or
-    /// [`RunError::StoppedWhileWaiting`]. Either error leaves the session unusable; the caller
-    /// ends it (an open target transaction rolls back, the source sends it again).
-    async fn call<T, E: Into<RunError>>(
-        &mut self,
-        doing: &'static str,
-        work: impl Future<Output = Result<T, E>>,
-    ) -> Result<T, RunError> {
-        let limit = self.limit;
-        let open = self.open_streams;
-        let bounded = async {
-            if limit.is_zero() {
-                return work.await.map_err(Into::into);
-            }
-            match tokio::time::timeout(limit, work).await {
-                Ok(result) => result.map_err(Into::into),
-                Err(_) if open > 0 => Err(RunError::StreamLockWait {
-                    doing,
-                    seconds: limit.as_secs(),
-                    open,
-                }),
-                Err(_) => Err(RunError::TargetTimeout {
-                    doing,
-                    seconds: limit.as_secs(),
-                }),
-            }
-        };
-        let shutdown = &mut self.shutdown;
-        tokio::select! {
-            biased;
-            result = bounded => result,
-            () = async {
-                stopped(shutdown).await;
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => Err(RunError::StoppedWhileWaiting { doing }),
-        }
-    }
-}
+use backoff::Backoff;
+pub use error::RunError;
+use publication::{PUBLICATION_CHECK, look_at_publication};
+use target_calls::TargetCalls;
 
 enum SessionEnd {
     Shutdown,
@@ -736,61 +585,6 @@ async fn session(
 /// grouped with it are committed without it (see [`SessionEnd::Split`]).
 const MID_TRANSACTION_STALL: Duration = Duration::from_secs(1);
 
-/// How often the publication's tables are listed, for tables that joined (or left) it.
-const PUBLICATION_CHECK: Duration = Duration::from_secs(3);
-
-/// List the publication's tables on the applier's source session (one cheap catalog query,
-/// then the source's WAL position), and hand the list to `added`, which acts on it once the
-/// stream has passed that position. A look that fails or takes
-/// too long is logged and left for the next tick: it only speeds up what the next Relation
-/// message or the next start would find.
-async fn look_at_publication(
-    catalog: Option<&tokio_postgres::Client>,
-    added: &mut snapshot::AddedTables,
-    publication: &str,
-) {
-    let Some(catalog) = catalog else {
-        return;
-    };
-    let look = async {
-        let rows = catalog
-            .query(
-                "SELECT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables \
-                 WHERE pubname = $1",
-                &[&publication],
-            )
-            .await?;
-        let at = catalog
-            .query_one(
-                "SELECT (CASE WHEN pg_catalog.pg_is_in_recovery() \
-                    THEN pg_catalog.pg_last_wal_replay_lsn() \
-                    ELSE pg_catalog.pg_current_wal_lsn() END)::text",
-                &[],
-            )
-            .await?;
-        let tables = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<Vec<(String, String)>, tokio_postgres::Error>>()?;
-        Ok::<_, tokio_postgres::Error>((tables, at.try_get::<_, String>(0)?))
-    };
-    let (tables, at) = match tokio::time::timeout(PUBLICATION_CHECK * 3, look).await {
-        Ok(Ok((tables, at))) => match at.parse() {
-            Ok(at) => (tables, at),
-            Err(_) => return,
-        },
-        Ok(Err(e)) => {
-            tracing::warn!("could not list the publication's tables: {e}");
-            return;
-        }
-        Err(_) => {
-            tracing::warn!("listing the publication's tables timed out; trying again later");
-            return;
-        }
-    };
-    added.listed(&tables, at);
-}
-
 /// How often a position passed while idle is written to the progress row (the slot then
 /// advances on an idle publication).
 const IDLE_RECORD_INTERVAL: Duration = Duration::from_secs(1);
@@ -799,79 +593,4 @@ const IDLE_RECORD_INTERVAL: Duration = Duration::from_secs(1);
 /// value ends inside, so the future stays `Send`.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// Pauses between sessions while they keep failing: 1 s, 2 s, then 3 s. Reset once a session
-/// makes progress. The ceiling is low on purpose: the pause is how long lsnpipe may stay idle
-/// after the failed server or link is back, and the goal is to stream again within 5 s; a
-/// retry costs one connection attempt, which a server (or a stopped one's port) answers at once.
-#[derive(Debug)]
-struct Backoff {
-    next: Duration,
-}
-
-const FIRST_PAUSE: Duration = Duration::from_secs(1);
-const MAX_PAUSE: Duration = Duration::from_secs(3);
-
-impl Backoff {
-    fn new() -> Self {
-        Backoff { next: FIRST_PAUSE }
-    }
-
-    fn next(&mut self) -> Duration {
-        let pause = self.next;
-        self.next = (self.next * 2).min(MAX_PAUSE);
-        pause
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_message_the_decoder_rejects_stops_the_run_instead_of_looping() {
-        // The source would send the same bytes again on every new session.
-        let err = RunError::Decode(DecodeError::UnknownTag {
-            what: "message",
-            tag: b'?',
-        });
-        assert!(!err.is_retryable());
-        assert!(err.to_string().contains("report it"), "{err}");
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_three_seconds() {
-        let mut b = Backoff::new();
-        let pauses: Vec<u64> = (0..5).map(|_| b.next().as_secs()).collect();
-        assert_eq!(pauses, [1, 2, 3, 3, 3]);
-    }
-
-    #[test]
-    fn a_read_only_or_full_target_is_retried_and_reported_as_such() {
-        let unwritable = |code: &str| {
-            RunError::Apply(ApplyError::Data {
-                table: "t".into(),
-                operation: crate::apply::Operation::Insert,
-                source: crate::apply::TargetError {
-                    code: code.into(),
-                    message: "m".into(),
-                    constraint: None,
-                    column: None,
-                },
-            })
-        };
-        for code in ["25006", "53100"] {
-            assert!(unwritable(code).is_retryable(), "{code}");
-            assert_eq!(unwritable(code).kind(), "target_unwritable");
-        }
-        // A constraint violation needs an operator, not a retry.
-        assert!(!unwritable("23505").is_retryable());
-        let stalled = RunError::TargetTimeout {
-            doing: "committing",
-            seconds: 10,
-        };
-        assert!(stalled.is_retryable());
-        assert!(stalled.to_string().contains("10 s"), "{stalled}");
-    }
 }
