@@ -283,7 +283,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn streaming_needs_protocol_2_and_is_asked_for_with_on() {
+    fn streaming_needs_protocol_2_and_is_asked_for_with_on_with_messages() {
         let mut options = SourceOptions {
             publication: "pub".into(),
             slot: "s".into(),
@@ -297,7 +297,7 @@ mod tests {
         let on = streaming_options(&options, 140_000).expect("server 14 streams");
         assert_eq!(
             on.to_sql(),
-            r#"(proto_version '2', publication_names '"pub"', streaming 'on')"#
+            r#"(proto_version '2', publication_names '"pub"', messages 'true', streaming 'on')"#
         );
         assert_eq!(streaming_options(&options, 170_002), Some(on));
         options.streaming = false;
