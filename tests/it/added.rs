@@ -2,44 +2,13 @@
 //! and then streamed: while lsnpipe streams other tables under load, while it is stopped, and
 //! under `FOR ALL TABLES`.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::support::{self, Running};
+use crate::support::{self, Load, Running};
 
 const WAIT: Duration = Duration::from_secs(240);
-
-/// Inserts into `busy` (with the source's clock) until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    async fn start(db: &str) -> Load {
-        let client = support::connect(support::source(), db).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let task = tokio::spawn(async move {
-            while !flag.load(Ordering::Relaxed) {
-                client
-                    .batch_execute("INSERT INTO busy (at) VALUES (clock_timestamp())")
-                    .await
-                    .unwrap();
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        });
-        Load { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-    }
-}
 
 async fn setup(prefix: &str, publication: &str) -> (String, String, Client, Client) {
     let ddl = "CREATE TABLE busy (id bigserial PRIMARY KEY, at timestamptz)";
@@ -104,7 +73,7 @@ async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
     let (db, slot, source, target) =
         setup("added_online", "CREATE PUBLICATION pub FOR TABLE busy").await;
     let lsnpipe = Running::spawn(run(&db, &slot));
-    let load = Load::start(&db).await;
+    let load = busy_load(&db).await;
     converge(&source, &target, &["busy"], &lsnpipe).await;
     source
         .batch_execute(
@@ -255,7 +224,7 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
     let (db, slot, source, target) =
         setup("added_quiet", "CREATE PUBLICATION pub FOR TABLE busy").await;
     let lsnpipe = Running::spawn(run(&db, &slot));
-    let load = Load::start(&db).await;
+    let load = busy_load(&db).await;
     converge(&source, &target, &["busy"], &lsnpipe).await;
     // Filled, then published, then never changed: no Relation message ever names it.
     source
@@ -310,4 +279,12 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
     );
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
+}
+
+/// Rows stamped with the source's clock into `busy`, every 5 ms, until stopped.
+async fn busy_load(db: &str) -> Load {
+    Load::start(db, Duration::from_millis(5), |_| {
+        "INSERT INTO busy (at) VALUES (clock_timestamp())".to_owned()
+    })
+    .await
 }

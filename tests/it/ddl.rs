@@ -2,13 +2,11 @@
 //! their place in the stream, while another table takes a steady write load; a command the
 //! target rejects stops replication by name; `ddl remove` leaves nothing behind.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::support::{self, Running};
+use crate::support::{self, Load, Running};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -30,40 +28,6 @@ fn ddl(action: &str, db: &str) -> String {
     );
     assert!(out.status.success(), "lsnpipe ddl {action}: {text}");
     text
-}
-
-/// Inserts and updates on `busy`, pgbench-like, until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    async fn start(db: &str) -> Load {
-        let client = support::connect(support::source(), db).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut n = 0i32;
-            while !flag.load(Ordering::Relaxed) {
-                n += 1;
-                client
-                    .batch_execute(&format!(
-                        "BEGIN; INSERT INTO busy (n) VALUES ({n}); \
-                         UPDATE busy SET n = n + 1 WHERE id = (SELECT max(id) FROM busy) - 1; COMMIT"
-                    ))
-                    .await
-                    .unwrap();
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        });
-        Load { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-    }
 }
 
 /// Columns (name, type, not null, default) and index definitions of `table`.
@@ -167,7 +131,7 @@ impl Pair {
 async fn renames_indexes_and_drops_are_replayed_in_place_under_load() {
     let pair = setup("ddl_replay").await;
     let lsnpipe = pair.run(&["--create-slot"]);
-    let load = Load::start(&pair.db).await;
+    let load = busy_load(&pair.db).await;
     pair.converge(&lsnpipe).await;
     let steps = [
         // Rows written right after the rename use the new name: the rename must come first.
@@ -250,7 +214,7 @@ async fn a_command_the_target_rejects_stops_with_its_text_and_nothing_after_it()
         .await
         .unwrap();
     let mut lsnpipe = pair.run(&["--create-slot"]);
-    let load = Load::start(&pair.db).await;
+    let load = busy_load(&pair.db).await;
     pair.converge(&lsnpipe).await;
     pair.source
         .batch_execute("CREATE INDEX t_w ON t (w)")
@@ -356,7 +320,7 @@ async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied
         ))
     };
     let lsnpipe = run();
-    let load = Load::start(&db).await;
+    let load = busy_load(&db).await;
     support::wait_until("the initial copy to finish", WAIT, || async {
         target
             .query_opt(
@@ -406,4 +370,15 @@ async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied
         !log.contains("copying tables that joined the publication"),
         "{log}"
     );
+}
+
+/// Inserts and updates on `busy`, pgbench-like, until stopped.
+async fn busy_load(db: &str) -> Load {
+    Load::start(db, Duration::from_millis(2), |n| {
+        format!(
+            "BEGIN; INSERT INTO busy (n) VALUES ({n}); \
+             UPDATE busy SET n = n + 1 WHERE id = (SELECT max(id) FROM busy) - 1; COMMIT"
+        )
+    })
+    .await
 }

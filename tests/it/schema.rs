@@ -1,13 +1,11 @@
 //! Column drift followed on the target while other tables stream: columns added (with and
 //! without a default, NOT NULL with a default), widened and dropped on the source, by policy.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::support::{self, Running};
+use crate::support::{self, Load, Running};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -42,7 +40,7 @@ async fn start(prefix: &str, mode: &str) -> (Drift, Running, Load) {
         &slot,
         &["--create-slot", "--schema-changes", mode],
     ));
-    let load = Load::start(&db).await;
+    let load = busy_load(&db).await;
     let drift = Drift {
         db,
         slot,
@@ -51,37 +49,6 @@ async fn start(prefix: &str, mode: &str) -> (Drift, Running, Load) {
     };
     drift.converge(&["id", "v"], &lsnpipe).await;
     (drift, lsnpipe, load)
-}
-
-/// Inserts into `busy` until stopped.
-struct Load {
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    async fn start(db: &str) -> Load {
-        let client = support::connect(support::source(), db).await;
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let task = tokio::spawn(async move {
-            let mut n = 0;
-            while !flag.load(Ordering::Relaxed) {
-                n += 1;
-                client
-                    .execute("INSERT INTO busy (n) VALUES ($1)", &[&n])
-                    .await
-                    .unwrap();
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        });
-        Load { stop, task }
-    }
-
-    async fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.task.await.unwrap();
-    }
 }
 
 impl Drift {
@@ -292,4 +259,12 @@ async fn a_column_added_to_a_partitioned_table_is_added_through_its_root() {
     }
     let (status, log) = lsnpipe.terminate().await;
     assert!(status.success(), "{log}");
+}
+
+/// Inserts into `busy`, every 2 ms, until stopped.
+async fn busy_load(db: &str) -> Load {
+    Load::start(db, Duration::from_millis(2), |n| {
+        format!("INSERT INTO busy (n) VALUES ({n})")
+    })
+    .await
 }

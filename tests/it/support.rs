@@ -426,3 +426,36 @@ pub async fn count(client: &Client, table: &str) -> i64 {
         .unwrap_or_else(|e| panic!("count {table}: {e}"))
         .get(0)
 }
+
+/// A write load on the source until stopped: `statement(n)` for n = 1, 2, … with `pause`
+/// between rounds, on a session of its own.
+pub struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Load {
+    pub async fn start(
+        db: &str,
+        pause: std::time::Duration,
+        statement: impl Fn(i32) -> String + Send + 'static,
+    ) -> Load {
+        let client = connect(source(), db).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut n = 0;
+            while !flag.load(Ordering::Relaxed) {
+                n += 1;
+                client.batch_execute(&statement(n)).await.unwrap();
+                tokio::time::sleep(pause).await;
+            }
+        });
+        Load { stop, task }
+    }
+
+    pub async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.task.await.unwrap();
+    }
+}
