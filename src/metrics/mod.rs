@@ -224,7 +224,7 @@ impl Metrics {
             )?,
             snapshot_tables_remaining: gauge(
                 SNAPSHOT_TABLES_REMAINING,
-                "Tables the initial snapshot has still to copy (0 when done or not running).",
+                "Tables a copy (initial, or of tables that joined the publication) has still to copy.",
             )?,
         };
 
