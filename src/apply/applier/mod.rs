@@ -39,10 +39,18 @@ use super::statements::{OldMatch, StatementKey, StatementKind, statement_text};
 use super::value::Param;
 use crate::Lsn;
 use crate::ddl::{self, CapturedDdl, TableName};
+mod changes;
+mod commit;
+mod ddl_apply;
+mod params;
+mod streamed;
+
 use crate::pgoutput::{
     ColumnValue, Commit, Delete, Insert, LogicalDecodingMessage, LogicalMessage, OldTuple,
     ReplicaIdentity, Truncate, TupleData, Update,
 };
+use commit::{TARGET_FLUSH_LSN, TARGET_INSERT_LSN};
+use params::{check_width, full_match, key_params, written};
 
 /// Requests sent to the target and not yet answered, at most.
 const PIPELINE_WINDOW: usize = 256;
@@ -227,48 +235,10 @@ impl Applier {
         self.replica_role
     }
 
-    /// The end LSN of the last finished source transaction in the open group, if the group is
-    /// past its age limit while a source transaction is still being received into it. Finished
-    /// transactions can only be committed together with the one in progress, so a stream that
-    /// stalls mid-transaction would hold them (and their locks) until it resumes; the pipeline
-    /// then abandons the group and replays it from the progress row, committing at this LSN.
-    pub fn held_by_open_transaction(&self) -> Option<Lsn> {
-        if self.source != SourceTransaction::Applying {
-            return None;
-        }
-        let group = self.group.as_ref()?;
-        if group.age() < self.limits.max_age {
-            return None;
-        }
-        group.last_commit.map(|(end_lsn, _)| end_lsn)
-    }
-
     /// Apply one decoded message. On error the open target transaction has been rolled back.
     pub async fn apply(&mut self, message: LogicalMessage) -> Result<(), ApplyError> {
         match self.dispatch(message).await {
             Ok(()) => Ok(()),
-            Err(err) => Err(self.fail(err).await),
-        }
-    }
-
-    /// Call after each source Commit. Commits the open group — progress row first, in the same
-    /// transaction — when `caught_up` or the group reached its limits, and returns the end LSN
-    /// now committed (visible) on the target; otherwise `None` (the group stays open for more).
-    /// The commit is asynchronous: [`Applier::confirm_durable`] says when it is on disk.
-    /// Also call it with `true` when the stream goes quiet between transactions, so an open
-    /// group does not wait for the next Commit.
-    pub async fn commit_if(&mut self, caught_up: bool) -> Result<Option<Lsn>, ApplyError> {
-        if self.source != SourceTransaction::Outside {
-            return Ok(None);
-        }
-        let Some(group) = &self.group else {
-            return Ok(None);
-        };
-        if group.last_commit.is_none() || !(caught_up || group.is_full(&self.limits)) {
-            return Ok(None);
-        }
-        match self.commit_group().await {
-            Ok(lsn) => Ok(Some(lsn)),
             Err(err) => Err(self.fail(err).await),
         }
     }
@@ -371,204 +341,12 @@ impl Applier {
         Ok(())
     }
 
-    /// Run a captured DDL command in the open group, at its place among the changes: rows
-    /// before it are sent first, and every table is checked again after it (the Relation
-    /// message that follows then finds the target matching, so drift adds nothing twice).
-    async fn captured_ddl(&mut self, message: &LogicalDecodingMessage) -> Result<(), ApplyError> {
-        let Some(publication) = &self.ddl_publication else {
-            return Ok(());
-        };
-        let lsn = message.lsn;
-        let ddl =
-            CapturedDdl::parse(&message.content).map_err(|reason| ApplyError::DdlUnapplicable {
-                lsn,
-                command: String::from_utf8_lossy(&message.content).into_owned(),
-                reason,
-            })?;
-        if !ddl.concerns(publication) {
-            return Ok(());
-        }
-        if self.skip_ddl == Some(lsn) {
-            tracing::warn!(%lsn, command = %ddl.command, "captured DDL skipped (--skip-ddl)");
-            return Ok(());
-        }
-        let statement = ddl
-            .statement()
-            .map_err(|reason| ApplyError::DdlUnapplicable {
-                lsn,
-                command: ddl.command.clone(),
-                reason,
-            })?;
-        self.planner.flush_all();
-        self.run_plans().await?;
-        self.inflight.drain().await?;
-        let client = self.inflight.client();
-        let failed = |e| ApplyError::ddl_failed(e, lsn, &ddl.command);
-        client
-            .execute(
-                "SELECT pg_catalog.set_config('search_path', $1, true)",
-                &[&ddl.search_path],
-            )
-            .await
-            .map_err(failed)?;
-        client.batch_execute(&statement).await.map_err(failed)?;
-        client
-            .batch_execute("SET LOCAL search_path = ''")
-            .await
-            .map_err(failed)?;
-        if !ddl.created.is_empty() {
-            progress::register_created(client, &self.slot, &ddl.created)
-                .await
-                .map_err(failed)?;
-            self.created_tables.extend(ddl.created.iter().cloned());
-        }
-        tracing::info!(%lsn, command = %statement, "captured DDL applied on the target");
-        // Statements prepared for the old shape would fail or address renamed columns.
-        self.statements.clear();
-        self.relations.forget_targets();
-        self.pending_schema_changes.push("ddl");
-        Ok(())
-    }
-
     /// How freely `oid`'s changes may be reordered (its target table is checked).
     fn order(&self, relation: &Relation) -> TableOrder {
         match &relation.target {
             Some(target) if self.replica_role => target.order,
             _ => TableOrder::Global,
         }
-    }
-
-    async fn insert(&mut self, insert: &Insert) -> Result<(), ApplyError> {
-        let oid = insert.relation_oid;
-        self.check_target(oid).await?;
-        let relation = self.relations.get(oid)?;
-        check_width(relation, &insert.new)?;
-        let order = self.order(relation);
-        // An unchanged-TOAST marker in an insert (a row-filter transformation) has no value:
-        // leave the column out so the target's default applies.
-        let mut columns = ColumnSet::with_columns(relation.source.columns.len());
-        let mut row = Vec::with_capacity(relation.source.columns.len());
-        for (i, value) in insert.new.iter().enumerate() {
-            if let Some(p) = written(relation, i, value) {
-                columns.insert(i);
-                row.push(p);
-            }
-        }
-        self.count(oid, Operation::Insert);
-        self.planner.insert(oid, order, columns, row);
-        self.run_plans().await
-    }
-
-    async fn update(&mut self, update: &Update) -> Result<(), ApplyError> {
-        let oid = update.relation_oid;
-        self.check_target(oid).await?;
-        self.count(oid, Operation::Update);
-        let relation = self.relations.get(oid)?;
-        check_width(relation, &update.new)?;
-        let order = self.order(relation);
-        if update.old.is_none() && relation.source.identity != ReplicaIdentity::Full {
-            // The key is unchanged: the planner decides whether it may be folded.
-            let mut key = Vec::new();
-            key_params(relation, &update.new, &mut key)?;
-            let values = update
-                .new
-                .iter()
-                .enumerate()
-                .map(|(i, value)| written(relation, i, value))
-                .collect();
-            self.planner.update(oid, order, key, values);
-            return self.run_plans().await;
-        }
-
-        // SET every column that was sent; unchanged TOAST values stay as they are on the
-        // target (under FULL identity the matched row already holds the old value).
-        let width = relation.source.columns.len();
-        let mut set = ColumnSet::with_columns(width);
-        let mut params = Vec::with_capacity(width * 2);
-        for (i, value) in update.new.iter().enumerate() {
-            if let Some(p) = written(relation, i, value) {
-                set.insert(i);
-                params.push(p);
-            }
-        }
-        if params.is_empty() {
-            return Ok(());
-        }
-        let kind = if relation.source.identity == ReplicaIdentity::Full {
-            let Some(OldTuple::Full(old)) = &update.old else {
-                return Err(ApplyError::protocol(format!(
-                    "an update of {} (REPLICA IDENTITY FULL) came without its old row",
-                    relation.name
-                )));
-            };
-            StatementKind::UpdateOneRow {
-                old: full_match(relation, old, &mut params)?,
-            }
-        } else {
-            let key_tuple = match &update.old {
-                Some(OldTuple::Key(key)) | Some(OldTuple::Full(key)) => key,
-                None => &update.new,
-            };
-            check_width(relation, key_tuple)?;
-            key_params(relation, key_tuple, &mut params)?;
-            StatementKind::UpdateByKey
-        };
-        let plan = Plan::Rows {
-            oid,
-            kind,
-            columns: set,
-            params,
-            operation: Operation::Update,
-        };
-        self.planner.statement(plan, order);
-        self.run_plans().await
-    }
-
-    async fn delete(&mut self, delete: &Delete) -> Result<(), ApplyError> {
-        let oid = delete.relation_oid;
-        self.check_target(oid).await?;
-        self.count(oid, Operation::Delete);
-        let relation = self.relations.get(oid)?;
-        let order = self.order(relation);
-        let old = delete.old.tuple();
-        check_width(relation, old)?;
-        let mut params = Vec::new();
-        if relation.source.identity != ReplicaIdentity::Full {
-            key_params(relation, old, &mut params)?;
-            self.planner.delete(oid, order, params);
-            return self.run_plans().await;
-        }
-        let kind = StatementKind::DeleteOneRow {
-            old: full_match(relation, old, &mut params)?,
-        };
-        let plan = Plan::Rows {
-            oid,
-            kind,
-            columns: ColumnSet::default(),
-            params,
-            operation: Operation::Delete,
-        };
-        self.planner.statement(plan, order);
-        self.run_plans().await
-    }
-
-    async fn truncate(&mut self, truncate: &Truncate) -> Result<(), ApplyError> {
-        let mut oids = Vec::with_capacity(truncate.relation_count());
-        for oid in truncate.relation_oids() {
-            self.check_target(oid).await?;
-            oids.push(oid);
-        }
-        if oids.is_empty() {
-            return Ok(());
-        }
-        self.stats.truncates += 1;
-        if let Some(group) = &mut self.group {
-            for &oid in &oids {
-                group.count(oid, Operation::Truncate);
-            }
-        }
-        self.planner.truncate(oids, truncate.restart_identity());
-        self.run_plans().await
     }
 
     /// Execute the plans the planner has ready, in order.
@@ -699,114 +477,6 @@ impl Applier {
             .await
     }
 
-    async fn commit_group(&mut self) -> Result<Lsn, ApplyError> {
-        self.planner.flush_all();
-        self.run_plans().await?;
-        let Some((end_lsn, commit_time)) = self.group.as_ref().and_then(|g| g.last_commit) else {
-            return Err(ApplyError::protocol("no source commit to record"));
-        };
-        let params = progress::write_params(&self.slot, end_lsn, Some(commit_time));
-        self.inflight
-            .execute(
-                self.progress_statement.clone(),
-                params,
-                Context {
-                    table: Arc::from(progress::table_name()),
-                    operation: Operation::Bookkeeping,
-                    expected_rows: 0,
-                },
-            )
-            .await?;
-        self.inflight.simple("COMMIT".into()).await?;
-        // The commit's WAL position is asked right behind it: one round trip for the group's
-        // last statements, its commit and the position (see `await_flush_of`).
-        let row = self
-            .inflight
-            .query_one_behind(self.insert_lsn_statement.clone())
-            .await?;
-        self.unflushed.push(parse_lsn_row(&row)?, end_lsn);
-        self.committed
-            .schema_changes
-            .append(&mut self.pending_schema_changes);
-        if let Some(group) = self.group.take() {
-            self.committed.transactions += group.transactions;
-            self.committed.duration += group.age();
-            for ((oid, operation), rows) in group.rows_by_table {
-                let table = match self.relations.get(oid) {
-                    Ok(r) => format!("{}.{}", r.source.schema, r.source.table),
-                    Err(_) => "unknown".to_owned(),
-                };
-                self.committed.rows.push((table, operation, rows));
-            }
-        }
-        self.durable = end_lsn;
-        self.stats.target_commits += 1;
-        Ok(end_lsn)
-    }
-
-    /// Record `lsn`, a position the stream passed with nothing to apply (see
-    /// `Positions::idle_position`), in the progress row: one small asynchronous transaction.
-    /// Like a commit, it is reported by [`Applier::confirm_durable`] once on disk. Only between
-    /// groups; returns whether it was written.
-    pub async fn record_idle(&mut self, lsn: Lsn) -> Result<bool, ApplyError> {
-        if !self.is_idle() || lsn <= self.durable {
-            return Ok(false);
-        }
-        let params = progress::write_params(&self.slot, lsn, None);
-        self.inflight
-            .client()
-            .execute_raw(&self.progress_statement, params)
-            .await
-            .map_err(|e| {
-                ApplyError::from_target(e, progress::table_name(), Operation::Bookkeeping)
-            })?;
-        self.await_flush_of(lsn).await?;
-        self.durable = lsn;
-        Ok(true)
-    }
-
-    /// After a commit recording source position `lsn`: its commit record is behind the target's
-    /// WAL insert position, so once the target has flushed past that, `lsn` is on disk.
-    async fn await_flush_of(&mut self, lsn: Lsn) -> Result<(), ApplyError> {
-        let target_lsn = self
-            .inflight
-            .client()
-            .query_one(&self.insert_lsn_statement, &[])
-            .await
-            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))
-            .and_then(|row| parse_lsn_row(&row))?;
-        self.unflushed.push(target_lsn, lsn);
-        Ok(())
-    }
-
-    /// The end LSN of the newest source commit that is now on the target's disk, if any became
-    /// so since the last call. Asks the target for its WAL flush position (one round trip) only
-    /// while some commit is waiting.
-    /// Safe inside an open group: the query reads no table, and it queues behind the group's
-    /// pipelined statements.
-    pub async fn confirm_durable(&mut self) -> Result<Option<Lsn>, ApplyError> {
-        if self.unflushed.is_empty() {
-            return Ok(None);
-        }
-        let row = self
-            .inflight
-            .client()
-            .query_one(&self.flush_lsn_statement, &[])
-            .await
-            .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
-        Ok(self.unflushed.release(parse_lsn_row(&row)?))
-    }
-
-    /// Make every commit so far durable now (a small synchronous commit flushes all WAL before
-    /// it), and return the newest source end LSN covered. For a clean stop.
-    pub async fn sync(&mut self) -> Result<Option<Lsn>, ApplyError> {
-        if self.unflushed.is_empty() || self.group.is_some() {
-            return Ok(None);
-        }
-        progress::flush(self.inflight.client(), &self.slot).await?;
-        self.confirm_durable().await
-    }
-
     /// Count one row change of `oid` in the open group.
     fn count(&mut self, oid: u32, operation: Operation) {
         match operation {
@@ -819,52 +489,6 @@ impl Applier {
         if let Some(group) = &mut self.group {
             group.count(oid, operation);
         }
-    }
-
-    /// What has been committed on the target since the last call: source transactions and row
-    /// changes per `schema.table` and operation (for metrics).
-    pub fn take_committed(&mut self) -> Committed {
-        std::mem::take(&mut self.committed)
-    }
-
-    /// Send `sql` (a savepoint, a `SET LOCAL`) inside the open source transaction, after every
-    /// change received before it: nothing buffered by the planner may cross it. For streamed
-    /// transactions, whose subtransactions are undone with savepoints.
-    pub async fn execute_in_order(&mut self, sql: String) -> Result<(), ApplyError> {
-        if self.source != SourceTransaction::Applying {
-            return Err(ApplyError::protocol(
-                "a statement for an open transaction came outside one",
-            ));
-        }
-        self.planner.flush_all();
-        let sent = match self.run_plans().await {
-            Ok(()) => self.inflight.simple(sql).await,
-            Err(err) => Err(err),
-        };
-        match sent {
-            Ok(()) => Ok(()),
-            Err(err) => Err(self.fail(err).await),
-        }
-    }
-
-    /// Give up the open source transaction (the source aborted it): roll back the target
-    /// transaction, keep the session for the next one.
-    pub async fn rollback(&mut self) -> Result<(), ApplyError> {
-        self.inflight.clear();
-        self.source = SourceTransaction::Outside;
-        self.planner.clear();
-        self.pending_schema_changes.clear();
-        if self.group.take().is_some() {
-            // The rolled-back transaction may have changed a table's shape: check every table
-            // anew before its next use.
-            self.relations.forget_targets();
-            self.inflight
-                .client()
-                .batch_execute("ROLLBACK")
-                .await
-                .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
-        }
-        Ok(())
     }
 
     /// Roll back the open target transaction and forget everything not yet durable.
@@ -886,17 +510,6 @@ impl Applier {
 }
 
 /// Set up the apply session. Returns whether `session_replication_role = replica` is in effect.
-const TARGET_INSERT_LSN: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()::text";
-const TARGET_FLUSH_LSN: &str = "SELECT pg_catalog.pg_current_wal_flush_lsn()::text";
-/// A transaction with an xid, committed synchronously: its commit flushes all WAL before it.
-fn parse_lsn_row(row: &tokio_postgres::Row) -> Result<Lsn, ApplyError> {
-    let text: String = row
-        .try_get(0)
-        .map_err(|e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping))?;
-    text.parse()
-        .map_err(|e| ApplyError::protocol(format!("the target reported an unreadable LSN: {e}")))
-}
-
 async fn prepare_session(client: &Client) -> Result<bool, ApplyError> {
     let failed = |e| ApplyError::from_target(e, "(session)", Operation::Bookkeeping);
     // Values are parsed with the session settings every connection asks for
@@ -921,98 +534,4 @@ async fn prepare_session(client: &Client) -> Result<bool, ApplyError> {
         }
         Err(e) => Err(failed(e)),
     }
-}
-
-/// The value written to source column `i`: none for a column generated on the target (the
-/// target computes it) or an unchanged TOAST value.
-fn written(relation: &Relation, i: usize, value: ColumnValue) -> Option<Param> {
-    if relation.target.as_ref().is_some_and(|t| t.is_generated(i)) {
-        return None;
-    }
-    param(value)
-}
-
-fn param(value: ColumnValue) -> Option<Param> {
-    match value {
-        ColumnValue::Null => Some(Param::Null),
-        ColumnValue::UnchangedToast => None,
-        ColumnValue::Text(bytes) => Some(Param::Text(bytes)),
-        ColumnValue::Binary(bytes) => Some(Param::Binary(bytes)),
-    }
-}
-
-fn check_width(relation: &Relation, tuple: &TupleData) -> Result<(), ApplyError> {
-    if tuple.len() == relation.source.columns.len() {
-        Ok(())
-    } else {
-        Err(ApplyError::protocol(format!(
-            "a row for {} has {} columns, its Relation message {}",
-            relation.name,
-            tuple.len(),
-            relation.source.columns.len()
-        )))
-    }
-}
-
-/// Push the key values of `tuple`.
-fn key_params(
-    relation: &Relation,
-    tuple: &TupleData,
-    params: &mut Vec<Param>,
-) -> Result<(), ApplyError> {
-    let mut keys = 0;
-    for (column, value) in relation.source.columns.iter().zip(tuple.iter()) {
-        if !column.is_key {
-            continue;
-        }
-        let Some(p) = param(value) else {
-            return Err(ApplyError::protocol(format!(
-                "the key column \"{}\" of {} was not sent (unchanged TOAST)",
-                column.name, relation.name
-            )));
-        };
-        params.push(p);
-        keys += 1;
-    }
-    if keys == 0 {
-        return Err(ApplyError::protocol(format!(
-            "{} has no replica identity key on the source, yet an update or delete arrived",
-            relation.name
-        )));
-    }
-    Ok(())
-}
-
-/// Push the values an identity-FULL match compares and return the match's shape.
-fn full_match(
-    relation: &Relation,
-    old: &TupleData,
-    params: &mut Vec<Param>,
-) -> Result<OldMatch, ApplyError> {
-    check_width(relation, old)?;
-    let width = relation.source.columns.len();
-    let comparable = relation.target.as_ref().map(|t| &t.comparable);
-    let mut nulls = ColumnSet::with_columns(width);
-    let mut skipped = ColumnSet::with_columns(width);
-    for (i, value) in old.iter().enumerate() {
-        let equality = comparable.and_then(|c| c.get(i)).copied().unwrap_or(false);
-        if relation.target.as_ref().is_some_and(|t| t.is_generated(i)) {
-            // The target computed its own value; the row is found by the others.
-            skipped.insert(i);
-            continue;
-        }
-        match value {
-            ColumnValue::Null => nulls.insert(i),
-            ColumnValue::Binary(_) if !equality => skipped.insert(i),
-            ColumnValue::Text(bytes) => params.push(Param::Text(bytes)),
-            ColumnValue::Binary(bytes) => params.push(Param::Binary(bytes)),
-            ColumnValue::UnchangedToast => {
-                return Err(ApplyError::protocol(format!(
-                    "the old row of {} lacks a column value (unchanged TOAST)",
-                    relation.name
-                )));
-            }
-        }
-    }
-    Ok(OldMatch { nulls, skipped })
 }
