@@ -321,16 +321,7 @@ async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied
     };
     let lsnpipe = run();
     let load = busy_load(&db).await;
-    support::wait_until("the initial copy to finish", WAIT, || async {
-        target
-            .query_opt(
-                "SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done'",
-                &[&slot],
-            )
-            .await
-            .is_ok_and(|row| row.is_some())
-    })
-    .await;
+    support::copy_done(&target, &slot).await;
     source
         .batch_execute("CREATE TABLE fresh (id int PRIMARY KEY, v text DEFAULT 'd')")
         .await

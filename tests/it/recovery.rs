@@ -28,16 +28,7 @@ async fn replicated(prefix: &str) -> (String, String, Client, Client) {
         .await
         .unwrap();
     let lsnpipe = Running::spawn(run(&db, &slot, &["--create-slot"]));
-    support::wait_until("the initial copy to finish", WAIT, || async {
-        target
-            .query_opt(
-                "SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done'",
-                &[&slot],
-            )
-            .await
-            .is_ok_and(|row| row.is_some())
-    })
-    .await;
+    support::copy_done(&target, &slot).await;
     source
         .batch_execute("INSERT INTO t VALUES (11, 'streamed')")
         .await

@@ -218,16 +218,7 @@ async fn a_column_added_to_a_partitioned_table_is_added_through_its_root() {
         &slot,
         &["--create-slot"],
     ));
-    support::wait_until("the initial copy to finish", WAIT, || async {
-        target
-            .query_opt(
-                "SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done'",
-                &[&slot],
-            )
-            .await
-            .is_ok_and(|row| row.is_some())
-    })
-    .await;
+    support::copy_done(&target, &slot).await;
     source
         .batch_execute(
             "ALTER TABLE p ADD COLUMN n int DEFAULT 5;

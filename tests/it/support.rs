@@ -214,6 +214,23 @@ where
     }
 }
 
+/// Wait until `target` records this slot's initial copy as done.
+pub async fn copy_done(target: &Client, slot: &str) {
+    wait_until("the initial copy to finish", WAIT_COPY, || async {
+        target
+            .query_opt(
+                "SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done'",
+                &[&slot],
+            )
+            .await
+            .is_ok_and(|row| row.is_some())
+    })
+    .await;
+}
+
+/// How long [`copy_done`] waits.
+const WAIT_COPY: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Every row of `table`, as text, sorted (duplicates kept): equal multisets compare equal.
 pub async fn table_rows(client: &Client, table: &str) -> Vec<String> {
     let sql = format!("SELECT x::text FROM {table} x ORDER BY 1");

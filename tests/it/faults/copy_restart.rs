@@ -67,16 +67,7 @@ async fn target_fault_during_the_copy(name: &str, crash: bool) {
     .unwrap();
 
     let t = support::connect(&target, &db).await;
-    support::wait_until("the resumed copy to be done", WAIT, || async {
-        t.query_opt(
-            "SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done'",
-            &[&slot],
-        )
-        .await
-        .map(|r| r.is_some())
-        .unwrap_or(false)
-    })
-    .await;
+    support::copy_done(&t, &slot).await;
     still_running(&mut lsnpipe);
     load.stop();
     converge(source, &target, &db).await;
