@@ -5,26 +5,26 @@
 //! ```text
 //! config/     "host=… user=…" | postgres://… + PG* env + passfile ─▶ ConnConfig
 //! conn/       socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
-//! commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
+//! replication_commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
 //! stream.rs   START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
 //! error.rs    WireError / ServerError, retryable or not
 //! ```
 
-mod commands;
 mod config;
 mod conn;
 mod error;
+mod replication_commands;
 mod stream;
 mod tls;
 
-pub use commands::{
-    CreateSlotOptions, CreatedSlot, LogicalOptions, Origin, ReplicationConnection, SnapshotAction,
-    Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
-};
 pub use config::{
     ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SessionAttrs, SslMode, TcpOptions,
 };
 pub use error::{ServerError, WireError, is_transient};
+pub use replication_commands::{
+    CreateSlotOptions, CreatedSlot, LogicalOptions, Origin, ReplicationConnection, SnapshotAction,
+    Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
+};
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};
 

@@ -31,9 +31,9 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::commands::{LogicalOptions, ReplicationConnection, quote_ident};
 use super::conn::{Backend, BoxStream, FrameReader, Session, server_error, server_notice};
 use super::error::WireError;
+use super::replication_commands::{LogicalOptions, ReplicationConnection, quote_ident};
 use crate::Lsn;
 use crate::pgoutput::{DecodeError, ReplicationMessage, XLogData};
 use crate::positions::Positions;
