@@ -1,7 +1,7 @@
 //! The `lsnpipe` command line: parse flags and config, set up logging and the runtime, run the
 //! chosen command, and map its outcome to an exit code.
 
-mod commands;
+mod cli_commands;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,9 +144,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     // Generated from the flag definitions: no settings, logging or runtime needed.
     match &cli.command {
-        Command::Completions { shell } => return commands::completions(Cli::command(), *shell),
-        Command::Man { out_dir } => return commands::man(Cli::command(), out_dir.as_deref()),
-        Command::PgFetch(args) => return commands::pg_fetch(args.major, args.print_bindir),
+        Command::Completions { shell } => return cli_commands::completions(Cli::command(), *shell),
+        Command::Man { out_dir } => return cli_commands::man(Cli::command(), out_dir.as_deref()),
+        Command::PgFetch(args) => return cli_commands::pg_fetch(args.major, args.print_bindir),
         _ => {}
     }
     // The file is read before logging starts, since it may choose the log format.
@@ -198,33 +198,33 @@ fn main() -> ExitCode {
             runtime.block_on(run(settings, sync))
         }
         Command::Demo(args) => match DemoSettings::resolve(&args, &file) {
-            Ok(settings) => runtime.block_on(commands::demo(settings)),
+            Ok(settings) => runtime.block_on(cli_commands::demo(settings)),
             Err(e) => fail(&e),
         },
         Command::Check(args) => match OpsSettings::resolve(&args.conn, &file, true) {
-            Ok(settings) => runtime.block_on(commands::check(settings, args.format)),
+            Ok(settings) => runtime.block_on(cli_commands::check(settings, args.format)),
             Err(e) => fail(&e),
         },
         Command::Status(args) => match OpsSettings::resolve(&args.conn, &file, false) {
-            Ok(settings) => runtime.block_on(commands::status(settings, args.format)),
+            Ok(settings) => runtime.block_on(cli_commands::status(settings, args.format)),
             Err(e) => fail(&e),
         },
         Command::Verify(args) => match lsnpipe::verify::VerifyOptions::resolve(&args, &file) {
-            Ok(options) => runtime.block_on(commands::verify(options, args.format)),
+            Ok(options) => runtime.block_on(cli_commands::verify(options, args.format)),
             Err(e) => fail(&e),
         },
         Command::Cutover(args) => {
             match lsnpipe::verify::VerifyOptions::resolve(&args.verify, &file) {
-                Ok(options) => runtime.block_on(commands::cutover(options, args)),
+                Ok(options) => runtime.block_on(cli_commands::cutover(options, args)),
                 Err(e) => fail(&e),
             }
         }
         Command::Teardown(args) => match OpsSettings::resolve(&args.conn, &file, false) {
-            Ok(settings) => runtime.block_on(commands::teardown(settings, args.yes)),
+            Ok(settings) => runtime.block_on(cli_commands::teardown(settings, args.yes)),
             Err(e) => fail(&e),
         },
         Command::Resync(args) => match OpsSettings::resolve(&args.conn, &file, true) {
-            Ok(settings) => runtime.block_on(commands::resync(settings, args.yes)),
+            Ok(settings) => runtime.block_on(cli_commands::resync(settings, args.yes)),
             Err(e) => fail(&e),
         },
         Command::Ddl(args) => {
@@ -233,7 +233,7 @@ fn main() -> ExitCode {
                 .or_else(|| file.source.clone())
                 .filter(|s| !s.is_empty())
             {
-                Some(source) => runtime.block_on(commands::ddl(
+                Some(source) => runtime.block_on(cli_commands::ddl(
                     &source,
                     matches!(args.action, DdlAction::Install),
                 )),
