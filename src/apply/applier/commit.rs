@@ -48,13 +48,13 @@ impl Applier {
         let Some((end_lsn, commit_time)) = self.group.as_ref().and_then(|g| g.last_commit) else {
             return Err(ApplyError::protocol("no source commit to record"));
         };
-        let params = progress::write_params(&self.slot, end_lsn, Some(commit_time));
+        let params = progress_row::write_params(&self.slot, end_lsn, Some(commit_time));
         self.inflight
             .execute(
                 self.progress_statement.clone(),
                 params,
                 Context {
-                    table: Arc::from(progress::table_name()),
+                    table: Arc::from(progress_row::table_name()),
                     operation: Operation::Bookkeeping,
                     expected_rows: 0,
                 },
@@ -95,13 +95,13 @@ impl Applier {
         if !self.is_idle() || lsn <= self.durable {
             return Ok(false);
         }
-        let params = progress::write_params(&self.slot, lsn, None);
+        let params = progress_row::write_params(&self.slot, lsn, None);
         self.inflight
             .client()
             .execute_raw(&self.progress_statement, params)
             .await
             .map_err(|e| {
-                ApplyError::from_target(e, progress::table_name(), Operation::Bookkeeping)
+                ApplyError::from_target(e, progress_row::table_name(), Operation::Bookkeeping)
             })?;
         self.await_flush_of(lsn).await?;
         self.durable = lsn;
@@ -146,7 +146,7 @@ impl Applier {
         if self.unflushed.is_empty() || self.group.is_some() {
             return Ok(None);
         }
-        progress::flush(self.inflight.client(), &self.slot).await?;
+        progress_row::flush(self.inflight.client(), &self.slot).await?;
         self.confirm_durable().await
     }
 

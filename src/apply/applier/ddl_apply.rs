@@ -52,7 +52,7 @@ impl Applier {
             .await
             .map_err(failed)?;
         if !ddl.created.is_empty() {
-            progress::register_created(client, &self.slot, &ddl.created)
+            progress_row::register_created(client, &self.slot, &ddl.created)
                 .await
                 .map_err(failed)?;
             self.created_tables.extend(ddl.created.iter().cloned());

@@ -32,7 +32,7 @@ use super::durability::Unflushed;
 use super::error::{ApplyError, Operation};
 use super::inflight::{Context, InFlight};
 use super::planner::{Plan, Planner, TableOrder};
-use super::progress;
+use super::progress_row;
 use super::relation::{Relation, RelationCache, SourceRelation};
 use super::sql::{self, TruncateTarget};
 use super::statements::{OldMatch, StatementKey, StatementKind, statement_text};
@@ -139,12 +139,12 @@ impl Applier {
         limits: GroupLimits,
     ) -> Result<Self, ApplyError> {
         let replica_role = prepare_session(&client).await?;
-        let durable = progress::prepare(&client, slot).await?;
+        let durable = progress_row::prepare(&client, slot).await?;
         // The row read may belong to an asynchronous commit the target has not flushed yet; the
         // stream reports it as flushed from its first status update, so flush it first.
-        progress::flush(&client, slot).await?;
-        let progress_statement = client.prepare(progress::WRITE).await.map_err(|e| {
-            ApplyError::from_target(e, progress::table_name(), Operation::Bookkeeping)
+        progress_row::flush(&client, slot).await?;
+        let progress_statement = client.prepare(progress_row::WRITE).await.map_err(|e| {
+            ApplyError::from_target(e, progress_row::table_name(), Operation::Bookkeeping)
         })?;
         let prepare = |sql| {
             let client = &client;
