@@ -23,8 +23,8 @@ use futures::{SinkExt, StreamExt};
 use tokio_postgres::{Client, GenericClient};
 
 use super::catalog::{self, Blocks, Table, TargetTable};
+use super::copy_progress::{CopyProgress, TableProgress};
 use super::error::SnapshotError;
-use super::progress::{CopyProgress, TableProgress};
 use super::state;
 use crate::Lsn;
 use crate::wire::{self, ConnConfig, quote_literal};

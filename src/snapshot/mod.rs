@@ -32,9 +32,9 @@
 mod added;
 mod catalog;
 mod copy;
+mod copy_progress;
 mod error;
 mod filter;
-mod progress;
 mod schema;
 mod state;
 
@@ -46,10 +46,10 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 pub use added::{AddedTables, TableSync};
+pub use copy_progress::LogWriter;
+pub(crate) use copy_progress::lift_logs_around;
 pub use error::SnapshotError;
 pub use filter::{Hold, SyncFilter};
-pub use progress::LogWriter;
-pub(crate) use progress::lift_logs_around;
 
 use crate::Lsn;
 use crate::metrics::Metrics;
@@ -57,7 +57,7 @@ use crate::source;
 use crate::wire::{self, ConnConfig, CreateSlotOptions, ReplicationConnection, SnapshotAction};
 use catalog::Table;
 use copy::{Job, Shared, Unit};
-use progress::{CopyProgress, TableProgress};
+use copy_progress::{CopyProgress, TableProgress};
 use state::Run;
 
 /// What the copy needs from the run settings.
@@ -460,7 +460,7 @@ async fn copy_tables(
     for _ in 0..workers {
         set.spawn(copy::worker(shared.clone()));
     }
-    let mut summary = tokio::time::interval(progress::SUMMARY_INTERVAL);
+    let mut summary = tokio::time::interval(copy_progress::SUMMARY_INTERVAL);
     summary.tick().await;
     loop {
         tokio::select! {
