@@ -7,7 +7,7 @@ use std::io;
 
 use crate::pgoutput::DecodeError;
 
-use super::config::ConfigError;
+use super::conn_config::ConfigError;
 
 /// An `ErrorResponse` from the server, with the fields an operator needs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,21 +3,21 @@
 //! replication), plus ordinary SQL sessions through tokio-postgres with the same settings.
 //!
 //! ```text
-//! config/     "host=… user=…" | postgres://… + PG* env + passfile ─▶ ConnConfig
+//! conn_config/ "host=… user=…" | postgres://… + PG* env + passfile ─▶ ConnConfig
 //! conn/       socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
 //! replication_commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
 //! stream.rs   START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
 //! error.rs    WireError / ServerError, retryable or not
 //! ```
 
-mod config;
 mod conn;
+mod conn_config;
 mod error;
 mod replication_commands;
 mod stream;
 mod tls;
 
-pub use config::{
+pub use conn_config::{
     ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SessionAttrs, SslMode, TcpOptions,
 };
 pub use error::{ServerError, WireError, is_transient};

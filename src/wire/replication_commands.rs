@@ -9,9 +9,9 @@ use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::Message;
 use postgres_protocol::message::frontend;
 
-use super::config::ConnConfig;
-use super::config::SessionAttrs;
 use super::conn::{Backend, Session, open_replication, server_error};
+use super::conn_config::ConnConfig;
+use super::conn_config::SessionAttrs;
 use super::error::WireError;
 use crate::Lsn;
 

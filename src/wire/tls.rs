@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_rustls::TlsConnector;
 
 use super::WireError;
-use super::config::{ConnConfig, SslMode};
+use super::conn_config::{ConnConfig, SslMode};
 
 /// How the server's certificate is checked, decided from sslmode and the root certificate.
 #[derive(Debug, Clone)]

@@ -21,7 +21,7 @@ use postgres_protocol::message::frontend;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
-use super::config::{ChannelBindingMode, ConnConfig, Host, SslMode, TcpOptions};
+use super::conn_config::{ChannelBindingMode, ConnConfig, Host, SslMode, TcpOptions};
 use super::error::{ServerError, WireError};
 use super::tls::{TlsSettings, channel_binding_of};
 
