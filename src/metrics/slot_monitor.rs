@@ -147,7 +147,7 @@ async fn read_slot(
 #[derive(Debug, thiserror::Error)]
 enum MonitorError {
     #[error("source connection string: {0}")]
-    Config(#[from] crate::wire::ConfigError),
+    Config(#[from] crate::wire::ConnConfigError),
     #[error(transparent)]
     Connect(#[from] crate::wire::WireError),
     #[error(transparent)]

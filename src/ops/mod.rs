@@ -24,7 +24,7 @@ use tokio_postgres::Client;
 
 use crate::cluster::ClusterError;
 use crate::pipeline::RunError;
-use crate::wire::{self, ConfigError as ConnConfigError, ConnConfig, WireError};
+use crate::wire::{self, ConnConfig, ConnConfigError, WireError};
 
 /// Why an operator command could not do its job.
 #[derive(Debug, thiserror::Error)]

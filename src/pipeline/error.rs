@@ -4,7 +4,7 @@ use crate::apply::ApplyError;
 use crate::pgoutput::DecodeError;
 use crate::snapshot::SnapshotError;
 use crate::source::SourceError;
-use crate::wire::{ConfigError as ConnConfigError, WireError};
+use crate::wire::{ConnConfigError, WireError};
 
 /// Why a run stopped, or why a session ended early.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use std::io;
 
 use crate::pgoutput::DecodeError;
 
-use super::conn_config::ConfigError;
+use super::conn_config::ConnConfigError;
 
 /// An `ErrorResponse` from the server, with the fields an operator needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +70,7 @@ impl ServerError {
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] ConnConfigError),
 
     #[error(
         "cannot connect to {target}: {source}; check that the server runs and accepts \

@@ -18,7 +18,8 @@ mod stream;
 mod tls;
 
 pub use conn_config::{
-    ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SessionAttrs, SslMode, TcpOptions,
+    ChannelBindingMode, ConnConfig, ConnConfigError, Host, Password, SessionAttrs, SslMode,
+    TcpOptions,
 };
 pub use error::{ServerError, WireError, is_transient};
 pub use replication_commands::{

@@ -40,7 +40,7 @@ pub const DEFAULT_SOCKET_DIR: &str = "/var/run/postgresql";
 pub const DEFAULT_PORT: u16 = 5432;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
+pub enum ConnConfigError {
     #[error("connection string: {reason} at byte {at}")]
     Syntax { at: usize, reason: &'static str },
     #[error("unknown connection option \"{0}\"")]
@@ -133,7 +133,7 @@ const UNSUPPORTED_KEYS: &[(&str, &str)] = &[
 impl ConnConfig {
     /// Parse a key/value string or URL, filling gaps from the process environment and the
     /// password file.
-    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+    pub fn parse(s: &str) -> Result<Self, ConnConfigError> {
         let home = std::env::var_os("HOME").map(PathBuf::from);
         Self::parse_with(s, &|name| std::env::var(name).ok(), home.as_deref())
     }
@@ -143,7 +143,7 @@ impl ConnConfig {
         s: &str,
         env: &dyn Fn(&str) -> Option<String>,
         home: Option<&Path>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ConnConfigError> {
         let raw = if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             parse_url(s)?
         } else {
@@ -152,13 +152,13 @@ impl ConnConfig {
         let mut given = BTreeMap::new();
         for (key, value) in raw {
             if let Some((_, why)) = UNSUPPORTED_KEYS.iter().find(|(k, _)| *k == key) {
-                return Err(ConfigError::Unsupported { key, why });
+                return Err(ConnConfigError::Unsupported { key, why });
             }
             if IGNORED_KEYS.contains(&key.as_str()) {
                 continue;
             }
             if !KEYS.iter().any(|(k, _)| *k == key) {
-                return Err(ConfigError::UnknownKey(key));
+                return Err(ConnConfigError::UnknownKey(key));
             }
             given.insert(key, value);
         }
@@ -190,20 +190,20 @@ impl ConnConfig {
         };
         let hostaddrs: Vec<Option<IpAddr>> = match get("hostaddr") {
             None => vec![None; hosts.len()],
-            Some(list) => list
-                .split(',')
-                .map(|v| match v.trim() {
-                    "" => Ok(None),
-                    v => v
-                        .parse::<IpAddr>()
-                        .map(Some)
-                        .map_err(|_| ConfigError::InvalidValue {
-                            key: "hostaddr",
-                            value: v.to_owned(),
-                            expected: "a numeric IP address",
+            Some(list) => {
+                list.split(',')
+                    .map(|v| match v.trim() {
+                        "" => Ok(None),
+                        v => v.parse::<IpAddr>().map(Some).map_err(|_| {
+                            ConnConfigError::InvalidValue {
+                                key: "hostaddr",
+                                value: v.to_owned(),
+                                expected: "a numeric IP address",
+                            }
                         }),
-                })
-                .collect::<Result<_, _>>()?,
+                    })
+                    .collect::<Result<_, _>>()?
+            }
         };
         let ports: Vec<u16> = match get("port") {
             None => vec![DEFAULT_PORT],
@@ -212,7 +212,7 @@ impl ConnConfig {
                 .map(|v| match v.trim() {
                     "" => Ok(DEFAULT_PORT),
                     v => v.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(|| {
-                        ConfigError::InvalidValue {
+                        ConnConfigError::InvalidValue {
                             key: "port",
                             value: v.to_owned(),
                             expected: "a number from 1 to 65535",
@@ -222,14 +222,14 @@ impl ConnConfig {
                 .collect::<Result<_, _>>()?,
         };
         if hostaddrs.len() != hosts.len() {
-            return Err(ConfigError::InvalidValue {
+            return Err(ConnConfigError::InvalidValue {
                 key: "hostaddr",
                 value: get("hostaddr").unwrap_or_default(),
                 expected: "one address per host",
             });
         }
         if ports.len() != 1 && ports.len() != hosts.len() {
-            return Err(ConfigError::InvalidValue {
+            return Err(ConnConfigError::InvalidValue {
                 key: "port",
                 value: get("port").unwrap_or_default(),
                 expected: "one port for every host, or one port per host",
@@ -249,7 +249,7 @@ impl ConnConfig {
         let user = get("user")
             .or_else(|| env("USER"))
             .or_else(|| env("LOGNAME"))
-            .ok_or(ConfigError::NoUser)?;
+            .ok_or(ConnConfigError::NoUser)?;
         let dbname = get("dbname").unwrap_or_else(|| user.clone());
         let sslmode = match get("sslmode") {
             Some(v) => SslMode::parse(&v)?,
@@ -260,7 +260,7 @@ impl ConnConfig {
             Some("disable") => ChannelBindingMode::Disable,
             Some("require") => ChannelBindingMode::Require,
             Some(v) => {
-                return Err(ConfigError::InvalidValue {
+                return Err(ConnConfigError::InvalidValue {
                     key: "channel_binding",
                     value: v.to_owned(),
                     expected: "disable, prefer or require",
@@ -274,7 +274,7 @@ impl ConnConfig {
                 Ok(n) if n <= 0 => None,
                 Ok(n) => Some(Duration::from_secs(n.max(2).unsigned_abs())),
                 Err(_) => {
-                    return Err(ConfigError::InvalidValue {
+                    return Err(ConnConfigError::InvalidValue {
                         key: "connect_timeout",
                         value: v,
                         expected: "whole seconds",

@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::ConfigError;
+use super::ConnConfigError;
 
 /// The server's address: a TCP host name or address, or the directory of its Unix socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,17 +38,17 @@ pub enum SessionAttrs {
 }
 
 impl SessionAttrs {
-    pub(super) fn parse(v: &str) -> Result<Self, ConfigError> {
+    pub(super) fn parse(v: &str) -> Result<Self, ConnConfigError> {
         match v {
             "any" => Ok(SessionAttrs::Any),
             "read-write" => Ok(SessionAttrs::ReadWrite),
             "primary" => Ok(SessionAttrs::Primary),
-            "read-only" | "standby" | "prefer-standby" => Err(ConfigError::Unsupported {
+            "read-only" | "standby" | "prefer-standby" => Err(ConnConfigError::Unsupported {
                 key: "target_session_attrs".into(),
                 why: "lsnpipe writes to the target and decodes from a primary: use any, \
                       read-write or primary",
             }),
-            _ => Err(ConfigError::InvalidValue {
+            _ => Err(ConnConfigError::InvalidValue {
                 key: "target_session_attrs",
                 value: v.to_owned(),
                 expected: "any, read-write or primary",
@@ -99,7 +99,7 @@ pub enum SslMode {
 }
 
 impl SslMode {
-    pub(super) fn parse(v: &str) -> Result<Self, ConfigError> {
+    pub(super) fn parse(v: &str) -> Result<Self, ConnConfigError> {
         Ok(match v {
             "disable" | "allow" => SslMode::Disable,
             "prefer" => SslMode::Prefer,
@@ -107,7 +107,7 @@ impl SslMode {
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
             _ => {
-                return Err(ConfigError::InvalidValue {
+                return Err(ConnConfigError::InvalidValue {
                     key: "sslmode",
                     value: v.to_owned(),
                     expected: "disable, allow, prefer, require, verify-ca or verify-full",

@@ -3,17 +3,17 @@
 
 use std::time::Duration;
 
-use super::ConfigError;
+use super::ConnConfigError;
 
 /// A whole number as libpq reads one (surrounding blanks allowed).
 pub(super) fn whole_number(
     v: &str,
     key: &'static str,
     expected: &'static str,
-) -> Result<i64, ConfigError> {
+) -> Result<i64, ConnConfigError> {
     v.trim()
         .parse::<i64>()
-        .map_err(|_| ConfigError::InvalidValue {
+        .map_err(|_| ConnConfigError::InvalidValue {
             key,
             value: v.to_owned(),
             expected,
@@ -24,7 +24,7 @@ pub(super) fn whole_number(
 pub(super) fn positive_seconds(
     v: Option<String>,
     key: &'static str,
-) -> Result<Option<Duration>, ConfigError> {
+) -> Result<Option<Duration>, ConnConfigError> {
     let Some(v) = v else { return Ok(None) };
     Ok(match whole_number(&v, key, "whole seconds")? {
         n if n <= 0 => None,
@@ -40,7 +40,7 @@ pub(super) fn quote_value(v: &str) -> String {
 }
 
 /// libpq's `key=value` syntax: values may be single-quoted; `\` escapes the next character.
-pub(super) fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
+pub(super) fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, ConnConfigError> {
     let bytes: Vec<(usize, char)> = s.char_indices().collect();
     let mut i = 0;
     let mut out = Vec::new();
@@ -65,7 +65,7 @@ pub(super) fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, ConfigE
         }
         skip_ws(&mut i);
         if bytes.get(i).map(|(_, c)| *c) != Some('=') {
-            return Err(ConfigError::Syntax {
+            return Err(ConnConfigError::Syntax {
                 at: at(i),
                 reason: "expected \"=\" after the option name",
             });
@@ -78,7 +78,7 @@ pub(super) fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, ConfigE
             loop {
                 match bytes.get(i).map(|(_, c)| *c) {
                     None => {
-                        return Err(ConfigError::Syntax {
+                        return Err(ConnConfigError::Syntax {
                             at: at(i),
                             reason: "unterminated quoted value",
                         });
@@ -88,7 +88,7 @@ pub(super) fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, ConfigE
                         match bytes.get(i) {
                             Some(&(_, c)) => value.push(c),
                             None => {
-                                return Err(ConfigError::Syntax {
+                                return Err(ConnConfigError::Syntax {
                                     at: at(i),
                                     reason: "unterminated quoted value",
                                 });
@@ -124,7 +124,7 @@ pub(super) fn parse_key_values(s: &str) -> Result<Vec<(String, String)>, ConfigE
 }
 
 /// `postgres[ql]://[user[:password]@][host][:port][/dbname][?key=value&...]`.
-pub(super) fn parse_url(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
+pub(super) fn parse_url(s: &str) -> Result<Vec<(String, String)>, ConnConfigError> {
     let scheme_len = s.find("://").map_or(0, |i| i + 3);
     let rest = &s[scheme_len..];
     let (before_query, query) = match rest.split_once('?') {
@@ -172,7 +172,7 @@ pub(super) fn parse_url(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
     }
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let Some((k, v)) = pair.split_once('=') else {
-            return Err(ConfigError::Syntax {
+            return Err(ConnConfigError::Syntax {
                 at: offset(pair),
                 reason: "expected key=value in the URL query",
             });
@@ -193,11 +193,11 @@ pub(super) fn parse_url(s: &str) -> Result<Vec<(String, String)>, ConfigError> {
 pub(super) fn url_host_port(
     hostport: &str,
     at: usize,
-) -> Result<(String, Option<&str>), ConfigError> {
+) -> Result<(String, Option<&str>), ConnConfigError> {
     let offset = |part: &str| at + (part.as_ptr() as usize - hostport.as_ptr() as usize);
     if let Some(v6) = hostport.strip_prefix('[') {
         let Some((addr, after)) = v6.split_once(']') else {
-            return Err(ConfigError::Syntax {
+            return Err(ConnConfigError::Syntax {
                 at,
                 reason: "missing \"]\" after an IPv6 address",
             });
@@ -206,7 +206,7 @@ pub(super) fn url_host_port(
             Some(p) => Some(p),
             None if after.is_empty() => None,
             None => {
-                return Err(ConfigError::Syntax {
+                return Err(ConnConfigError::Syntax {
                     at: offset(after),
                     reason: "expected \":\" and a port after the IPv6 address",
                 });
@@ -220,7 +220,7 @@ pub(super) fn url_host_port(
     }
 }
 
-pub(super) fn percent_decode(s: &str, at: usize) -> Result<String, ConfigError> {
+pub(super) fn percent_decode(s: &str, at: usize) -> Result<String, ConnConfigError> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -232,7 +232,7 @@ pub(super) fn percent_decode(s: &str, at: usize) -> Result<String, ConfigError> 
                 .and_then(|h| u8::from_str_radix(h, 16).ok());
             match hex {
                 Some(0) | None => {
-                    return Err(ConfigError::Syntax {
+                    return Err(ConnConfigError::Syntax {
                         at: at + i,
                         reason: "invalid percent-encoding (need %XX, not %00)",
                     });
@@ -245,7 +245,7 @@ pub(super) fn percent_decode(s: &str, at: usize) -> Result<String, ConfigError> 
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| ConfigError::Syntax {
+    String::from_utf8(out).map_err(|_| ConnConfigError::Syntax {
         at,
         reason: "percent-decoded text is not UTF-8",
     })

@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn parse(s: &str, env: &[(&str, &str)]) -> Result<ConnConfig, ConfigError> {
+fn parse(s: &str, env: &[(&str, &str)]) -> Result<ConnConfig, ConnConfigError> {
     let env: Vec<(String, String)> = env
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
@@ -61,7 +61,7 @@ fn tcp_options_as_libpq_reads_them() {
     assert!(parse("user=a", &[]).unwrap().tcp().keepalives);
     assert!(matches!(
         parse("user=a keepalives_idle=soon", &[]),
-        Err(ConfigError::InvalidValue {
+        Err(ConnConfigError::InvalidValue {
             key: "keepalives_idle",
             ..
         })
@@ -85,27 +85,27 @@ fn lsnpipe_timeouts_bound_connecting_unless_the_string_says_otherwise() {
 fn key_value_errors() {
     assert!(matches!(
         parse("host", &[]),
-        Err(ConfigError::Syntax { .. })
+        Err(ConnConfigError::Syntax { .. })
     ));
     assert!(matches!(
         parse("user='abc", &[]),
-        Err(ConfigError::Syntax { .. })
+        Err(ConnConfigError::Syntax { .. })
     ));
     assert_eq!(
         parse("user=a colour=blue", &[]),
-        Err(ConfigError::UnknownKey("colour".into()))
+        Err(ConnConfigError::UnknownKey("colour".into()))
     );
     assert!(matches!(
         parse("user=a port=0", &[]),
-        Err(ConfigError::InvalidValue { key: "port", .. })
+        Err(ConnConfigError::InvalidValue { key: "port", .. })
     ));
     assert!(matches!(
         parse("user=a sslmode=maybe", &[]),
-        Err(ConfigError::InvalidValue { key: "sslmode", .. })
+        Err(ConnConfigError::InvalidValue { key: "sslmode", .. })
     ));
     assert!(matches!(
         parse("user=a sslcert=/x", &[]),
-        Err(ConfigError::Unsupported { .. })
+        Err(ConnConfigError::Unsupported { .. })
     ));
 }
 
@@ -185,7 +185,7 @@ fn environment_fills_gaps_and_string_wins() {
             .application_name(),
         Some("lsnpipe")
     );
-    assert_eq!(parse("", &[]), Err(ConfigError::NoUser));
+    assert_eq!(parse("", &[]), Err(ConnConfigError::NoUser));
 }
 
 #[test]
@@ -335,7 +335,7 @@ fn target_session_attrs_from_the_string_or_the_environment() {
     let err = parse("host=a user=u target_session_attrs=standby", &[]).unwrap_err();
     assert!(err.to_string().contains("read-write or primary"), "{err}");
     let err = parse("host=a user=u target_session_attrs=bogus", &[]).unwrap_err();
-    assert!(matches!(err, ConfigError::InvalidValue { .. }), "{err}");
+    assert!(matches!(err, ConnConfigError::InvalidValue { .. }), "{err}");
 }
 
 #[test]
