@@ -23,8 +23,8 @@ pub use conn_config::{
 };
 pub use error::{ServerError, WireError, is_transient};
 pub use replication_commands::{
-    CreateSlotOptions, CreatedSlot, LogicalOptions, Origin, ReplicationConnection, SnapshotAction,
-    Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
+    CreateSlotOptions, CreatedSlot, LogicalOptions, OriginFilter, ReplicationConnection,
+    SnapshotAction, Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
 };
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};

@@ -91,7 +91,7 @@ pub enum Streaming {
 
 /// pgoutput's `origin` option (server 16+).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub enum OriginFilter {
     /// Only changes that did not come from another replication origin.
     None,
     Any,
@@ -107,7 +107,7 @@ pub struct LogicalOptions {
     pub messages: bool,
     pub streaming: Streaming,
     pub two_phase: bool,
-    pub origin: Option<Origin>,
+    pub origin: Option<OriginFilter>,
 }
 
 impl LogicalOptions {
@@ -153,8 +153,8 @@ impl LogicalOptions {
         }
         match self.origin {
             None => {}
-            Some(Origin::None) => options.push("origin 'none'".to_owned()),
-            Some(Origin::Any) => options.push("origin 'any'".to_owned()),
+            Some(OriginFilter::None) => options.push("origin 'none'".to_owned()),
+            Some(OriginFilter::Any) => options.push("origin 'any'".to_owned()),
         }
         format!("({})", options.join(", "))
     }
@@ -471,7 +471,7 @@ mod tests {
         o.messages = true;
         o.streaming = Streaming::On;
         o.two_phase = true;
-        o.origin = Some(Origin::None);
+        o.origin = Some(OriginFilter::None);
         assert_eq!(
             o.to_sql(),
             r#"(proto_version '3', publication_names '"pub","My ""Pub"", it''s"', binary 'true', messages 'true', streaming 'on', two_phase 'on', origin 'none')"#
