@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::ops::{OpsError, Side};
+use crate::ops::{OpsError, SideSession};
 use crate::wire::quote_ident;
 
 /// Sequences owned by (serial/identity) or named in the defaults of the publication's tables.
@@ -56,7 +56,10 @@ pub struct Copied {
 }
 
 /// The sequences the publication's tables use, as `"schema"."name"`.
-pub(crate) async fn used_by(source: &Side, publication: &str) -> Result<Vec<String>, OpsError> {
+pub(crate) async fn used_by(
+    source: &SideSession,
+    publication: &str,
+) -> Result<Vec<String>, OpsError> {
     let rows = source
         .client
         .query(USED_BY_PUBLICATION, &[&publication])
@@ -76,8 +79,8 @@ pub(crate) async fn used_by(source: &Side, publication: &str) -> Result<Vec<Stri
 
 /// Read each sequence on the source and set it on the target, exactly.
 pub(crate) async fn copy(
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     publication: &str,
 ) -> Result<Copied, OpsError> {
     let mut copied = Copied::default();
@@ -124,7 +127,7 @@ pub async fn keep_in_sync(
     interval: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut sessions: Option<(Side, Side)> = None;
+    let mut sessions: Option<(SideSession, SideSession)> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut warned_missing = false;
@@ -136,8 +139,8 @@ pub async fn keep_in_sync(
         }
         if sessions.is_none() {
             match (
-                Side::connect("source", &source).await,
-                Side::connect("target", &target).await,
+                SideSession::connect("source", &source).await,
+                SideSession::connect("target", &target).await,
             ) {
                 (Ok(s), Ok(t)) => sessions = Some((s, t)),
                 (Err(e), _) | (_, Err(e)) => {

@@ -21,7 +21,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use super::{OpsError, Side};
+use super::{OpsError, SideSession};
 use crate::Lsn;
 use crate::verify::{self, VerifyOptions, session};
 use crate::wire::quote_ident;
@@ -121,7 +121,11 @@ enum Fence {
     Kept { database: String, since: Instant },
 }
 
-async fn fence(source: &Side, args: &CutoverArgs, out: &mut dyn Write) -> Result<Fence, OpsError> {
+async fn fence(
+    source: &SideSession,
+    args: &CutoverArgs,
+    out: &mut dyn Write,
+) -> Result<Fence, OpsError> {
     let row = source
         .client
         .query_one(
@@ -186,7 +190,7 @@ async fn fence(source: &Side, args: &CutoverArgs, out: &mut dyn Write) -> Result
 /// End the sessions opened before the fence (they could still write): idle ones at once, ones
 /// in a transaction when it ends, within the time limit.
 async fn drain(
-    source: &Side,
+    source: &SideSession,
     fenced_at: &str,
     args: &CutoverArgs,
     out: &mut dyn Write,
@@ -239,7 +243,7 @@ async fn drain(
     }
 }
 
-async fn unfence(source: &Side, database: &str) -> Result<(), OpsError> {
+async fn unfence(source: &SideSession, database: &str) -> Result<(), OpsError> {
     source
         .client
         .batch_execute(&format!(
@@ -254,8 +258,8 @@ async fn unfence(source: &Side, database: &str) -> Result<(), OpsError> {
 async fn after_fence(
     opts: &VerifyOptions,
     args: &CutoverArgs,
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     out: &mut dyn Write,
 ) -> Result<bool, OpsError> {
     let slot = &opts.conn.slot;
@@ -356,8 +360,8 @@ impl OwnRun {
 async fn caught_up(
     opts: &VerifyOptions,
     args: &CutoverArgs,
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     lsn: Lsn,
     own: Option<&OwnRun>,
     out: &mut dyn Write,
@@ -409,8 +413,8 @@ async fn caught_up(
 
 /// Ask a running `lsnpipe run` to stop; end its walsender if it does not in time.
 async fn stop_streaming(
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     slot: &str,
     lsn: Lsn,
     args: &CutoverArgs,
@@ -467,11 +471,11 @@ fn say(out: &mut dyn Write, line: &str) -> Result<(), OpsError> {
 /// For `lsnpipe run`: resolves once `cutover` has asked this slot to stop and the target has
 /// applied up to the requested position. Checks every second; errors are retried quietly.
 pub async fn stop_requested(target: String, slot: String) {
-    let mut session: Option<Side> = None;
+    let mut session: Option<SideSession> = None;
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if session.is_none() {
-            session = Side::connect("target", &target).await.ok();
+            session = SideSession::connect("target", &target).await.ok();
         }
         let Some(t) = &session else { continue };
         let asked = t

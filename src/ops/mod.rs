@@ -83,14 +83,15 @@ impl OpsError {
     }
 }
 
-/// A parsed connection string and an open SQL session on it.
-pub(crate) struct Side {
+/// The source or the target of an operator command: its parsed connection string and an open SQL
+/// session on it.
+pub(crate) struct SideSession {
     pub name: &'static str,
     pub config: ConnConfig,
     pub client: Client,
 }
 
-impl Side {
+impl SideSession {
     /// Parse `conn` and connect; errors show the redacted connection string.
     pub async fn connect(name: &'static str, conn: &str) -> Result<Self, OpsError> {
         let config = ConnConfig::parse(conn)
@@ -103,7 +104,7 @@ impl Side {
                 at: config.redacted(),
                 source,
             })?;
-        Ok(Side {
+        Ok(SideSession {
             name,
             config,
             client,

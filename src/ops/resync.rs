@@ -14,7 +14,7 @@
 use std::io::Write;
 
 use super::teardown::{Confirmation, ask, drop_bookkeeping, drop_slot, idle_slot, slot_plan};
-use super::{OpsError, Side};
+use super::{OpsError, SideSession};
 use crate::apply::sql::qualified_name;
 use crate::config::OpsSettings;
 
@@ -37,8 +37,8 @@ pub async fn run(
             "resync needs --publication: its tables are the ones emptied and copied again".into(),
         ));
     };
-    let source = Side::connect("source", &settings.source).await?;
-    let target = Side::connect("target", &settings.target).await?;
+    let source = SideSession::connect("source", &settings.source).await?;
+    let target = SideSession::connect("target", &settings.target).await?;
     let slot = settings.slot.as_str();
     let write = |out: &mut dyn Write, text: String| {
         writeln!(out, "{text}").map_err(OpsError::io("write to stdout"))

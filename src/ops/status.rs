@@ -10,7 +10,7 @@
 
 use std::fmt::Write as _;
 
-use super::{OpsError, Side, human_bytes};
+use super::{OpsError, SideSession, human_bytes};
 use crate::Lsn;
 use crate::config::OpsSettings;
 
@@ -173,8 +173,8 @@ fn field(out: &mut String, key: &str, value: &str) {
 
 /// Read the slot on the source and the progress row on the target.
 pub async fn run(settings: &OpsSettings) -> Result<StatusReport, OpsError> {
-    let source = Side::connect("source", &settings.source).await?;
-    let target = Side::connect("target", &settings.target).await?;
+    let source = SideSession::connect("source", &settings.source).await?;
+    let target = SideSession::connect("target", &settings.target).await?;
     let slot_name = settings.slot.clone();
 
     let now: String = source

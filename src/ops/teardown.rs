@@ -13,7 +13,7 @@
 
 use std::io::{BufRead, IsTerminal, Write};
 
-use super::{OpsError, Side};
+use super::{OpsError, SideSession};
 use crate::config::OpsSettings;
 
 /// How the user agreed (or not) to the teardown.
@@ -31,8 +31,8 @@ pub async fn run(
     confirmation: Confirmation,
     out: &mut dyn Write,
 ) -> Result<(), OpsError> {
-    let source = Side::connect("source", &settings.source).await?;
-    let target = Side::connect("target", &settings.target).await?;
+    let source = SideSession::connect("source", &settings.source).await?;
+    let target = SideSession::connect("target", &settings.target).await?;
     let slot = settings.slot.as_str();
     let write = |out: &mut dyn Write, text: String| {
         writeln!(out, "{text}").map_err(OpsError::io("write to stdout"))
@@ -77,7 +77,7 @@ pub async fn run(
 }
 
 /// Whether `slot` exists in the source database; refused while a client reads it.
-pub(crate) async fn idle_slot(source: &Side, slot: &str) -> Result<bool, OpsError> {
+pub(crate) async fn idle_slot(source: &SideSession, slot: &str) -> Result<bool, OpsError> {
     let row = source
         .client
         .query_opt(
@@ -97,7 +97,7 @@ pub(crate) async fn idle_slot(source: &Side, slot: &str) -> Result<bool, OpsErro
 }
 
 /// The plan's line about the slot.
-pub(crate) fn slot_plan(source: &Side, slot: &str, exists: bool) -> String {
+pub(crate) fn slot_plan(source: &SideSession, slot: &str, exists: bool) -> String {
     if exists {
         format!(
             "  - drop replication slot {slot} on the source ({})",
@@ -109,7 +109,7 @@ pub(crate) fn slot_plan(source: &Side, slot: &str, exists: bool) -> String {
 }
 
 pub(crate) async fn drop_slot(
-    source: &Side,
+    source: &SideSession,
     slot: &str,
     out: &mut dyn Write,
 ) -> Result<(), OpsError> {
@@ -132,7 +132,7 @@ const BOOKKEEPING: [&str; 4] = [
     "lsnpipe.cutover",
 ];
 
-async fn table_exists(target: &Side, table: &str) -> Result<bool, OpsError> {
+async fn table_exists(target: &SideSession, table: &str) -> Result<bool, OpsError> {
     Ok(target
         .client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
@@ -142,7 +142,7 @@ async fn table_exists(target: &Side, table: &str) -> Result<bool, OpsError> {
 }
 
 /// Whether any of lsnpipe's tables exists on the target.
-pub(crate) async fn has_bookkeeping(target: &Side) -> Result<bool, OpsError> {
+pub(crate) async fn has_bookkeeping(target: &SideSession) -> Result<bool, OpsError> {
     for table in BOOKKEEPING {
         if table_exists(target, table).await? {
             return Ok(true);
@@ -155,7 +155,7 @@ pub(crate) async fn has_bookkeeping(target: &Side) -> Result<bool, OpsError> {
 /// copied again, and a cutover's stop request); drop each table, and the schema, only when
 /// they hold nothing else.
 pub(crate) async fn drop_bookkeeping(
-    target: &Side,
+    target: &SideSession,
     slot: &str,
     out: &mut dyn Write,
 ) -> Result<(), OpsError> {

@@ -92,7 +92,7 @@ pub(super) fn failover_findings(slot: &str, facts: &FailoverFacts, report: &mut 
 
 /// On a PostgreSQL 17+ primary: is the slot kept by standbys, and do they keep up with it?
 pub(super) async fn check_failover(
-    source: &Side,
+    source: &SideSession,
     slot: &str,
     report: &mut Report,
 ) -> Result<(), OpsError> {

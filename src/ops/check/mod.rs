@@ -10,7 +10,7 @@
 //! A finding is OK, WARN (works, but an operator should know) or FAIL (replication cannot work
 //! until it is fixed); any FAIL makes the command exit non-zero.
 
-use super::{OpsError, Side, table};
+use super::{OpsError, SideSession, table};
 use crate::config::OpsSettings;
 
 mod failover;
@@ -151,7 +151,7 @@ impl Report {
 pub async fn run(settings: &OpsSettings) -> Report {
     let mut report = Report::default();
     let publication = settings.publication.clone().unwrap_or_default();
-    let tables = match Side::connect("source", &settings.source).await {
+    let tables = match SideSession::connect("source", &settings.source).await {
         Ok(source) => {
             report.push(Severity::Ok, "source connection", source.config.redacted());
             match check_source(&source, &publication, &settings.slot, &mut report).await {
@@ -172,7 +172,7 @@ pub async fn run(settings: &OpsSettings) -> Report {
             None
         }
     };
-    match Side::connect("target", &settings.target).await {
+    match SideSession::connect("target", &settings.target).await {
         Ok(target) => {
             report.push(Severity::Ok, "target connection", target.config.redacted());
             if let Err(e) = check_target(&target, tables.as_deref(), &mut report).await {

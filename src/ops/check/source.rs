@@ -22,7 +22,7 @@ impl SourceTable {
 }
 
 pub(super) async fn check_source(
-    source: &Side,
+    source: &SideSession,
     publication: &str,
     slot: &str,
     report: &mut Report,
@@ -192,7 +192,7 @@ fn check_slot(row: Option<&tokio_postgres::Row>, slot: &str, report: &mut Report
 }
 
 async fn check_publication(
-    source: &Side,
+    source: &SideSession,
     publication: &str,
     report: &mut Report,
 ) -> Result<Vec<SourceTable>, OpsError> {

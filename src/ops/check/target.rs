@@ -7,7 +7,7 @@ use super::source::SourceTable;
 use super::*;
 
 pub(super) async fn check_target(
-    target: &Side,
+    target: &SideSession,
     tables: Option<&[SourceTable]>,
     report: &mut Report,
 ) -> Result<(), OpsError> {
