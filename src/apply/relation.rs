@@ -101,7 +101,7 @@ impl TargetTable {
 
 /// A cached relation.
 #[derive(Debug)]
-pub struct Relation {
+pub struct CachedRelation {
     pub source: SourceRelation,
     /// `"schema"."table"`, shared with statement contexts and errors.
     pub name: Arc<str>,
@@ -109,10 +109,10 @@ pub struct Relation {
     pub target: Option<TargetTable>,
 }
 
-/// Source relation OID → [`Relation`].
+/// Source relation OID → [`CachedRelation`].
 #[derive(Debug, Default)]
 pub struct RelationCache {
-    relations: HashMap<u32, Relation>,
+    relations: HashMap<u32, CachedRelation>,
     /// Source type OID → its quoted, qualified name, from Type messages (user-defined types;
     /// built-in types have the same OID everywhere).
     types: HashMap<u32, String>,
@@ -130,7 +130,7 @@ impl RelationCache {
         let name: Arc<str> = sql::qualified_name(&source.schema, &source.table).into();
         self.relations.insert(
             source.oid,
-            Relation {
+            CachedRelation {
                 source,
                 name,
                 target: None,
@@ -292,7 +292,7 @@ impl RelationCache {
         Ok((altered, changes))
     }
 
-    pub fn get(&self, oid: u32) -> Result<&Relation, ApplyError> {
+    pub fn get(&self, oid: u32) -> Result<&CachedRelation, ApplyError> {
         self.relations.get(&oid).ok_or_else(|| {
             ApplyError::protocol(format!(
                 "a change for relation OID {oid} arrived before its Relation message"
@@ -301,7 +301,11 @@ impl RelationCache {
     }
 
     /// The relation, its target table checked against the target catalog (once per shape).
-    pub async fn checked(&mut self, client: &Client, oid: u32) -> Result<&Relation, ApplyError> {
+    pub async fn checked(
+        &mut self,
+        client: &Client,
+        oid: u32,
+    ) -> Result<&CachedRelation, ApplyError> {
         let relation = self.relations.get_mut(&oid).ok_or_else(|| {
             ApplyError::protocol(format!(
                 "a change for relation OID {oid} arrived before its Relation message"

@@ -9,7 +9,7 @@
 //! hash lookup, and text is built and prepared once per (table, operation, column set).
 
 use super::batch::ColumnSet;
-use super::relation::{Relation, SourceColumn};
+use super::relation::{CachedRelation, SourceColumn};
 use super::sql::{self, Match};
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,7 +54,7 @@ pub(crate) struct StatementKey {
 }
 
 /// The statement text for `key` on `relation`.
-pub(crate) fn statement_text<'a>(relation: &'a Relation, key: &StatementKey) -> String {
+pub(crate) fn statement_text<'a>(relation: &'a CachedRelation, key: &StatementKey) -> String {
     let columns = &relation.source.columns;
     let chosen: Vec<&str> = columns
         .iter()
@@ -105,7 +105,7 @@ pub(crate) fn statement_text<'a>(relation: &'a Relation, key: &StatementKey) -> 
     }
 }
 
-fn matches<'a>(relation: &'a Relation, old: &OldMatch) -> Vec<Match<'a>> {
+fn matches<'a>(relation: &'a CachedRelation, old: &OldMatch) -> Vec<Match<'a>> {
     let comparable = relation.target.as_ref().map(|t| t.comparable.as_slice());
     relation
         .source
@@ -131,14 +131,14 @@ mod tests {
     use crate::apply::relation::{SourceColumn, SourceRelation, TargetTable};
     use crate::pgoutput::ReplicaIdentity;
 
-    fn relation() -> Relation {
+    fn relation() -> CachedRelation {
         let column = |name: &str, is_key| SourceColumn {
             name: name.into(),
             type_oid: 25,
             type_modifier: -1,
             is_key,
         };
-        Relation {
+        CachedRelation {
             source: SourceRelation {
                 oid: 1,
                 schema: "s".into(),

@@ -33,7 +33,7 @@ use super::error::{ApplyError, Operation};
 use super::inflight::{Context, InFlight};
 use super::planner::{Plan, Planner, TableOrder};
 use super::progress_row;
-use super::relation::{Relation, RelationCache, SourceRelation};
+use super::relation::{CachedRelation, RelationCache, SourceRelation};
 use super::sql::{self, TruncateTarget};
 use super::statements::{OldMatch, StatementKey, StatementKind, statement_text};
 use super::value::Param;
@@ -342,7 +342,7 @@ impl Applier {
     }
 
     /// How freely `oid`'s changes may be reordered (its target table is checked).
-    fn order(&self, relation: &Relation) -> TableOrder {
+    fn order(&self, relation: &CachedRelation) -> TableOrder {
         match &relation.target {
             Some(target) if self.replica_role => target.order,
             _ => TableOrder::Global,

@@ -5,7 +5,7 @@ use super::*;
 
 /// The value written to source column `i`: none for a column generated on the target (the
 /// target computes it) or an unchanged TOAST value.
-pub(super) fn written(relation: &Relation, i: usize, value: ColumnValue) -> Option<Param> {
+pub(super) fn written(relation: &CachedRelation, i: usize, value: ColumnValue) -> Option<Param> {
     if relation.target.as_ref().is_some_and(|t| t.is_generated(i)) {
         return None;
     }
@@ -21,7 +21,7 @@ pub(super) fn param(value: ColumnValue) -> Option<Param> {
     }
 }
 
-pub(super) fn check_width(relation: &Relation, tuple: &TupleData) -> Result<(), ApplyError> {
+pub(super) fn check_width(relation: &CachedRelation, tuple: &TupleData) -> Result<(), ApplyError> {
     if tuple.len() == relation.source.columns.len() {
         Ok(())
     } else {
@@ -36,7 +36,7 @@ pub(super) fn check_width(relation: &Relation, tuple: &TupleData) -> Result<(), 
 
 /// Push the key values of `tuple`.
 pub(super) fn key_params(
-    relation: &Relation,
+    relation: &CachedRelation,
     tuple: &TupleData,
     params: &mut Vec<Param>,
 ) -> Result<(), ApplyError> {
@@ -65,7 +65,7 @@ pub(super) fn key_params(
 
 /// Push the values an identity-FULL match compares and return the match's shape.
 pub(super) fn full_match(
-    relation: &Relation,
+    relation: &CachedRelation,
     old: &TupleData,
     params: &mut Vec<Param>,
 ) -> Result<OldMatch, ApplyError> {
