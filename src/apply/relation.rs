@@ -72,7 +72,7 @@ impl SourceRelation {
 
 /// What the target catalog said about the table, per source column.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetTable {
+pub struct TargetShape {
     /// A partitioned table (ctids repeat across partitions; no `ONLY`).
     pub partitioned: bool,
     /// How freely changes may be reordered, from its unique indexes and triggers (assuming
@@ -92,7 +92,7 @@ pub struct TargetTable {
     pub generated: Vec<bool>,
 }
 
-impl TargetTable {
+impl TargetShape {
     /// Whether source column `i` is generated on the target.
     pub fn is_generated(&self, i: usize) -> bool {
         self.generated.get(i).copied().unwrap_or(false)
@@ -106,7 +106,7 @@ pub struct CachedRelation {
     /// `"schema"."table"`, shared with statement contexts and errors.
     pub name: Arc<str>,
     /// Filled by [`RelationCache::checked`] on first use.
-    pub target: Option<TargetTable>,
+    pub target: Option<TargetShape>,
 }
 
 /// Source relation OID → [`CachedRelation`].
@@ -428,7 +428,7 @@ async fn lookup_target(
     client: &Client,
     source: &SourceRelation,
     name: &str,
-) -> Result<TargetTable, ApplyError> {
+) -> Result<TargetShape, ApplyError> {
     let catalog_error = |e| ApplyError::from_target(e, name, Operation::Bookkeeping);
     let table = client
         .query_opt(FIND_TABLE, &[&source.schema, &source.table])
@@ -489,7 +489,7 @@ async fn lookup_target(
         .filter(|c| c.is_key)
         .map(|c| c.name.as_str())
         .collect();
-    Ok(TargetTable {
+    Ok(TargetShape {
         partitioned,
         order: table_order(&key, &indexes, triggers),
         comparable,
@@ -524,7 +524,7 @@ mod tests {
     fn identical_relation_keeps_entry_changed_one_replaces_it() {
         let mut cache = RelationCache::default();
         assert!(cache.replace(relation(&["id", "a"])));
-        cache.relations.get_mut(&7).unwrap().target = Some(TargetTable {
+        cache.relations.get_mut(&7).unwrap().target = Some(TargetShape {
             partitioned: false,
             order: TableOrder::Keyed,
             comparable: vec![true, true],

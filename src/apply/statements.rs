@@ -128,7 +128,7 @@ fn matches<'a>(relation: &'a CachedRelation, old: &OldMatch) -> Vec<Match<'a>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::relation::{SourceColumn, SourceRelation, TargetTable};
+    use crate::apply::relation::{SourceColumn, SourceRelation, TargetShape};
     use crate::pgoutput::ReplicaIdentity;
 
     fn relation() -> CachedRelation {
@@ -147,7 +147,7 @@ mod tests {
                 columns: vec![column("id", true), column("j", true), column("v", true)],
             },
             name: "\"s\".\"t\"".into(),
-            target: Some(TargetTable {
+            target: Some(TargetShape {
                 partitioned: false,
                 order: crate::apply::planner::TableOrder::Keyed,
                 comparable: vec![true, false, true],
