@@ -7,7 +7,7 @@
 //! ```
 
 use super::plan::TablePlan;
-use crate::ops::{OpsError, Side};
+use crate::ops::{OpsError, SideSession};
 
 /// Published tables with their published columns (generated ones left out: the target computes
 /// its own), row filter and key columns (the primary key, else the replica identity index, when
@@ -70,8 +70,8 @@ pub fn matches(filter: &str, schema: &str, name: &str) -> bool {
 
 /// The publication's tables (those the filters name, when there are filters), largest first.
 pub async fn plan(
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     publication: &str,
     filters: &[String],
 ) -> Result<Vec<Planned>, OpsError> {
@@ -154,7 +154,7 @@ pub async fn plan(
 }
 
 /// Check the target holds the table and every published column; take its key types.
-async fn on_target(target: &Side, mut plan: TablePlan) -> Result<Planned, OpsError> {
+async fn on_target(target: &SideSession, mut plan: TablePlan) -> Result<Planned, OpsError> {
     let columns: Vec<(String, String)> = target
         .client
         .query(TARGET_COLUMNS, &[&plan.qualified()])

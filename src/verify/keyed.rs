@@ -11,14 +11,14 @@ use super::diff::{self, Chunk, Difference, Key, Row, Settled};
 use super::plan::{Side as At, TablePlan};
 use super::report::{Example, TableReport};
 use super::{Ctx, begin_snapshot, commit};
-use crate::ops::{OpsError, Side};
+use crate::ops::{OpsError, SideSession};
 
 /// Text parameters for a statement, in order.
 fn params(values: &[String]) -> Vec<&(dyn ToSql + Sync)> {
     values.iter().map(|v| v as &(dyn ToSql + Sync)).collect()
 }
 
-async fn prepare(side: &Side, sql: String) -> Result<tokio_postgres::Statement, OpsError> {
+async fn prepare(side: &SideSession, sql: String) -> Result<tokio_postgres::Statement, OpsError> {
     side.client
         .prepare(&sql)
         .await
@@ -32,7 +32,7 @@ fn bounds(chunk: &Chunk) -> Vec<String> {
     v
 }
 
-fn rows(side: &Side, got: Vec<tokio_postgres::Row>) -> Result<Vec<Row>, OpsError> {
+fn rows(side: &SideSession, got: Vec<tokio_postgres::Row>) -> Result<Vec<Row>, OpsError> {
     got.iter()
         .map(|r| {
             Ok(Row {
@@ -47,8 +47,8 @@ fn rows(side: &Side, got: Vec<tokio_postgres::Row>) -> Result<Vec<Row>, OpsError
 pub(super) async fn compare(
     ctx: &Ctx<'_>,
     plan: &TablePlan,
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
 ) -> Result<TableReport, OpsError> {
     let mut report = TableReport {
         table: plan.qualified(),
@@ -101,7 +101,11 @@ type BucketHashes = HashMap<i64, (i64, String)>;
 const BUCKET_SCAN_SETTINGS: &str =
     "SET LOCAL enable_sort = off; SET LOCAL parallel_tuple_cost = 0; SET LOCAL jit = off";
 
-async fn bucket_hashes(side: &Side, sql: &str, layout: &Buckets) -> Result<BucketHashes, OpsError> {
+async fn bucket_hashes(
+    side: &SideSession,
+    sql: &str,
+    layout: &Buckets,
+) -> Result<BucketHashes, OpsError> {
     side.client
         .batch_execute(BUCKET_SCAN_SETTINGS)
         .await
@@ -126,8 +130,8 @@ async fn bucket_pass(
     ctx: &Ctx<'_>,
     plan: &TablePlan,
     key: usize,
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     report: &mut TableReport,
 ) -> Result<Option<Vec<Range>>, OpsError> {
     let lsn = begin_snapshot(source).await?;
@@ -199,8 +203,8 @@ struct Walked {
 async fn walk(
     ctx: &Ctx<'_>,
     plan: &TablePlan,
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     ranges: &[Range],
     first: bool,
 ) -> Result<Walked, OpsError> {
@@ -307,8 +311,8 @@ const ROWS_PER_BATCH: u64 = 100_000;
 async fn resolve(
     ctx: &Ctx<'_>,
     plan: &TablePlan,
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     chunks: &[Chunk],
     report: &mut TableReport,
 ) -> Result<(), OpsError> {
@@ -395,7 +399,7 @@ fn key_text(plan: &TablePlan, key: &Key) -> String {
 type ByKey = HashMap<Key, Vec<Option<String>>>;
 
 /// Rows of `keys` on one side, by key.
-async fn by_keys(side: &Side, sql: &str, keys: &[Key]) -> Result<ByKey, OpsError> {
+async fn by_keys(side: &SideSession, sql: &str, keys: &[Key]) -> Result<ByKey, OpsError> {
     let width = keys.first().map_or(0, Vec::len);
     let columns: Vec<Vec<String>> = (0..width)
         .map(|i| {
@@ -422,8 +426,8 @@ async fn by_keys(side: &Side, sql: &str, keys: &[Key]) -> Result<ByKey, OpsError
 async fn settle(
     ctx: &Ctx<'_>,
     plan: &TablePlan,
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     mut pending: Vec<Key>,
 ) -> Result<(Vec<(Key, Difference)>, u64), OpsError> {
     let on_source = plan.rows_by_keys_sql(At::Source, false);
@@ -471,8 +475,8 @@ async fn settle(
 async fn locked(
     ctx: &Ctx<'_>,
     plan: &TablePlan,
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     keys: &[Key],
 ) -> Result<Option<Vec<(Key, Difference)>>, OpsError> {
     source

@@ -8,11 +8,11 @@ use super::diff;
 use super::plan::{Side as At, TablePlan};
 use super::report::{Example, TableReport};
 use super::{Ctx, begin_snapshot, commit};
-use crate::ops::{OpsError, Side};
+use crate::ops::{OpsError, SideSession};
 
 type Buckets = HashMap<i64, (i64, String)>;
 
-async fn buckets(side: &Side, sql: &str) -> Result<Buckets, OpsError> {
+async fn buckets(side: &SideSession, sql: &str) -> Result<Buckets, OpsError> {
     let got = side
         .client
         .query(sql, &[])
@@ -25,7 +25,7 @@ async fn buckets(side: &Side, sql: &str) -> Result<Buckets, OpsError> {
 }
 
 async fn bucket_rows(
-    side: &Side,
+    side: &SideSession,
     sql: &str,
     which: &[i64],
 ) -> Result<HashMap<String, i64>, OpsError> {
@@ -43,8 +43,8 @@ async fn bucket_rows(
 pub(super) async fn compare(
     ctx: &Ctx<'_>,
     plan: &TablePlan,
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
 ) -> Result<TableReport, OpsError> {
     let mut report = TableReport {
         table: plan.qualified(),

@@ -51,7 +51,7 @@ pub use report::{Example, TableReport, VerifyReport};
 
 use crate::Lsn;
 use crate::config::{ConfigError, FileSettings, OpsSettings};
-use crate::ops::{OpsError, Side};
+use crate::ops::{OpsError, SideSession};
 use catalog::Planned;
 use plan::TablePlan;
 
@@ -161,7 +161,7 @@ impl Pace {
 /// What every job shares: the options, a source session for slot checks, the rate limit.
 pub(crate) struct Ctx<'a> {
     opts: &'a VerifyOptions,
-    control: &'a Side,
+    control: &'a SideSession,
     pace: &'a Pace,
     progress: &'a progress::Progress,
     /// The earliest source position a first pass was read at.
@@ -170,7 +170,7 @@ pub(crate) struct Ctx<'a> {
 
 impl Ctx<'_> {
     /// Wait until the target has applied up to `lsn`.
-    async fn wait(&self, target: &Side, lsn: Lsn) -> Result<(), OpsError> {
+    async fn wait(&self, target: &SideSession, lsn: Lsn) -> Result<(), OpsError> {
         session::wait_for_target(
             self.control,
             target,
@@ -278,7 +278,7 @@ async fn worker(
 
 /// Start a source snapshot and return its position: everything the snapshot shows was
 /// committed at or before it.
-async fn begin_snapshot(source: &Side) -> Result<Lsn, OpsError> {
+async fn begin_snapshot(source: &SideSession) -> Result<Lsn, OpsError> {
     source
         .client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -287,7 +287,7 @@ async fn begin_snapshot(source: &Side) -> Result<Lsn, OpsError> {
     session::current_lsn(source).await
 }
 
-async fn commit(side: &Side) -> Result<(), OpsError> {
+async fn commit(side: &SideSession) -> Result<(), OpsError> {
     side.client
         .batch_execute("COMMIT")
         .await

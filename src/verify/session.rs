@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use crate::Lsn;
-use crate::ops::{OpsError, Side};
+use crate::ops::{OpsError, SideSession};
 use crate::wire::quote_ident;
 
 /// Settings that shape the text of values beyond the ones every lsnpipe session pins
@@ -22,8 +22,8 @@ const VERIFY_SETTINGS: &str =
     "SET TimeZone = 'UTC'; SET bytea_output = 'hex'; SET lc_monetary = 'C'";
 
 /// A session whose value texts are the same on both sides.
-pub(crate) async fn connect(name: &'static str, conn: &str) -> Result<Side, OpsError> {
-    let side = Side::connect(name, conn).await?;
+pub(crate) async fn connect(name: &'static str, conn: &str) -> Result<SideSession, OpsError> {
+    let side = SideSession::connect(name, conn).await?;
     side.client
         .batch_execute(VERIFY_SETTINGS)
         .await
@@ -32,7 +32,7 @@ pub(crate) async fn connect(name: &'static str, conn: &str) -> Result<Side, OpsE
 }
 
 /// The source's current WAL insert position.
-pub(crate) async fn current_lsn(source: &Side) -> Result<Lsn, OpsError> {
+pub(crate) async fn current_lsn(source: &SideSession) -> Result<Lsn, OpsError> {
     let text: String = source
         .client
         .query_one("SELECT pg_current_wal_lsn()::text", &[])
@@ -48,7 +48,7 @@ pub(crate) fn parse(text: &str) -> Result<Lsn, OpsError> {
 }
 
 /// The position the target has applied for `slot`, if it has a progress row.
-pub(crate) async fn applied(target: &Side, slot: &str) -> Result<Option<Lsn>, OpsError> {
+pub(crate) async fn applied(target: &SideSession, slot: &str) -> Result<Option<Lsn>, OpsError> {
     let exists: bool = target
         .client
         .query_one("SELECT to_regclass('lsnpipe.progress') IS NOT NULL", &[])
@@ -71,7 +71,7 @@ pub(crate) async fn applied(target: &Side, slot: &str) -> Result<Option<Lsn>, Op
 
 /// Whether a `lsnpipe run` (or any consumer) streams the slot now; `None` if there is no slot.
 pub(crate) async fn slot_active_pid(
-    source: &Side,
+    source: &SideSession,
     slot: &str,
 ) -> Result<Option<Option<i32>>, OpsError> {
     let row = source
@@ -88,7 +88,7 @@ pub(crate) async fn slot_active_pid(
 /// Changes of published tables the slot holds that no one has received: only asked when no
 /// consumer streams the slot (peeking needs the slot to itself, and consumes nothing).
 pub(crate) async fn pending_changes(
-    source: &Side,
+    source: &SideSession,
     slot: &str,
     publication: &str,
 ) -> Result<i64, OpsError> {
@@ -110,8 +110,8 @@ pub(crate) async fn pending_changes(
 /// streams the slot and it holds nothing for the publication, the target is as current as it
 /// can be, and that counts as caught up.
 pub(crate) async fn wait_for_target(
-    source: &Side,
-    target: &Side,
+    source: &SideSession,
+    target: &SideSession,
     slot: &str,
     publication: &str,
     lsn: Lsn,
