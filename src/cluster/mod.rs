@@ -8,17 +8,24 @@
 //!
 //! `initdb` refuses to run as root, so when this process is root every server command runs as
 //! the `postgres` OS user. A watchdog shell process removes the cluster if this process dies
-//! without running its destructors (a SIGKILL, an abort), so nothing is left behind.
+//! without running its destructors (a SIGKILL, an abort), so nothing is left behind. Where the
+//! binaries are is `bindir.rs`; which OS user runs them is `os_user.rs`.
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::pg_download::{self, DownloadError, DownloadPolicy, Fetch};
+use crate::pg_download::DownloadError;
+
+mod bindir;
+mod os_user;
+
+pub use bindir::{find_bindir, role_bindir};
+pub(crate) use os_user::running_as_root;
+use os_user::server_identity;
 
 /// Why a local cluster could not be set up or driven.
 #[derive(Debug, thiserror::Error)]
@@ -60,115 +67,6 @@ pub enum ClusterError {
 fn io_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> ClusterError {
     let what = what.into();
     move |source| ClusterError::Io { what, source }
-}
-
-/// Where the PostgreSQL server binaries are: `PG_BINDIR`, else `pg_config --bindir`, else the
-/// newest `/usr/lib/postgresql/*/bin`, else a build downloaded into the user's cache (see
-/// `pg_download`; `LSNPIPE_PG_DOWNLOAD=never` turns that off, `always` uses it first). A
-/// directory counts only if it holds `initdb`, `pg_ctl` and `postgres` (Debian's
-/// `/usr/bin/pg_config` may point at a client-only directory).
-pub fn find_bindir() -> Result<PathBuf, ClusterError> {
-    let policy = DownloadPolicy::from_env().map_err(ClusterError::Download)?;
-    if policy == DownloadPolicy::Always {
-        return download_bindir().map_err(ClusterError::Download);
-    }
-    match find_installed() {
-        Ok(dir) => Ok(dir),
-        Err(looked) if policy == DownloadPolicy::Auto => {
-            download_bindir().map_err(|source| ClusterError::DownloadFailed { looked, source })
-        }
-        Err(looked) => Err(ClusterError::NoBinaries { looked }),
-    }
-}
-
-/// The server bindir for one role of the test clusters: the directory named by the environment
-/// variable `var` (`PG_BINDIR_SOURCE`, `PG_BINDIR_TARGET`) when it is set, else `find_bindir`.
-/// This is what lets one test run put a source of one major next to a target of another
-/// (`scripts/pg-versions.sh`). A variable naming a directory without the server binaries is an
-/// error, not a silent fall-back: the run would otherwise test a different major than asked.
-pub fn role_bindir(var: &str) -> Result<PathBuf, ClusterError> {
-    match std::env::var_os(var) {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            if pg_download::complete(&dir) {
-                Ok(dir)
-            } else {
-                Err(ClusterError::Command {
-                    what: format!("{var}={}", dir.display()),
-                    detail: "the directory does not hold initdb, pg_ctl and postgres; \
-                             `lsnpipe pg-fetch --major N --print-bindir` prints one that does"
-                        .into(),
-                })
-            }
-        }
-        _ => find_bindir(),
-    }
-}
-
-/// The downloaded build of `LSNPIPE_PG_MAJOR` (fetched now unless cached; the download says so
-/// on stderr, in one line).
-fn download_bindir() -> Result<PathBuf, DownloadError> {
-    let fetch = Fetch::from_env(pg_download::major_from_env()?)?;
-    fetch.ensure(&mut io::stderr())
-}
-
-/// An installed server's bindir, or where it was looked for.
-fn find_installed() -> Result<PathBuf, String> {
-    let complete = pg_download::complete;
-    let mut looked = Vec::new();
-    if let Some(dir) = std::env::var_os("PG_BINDIR") {
-        let dir = PathBuf::from(dir);
-        if complete(&dir) {
-            return Ok(dir);
-        }
-        looked.push(format!("PG_BINDIR={}", dir.display()));
-    }
-    if let Ok(out) = Command::new("pg_config").arg("--bindir").output() {
-        let dir = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        if out.status.success() && complete(&dir) {
-            return Ok(dir);
-        }
-        looked.push(format!("pg_config --bindir={}", dir.display()));
-    }
-    let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let version = entry.file_name().to_str()?.parse::<u32>().ok()?;
-            let bin = entry.path().join("bin");
-            complete(&bin).then_some((version, bin))
-        })
-        .collect();
-    versions.sort();
-    looked.push("/usr/lib/postgresql/*/bin".to_owned());
-    versions.pop().map(|(_, dir)| dir).ok_or(looked.join(", "))
-}
-
-/// True when this process runs as root (server commands then run as `postgres`).
-pub(crate) fn running_as_root() -> bool {
-    fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
-}
-
-/// The uid and gid server commands run as: `None` to stay as we are, `postgres` when root.
-fn server_identity() -> Result<Option<(u32, u32)>, ClusterError> {
-    let euid = fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX);
-    if euid != 0 {
-        return Ok(None);
-    }
-    let id = |flag: &str| -> Option<u32> {
-        let out = Command::new("id").args([flag, "postgres"]).output().ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
-    match (id("-u"), id("-g")) {
-        (Some(uid), Some(gid)) => Ok(Some((uid, gid))),
-        _ => Err(ClusterError::NoPostgresUser),
-    }
 }
 
 /// A local server in a temporary directory, on a free loopback port, with superuser
