@@ -9,12 +9,13 @@
 //!
 //! Connection strings may hold passwords: nothing here prints them, and `--help` hides the values
 //! of environment variables.
+//!
+//! The file itself (its keys, reading it) is `file.rs`; the operator commands' settings are
+//! `ops.rs`.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
-
-use serde::Deserialize;
 
 use crate::apply::SchemaChanges;
 
@@ -92,47 +93,6 @@ pub struct RunArgs {
     pub skip_ddl: Option<crate::Lsn>,
 }
 
-/// The same settings as they appear in `lsnpipe.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct FileSettings {
-    pub source: Option<String>,
-    pub target: Option<String>,
-    pub publication: Option<String>,
-    pub slot: Option<String>,
-    pub create_slot: Option<bool>,
-    pub failover_slot: Option<bool>,
-    pub metrics_listen: Option<String>,
-    pub ready_max_lag_bytes: Option<u64>,
-    pub ready_max_lag_seconds: Option<u64>,
-    pub replication_timeout: Option<u64>,
-    pub target_timeout: Option<u64>,
-    pub max_batch_transactions: Option<u32>,
-    pub max_batch_ms: Option<u64>,
-    pub status_interval_ms: Option<u64>,
-    pub slot_monitor_interval_secs: Option<u64>,
-    pub snapshot: Option<bool>,
-    pub copy_jobs: Option<u32>,
-    pub create_tables: Option<bool>,
-    pub schema_changes: Option<SchemaChanges>,
-    /// `run --sync-sequences SECS` (0: off).
-    pub sync_sequences: Option<u64>,
-    /// `--log-format` (a global flag): "text" or "json".
-    pub log_format: Option<String>,
-    /// Settings of `lsnpipe demo`.
-    #[serde(default)]
-    pub demo: DemoFileSettings,
-}
-
-/// The `[demo]` table of `lsnpipe.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "snake_case")]
-pub struct DemoFileSettings {
-    pub duration: Option<u64>,
-    pub keep: Option<bool>,
-    pub rate: Option<u32>,
-}
-
 /// Everything `lsnpipe run` needs, validated.
 #[derive(Clone)]
 pub struct RunSettings {
@@ -208,68 +168,6 @@ pub enum ConfigError {
     },
     #[error("invalid value for `{key}`: {message}")]
     Invalid { key: &'static str, message: String },
-}
-
-impl FileSettings {
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::parse(&text, path)
-    }
-
-    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string().trim_end().to_owned(),
-        })?;
-        file.validate().map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        Ok(file)
-    }
-
-    /// Check the values the file gives, so that a bad one is reported with the file's name
-    /// (the same checks run again on the merged settings).
-    fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(slot) = &self.slot {
-            validate_slot_name(slot)?;
-        }
-        if let Some(listen) = &self.metrics_listen {
-            parse_listen(listen)?;
-        }
-        if let Some(format) = &self.log_format {
-            if !matches!(format.as_str(), "text" | "json") {
-                return Err(ConfigError::Invalid {
-                    key: "log_format",
-                    message: format!("{format:?}: use \"text\" or \"json\""),
-                });
-            }
-        }
-        let at_least_one = [
-            (
-                "max_batch_transactions",
-                self.max_batch_transactions.map(u64::from),
-            ),
-            ("status_interval_ms", self.status_interval_ms),
-            (
-                "slot_monitor_interval_secs",
-                self.slot_monitor_interval_secs,
-            ),
-            ("demo.rate", self.demo.rate.map(u64::from)),
-        ];
-        for (key, value) in at_least_one {
-            if value == Some(0) {
-                return Err(ConfigError::Invalid {
-                    key,
-                    message: "must be at least 1".into(),
-                });
-            }
-        }
-        Ok(())
-    }
 }
 
 macro_rules! required {
@@ -424,181 +322,10 @@ fn validate_slot_name(slot: &str) -> Result<(), ConfigError> {
     }
 }
 
+mod file;
 mod ops;
+pub use file::{DemoFileSettings, FileSettings};
 pub use ops::{ConnArgs, DemoArgs, DemoSettings, OpsSettings};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn full_args() -> RunArgs {
-        RunArgs {
-            source: Some("host=a".into()),
-            target: Some("host=b".into()),
-            publication: Some("pub".into()),
-            slot: Some("slot_1".into()),
-            ..RunArgs::default()
-        }
-    }
-
-    #[test]
-    fn flags_win_over_the_file() {
-        let file = FileSettings::parse(
-            "source = 'host=file'\nslot = 'from_file'\nmax_batch_ms = 5\n",
-            Path::new("x.toml"),
-        )
-        .unwrap();
-        let s = RunSettings::resolve(&full_args(), &file).unwrap();
-        assert_eq!(s.source, "host=a");
-        assert_eq!(s.slot, "slot_1");
-        assert_eq!(s.max_batch, Duration::from_millis(5));
-        assert_eq!(s.metrics_listen, Some("127.0.0.1:9930".parse().unwrap()));
-    }
-
-    #[test]
-    fn the_file_fills_what_flags_leave_out() {
-        let file = FileSettings::parse(
-            "target = 'host=t'\nmetrics_listen = 'off'\ncreate_slot = true\n",
-            Path::new("x.toml"),
-        )
-        .unwrap();
-        let args = RunArgs {
-            target: None,
-            ..full_args()
-        };
-        let s = RunSettings::resolve(&args, &file).unwrap();
-        assert_eq!(s.target, "host=t");
-        assert_eq!(s.metrics_listen, None);
-        assert!(s.create_slot);
-    }
-
-    #[test]
-    fn unknown_keys_and_bad_values_name_the_key_and_file() {
-        let err = FileSettings::parse("sorce = 'x'\n", Path::new("/etc/lsnpipe.toml")).unwrap_err();
-        let text = err.to_string();
-        assert!(
-            text.contains("/etc/lsnpipe.toml") && text.contains("sorce"),
-            "{text}"
-        );
-
-        let err = FileSettings::parse("max_batch_ms = 'soon'\n", Path::new("a.toml")).unwrap_err();
-        assert!(err.to_string().contains("max_batch_ms"), "{err}");
-
-        let args = RunArgs {
-            metrics_listen: Some("nowhere".into()),
-            ..full_args()
-        };
-        let err = RunSettings::resolve(&args, &FileSettings::default())
-            .err()
-            .unwrap();
-        assert!(err.to_string().contains("metrics_listen"), "{err}");
-    }
-
-    #[test]
-    fn bad_values_in_the_file_name_the_file() {
-        for (text, key) in [
-            ("slot = 'Bad-Name'\n", "slot"),
-            ("metrics_listen = 'nowhere'\n", "metrics_listen"),
-            ("log_format = 'xml'\n", "log_format"),
-            ("status_interval_ms = 0\n", "status_interval_ms"),
-            ("[demo]\nrate = 0\n", "demo.rate"),
-        ] {
-            let err = FileSettings::parse(text, Path::new("/etc/lsnpipe.toml")).unwrap_err();
-            let text = err.to_string();
-            assert!(
-                text.contains("/etc/lsnpipe.toml") && text.contains(key),
-                "{text}"
-            );
-        }
-    }
-
-    #[test]
-    fn missing_settings_say_how_to_give_them() {
-        let args = RunArgs {
-            publication: None,
-            ..full_args()
-        };
-        let err = RunSettings::resolve(&args, &FileSettings::default())
-            .err()
-            .unwrap();
-        let text = err.to_string();
-        assert!(
-            text.contains("--publication") && text.contains("LSNPIPE_PUBLICATION"),
-            "{text}"
-        );
-    }
-
-    #[test]
-    fn slot_names_follow_postgres_rules() {
-        for bad in ["Upper", "with-dash", "sp ace", &"x".repeat(64)] {
-            let args = RunArgs {
-                slot: Some(bad.to_owned()),
-                ..full_args()
-            };
-            assert!(
-                RunSettings::resolve(&args, &FileSettings::default()).is_err(),
-                "{bad}"
-            );
-        }
-    }
-
-    #[test]
-    fn snapshot_settings_come_from_flags_or_the_file() {
-        let file = FileSettings::parse(
-            "snapshot = false\ncopy_jobs = 3\ncreate_tables = true\n",
-            Path::new("x.toml"),
-        )
-        .unwrap();
-        let s = RunSettings::resolve(&full_args(), &file).unwrap();
-        assert_eq!(s.snapshot, Some(false));
-        assert_eq!(s.copy_jobs, 3);
-        assert!(s.create_tables);
-
-        let args = RunArgs {
-            snapshot: Some(true),
-            copy_jobs: Some(0),
-            ..full_args()
-        };
-        let err = RunSettings::resolve(&args, &file).err().unwrap();
-        assert!(err.to_string().contains("copy_jobs"), "{err}");
-
-        let s = RunSettings::resolve(&full_args(), &FileSettings::default()).unwrap();
-        assert_eq!(
-            s.snapshot, None,
-            "decided by whether lsnpipe creates the slot"
-        );
-        assert!(s.copy_jobs >= 1);
-        assert!(!s.create_tables);
-    }
-
-    #[test]
-    fn timeouts_default_to_a_minute_and_come_from_flags_or_the_file() {
-        let s = RunSettings::resolve(&full_args(), &FileSettings::default()).unwrap();
-        assert_eq!(s.replication_timeout, Duration::from_secs(60));
-        assert_eq!(s.target_timeout, Duration::from_secs(60));
-        assert_eq!(s.ready_max_lag, Duration::from_secs(60));
-        let file = FileSettings::parse(
-            "replication_timeout = 10\ntarget_timeout = 0\nready_max_lag_seconds = 5\n",
-            Path::new("x.toml"),
-        )
-        .unwrap();
-        let args = RunArgs {
-            target_timeout: Some(7),
-            ..full_args()
-        };
-        let s = RunSettings::resolve(&args, &file).unwrap();
-        assert_eq!(s.replication_timeout, Duration::from_secs(10));
-        assert_eq!(s.target_timeout, Duration::from_secs(7));
-        assert_eq!(s.ready_max_lag, Duration::from_secs(5));
-    }
-
-    #[test]
-    fn debug_output_never_shows_connection_strings() {
-        let args = RunArgs {
-            source: Some("host=a password=hunter2".into()),
-            ..full_args()
-        };
-        let s = RunSettings::resolve(&args, &FileSettings::default()).unwrap();
-        assert!(!format!("{s:?}").contains("hunter2"));
-    }
-}
+mod tests;
