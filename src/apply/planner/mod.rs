@@ -420,5 +420,4 @@ impl Planner {
 }
 
 #[cfg(test)]
-#[path = "planner_model.rs"]
 mod model;
