@@ -48,8 +48,6 @@ use tokio_postgres::Client;
 pub use added::{AddedTables, TableSync};
 pub use error::SnapshotError;
 pub use filter::{Hold, SyncFilter};
-pub use progress::LogWriter;
-pub(crate) use progress::lift_logs_around;
 
 use crate::Lsn;
 use crate::metrics::Metrics;
@@ -124,14 +122,10 @@ pub async fn prepare(
         .await
         .map_err(source::SourceError::from)?;
     source::check_source(&mut repl, &options.publication).await?;
-    let slot_exists = !repl
-        .simple_query(&format!(
-            "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
-            wire::quote_literal(&options.slot)
-        ))
+    let slot_exists = source::SlotInfo::read(&mut repl, &options.slot)
         .await
         .map_err(source::SourceError::from)?
-        .is_empty();
+        .is_some();
     if run.is_none() && options.snapshot.is_none() && slot_exists {
         // --create-slot with a slot that is already there: nothing to create, nothing to copy.
         return Ok(Prepared::Ready(SyncFilter::default()));
