@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use lsnpipe::Lsn;
 use lsnpipe::metrics::{self, Health, Metrics, RowOp, Side};
-use lsnpipe::pgoutput::replication::pg_clock_now;
+use lsnpipe::clock::pg_clock_now;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;

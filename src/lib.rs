@@ -14,6 +14,7 @@
 //! [`ops`] holds the operator commands. `docs/architecture.md` has the map.
 
 pub mod apply;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod ddl;

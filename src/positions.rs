@@ -21,8 +21,8 @@
 use std::sync::Mutex;
 
 use crate::Lsn;
-use crate::pgoutput::StandbyStatusUpdate;
-use crate::pgoutput::replication::pg_clock_now;
+use crate::clock::pg_clock_now;
+use crate::wire::StandbyStatusUpdate;
 
 /// Shared between the socket reader, the status-update writer and the applier.
 #[derive(Debug)]

@@ -7,7 +7,7 @@ use prometheus::Registry;
 use prometheus::proto::MetricFamily;
 
 use super::*;
-use crate::pgoutput::replication::pg_clock_now;
+use crate::clock::pg_clock_now;
 
 fn family<'a>(families: &'a [MetricFamily], name: &str) -> &'a MetricFamily {
     families

@@ -7,6 +7,7 @@
 //! conn/       socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
 //! commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
 //! stream.rs   START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
+//! frames.rs   the CopyData payloads of streaming replication ('w', 'k', 'r'), sans-IO
 //! error.rs    WireError / ServerError, retryable or not
 //! ```
 
@@ -14,6 +15,7 @@ mod commands;
 mod config;
 mod conn;
 mod error;
+mod frames;
 mod stream;
 mod tls;
 
@@ -25,6 +27,7 @@ pub use config::{
     ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SessionAttrs, SslMode, TcpOptions,
 };
 pub use error::{ServerError, WireError, is_transient};
+pub use frames::{Keepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};
 

@@ -34,8 +34,9 @@ use tokio::task::JoinHandle;
 use super::commands::{LogicalOptions, ReplicationConnection, quote_ident};
 use super::conn::{Backend, BoxStream, FrameReader, Session, server_error, server_notice};
 use super::error::WireError;
+use super::frames::{ReplicationMessage, XLogData};
 use crate::Lsn;
-use crate::pgoutput::{DecodeError, ReplicationMessage, XLogData};
+use crate::pgoutput::DecodeError;
 use crate::positions::Positions;
 
 /// XLogData messages buffered between the socket and the consumer.

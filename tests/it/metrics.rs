@@ -243,7 +243,7 @@ fn exercise_every_metric(metrics: &Metrics) {
         Lsn::new(0x3_0000_0000),
     );
     metrics.set_oldest_unapplied_commit(Some(
-        lsnpipe::pgoutput::replication::pg_clock_now() - 2_000_000,
+        lsnpipe::clock::pg_clock_now() - 2_000_000,
     ));
     metrics.record_received("begin", 1, 21);
     metrics.record_received("insert", 10, 800);
