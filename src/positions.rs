@@ -185,6 +185,15 @@ impl Positions {
     }
 }
 
+/// The skip rule of exactly-once apply: a source transaction whose commit record begins at
+/// `commit_lsn` (a Begin's `final_lsn`, a Stream Commit's commit LSN) is already in the target's
+/// data when it begins before `point`, the end of a commit the target holds (the progress row)
+/// or a table's copy point (its snapshot was taken after that commit). Used by the applier, the
+/// sync filter of re-copied tables and streamed transactions alike.
+pub fn already_applied(commit_lsn: Lsn, point: Lsn) -> bool {
+    commit_lsn < point
+}
+
 fn in_flight(s: &State) -> bool {
     s.open_transaction || !s.open_streams.is_empty() || s.forwarded_commit_end > s.flushed
 }
