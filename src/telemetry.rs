@@ -151,8 +151,7 @@ impl Telemetry {
             return;
         };
         let now = positions.snapshot();
-        self.metrics
-            .set_positions(now.received, now.received, now.reported_flush);
+        self.metrics.set_positions(now.received, now.reported_flush);
         let lag = now.received.bytes_since(now.reported_flush);
         self.health.set_lag_bytes(lag);
         // Nothing waiting counts as progress: an idle pipeline is not a stalled one. Waiting means
