@@ -17,6 +17,11 @@
 //!   row keeps the one invariant a restart checks: the slot never confirms more than the target
 //!   has recorded (a slot ahead of the target means changes were lost).
 //! * Reported positions never move backwards.
+//!
+//! Whether a source transaction is open is known here as the socket reader sees it (a Begin
+//! handed on, its Commit not yet): the idle position must wait for a transaction still in the
+//! channel. The applier knows the same for what it has applied, and is the one the pipeline
+//! asks. The skip rule both sides of exactly-once rest on is [`already_applied`].
 
 use std::sync::Mutex;
 

@@ -46,12 +46,6 @@ impl Telemetry {
         }
     }
 
-    /// Metrics into a private registry: for callers that serve no HTTP endpoint.
-    pub fn unserved() -> Result<Self, prometheus::Error> {
-        let metrics = Metrics::register(&prometheus::Registry::new())?;
-        Ok(Self::new(metrics, Arc::new(Health::new())))
-    }
-
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

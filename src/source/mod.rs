@@ -3,7 +3,12 @@
 //!
 //! ```text
 //!  ConnConfig ─▶ ReplicationConnection ─▶ preflight (SHOW wal_level, pg_publication,
-//!               pg_replication_slots) ─▶ [CREATE_REPLICATION_SLOT] ─▶ START_REPLICATION
+//!               SlotInfo::read) ─▶ [CREATE_REPLICATION_SLOT] ─▶ START_REPLICATION
+//! ```
+//!
+//! ```text
+//!  slot.rs          SlotInfo::read: the one reader of pg_replication_slots (for every command)
+//!  invalidation.rs  a lost slot stops the run, naming the cause and the fix
 //! ```
 
 mod invalidation;

@@ -9,6 +9,7 @@
 //! stream.rs   START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
 //! frames.rs   the CopyData payloads of streaming replication ('w', 'k', 'r'), sans-IO
 //! error.rs    WireError / ServerError, retryable or not
+//! quote.rs    identifiers and literals quoted for SQL and replication commands (the one place)
 //! ```
 
 mod commands;
@@ -16,18 +17,20 @@ mod config;
 mod conn;
 mod error;
 mod frames;
+mod quote;
 mod stream;
 mod tls;
 
 pub use commands::{
     CreateSlotOptions, CreatedSlot, LogicalOptions, Origin, ReplicationConnection, SnapshotAction,
-    Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
+    Streaming, SystemInfo, max_proto_version,
 };
 pub use config::{
     ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SessionAttrs, SslMode, TcpOptions,
 };
 pub use error::{ServerError, WireError, is_transient};
 pub use frames::{Keepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
+pub use quote::{push_ident, quote_ident, quote_literal};
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};
 

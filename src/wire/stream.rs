@@ -31,10 +31,11 @@ use tokio::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::commands::{LogicalOptions, ReplicationConnection, quote_ident};
+use super::commands::{LogicalOptions, ReplicationConnection};
 use super::conn::{Backend, BoxStream, FrameReader, Session, server_error, server_notice};
 use super::error::WireError;
 use super::frames::{ReplicationMessage, XLogData};
+use super::quote::quote_ident;
 use crate::Lsn;
 use crate::pgoutput::DecodeError;
 use crate::positions::Positions;
