@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lsnpipe::Lsn;
+use lsnpipe::clock::pg_clock_now;
 use lsnpipe::metrics::{self, Health, Metrics, RowOp, Side};
-use lsnpipe::pgoutput::replication::pg_clock_now;
 use prometheus::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -46,9 +46,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn pretend_to_stream(metrics: &Metrics, health: &Health) {
     let flushed = Lsn::new(0x16_B374_0000);
-    let wal_end = flushed.advance(3766);
-    metrics.set_positions(wal_end, wal_end, flushed);
-    health.set_lag_bytes(wal_end.bytes_since(flushed));
+    let received = flushed.advance(3766);
+    metrics.set_positions(received, flushed);
+    health.set_lag_bytes(received.bytes_since(flushed));
     health.set_streaming(true);
     health.set_target_reachable(true);
     metrics.set_oldest_unapplied_commit(Some(pg_clock_now() - 1_500_000));

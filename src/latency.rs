@@ -13,7 +13,7 @@
 
 use std::time::Instant;
 
-use crate::pgoutput::replication::pg_clock_now;
+use crate::clock::pg_clock_now;
 
 /// The open group's first and newest source Commit.
 #[derive(Debug, Default)]

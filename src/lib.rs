@@ -7,13 +7,15 @@
 //!       └──▶ telemetry ──▶ metrics (Prometheus over HTTP: lag, throughput, health)
 //! ```
 //!
-//! One module per layer: [`wire`] speaks the protocol, [`pgoutput`] decodes without I/O,
-//! [`positions`] owns all LSN bookkeeping of a stream, [`source`] checks and opens the stream,
+//! One module per layer: [`wire`] speaks the protocol (its CopyData frames sans-IO, like the
+//! decoder), [`pgoutput`] decodes without I/O, [`positions`] owns all LSN bookkeeping of a
+//! stream and the skip rule, [`source`] checks and opens the stream and reads the slot,
 //! [`snapshot`] makes the initial copy, [`apply`] writes the target, [`pipeline`] ties one
 //! session together, [`service`] starts what runs beside it (metrics server, slot monitor),
 //! [`ops`] holds the operator commands. `docs/architecture.md` has the map.
 
 pub mod apply;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod ddl;

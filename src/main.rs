@@ -339,7 +339,7 @@ fn init_logging(format: LogFormat, default_filter: &str) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(lsnpipe::snapshot::LogWriter);
+        .with_writer(lsnpipe::telemetry::LogWriter);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),

@@ -17,12 +17,17 @@
 //!   row keeps the one invariant a restart checks: the slot never confirms more than the target
 //!   has recorded (a slot ahead of the target means changes were lost).
 //! * Reported positions never move backwards.
+//!
+//! Whether a source transaction is open is known here as the socket reader sees it (a Begin
+//! handed on, its Commit not yet): the idle position must wait for a transaction still in the
+//! channel. The applier knows the same for what it has applied, and is the one the pipeline
+//! asks. The skip rule both sides of exactly-once rest on is [`already_applied`].
 
 use std::sync::Mutex;
 
 use crate::Lsn;
-use crate::pgoutput::StandbyStatusUpdate;
-use crate::pgoutput::replication::pg_clock_now;
+use crate::clock::pg_clock_now;
+use crate::wire::StandbyStatusUpdate;
 
 /// Shared between the socket reader, the status-update writer and the applier.
 #[derive(Debug)]
@@ -183,6 +188,15 @@ impl Positions {
             reply_requested,
         }
     }
+}
+
+/// The skip rule of exactly-once apply: a source transaction whose commit record begins at
+/// `commit_lsn` (a Begin's `final_lsn`, a Stream Commit's commit LSN) is already in the target's
+/// data when it begins before `point`, the end of a commit the target holds (the progress row)
+/// or a table's copy point (its snapshot was taken after that commit). Used by the applier, the
+/// sync filter of re-copied tables and streamed transactions alike.
+pub fn already_applied(commit_lsn: Lsn, point: Lsn) -> bool {
+    commit_lsn < point
 }
 
 fn in_flight(s: &State) -> bool {

@@ -1,5 +1,7 @@
 //! What the pipeline reports as it goes: the one place that turns pipeline events into
-//! Prometheus metrics and readiness (see `metrics/` for the names and the HTTP server).
+//! Prometheus metrics and readiness (see `metrics/` for the names and the HTTP server); and the
+//! process-wide log writer ([`LogWriter`]), which writes each log line around the progress bars
+//! a command may be drawing (the initial copy, `verify`).
 //!
 //! Called once per message kind, per target commit and per second, never per row. The gauges
 //! are refreshed by [`Telemetry::refresh_every`], a timer of its own that the pipeline runs
@@ -7,6 +9,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+
+use indicatif::MultiProgress;
 
 use crate::apply::{Committed, Operation};
 use crate::metrics::{Health, Metrics, RowOp, Side};
@@ -40,12 +44,6 @@ impl Telemetry {
             received_messages: Default::default(),
             received_bytes: Default::default(),
         }
-    }
-
-    /// Metrics into a private registry: for callers that serve no HTTP endpoint.
-    pub fn unserved() -> Result<Self, prometheus::Error> {
-        let metrics = Metrics::register(&prometheus::Registry::new())?;
-        Ok(Self::new(metrics, Arc::new(Health::new())))
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -147,8 +145,7 @@ impl Telemetry {
             return;
         };
         let now = positions.snapshot();
-        self.metrics
-            .set_positions(now.received, now.received, now.reported_flush);
+        self.metrics.set_positions(now.received, now.reported_flush);
         let lag = now.received.bytes_since(now.reported_flush);
         self.health.set_lag_bytes(lag);
         // Nothing waiting counts as progress: an idle pipeline is not a stalled one. Waiting means
@@ -202,5 +199,54 @@ fn kind_index(tag: Option<u8>) -> usize {
         Some(b'O') => 8,
         Some(b'M') => 9,
         _ => 10,
+    }
+}
+
+/// The bars being drawn, if any: log lines are written around them.
+static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// A `tracing` writer to stderr that lifts the progress bars while a line is written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogWriter;
+
+/// Draw log lines around these bars from now on (`None`: no bars any more).
+pub(crate) fn lift_logs_around(bars: Option<MultiProgress>) {
+    *BARS.lock().unwrap_or_else(|e| e.into_inner()) = bars;
+}
+
+/// One log event, written whole when dropped.
+#[derive(Debug)]
+pub struct LogLine(Vec<u8>);
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogLine;
+
+    fn make_writer(&'a self) -> LogLine {
+        LogLine(Vec::new())
+    }
+}
+
+impl std::io::Write for LogLine {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for LogLine {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let write = || {
+            let _ = std::io::stderr().lock().write_all(&self.0);
+        };
+        let bars = BARS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        match bars {
+            Some(bars) => bars.suspend(write),
+            None => write(),
+        }
     }
 }

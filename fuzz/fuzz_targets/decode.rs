@@ -6,9 +6,8 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use lsnpipe_fuzz::pgoutput::{
-    DecodeContext, LogicalMessage, OldTuple, ReplicationMessage, TupleData, decode,
-};
+use lsnpipe_fuzz::frames::ReplicationMessage;
+use lsnpipe_fuzz::pgoutput::{DecodeContext, LogicalMessage, OldTuple, TupleData, decode};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, message)) = data.split_first() else {

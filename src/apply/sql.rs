@@ -17,18 +17,8 @@
 
 use std::fmt::Write;
 
+use crate::wire::push_ident;
 pub use crate::wire::quote_ident;
-
-fn push_ident(out: &mut String, ident: &str) {
-    out.push('"');
-    for c in ident.chars() {
-        if c == '"' {
-            out.push('"');
-        }
-        out.push(c);
-    }
-    out.push('"');
-}
 
 /// `"schema"."table"`.
 pub fn qualified_name(schema: &str, table: &str) -> String {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use prometheus::PullingGauge;
 
-use crate::pgoutput::replication::pg_clock_now;
+use crate::clock::pg_clock_now;
 
 /// Stands for "nothing unapplied"; no real commit time is this far in the past.
 const CAUGHT_UP: i64 = i64::MIN;

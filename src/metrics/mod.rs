@@ -80,7 +80,6 @@ const BATCH_ROWS_BUCKETS: &[f64] = &[
 /// keeps its own copy.
 #[derive(Debug, Clone)]
 pub struct Metrics {
-    pub source_wal_end_lsn: IntGauge,
     pub received_lsn: IntGauge,
     pub flushed_lsn: IntGauge,
     pub lag_bytes: IntGauge,
@@ -144,11 +143,6 @@ impl Metrics {
         registry.register(Box::new(slot_wal_status.clone()))?;
 
         let metrics = Metrics {
-            source_wal_end_lsn: gauge(
-                SOURCE_WAL_END_LSN,
-                "The source's WAL end as last reported on the replication stream (LSN as a \
-                 number).",
-            )?,
             received_lsn: gauge(
                 RECEIVED_LSN,
                 "Highest WAL position received from the source (LSN as a number).",
@@ -276,13 +270,14 @@ impl Metrics {
         self.apply_batch_rows.observe(total as f64);
     }
 
-    /// The three stream positions; also sets the byte lag (WAL end − flushed).
-    pub fn set_positions(&self, wal_end: Lsn, received: Lsn, flushed: Lsn) {
-        self.source_wal_end_lsn.set(lsn_gauge(wal_end));
+    /// The stream positions; also sets the byte lag (received − flushed). (The walsender's
+    /// headers carry the position it has decoded up to, which is `received`; the server's own
+    /// WAL end is not on the stream.)
+    pub fn set_positions(&self, received: Lsn, flushed: Lsn) {
         self.received_lsn.set(lsn_gauge(received));
         self.flushed_lsn.set(lsn_gauge(flushed));
         self.lag_bytes
-            .set(saturating_i64(wal_end.bytes_since(flushed)));
+            .set(saturating_i64(received.bytes_since(flushed)));
     }
 
     /// The source commit time (PostgreSQL µs since 2000-01-01, as in Begin/Commit messages) of

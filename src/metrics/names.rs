@@ -1,6 +1,5 @@
 //! The metric names, one constant each; `docs/metrics.md` explains them to operators.
 
-pub const SOURCE_WAL_END_LSN: &str = "lsnpipe_source_wal_end_lsn";
 pub const RECEIVED_LSN: &str = "lsnpipe_received_lsn";
 pub const FLUSHED_LSN: &str = "lsnpipe_flushed_lsn";
 pub const LAG_BYTES: &str = "lsnpipe_lag_bytes";
@@ -22,7 +21,6 @@ pub const SNAPSHOT_TABLES_REMAINING: &str = "lsnpipe_snapshot_tables_remaining";
 
 /// Every lsnpipe metric family (process metrics aside), for tests and docs checks.
 pub const ALL: &[&str] = &[
-    SOURCE_WAL_END_LSN,
     RECEIVED_LSN,
     FLUSHED_LSN,
     LAG_BYTES,

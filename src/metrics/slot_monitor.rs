@@ -1,7 +1,7 @@
 //! The slot monitor: how much WAL the source keeps for our slot, read every few seconds.
 //!
 //! ```text
-//!  every interval ─▶ (connect if needed) ─▶ SELECT … FROM pg_replication_slots ─▶ Metrics
+//!  every interval ─▶ (connect if needed) ─▶ SlotInfo::read (pg_replication_slots) ─▶ Metrics
 //!        ▲                                        │ error: count it, drop the connection
 //!        └────────────────────────────────────────┘ (reconnect on the next tick)
 //! ```
@@ -21,6 +21,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_postgres::Client;
 
 use super::Metrics;
+use crate::source::SlotInfo;
 
 /// Every value of the `status` label of `lsnpipe_slot_wal_status`: PostgreSQL's `wal_status`
 /// values, then `missing` (no such slot) and `unknown` (NULL, or a value newer than this list).
@@ -39,17 +40,6 @@ const ERROR_KIND: &str = "slot_monitor";
 /// How long one read may take before the connection is given up, at least; a short interval
 /// must not turn a slow connect into a stream of errors.
 const MIN_READ_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// On a standby (logical slots on standbys, PostgreSQL 16+) the current position is the last
-/// WAL received; `pg_current_wal_lsn()` would fail there.
-const SLOT_QUERY: &str = "\
-    SELECT pg_wal_lsn_diff(
-               CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn()
-                    ELSE pg_current_wal_lsn() END,
-               restart_lsn)::bigint,
-           wal_status
-      FROM pg_replication_slots
-     WHERE slot_name = $1";
 
 /// Read `slot`'s retained WAL and `wal_status` every `interval` into `metrics` until `shutdown`
 /// turns true (or its sender is dropped). `conn_string` is a libpq connection string to the
@@ -123,7 +113,8 @@ impl MissingSlot {
     }
 }
 
-/// Retained bytes (NULL reads as 0) and `wal_status`, or `None` when the slot does not exist.
+/// Retained bytes (unknown reads as 0) and `wal_status`, or `None` when the slot does not exist
+/// (in the source's database).
 async fn read_slot(
     client: &mut Option<Client>,
     conn_string: &str,
@@ -133,14 +124,9 @@ async fn read_slot(
         Some(c) if !c.is_closed() => c,
         _ => connect(conn_string).await?,
     };
-    let row = connected.query_opt(SLOT_QUERY, &[&slot]).await?;
+    let found = SlotInfo::read(&connected, slot).await?;
     *client = Some(connected);
-    Ok(row.map(|row| {
-        let retained: Option<i64> = row.get(0);
-        // Negative only if restart_lsn were ahead of the server's own position; show 0.
-        let retained = retained.map_or(0, |b| u64::try_from(b).unwrap_or(0));
-        (retained, row.get(1))
-    }))
+    Ok(found.map(|found| (found.retained_wal_bytes.unwrap_or(0), found.wal_status)))
 }
 
 /// Why one read of the slot failed.

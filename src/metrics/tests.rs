@@ -7,7 +7,7 @@ use prometheus::Registry;
 use prometheus::proto::MetricFamily;
 
 use super::*;
-use crate::pgoutput::replication::pg_clock_now;
+use crate::clock::pg_clock_now;
 
 fn family<'a>(families: &'a [MetricFamily], name: &str) -> &'a MetricFamily {
     families
@@ -71,20 +71,12 @@ fn registers_every_named_family_once() {
 fn positions_set_lsns_and_byte_lag() {
     let registry = Registry::new();
     let metrics = Metrics::register(&registry).unwrap();
-    metrics.set_positions(
-        Lsn::new(0x1_0000_0100),
-        Lsn::new(0x1_0000_0080),
-        Lsn::new(0x1_0000_0000),
-    );
-    assert_eq!(
-        gauge_value(&registry, names::SOURCE_WAL_END_LSN),
-        4_294_967_552.0
-    );
-    assert_eq!(gauge_value(&registry, names::RECEIVED_LSN), 4_294_967_424.0);
+    metrics.set_positions(Lsn::new(0x1_0000_0100), Lsn::new(0x1_0000_0000));
+    assert_eq!(gauge_value(&registry, names::RECEIVED_LSN), 4_294_967_552.0);
     assert_eq!(gauge_value(&registry, names::FLUSHED_LSN), 4_294_967_296.0);
     assert_eq!(gauge_value(&registry, names::LAG_BYTES), 256.0);
-    // Flushed past the reported end (a keepalive raced ahead): no negative lag.
-    metrics.set_positions(Lsn::new(10), Lsn::new(20), Lsn::new(20));
+    // Flushed past the received position (an idle position recorded): no negative lag.
+    metrics.set_positions(Lsn::new(10), Lsn::new(20));
     assert_eq!(gauge_value(&registry, names::LAG_BYTES), 0.0);
 }
 

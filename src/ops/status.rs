@@ -13,6 +13,7 @@ use std::fmt::Write as _;
 use super::{OpsError, SideSession, human_bytes};
 use crate::Lsn;
 use crate::config::OpsSettings;
+use crate::source::SlotInfo;
 
 /// The slot as `pg_replication_slots` shows it.
 #[derive(Debug, Clone)]
@@ -190,25 +191,16 @@ pub async fn run(settings: &OpsSettings) -> Result<StatusReport, OpsError> {
         .map_err(source.sql("read the current WAL position"))?
         .get(0);
     let source_wal = parse_lsn(&now);
-    let slot = source
-        .client
-        .query_opt(
-            "SELECT active_pid, coalesce(wal_status, ''), restart_lsn::text, \
-                    confirmed_flush_lsn::text \
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[&slot_name],
-        )
+    let slot = SlotInfo::read(&source.client, &slot_name)
         .await
         .map_err(source.sql("read the slot"))?
-        .map(|row| {
-            let restart_lsn = row.get::<_, Option<String>>(2).map(|t| parse_lsn(&t));
-            SlotState {
-                active_pid: row.get(0),
-                wal_status: row.get(1),
-                restart_lsn,
-                confirmed_lsn: row.get::<_, Option<String>>(3).map(|t| parse_lsn(&t)),
-                retained_wal_bytes: restart_lsn.map(|r| source_wal.bytes_since(r)),
-            }
+        .map(|found| SlotState {
+            active_pid: found.active_pid,
+            wal_status: found.wal_status.unwrap_or_default(),
+            restart_lsn: found.restart_lsn,
+            confirmed_lsn: found.confirmed_flush_lsn,
+            // Against the position shown beside it, not the server's own at the read.
+            retained_wal_bytes: found.restart_lsn.map(|r| source_wal.bytes_since(r)),
         });
 
     let has_progress: bool = target

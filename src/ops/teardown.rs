@@ -15,6 +15,7 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use super::{OpsError, SideSession};
 use crate::config::OpsSettings;
+use crate::source::SlotInfo;
 
 /// How the user agreed (or not) to the teardown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,22 +79,16 @@ pub async fn run(
 
 /// Whether `slot` exists in the source database; refused while a client reads it.
 pub(crate) async fn idle_slot(source: &SideSession, slot: &str) -> Result<bool, OpsError> {
-    let row = source
-        .client
-        .query_opt(
-            "SELECT active_pid FROM pg_catalog.pg_replication_slots \
-             WHERE slot_name = $1 AND database = current_database()",
-            &[&slot],
-        )
+    let found = SlotInfo::read(&source.client, slot)
         .await
         .map_err(source.sql("read the slot"))?;
-    if let Some(pid) = row.as_ref().and_then(|r| r.get::<_, Option<i32>>(0)) {
+    if let Some(pid) = found.as_ref().and_then(|s| s.active_pid) {
         return Err(OpsError::Refused(format!(
             "slot {slot:?} is in use by walsender pid {pid}: stop the lsnpipe (or other client) \
              reading it first"
         )));
     }
-    Ok(row.is_some())
+    Ok(found.is_some())
 }
 
 /// The plan's line about the slot.

@@ -1,9 +1,7 @@
-//! Sans-IO, zero-copy decoding of what a logical walsender sends.
+//! Sans-IO, zero-copy decoding of the pgoutput messages a logical walsender sends.
 //!
 //! ```text
-//! CopyData payload ──▶ replication.rs: 'w' XLogData { start, end, clock, data } | 'k' Keepalive
-//!                                       │
-//!                                       └─ data (one pgoutput message) ──▶ message/ ──▶ tuple.rs
+//! XLogData data (one pgoutput message, framed by `wire/frames.rs`) ──▶ message/ ──▶ tuple.rs
 //! ```
 //!
 //! Nothing here does I/O or depends on tokio: every function takes a complete `Bytes` and returns
@@ -45,7 +43,6 @@ mod error;
 mod fixture_tests;
 mod message;
 mod reader;
-pub mod replication;
 #[cfg(test)]
 mod robustness_tests;
 mod tuple;
@@ -57,5 +54,4 @@ pub use message::{
     ReplicaIdentity, RollbackPrepared, StreamAbort, StreamCommit, StreamStart, Truncate,
     TypeMessage, Update, decode,
 };
-pub use replication::{Keepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
 pub use tuple::{ColumnSlice, ColumnSlices, ColumnValue, Columns, TupleData};

@@ -141,28 +141,6 @@ proptest! {
     }
 
     #[test]
-    fn random_replication_payloads_return(
-        tag in proptest::sample::select(b"wkrs".to_vec()),
-        body in proptest::collection::vec(any::<u8>(), 0..64),
-    ) {
-        let mut data = vec![tag];
-        data.extend(body);
-        let payload = Bytes::from(data);
-        match ReplicationMessage::parse(payload.clone()) {
-            Ok(ReplicationMessage::XLogData(x)) => {
-                prop_assert_eq!(&x.data[..], &payload[25..]);
-            }
-            Ok(ReplicationMessage::Keepalive(_)) => prop_assert_eq!(payload.len(), 18),
-            Err(_) => prop_assert!(
-                (tag == b'w' && payload.len() < 25)
-                    || (tag == b'k' && payload.len() != 18)
-                    || tag == b'r'
-                    || tag == b's'
-            ),
-        }
-    }
-
-    #[test]
     fn random_bytes_after_a_valid_tag_return(
         tag in proptest::sample::select(b"BCORYIUDTMSEcAbPKrp".to_vec()),
         body in proptest::collection::vec(any::<u8>(), 0..128),

@@ -312,7 +312,6 @@ async fn session(
     );
     let mut decode_context = DecodeContext::default();
 
-    let mut in_transaction = false;
     // When the last message was applied: the stream has been quiet since.
     let mut last_applied = Instant::now();
     let mut latency = crate::latency::CommitLatency::default();
@@ -351,10 +350,8 @@ async fn session(
                         idle_recorded = Instant::now();
                     }
                 }
-                if in_transaction
-                    && stream.is_caught_up()
-                    && last_applied.elapsed() >= MID_TRANSACTION_STALL
-                {
+                // Only inside a source transaction (the applier knows whether one is open).
+                if stream.is_caught_up() && last_applied.elapsed() >= MID_TRANSACTION_STALL {
                     if let Some(end_lsn) = applier.held_by_open_transaction() {
                         break SessionEnd::Split(end_lsn);
                     }
@@ -494,7 +491,7 @@ async fn session(
         if *shutdown.borrow() {
             break SessionEnd::Shutdown;
         }
-        let Some(message) = sync_filter.admit(message)? else {
+        let Some(message) = sync_filter.admit(message) else {
             continue;
         };
         let commit = match &message {
@@ -514,14 +511,15 @@ async fn session(
                     telemetry.applied(committed);
                     *progress = true;
                 }
-                in_transaction = true;
                 telemetry.begin(begin.commit_time);
                 latency.begin(begin.commit_time);
                 None
             }
             LogicalMessage::Commit(c) => Some(c.end_lsn),
-            LogicalMessage::StreamPrepare(_) => return Err(RunError::Unexpected("two-phase")),
-            LogicalMessage::BeginPrepare(_)
+            // The one refusal of two-phase messages: lsnpipe never asks for them (the slot's
+            // two_phase flag is refused before streaming, see `source`).
+            LogicalMessage::StreamPrepare(_)
+            | LogicalMessage::BeginPrepare(_)
             | LogicalMessage::Prepare(_)
             | LogicalMessage::CommitPrepared(_)
             | LogicalMessage::RollbackPrepared(_) => return Err(RunError::Unexpected("two-phase")),
@@ -536,7 +534,6 @@ async fn session(
         }
         if let Some(end_lsn) = commit {
             passed = passed.max(end_lsn);
-            in_transaction = false;
             let split_here = next.commit_at.is_some_and(|at| end_lsn >= at);
             let caught_up = stream.is_caught_up();
             latency.commit_received(caught_up);
@@ -557,11 +554,11 @@ async fn session(
         last_applied = Instant::now();
     };
 
-    if !in_transaction
-        && target_calls
-            .call("committing", applier.commit_if(true))
-            .await?
-            .is_some()
+    // Not a group with a source transaction still open: the applier commits only between them.
+    if target_calls
+        .call("committing", applier.commit_if(true))
+        .await?
+        .is_some()
     {
         telemetry.applied(applier.take_committed());
     }

@@ -36,6 +36,7 @@ use std::collections::HashMap;
 use crate::Lsn;
 use crate::apply::{Applier, Committed, GroupLimits, SchemaChanges};
 use crate::pgoutput::{Begin, Commit, LogicalMessage, StreamAbort, StreamCommit, StreamStart};
+use crate::positions::already_applied;
 use crate::wire::{self, ConnConfig, SqlConnectionGuard};
 
 use super::RunError;
@@ -261,13 +262,14 @@ impl Streams {
             )));
         };
         let schema = std::mem::take(&mut open.schema);
+        let already_applied = already_applied(commit.commit_lsn, applied);
         tracing::debug!(
             xid = commit.xid,
             end = %commit.end_lsn,
-            already_applied = commit.commit_lsn < applied,
+            already_applied,
             "streamed transaction committed"
         );
-        if commit.commit_lsn < applied {
+        if already_applied {
             self.finish(open.session).await?;
             return Ok(Finished {
                 schema,

@@ -3,8 +3,8 @@
 //! line per table started and finished and a periodic summary; the same counts as metrics.
 //!
 //! Copy workers report every few thousand rows, never per row. Log lines go through
-//! [`LogWriter`], which lifts the bars while a line is written, so the two do not tear each
-//! other on a terminal.
+//! [`crate::telemetry::LogWriter`], which lifts these bars while a line is written, so the two
+//! do not tear each other on a terminal.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -13,56 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::metrics::Metrics;
-
-/// The bars being drawn, if any: log lines are written around them.
-static BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
-
-/// A `tracing` writer to stderr that lifts the copy's progress bars while a line is written.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct LogWriter;
-
-/// Draw log lines around these bars from now on (`None`: no bars any more). For progress shown
-/// by other commands (`verify`).
-pub(crate) fn lift_logs_around(bars: Option<MultiProgress>) {
-    *BARS.lock().unwrap_or_else(|e| e.into_inner()) = bars;
-}
-
-/// One log event, written whole when dropped.
-#[derive(Debug)]
-pub struct LogLine(Vec<u8>);
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
-    type Writer = LogLine;
-
-    fn make_writer(&'a self) -> LogLine {
-        LogLine(Vec::new())
-    }
-}
-
-impl std::io::Write for LogLine {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for LogLine {
-    fn drop(&mut self) {
-        use std::io::Write;
-        let write = || {
-            let _ = std::io::stderr().lock().write_all(&self.0);
-        };
-        let bars = BARS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        match bars {
-            Some(bars) => bars.suspend(write),
-            None => write(),
-        }
-    }
-}
+use crate::telemetry::lift_logs_around;
 
 /// Progress of one table (all its ranges).
 #[derive(Debug)]
@@ -132,7 +83,7 @@ impl CopyProgress {
         overall.set_prefix("all tables");
         let tables_total = u64::try_from(tables.len()).unwrap_or(u64::MAX);
         metrics.set_snapshot_tables_remaining(tables_total);
-        *BARS.lock().unwrap_or_else(|e| e.into_inner()) = Some(multi.clone());
+        lift_logs_around(Some(multi.clone()));
         CopyProgress {
             multi,
             overall,
@@ -226,7 +177,7 @@ impl CopyProgress {
     pub(super) fn finish(&self) {
         self.overall.finish_and_clear();
         let _ = self.multi.clear();
-        *BARS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        lift_logs_around(None);
         let elapsed = self.started.elapsed();
         let rows = self.rows.load(Ordering::Relaxed);
         tracing::info!(

@@ -6,11 +6,11 @@
 //!  Relation(oid, schema.name) ─▶ oid ↦ sync LSN (when the table has one)
 //!  Begin(final_lsn)           ─▶ the current transaction's commit position
 //!  Insert/Update/Delete(oid)  ─▶ kept when final_lsn >= sync LSN of oid, dropped otherwise
-//!  Truncate(oids…)            ─▶ rebuilt without the relations it must not touch
+//!  Truncate(oids…)            ─▶ narrowed to the relations it may touch (Truncate::retain_relations)
 //! ```
 //!
-//! The rule is the applier's skip rule, per table: a transaction whose commit began before the
-//! table's copy point (`final_lsn < sync`) is already in the copied data.
+//! The rule is the applier's skip rule ([`crate::positions::already_applied`]), per table: a
+//! transaction whose commit began before the table's copy point is already in the copied data.
 //!
 //! A table copied while the stream runs (it joined the publication, see `added.rs`) is
 //! [`watch`](SyncFilter::watch)ed: until its point is known, and from its point on until its
@@ -18,13 +18,12 @@
 
 use std::collections::HashMap;
 
-use bytes::{BufMut, Bytes, BytesMut};
-
 use tokio::sync::watch;
 
 use super::added::TableSync;
 use crate::Lsn;
-use crate::pgoutput::{self, DecodeContext, DecodeError, LogicalMessage};
+use crate::pgoutput::LogicalMessage;
+use crate::positions::already_applied;
 
 /// Which tables' changes the stream must still drop, and up to where.
 #[derive(Debug, Default, Clone)]
@@ -145,12 +144,9 @@ impl SyncFilter {
     }
 
     /// The message to apply in place of `message`, or `None` to drop it.
-    pub fn admit(
-        &mut self,
-        message: LogicalMessage,
-    ) -> Result<Option<LogicalMessage>, DecodeError> {
+    pub fn admit(&mut self, message: LogicalMessage) -> Option<LogicalMessage> {
         if self.is_empty() {
-            return Ok(Some(message));
+            return Some(message);
         }
         let keep = match &message {
             LogicalMessage::Relation(r) => {
@@ -174,23 +170,23 @@ impl SyncFilter {
             LogicalMessage::Update(m) => self.applies_to(m.relation_oid),
             LogicalMessage::Delete(m) => self.applies_to(m.relation_oid),
             LogicalMessage::Truncate(t) => {
-                let kept: Vec<u32> = t.relation_oids().filter(|o| self.applies_to(*o)).collect();
-                if kept.is_empty() {
+                let kept = t.retain_relations(|oid| self.applies_to(oid));
+                if kept.relation_count() == 0 {
                     false
-                } else if kept.len() == t.relation_count() {
+                } else if kept.relation_count() == t.relation_count() {
                     true
                 } else {
-                    return truncate_of(&kept, t.options).map(Some);
+                    return Some(LogicalMessage::Truncate(kept));
                 }
             }
             _ => true,
         };
-        Ok(keep.then_some(message))
+        keep.then_some(message)
     }
 
     fn applies_to(&self, oid: u32) -> bool {
         if let Some(sync) = self.by_oid.get(&oid) {
-            return self.final_lsn >= *sync;
+            return !already_applied(self.final_lsn, *sync);
         }
         // A table being copied: `hold` let only changes before its point through.
         let copying = self
@@ -199,32 +195,37 @@ impl SyncFilter {
             .and_then(|key| self.online.get(key))
             .map(|sync| sync.borrow().clone());
         match copying {
-            Some(TableSync::Copying { sync } | TableSync::Done { sync }) => self.final_lsn >= sync,
+            Some(TableSync::Copying { sync } | TableSync::Done { sync }) => {
+                !already_applied(self.final_lsn, sync)
+            }
             // Let through by `hold` only when before the floor, hence in the copy.
-            Some(TableSync::Preparing { floor }) => self.final_lsn >= floor,
+            Some(TableSync::Preparing { floor }) => !already_applied(self.final_lsn, floor),
             _ => true,
         }
     }
 }
 
-/// A Truncate message over `oids`, built as the source would send it.
-fn truncate_of(oids: &[u32], options: u8) -> Result<LogicalMessage, DecodeError> {
-    let mut buf = BytesMut::with_capacity(6 + 4 * oids.len());
-    buf.put_u8(b'T');
-    buf.put_u32(u32::try_from(oids.len()).unwrap_or(u32::MAX));
-    buf.put_u8(options);
-    for oid in oids {
-        buf.put_u32(*oid);
-    }
-    pgoutput::decode(Bytes::from(buf), DecodeContext::default())
-}
-
 #[cfg(test)]
 mod tests {
+    use bytes::{BufMut, BytesMut};
+
     use super::*;
+    use crate::pgoutput::{self, DecodeContext};
 
     fn decode(buf: BytesMut) -> LogicalMessage {
         pgoutput::decode(buf.freeze(), DecodeContext::default()).unwrap()
+    }
+
+    /// A Truncate message over `oids`, as the source sends it.
+    fn truncate_of(oids: &[u32], options: u8) -> LogicalMessage {
+        let mut b = BytesMut::new();
+        b.put_u8(b'T');
+        b.put_u32(u32::try_from(oids.len()).unwrap());
+        b.put_u8(options);
+        for oid in oids {
+            b.put_u32(*oid);
+        }
+        decode(b)
     }
 
     fn begin(final_lsn: u64) -> LogicalMessage {
@@ -266,13 +267,13 @@ mod tests {
     fn changes_before_a_tables_sync_point_are_dropped() {
         let mut f = SyncFilter::new([("public".to_owned(), "late".to_owned(), Lsn::from(100))]);
         for m in [relation(1, "late"), relation(2, "early")] {
-            assert!(f.admit(m).unwrap().is_some(), "relations always pass");
+            assert!(f.admit(m).is_some(), "relations always pass");
         }
-        assert!(f.admit(begin(99)).unwrap().is_some());
-        assert!(f.admit(insert(1)).unwrap().is_none(), "in the copy already");
-        assert!(f.admit(insert(2)).unwrap().is_some(), "not re-copied");
-        f.admit(begin(100)).unwrap();
-        assert!(f.admit(insert(1)).unwrap().is_some(), "at the sync point");
+        assert!(f.admit(begin(99)).is_some());
+        assert!(f.admit(insert(1)).is_none(), "in the copy already");
+        assert!(f.admit(insert(2)).is_some(), "not re-copied");
+        f.admit(begin(100));
+        assert!(f.admit(insert(1)).is_some(), "at the sync point");
     }
 
     #[test]
@@ -286,17 +287,17 @@ mod tests {
     #[test]
     fn a_truncate_loses_only_the_relations_it_must_not_touch() {
         let mut f = SyncFilter::new([("public".to_owned(), "late".to_owned(), Lsn::from(100))]);
-        f.admit(relation(1, "late")).unwrap();
-        f.admit(relation(2, "early")).unwrap();
-        f.admit(begin(50)).unwrap();
-        let both = truncate_of(&[1, 2], 1).unwrap();
-        let Some(LogicalMessage::Truncate(t)) = f.admit(both).unwrap() else {
+        f.admit(relation(1, "late"));
+        f.admit(relation(2, "early"));
+        f.admit(begin(50));
+        let both = truncate_of(&[1, 2], 1);
+        let Some(LogicalMessage::Truncate(t)) = f.admit(both) else {
             panic!("a truncate of the other table stays");
         };
         assert_eq!(t.relation_oids().collect::<Vec<_>>(), [2]);
         assert!(t.cascade());
-        let only_late = truncate_of(&[1], 0).unwrap();
-        assert!(f.admit(only_late).unwrap().is_none());
+        let only_late = truncate_of(&[1], 0);
+        assert!(f.admit(only_late).is_none());
     }
 
     #[test]
@@ -304,9 +305,9 @@ mod tests {
         let (tx, rx) = watch::channel(TableSync::Starting);
         let mut f = SyncFilter::default();
         f.watch("public", "added", rx);
-        f.admit(relation(1, "added")).unwrap();
-        f.admit(relation(2, "other")).unwrap();
-        f.admit(begin(99)).unwrap();
+        f.admit(relation(1, "added"));
+        f.admit(relation(2, "other"));
+        f.admit(begin(99));
         assert!(f.hold(&insert(2)).is_none(), "other tables never wait");
         assert!(
             matches!(f.hold(&insert(1)), Some(Hold::Wait(_))),
@@ -320,23 +321,23 @@ mod tests {
             matches!(f.hold(&insert(1)), Some(Hold::Wait(_))),
             "at the floor: may be after the point"
         );
-        f.admit(begin(98)).unwrap();
+        f.admit(begin(98));
         assert!(f.hold(&insert(1)).is_none(), "before the floor: no wait");
         assert!(
-            f.admit(insert(1)).unwrap().is_none(),
+            f.admit(insert(1)).is_none(),
             "before the floor: in the copy"
         );
-        f.admit(begin(99)).unwrap();
+        f.admit(begin(99));
         tx.send(TableSync::Copying {
             sync: Lsn::from(100),
         })
         .unwrap();
         assert!(f.hold(&insert(1)).is_none());
         assert!(
-            f.admit(insert(1)).unwrap().is_none(),
+            f.admit(insert(1)).is_none(),
             "before the point: in the copy"
         );
-        f.admit(begin(100)).unwrap();
+        f.admit(begin(100));
         assert!(
             matches!(f.hold(&insert(1)), Some(Hold::Wait(_))),
             "copy not done"
@@ -346,12 +347,9 @@ mod tests {
         })
         .unwrap();
         assert!(f.hold(&insert(1)).is_none());
-        assert!(f.admit(insert(1)).unwrap().is_some(), "from the point on");
-        f.admit(begin(50)).unwrap();
-        assert!(
-            f.admit(insert(1)).unwrap().is_none(),
-            "an ordinary sync point now"
-        );
+        assert!(f.admit(insert(1)).is_some(), "from the point on");
+        f.admit(begin(50));
+        assert!(f.admit(insert(1)).is_none(), "an ordinary sync point now");
     }
 
     #[test]
@@ -359,11 +357,11 @@ mod tests {
         let (tx, rx) = watch::channel(TableSync::Starting);
         let mut f = SyncFilter::default();
         f.watch("public", "leaf", rx);
-        f.admit(relation(1, "leaf")).unwrap();
-        f.admit(begin(99)).unwrap();
+        f.admit(relation(1, "leaf"));
+        f.admit(begin(99));
         tx.send(TableSync::Unpublished).unwrap();
         assert!(f.hold(&insert(1)).is_none(), "nothing to wait for");
-        assert!(f.admit(insert(1)).unwrap().is_some());
+        assert!(f.admit(insert(1)).is_some());
         assert!(f.is_empty(), "no longer watched");
     }
 
@@ -372,7 +370,7 @@ mod tests {
         let (tx, rx) = watch::channel(TableSync::Starting);
         let mut f = SyncFilter::default();
         f.watch("public", "added", rx);
-        f.admit(relation(1, "added")).unwrap();
+        f.admit(relation(1, "added"));
         tx.send(TableSync::Failed("no room".into())).unwrap();
         match f.hold(&insert(1)) {
             Some(Hold::Failed { table, reason }) => {
@@ -388,9 +386,9 @@ mod tests {
     #[test]
     fn a_relation_renamed_away_from_a_synced_name_passes() {
         let mut f = SyncFilter::new([("public".to_owned(), "late".to_owned(), Lsn::from(100))]);
-        f.admit(relation(1, "late")).unwrap();
-        f.admit(relation(1, "renamed")).unwrap();
-        f.admit(begin(10)).unwrap();
-        assert!(f.admit(insert(1)).unwrap().is_some());
+        f.admit(relation(1, "late"));
+        f.admit(relation(1, "renamed"));
+        f.admit(begin(10));
+        assert!(f.admit(insert(1)).is_some());
     }
 }

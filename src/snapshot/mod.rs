@@ -46,8 +46,6 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 
 pub use added::{AddedTables, TableSync};
-pub use copy_progress::LogWriter;
-pub(crate) use copy_progress::lift_logs_around;
 pub use error::SnapshotError;
 pub use filter::{Hold, SyncFilter};
 
@@ -124,14 +122,10 @@ pub async fn prepare(
         .await
         .map_err(source::SourceError::from)?;
     source::check_source(&mut repl, &options.publication).await?;
-    let slot_exists = !repl
-        .simple_query(&format!(
-            "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = {}",
-            wire::quote_literal(&options.slot)
-        ))
+    let slot_exists = source::SlotInfo::read(&mut repl, &options.slot)
         .await
         .map_err(source::SourceError::from)?
-        .is_empty();
+        .is_some();
     if run.is_none() && options.snapshot.is_none() && slot_exists {
         // --create-slot with a slot that is already there: nothing to create, nothing to copy.
         return Ok(Prepared::Ready(SyncFilter::default()));

@@ -12,7 +12,7 @@
 //! and `lsnpipe status` exits 1.
 
 use super::SourceError;
-use crate::wire::{ReplicationConnection, quote_literal};
+use super::slot::SlotInfo;
 
 /// Why a slot is unusable, as the source reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,35 +22,14 @@ pub struct Invalidation {
     pub reason: Option<String>,
 }
 
-/// `Err(SourceError::SlotInvalidated)` when `slot` exists and the source has invalidated it;
-/// `Ok` when it is usable or does not exist (a missing slot is for the caller to judge).
-pub async fn check_not_invalidated(
-    conn: &mut ReplicationConnection,
-    slot: &str,
-) -> Result<(), SourceError> {
-    // invalidation_reason appeared in PostgreSQL 17; before, wal_status = 'lost' is the sign.
-    let reason = if conn.server_version_num() >= 170_000 {
-        "invalidation_reason"
-    } else {
-        "NULL::text"
-    };
-    let rows = conn
-        .simple_query(&format!(
-            "SELECT coalesce(wal_status, ''), {reason} FROM pg_catalog.pg_replication_slots \
-             WHERE slot_name = {}",
-            quote_literal(slot)
-        ))
-        .await?;
-    let Some(row) = rows.first() else {
-        return Ok(());
-    };
-    let field = |i: usize| row.get(i).cloned().flatten();
-    let lost = field(0).as_deref() == Some("lost");
-    let reason = field(1).filter(|r| !r.is_empty());
-    if lost || reason.is_some() {
+/// `Err(SourceError::SlotInvalidated)` when the source has invalidated the slot `name` it
+/// describes in `slot`. (Before PostgreSQL 17 there is no `invalidation_reason`: `wal_status =
+/// 'lost'` is the sign.)
+pub fn check_not_invalidated(name: &str, slot: &SlotInfo) -> Result<(), SourceError> {
+    if slot.is_invalidated() {
         return Err(SourceError::SlotInvalidated(Invalidation {
-            slot: slot.to_owned(),
-            reason,
+            slot: name.to_owned(),
+            reason: slot.invalidation_reason.clone(),
         }));
     }
     Ok(())

@@ -3,15 +3,22 @@
 //!
 //! ```text
 //!  ConnConfig ─▶ ReplicationConnection ─▶ preflight (SHOW wal_level, pg_publication,
-//!               pg_replication_slots) ─▶ [CREATE_REPLICATION_SLOT] ─▶ START_REPLICATION
+//!               SlotInfo::read) ─▶ [CREATE_REPLICATION_SLOT] ─▶ START_REPLICATION
+//! ```
+//!
+//! ```text
+//!  slot.rs          SlotInfo::read: the one reader of pg_replication_slots (for every command)
+//!  invalidation.rs  a lost slot stops the run, naming the cause and the fix
 //! ```
 
 mod invalidation;
+pub mod slot;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use invalidation::{Invalidation, check_not_invalidated};
+pub use slot::SlotInfo;
 
 use crate::Lsn;
 use crate::positions::Positions;
@@ -112,16 +119,8 @@ pub async fn open_stream(
     let mut conn = ReplicationConnection::connect(config).await?;
     conn.set_receive_timeout(options.receive_timeout);
     check_source(&mut conn, &options.publication).await?;
-    check_not_invalidated(&mut conn, &options.slot).await?;
 
-    let slot = conn
-        .simple_query(&format!(
-            "SELECT plugin, two_phase::text, coalesce(confirmed_flush_lsn::text, '') \
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = {} AND database = current_database()",
-            quote_literal(&options.slot)
-        ))
-        .await?;
-    match slot.first() {
+    match SlotInfo::read(&mut conn, &options.slot).await? {
         // Creating a slot starts a stream from now: only right for a target that holds nothing
         // replicated yet (the initial copy creates its own slot before this).
         None if start != Lsn::ZERO => {
@@ -147,20 +146,21 @@ pub async fn open_stream(
             tracing::info!(slot = %options.slot, "created replication slot");
         }
         None => return Err(SourceError::NoSlot(options.slot.clone())),
-        Some(row) => {
-            let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-            if field(0) != "pgoutput" {
+        Some(found) => {
+            check_not_invalidated(&options.slot, &found)?;
+            let plugin = found.plugin.unwrap_or_default();
+            if plugin != "pgoutput" {
                 return Err(SourceError::WrongPlugin {
                     slot: options.slot.clone(),
-                    plugin: field(0),
+                    plugin,
                 });
             }
-            if field(1) == "true" {
+            if found.two_phase {
                 return Err(SourceError::TwoPhaseSlot(options.slot.clone()));
             }
             // lsnpipe confirms only what the target has recorded (idle positions included), so
             // a slot ahead of the target has handed changes to someone else.
-            if let Ok(confirmed) = field(2).parse::<Lsn>() {
+            if let Some(confirmed) = found.confirmed_flush_lsn {
                 if start != Lsn::ZERO && confirmed > start {
                     return Err(SourceError::SlotAhead {
                         slot: options.slot.clone(),

@@ -58,7 +58,7 @@ impl Progress {
             bar.set_style(style);
         }
         bar.set_message(line(0, tables, 0));
-        crate::snapshot::lift_logs_around(Some(multi.clone()));
+        crate::telemetry::lift_logs_around(Some(multi.clone()));
         Progress {
             tables,
             tables_done: AtomicU64::new(0),
@@ -93,7 +93,7 @@ impl Drop for Progress {
     fn drop(&mut self) {
         self.bar.finish_and_clear();
         let _ = self.multi.clear();
-        crate::snapshot::lift_logs_around(None);
+        crate::telemetry::lift_logs_around(None);
     }
 }
 

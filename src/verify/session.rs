@@ -74,15 +74,10 @@ pub(crate) async fn slot_active_pid(
     source: &SideSession,
     slot: &str,
 ) -> Result<Option<Option<i32>>, OpsError> {
-    let row = source
-        .client
-        .query_opt(
-            "SELECT active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
+    let found = crate::source::SlotInfo::read(&source.client, slot)
         .await
         .map_err(source.sql("read the slot"))?;
-    Ok(row.map(|r| r.get(0)))
+    Ok(found.map(|s| s.active_pid))
 }
 
 /// Changes of published tables the slot holds that no one has received: only asked when no

@@ -7,12 +7,16 @@
 //! conn/       socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
 //! replication_commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
 //! stream.rs   START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
+//! frames.rs   the CopyData payloads of streaming replication ('w', 'k', 'r'), sans-IO
 //! error.rs    WireError / ServerError, retryable or not
+//! quote.rs    identifiers and literals quoted for SQL and replication commands (the one place)
 //! ```
 
 mod conn;
 mod conn_config;
 mod error;
+mod frames;
+mod quote;
 mod replication_commands;
 mod stream;
 mod tls;
@@ -22,9 +26,11 @@ pub use conn_config::{
     TcpOptions,
 };
 pub use error::{ServerError, WireError, is_transient};
+pub use frames::{Keepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
+pub use quote::{push_ident, quote_ident, quote_literal};
 pub use replication_commands::{
     CreateSlotOptions, CreatedSlot, LogicalOptions, OriginFilter, ReplicationConnection,
-    SnapshotAction, Streaming, SystemInfo, max_proto_version, quote_ident, quote_literal,
+    SnapshotAction, Streaming, SystemInfo, max_proto_version,
 };
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};

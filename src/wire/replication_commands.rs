@@ -13,6 +13,7 @@ use super::conn::{Backend, Session, open_replication, server_error};
 use super::conn_config::ConnConfig;
 use super::conn_config::SessionAttrs;
 use super::error::WireError;
+use super::quote::{quote_ident, quote_literal};
 use crate::Lsn;
 
 /// A logged-in `replication=database` session.
@@ -168,17 +169,6 @@ pub fn max_proto_version(server_version_num: u32) -> u32 {
         140_000.. => 2,
         _ => 1,
     }
-}
-
-/// A double-quoted identifier; `"` inside is doubled. Works in SQL and in replication commands.
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A single-quoted literal; `'` inside is doubled. No `E''` form: the replication command
-/// scanner does not know it, and backslashes stay literal with standard strings.
-pub fn quote_literal(value: &str) -> String {
-    format!("'{}'", value.replace('\'', "''"))
 }
 
 pub(super) fn create_slot_sql(
@@ -451,14 +441,6 @@ fn parse_lsn(text: Option<&str>, what: &str) -> Result<Lsn, WireError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(quote_ident("slot"), "\"slot\"");
-        assert_eq!(quote_ident("we\"ird slot"), "\"we\"\"ird slot\"");
-        assert_eq!(quote_literal("it's"), "'it''s'");
-        assert_eq!(quote_literal(r"back\slash"), r"'back\slash'");
-    }
 
     #[test]
     fn start_replication_options() {

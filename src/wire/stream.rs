@@ -33,9 +33,11 @@ use tokio::task::JoinHandle;
 
 use super::conn::{Backend, BoxStream, FrameReader, Session, server_error, server_notice};
 use super::error::WireError;
-use super::replication_commands::{LogicalOptions, ReplicationConnection, quote_ident};
+use super::frames::{ReplicationMessage, XLogData};
+use super::quote::quote_ident;
+use super::replication_commands::{LogicalOptions, ReplicationConnection};
 use crate::Lsn;
-use crate::pgoutput::{DecodeError, ReplicationMessage, XLogData};
+use crate::pgoutput::DecodeError;
 use crate::positions::Positions;
 
 /// XLogData messages buffered between the socket and the consumer.

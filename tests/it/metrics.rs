@@ -128,9 +128,7 @@ async fn healthz_and_unknown_paths_and_methods() {
 #[tokio::test]
 async fn metrics_endpoint_serves_the_passed_in_registry_as_text() {
     let server = start_server(1024).await;
-    server
-        .metrics
-        .set_positions(Lsn::new(5000), Lsn::new(4000), Lsn::new(1234));
+    server.metrics.set_positions(Lsn::new(5000), Lsn::new(1234));
     let reply = request(server.addr, "GET", "/metrics").await;
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(
@@ -237,14 +235,8 @@ async fn shutdown_closes_connections_and_stops_the_server() {
 
 /// Give every metric family a value, as a running pipeline would.
 fn exercise_every_metric(metrics: &Metrics) {
-    metrics.set_positions(
-        Lsn::new(0x3_0000_2000),
-        Lsn::new(0x3_0000_1000),
-        Lsn::new(0x3_0000_0000),
-    );
-    metrics.set_oldest_unapplied_commit(Some(
-        lsnpipe::pgoutput::replication::pg_clock_now() - 2_000_000,
-    ));
+    metrics.set_positions(Lsn::new(0x3_0000_2000), Lsn::new(0x3_0000_0000));
+    metrics.set_oldest_unapplied_commit(Some(lsnpipe::clock::pg_clock_now() - 2_000_000));
     metrics.record_received("begin", 1, 21);
     metrics.record_received("insert", 10, 800);
     metrics.record_received("commit", 1, 26);
@@ -555,7 +547,7 @@ async fn prometheus_smoke_script_reads_the_lag_through_prometheus() {
     let server = start_server(1024).await;
     server
         .metrics
-        .set_positions(Lsn::new(10_000), Lsn::new(10_000), Lsn::new(6_234));
+        .set_positions(Lsn::new(10_000), Lsn::new(6_234));
     let script = repo_file("scripts/prometheus-smoke.sh");
     let addr = server.addr.to_string();
     // The script blocks for a few seconds; keep the runtime free to serve the scrapes.

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lsnpipe::Lsn;
-use lsnpipe::pgoutput::XLogData;
 use lsnpipe::positions::Positions;
+use lsnpipe::wire::XLogData;
 use lsnpipe::wire::{
     ConnConfig, CreateSlotOptions, LogicalOptions, ReplicationConnection, ReplicationStream,
     SnapshotAction, WireError, connect_sql,

@@ -39,6 +39,7 @@ use super::statements::{OldMatch, StatementKey, StatementKind, statement_text};
 use super::value::Param;
 use crate::Lsn;
 use crate::ddl::{self, CapturedDdl, TableName};
+use crate::positions::already_applied;
 mod changes;
 mod commit;
 mod ddl_apply;
@@ -279,9 +280,10 @@ impl Applier {
                     ))
                 }
             }
+            // Stream control and two-phase messages never reach an applier: the pipeline routes
+            // the first to a streamed transaction's session and refuses the second.
             _ => Err(ApplyError::protocol(
-                "streamed or two-phase transaction messages are not supported: start \
-                 replication with proto_version 1 on a slot created without two_phase",
+                "a stream control or two-phase message reached the applier",
             )),
         }
     }
@@ -294,7 +296,7 @@ impl Applier {
         }
         // The stored LSN is the end of a commit record; a transaction whose commit record
         // starts before it was part of what the target already has.
-        if final_lsn < self.durable {
+        if already_applied(final_lsn, self.durable) {
             self.source = SourceTransaction::Skipping;
             self.stats.skipped_transactions += 1;
             return Ok(());

@@ -1,6 +1,7 @@
 //! Whether the slot survives a promotion of a physical standby (PostgreSQL 17+ failover slots).
 
 use super::*;
+use crate::source::slot::physical_slot_names;
 
 /// What the source says about surviving a failover (PostgreSQL 17+ primaries only).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,9 +92,11 @@ pub(super) fn failover_findings(slot: &str, facts: &FailoverFacts, report: &mut 
 }
 
 /// On a PostgreSQL 17+ primary: is the slot kept by standbys, and do they keep up with it?
+/// `slot_failover`: the slot's `failover` flag as `check` read it (`None`: no slot yet).
 pub(super) async fn check_failover(
     source: &SideSession,
     slot: &str,
+    slot_failover: Option<bool>,
     report: &mut Report,
 ) -> Result<(), OpsError> {
     let c = &source.client;
@@ -108,20 +111,18 @@ pub(super) async fn check_failover(
     if !new_enough || standby {
         return Ok(());
     }
-    let row = c
-        .query_one(
-            "SELECT (SELECT failover FROM pg_catalog.pg_replication_slots WHERE slot_name = $1), \
-                    current_setting('synchronized_standby_slots'), \
-                    ARRAY(SELECT slot_name::text FROM pg_catalog.pg_replication_slots \
-                          WHERE slot_type = 'physical' ORDER BY 1)",
-            &[&slot],
-        )
+    let synchronized: String = c
+        .query_one("SELECT current_setting('synchronized_standby_slots')", &[])
+        .await
+        .map_err(source.sql("read the failover settings"))?
+        .get(0);
+    let physical_slots = physical_slot_names(c)
         .await
         .map_err(source.sql("read the failover settings"))?;
     let facts = FailoverFacts {
-        slot_failover: row.get(0),
-        synchronized: row.get(1),
-        physical_slots: row.get(2),
+        slot_failover,
+        synchronized,
+        physical_slots,
     };
     failover_findings(slot, &facts, report);
     Ok(())

@@ -2,6 +2,7 @@
 //! role, the publication and each published table (replica identity, SELECT).
 
 use super::*;
+use crate::source::SlotInfo;
 use crate::wire::quote_ident;
 
 /// A published table as the source sees it.
@@ -57,14 +58,8 @@ pub(super) async fn check_source(
 
     let (max_slots, used_slots): (i32, i32) = (row.get(1), row.get(2));
     let (max_senders, used_senders): (i32, i32) = (row.get(3), row.get(4));
-    let slot_row = c
-        .query_opt(
-            "SELECT coalesce(plugin, ''), slot_type, coalesce(database::text, ''), \
-                    database IS NOT DISTINCT FROM current_database(), active, \
-                    coalesce(wal_status, ''), two_phase \
-             FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
+    // Any database's: a slot of this name made for another database takes the name.
+    let slot_row = SlotInfo::read_any_database(c, slot)
         .await
         .map_err(source.sql("read the slot"))?;
     let free_slots = max_slots - used_slots;
@@ -91,7 +86,8 @@ pub(super) async fn check_source(
         report.push(Severity::Ok, "free WAL senders", senders_finding);
     }
     check_slot(slot_row.as_ref(), slot, report);
-    check_failover(source, slot, report).await?;
+    let slot_failover = slot_row.as_ref().and_then(|s| s.failover);
+    check_failover(source, slot, slot_failover, report).await?;
 
     let may_replicate: Option<bool> = row.get(6);
     let user: String = row.get(7);
@@ -128,7 +124,7 @@ pub(super) async fn check_source(
     check_publication(source, publication, report).await
 }
 
-fn check_slot(row: Option<&tokio_postgres::Row>, slot: &str, report: &mut Report) {
+fn check_slot(row: Option<&SlotInfo>, slot: &str, report: &mut Report) {
     let check = format!("slot {slot}");
     let Some(row) = row else {
         report.push_fix(
@@ -142,9 +138,10 @@ fn check_slot(row: Option<&tokio_postgres::Row>, slot: &str, report: &mut Report
         );
         return;
     };
-    let (plugin, kind, database): (String, String, String) = (row.get(0), row.get(1), row.get(2));
-    let (same_db, active, wal_status, two_phase): (Option<bool>, bool, String, bool) =
-        (row.get(3), row.get(4), row.get(5), row.get(6));
+    let plugin = row.plugin.as_deref().unwrap_or_default();
+    let (kind, database) = (&row.slot_type, row.database.as_deref().unwrap_or_default());
+    let wal_status = row.wal_status.as_deref().unwrap_or_default();
+    let (same_db, active, two_phase) = (row.in_this_database, row.active, row.two_phase);
     let recreate = format!(
         "SELECT pg_drop_replication_slot('{slot}'); then run with --create-slot (the target \
          needs a fresh copy)"
@@ -156,7 +153,7 @@ fn check_slot(row: Option<&tokio_postgres::Row>, slot: &str, report: &mut Report
             format!("a {kind} slot with plugin {plugin:?}; lsnpipe needs logical/pgoutput"),
             recreate,
         );
-    } else if same_db != Some(true) {
+    } else if !same_db {
         report.push_fix(
             Severity::Fail,
             check,

@@ -306,6 +306,23 @@ impl Truncate {
             u32::from_be_bytes(oid)
         })
     }
+
+    /// The same truncation over only the relations `keep` accepts (same options, same xid):
+    /// for a caller that must leave some of the relations alone.
+    pub fn retain_relations(&self, mut keep: impl FnMut(u32) -> bool) -> Truncate {
+        let oids: Vec<u8> = self
+            .oids
+            .chunks_exact(4)
+            .zip(self.relation_oids())
+            .filter(|(_, oid)| keep(*oid))
+            .flat_map(|(bytes, _)| bytes.iter().copied())
+            .collect();
+        Truncate {
+            xid: self.xid,
+            options: self.options,
+            oids: Bytes::from(oids),
+        }
+    }
 }
 
 /// `M`: a message written with `pg_logical_emit_message` (option `messages`).

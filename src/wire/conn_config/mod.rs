@@ -446,14 +446,6 @@ impl ConnConfig {
         self
     }
 
-    /// The same settings for another database (e.g. the maintenance database).
-    pub fn with_dbname(&self, dbname: &str) -> Self {
-        ConnConfig {
-            dbname: dbname.to_owned(),
-            ..self.clone()
-        }
-    }
-
     /// A key/value connection string without the password, for logs and errors.
     pub fn redacted(&self) -> String {
         let (hosts, ports) = if self.endpoints.len() > 1 {

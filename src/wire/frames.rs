@@ -1,13 +1,19 @@
-//! The streaming-replication layer inside CopyData: XLogData `w` and primary keepalive `k` from
-//! the server, standby status update `r` to it.
+//! The streaming-replication protocol inside CopyData: XLogData `w` and primary keepalive `k`
+//! from the server, standby status update `r` to it.
+//!
+//! ```text
+//!  CopyData payload ─▶ ReplicationMessage::parse ─▶ 'w' XLogData { start, end, clock, data }
+//!                                                 | 'k' Keepalive { wal_end, clock, reply }
+//!  StandbyStatusUpdate::encode ─▶ 'r' payload (34 bytes)
+//! ```
+//!
+//! Sans-IO like the pgoutput decoder it hands `data` to: it depends on `bytes`, [`Lsn`] and
+//! `DecodeError` only, so `fuzz/` compiles this file (by path) beside the decoder.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::DecodeError;
 use crate::Lsn;
-
-/// Microseconds from the Unix epoch to PostgreSQL's epoch (2000-01-01 00:00:00 UTC).
-pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
+use crate::pgoutput::DecodeError;
 
 /// A CopyData payload sent by a walsender.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,17 +132,10 @@ impl StandbyStatusUpdate {
     }
 }
 
-/// The current time as PostgreSQL's wire clock (microseconds since 2000-01-01 UTC).
-pub fn pg_clock_now() -> i64 {
-    let unix_micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    unix_micros - PG_EPOCH_OFFSET_MICROS
-}
-
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn hex(s: &str) -> Bytes {
@@ -224,9 +223,29 @@ mod tests {
         ));
     }
 
-    #[test]
-    fn clock_is_after_2026_in_pg_epoch() {
-        // 2026-01-01 is 26 years after the PostgreSQL epoch.
-        assert!(pg_clock_now() > 26 * 365 * 86_400 * 1_000_000);
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(4096))]
+
+        #[test]
+        fn random_replication_payloads_return(
+            tag in proptest::sample::select(b"wkrs".to_vec()),
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+        ) {
+            let mut data = vec![tag];
+            data.extend(body);
+            let payload = Bytes::from(data);
+            match ReplicationMessage::parse(payload.clone()) {
+                Ok(ReplicationMessage::XLogData(x)) => {
+                    prop_assert_eq!(&x.data[..], &payload[25..]);
+                }
+                Ok(ReplicationMessage::Keepalive(_)) => prop_assert_eq!(payload.len(), 18),
+                Err(_) => prop_assert!(
+                    (tag == b'w' && payload.len() < 25)
+                        || (tag == b'k' && payload.len() != 18)
+                        || tag == b'r'
+                        || tag == b's'
+                ),
+            }
+        }
     }
 }
