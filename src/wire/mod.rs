@@ -3,11 +3,11 @@
 //! replication), plus ordinary SQL sessions through tokio-postgres with the same settings.
 //!
 //! ```text
-//! conn_config/ "host=… user=…" | postgres://… + PG* env + passfile ─▶ ConnConfig
-//! conn/       socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
+//! conn_config/            "host=… user=…" | postgres://… + PG* env + passfile ─▶ ConnConfig
+//! conn/                   socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
 //! replication_commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
-//! stream.rs   START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
-//! error.rs    WireError / ServerError, retryable or not
+//! stream.rs               START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
+//! error.rs                WireError / ServerError, retryable or not
 //! ```
 
 mod conn;
