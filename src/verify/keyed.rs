@@ -8,7 +8,7 @@ use tokio_postgres::types::ToSql;
 
 use super::buckets::Buckets;
 use super::diff::{self, Chunk, Difference, Key, Row, Settled};
-use super::plan::{Side as At, TablePlan};
+use super::plan::{Side, TablePlan};
 use super::report::{Example, TableReport};
 use super::{Ctx, begin_snapshot, commit};
 use crate::ops::{OpsError, SideSession};
@@ -154,7 +154,12 @@ async fn bucket_pass(
         return Ok(None);
     };
     let source_read = async {
-        let b = bucket_hashes(source, &plan.key_bucket_hash_sql(At::Source, key), &layout).await?;
+        let b = bucket_hashes(
+            source,
+            &plan.key_bucket_hash_sql(Side::Source, key),
+            &layout,
+        )
+        .await?;
         commit(source).await?;
         Ok::<_, OpsError>(b)
     };
@@ -166,7 +171,12 @@ async fn bucket_pass(
             .batch_execute("BEGIN READ ONLY")
             .await
             .map_err(target.sql("begin a bucket scan"))?;
-        let b = bucket_hashes(target, &plan.key_bucket_hash_sql(At::Target, key), &layout).await;
+        let b = bucket_hashes(
+            target,
+            &plan.key_bucket_hash_sql(Side::Target, key),
+            &layout,
+        )
+        .await;
         commit(target).await?;
         b
     };
@@ -217,7 +227,7 @@ async fn walk(
     let (mut on_source, mut on_target) = (Vec::new(), Vec::new());
     for (lower, upper) in [(false, false), (false, true), (true, false), (true, true)] {
         on_source.push(prepare(source, plan.source_chunk_sql(lower, upper, limit)).await?);
-        on_target.push(prepare(target, plan.range_hash_sql(At::Target, lower, upper)).await?);
+        on_target.push(prepare(target, plan.range_hash_sql(Side::Target, lower, upper)).await?);
     }
     let which = |lower: &Option<Key>, upper: &Option<Key>| {
         usize::from(lower.is_some()) * 2 + usize::from(upper.is_some())
@@ -323,7 +333,7 @@ async fn resolve(
         let got = source
             .client
             .query(
-                &plan.range_rows_sql(At::Source, lower, upper),
+                &plan.range_rows_sql(Side::Source, lower, upper),
                 &params(&bounds(chunk)),
             )
             .await
@@ -338,7 +348,7 @@ async fn resolve(
         let got = target
             .client
             .query(
-                &plan.range_rows_sql(At::Target, lower, upper),
+                &plan.range_rows_sql(Side::Target, lower, upper),
                 &params(&bounds(chunk)),
             )
             .await
@@ -430,8 +440,8 @@ async fn settle(
     target: &SideSession,
     mut pending: Vec<Key>,
 ) -> Result<(Vec<(Key, Difference)>, u64), OpsError> {
-    let on_source = plan.rows_by_keys_sql(At::Source, false);
-    let on_target = plan.rows_by_keys_sql(At::Target, false);
+    let on_source = plan.rows_by_keys_sql(Side::Source, false);
+    let on_target = plan.rows_by_keys_sql(Side::Target, false);
     let mut found = Vec::new();
     for _ in 0..ctx.opts.rereads {
         if pending.is_empty() {
@@ -484,7 +494,7 @@ async fn locked(
         .batch_execute("BEGIN; SET LOCAL lock_timeout = '5s'")
         .await
         .map_err(source.sql("begin a locking read"))?;
-    let held = match by_keys(source, &plan.rows_by_keys_sql(At::Source, true), keys).await {
+    let held = match by_keys(source, &plan.rows_by_keys_sql(Side::Source, true), keys).await {
         Ok(rows) => rows,
         Err(e) => {
             tracing::warn!(table = %plan.qualified(), "cannot hold rows that keep changing: {e}");
@@ -499,7 +509,7 @@ async fn locked(
     let outcome = async {
         let lsn = super::session::current_lsn(source).await?;
         ctx.wait(target, lsn).await?;
-        by_keys(target, &plan.rows_by_keys_sql(At::Target, false), keys).await
+        by_keys(target, &plan.rows_by_keys_sql(Side::Target, false), keys).await
     }
     .await;
     source

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use super::diff;
-use super::plan::{Side as At, TablePlan};
+use super::plan::{Side, TablePlan};
 use super::report::{Example, TableReport};
 use super::{Ctx, begin_snapshot, commit};
 use crate::ops::{OpsError, SideSession};
@@ -56,13 +56,13 @@ pub(super) async fn compare(
     ctx.saw(lsn);
     // Both sides scan at once; the target's scan starts once it has reached the snapshot.
     let source_read = async {
-        let b = buckets(source, &plan.bucket_hash_sql(At::Source)).await?;
+        let b = buckets(source, &plan.bucket_hash_sql(Side::Source)).await?;
         commit(source).await?;
         Ok::<_, OpsError>(b)
     };
     let target_read = async {
         ctx.wait(target, lsn).await?;
-        buckets(target, &plan.bucket_hash_sql(At::Target)).await
+        buckets(target, &plan.bucket_hash_sql(Side::Target)).await
     };
     let (on_source, on_target) = tokio::join!(source_read, target_read);
     let (on_source, on_target) = (on_source?, on_target?);
@@ -85,10 +85,10 @@ pub(super) async fn compare(
     let mut surplus: Option<Vec<(String, i64)>> = None;
     for _ in 0..ctx.opts.rereads {
         let lsn = begin_snapshot(source).await?;
-        let s = bucket_rows(source, &plan.bucket_rows_sql(At::Source), &differing).await?;
+        let s = bucket_rows(source, &plan.bucket_rows_sql(Side::Source), &differing).await?;
         commit(source).await?;
         ctx.wait(target, lsn).await?;
-        let t = bucket_rows(target, &plan.bucket_rows_sql(At::Target), &differing).await?;
+        let t = bucket_rows(target, &plan.bucket_rows_sql(Side::Target), &differing).await?;
         let seen = diff::diff_multiset(&s, &t);
         let kept = match surplus {
             None => seen,

@@ -3,13 +3,13 @@
 //! replication), plus ordinary SQL sessions through tokio-postgres with the same settings.
 //!
 //! ```text
-//! conn_config/ "host=… user=…" | postgres://… + PG* env + passfile ─▶ ConnConfig
-//! conn/       socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
+//! conn_config/            "host=… user=…" | postgres://… + PG* env + passfile ─▶ ConnConfig
+//! conn/                   socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
 //! replication_commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
-//! stream.rs   START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
-//! frames.rs   the CopyData payloads of streaming replication ('w', 'k', 'r'), sans-IO
-//! error.rs    WireError / ServerError, retryable or not
-//! quote.rs    identifiers and literals quoted for SQL and replication commands (the one place)
+//! stream.rs               START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
+//! frames.rs               the CopyData payloads of streaming replication ('w', 'k', 'r'), sans-IO
+//! error.rs                WireError / ServerError, retryable or not
+//! quote.rs                identifiers and literals quoted for SQL and replication commands (the one place)
 //! ```
 
 mod conn;
