@@ -124,6 +124,18 @@ impl SlotInfo {
     }
 }
 
+/// How many slots the server has, of every database and kind (they all count against
+/// `max_replication_slots`).
+pub async fn slots_in_use(client: &Client) -> Result<i32, tokio_postgres::Error> {
+    let row = client
+        .query_one(
+            "SELECT count(*)::int FROM pg_catalog.pg_replication_slots",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// The physical slots of the server (each standby that streams through a slot has one), by name.
 pub async fn physical_slot_names(client: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
     let rows = client

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::source::SlotInfo;
+use crate::source::slot::slots_in_use;
 use crate::wire::quote_ident;
 
 /// A published table as the source sees it.
@@ -33,7 +34,6 @@ pub(super) async fn check_source(
         .query_one(
             "SELECT current_setting('wal_level'), \
                     current_setting('max_replication_slots')::int, \
-                    (SELECT count(*) FROM pg_catalog.pg_replication_slots)::int, \
                     current_setting('max_wal_senders')::int, \
                     (SELECT count(*) FROM pg_catalog.pg_stat_replication)::int, \
                     current_setting('max_slot_wal_keep_size'), \
@@ -56,8 +56,11 @@ pub(super) async fn check_source(
         );
     }
 
-    let (max_slots, used_slots): (i32, i32) = (row.get(1), row.get(2));
-    let (max_senders, used_senders): (i32, i32) = (row.get(3), row.get(4));
+    let max_slots: i32 = row.get(1);
+    let used_slots = slots_in_use(c)
+        .await
+        .map_err(source.sql("count the slots"))?;
+    let (max_senders, used_senders): (i32, i32) = (row.get(2), row.get(3));
     // Any database's: a slot of this name made for another database takes the name.
     let slot_row = SlotInfo::read_any_database(c, slot)
         .await
@@ -89,8 +92,8 @@ pub(super) async fn check_source(
     let slot_failover = slot_row.as_ref().and_then(|s| s.failover);
     check_failover(source, slot, slot_failover, report).await?;
 
-    let may_replicate: Option<bool> = row.get(6);
-    let user: String = row.get(7);
+    let may_replicate: Option<bool> = row.get(5);
+    let user: String = row.get(6);
     if may_replicate == Some(true) {
         report.push(Severity::Ok, "source role", format!("{user} may replicate"));
     } else {
@@ -102,7 +105,7 @@ pub(super) async fn check_source(
         );
     }
 
-    let keep: String = row.get(5);
+    let keep: String = row.get(4);
     if keep == "-1" {
         report.push_fix(
             Severity::Warn,
