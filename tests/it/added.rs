@@ -6,54 +6,14 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::support::{self, Load, Running};
+use crate::support::{self, Load};
 
 const WAIT: Duration = Duration::from_secs(240);
+const CREATE: &[&str] = &["--create-slot", "--create-tables"];
 
 async fn setup(prefix: &str, publication: &str) -> (String, String, Client, Client) {
     let ddl = "CREATE TABLE busy (id bigserial PRIMARY KEY, at timestamptz)";
     support::replicated_db(prefix, ddl, publication).await
-}
-
-fn run(db: &str, slot: &str) -> std::process::Command {
-    support::lsnpipe_run(
-        support::source(),
-        db,
-        support::target(),
-        db,
-        "pub",
-        slot,
-        &["--create-slot", "--create-tables"],
-    )
-}
-
-/// The rows of `table`, or `None` while it does not exist.
-async fn rows(client: &Client, table: &str) -> Option<Vec<String>> {
-    let sql = format!("SELECT x::text FROM {table} x ORDER BY 1");
-    let rows = client.query(&sql, &[]).await.ok()?;
-    Some(rows.iter().map(|r| r.get(0)).collect())
-}
-
-async fn equal(source: &Client, target: &Client, tables: &[&str]) -> bool {
-    for table in tables {
-        let theirs = rows(target, table).await;
-        if theirs.is_none() || rows(source, table).await != theirs {
-            return false;
-        }
-    }
-    true
-}
-
-async fn converge(source: &Client, target: &Client, tables: &[&str], lsnpipe: &Running) {
-    let deadline = Instant::now() + WAIT;
-    while !equal(source, target, tables).await {
-        assert!(
-            Instant::now() < deadline,
-            "{tables:?} did not converge:\n{}",
-            lsnpipe.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Seconds the target's newest `busy` row is behind the source's clock.
@@ -72,9 +32,9 @@ async fn busy_lag(target: &Client) -> f64 {
 async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
     let (db, slot, source, target) =
         setup("added_online", "CREATE PUBLICATION pub FOR TABLE busy").await;
-    let lsnpipe = Running::spawn(run(&db, &slot));
+    let lsnpipe = support::run(&db, &slot, CREATE);
     let load = busy_load(&db).await;
-    converge(&source, &target, &["busy"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["busy"]).await;
     source
         .batch_execute(
             "CREATE TABLE big (id int PRIMARY KEY, v text);
@@ -94,7 +54,7 @@ async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
         .unwrap();
     let mut worst_lag: f64 = 0.0;
     let deadline = Instant::now() + WAIT;
-    while !equal(&source, &target, &["big"]).await {
+    while !support::tables_equal(&source, &target, &["big"]).await {
         worst_lag = worst_lag.max(busy_lag(&target).await);
         assert!(
             Instant::now() < deadline,
@@ -108,10 +68,9 @@ async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
         .await
         .unwrap();
     load.stop().await;
-    converge(&source, &target, &["busy", "big"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["busy", "big"]).await;
     eprintln!("busy's worst lag while big was copied: {worst_lag:.2} s");
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(
         log.contains("copying tables that joined the publication"),
         "{log}"
@@ -122,8 +81,8 @@ async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
 async fn tables_added_while_stopped_and_under_all_tables_are_copied() {
     let (db, slot, source, target) =
         setup("added_all", "CREATE PUBLICATION pub FOR ALL TABLES").await;
-    let lsnpipe = Running::spawn(run(&db, &slot));
-    converge(&source, &target, &["busy"], &lsnpipe).await;
+    let lsnpipe = support::run(&db, &slot, CREATE);
+    lsnpipe.converge(&source, &target, &["busy"]).await;
     // A new table under FOR ALL TABLES, created on the target by --create-tables.
     source
         .batch_execute(
@@ -132,9 +91,8 @@ async fn tables_added_while_stopped_and_under_all_tables_are_copied() {
         )
         .await
         .unwrap();
-    converge(&source, &target, &["fresh"], &lsnpipe).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.converge(&source, &target, &["fresh"]).await;
+    lsnpipe.stop().await;
 
     // Created and filled while lsnpipe is stopped: copied before streaming at the next start.
     source
@@ -144,14 +102,15 @@ async fn tables_added_while_stopped_and_under_all_tables_are_copied() {
         )
         .await
         .unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot));
+    let lsnpipe = support::run(&db, &slot, CREATE);
     source
         .batch_execute("INSERT INTO later VALUES (501); INSERT INTO fresh VALUES (1001, 'x')")
         .await
         .unwrap();
-    converge(&source, &target, &["busy", "fresh", "later"], &lsnpipe).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe
+        .converge(&source, &target, &["busy", "fresh", "later"])
+        .await;
+    lsnpipe.stop().await;
 }
 
 /// With `publish_via_partition_root`, pgoutput sends each leaf partition's Relation message
@@ -174,8 +133,8 @@ async fn leaf_partitions_published_through_their_root_are_not_copied_as_added_ta
         .batch_execute("INSERT INTO part SELECT g, 'v' || g FROM generate_series(1, 150) g")
         .await
         .unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot));
-    converge(&source, &target, &["busy", "part"], &lsnpipe).await;
+    let lsnpipe = support::run(&db, &slot, CREATE);
+    lsnpipe.converge(&source, &target, &["busy", "part"]).await;
     // Changes to both leaves, a row moved between them, after the copy.
     source
         .batch_execute(
@@ -185,7 +144,7 @@ async fn leaf_partitions_published_through_their_root_are_not_copied_as_added_ta
         )
         .await
         .unwrap();
-    converge(&source, &target, &["busy", "part"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["busy", "part"]).await;
     let states: Vec<String> = target
         .query(
             "SELECT table_name || ' ' || status FROM lsnpipe.copy_state WHERE slot = $1 \
@@ -198,8 +157,7 @@ async fn leaf_partitions_published_through_their_root_are_not_copied_as_added_ta
         .map(|r| r.get(0))
         .collect();
     assert_eq!(states, ["busy done", "part done"], "{}", lsnpipe.log());
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(
         !log.contains("joined the publication"),
         "no copy of a leaf was started: {log}"
@@ -208,11 +166,8 @@ async fn leaf_partitions_published_through_their_root_are_not_copied_as_added_ta
 
 /// `lsnpipe status --format json` for this pair, with the publication given.
 fn status_json(db: &str, slot: &str) -> serde_json::Value {
-    let out = support::lsnpipe_command()
-        .args(["status", "--format", "json", "--publication", "pub"])
-        .args(["--source", &support::source().conn_string(db)])
-        .args(["--target", &support::target().conn_string(db)])
-        .args(["--slot", slot])
+    let out = support::lsnpipe_on("status", db, slot)
+        .args(["--format", "json"])
         .output()
         .expect("run lsnpipe status");
     serde_json::from_slice(&out.stdout)
@@ -223,9 +178,9 @@ fn status_json(db: &str, slot: &str) -> serde_json::Value {
 async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_reported() {
     let (db, slot, source, target) =
         setup("added_quiet", "CREATE PUBLICATION pub FOR TABLE busy").await;
-    let lsnpipe = Running::spawn(run(&db, &slot));
+    let lsnpipe = support::run(&db, &slot, CREATE);
     let load = busy_load(&db).await;
-    converge(&source, &target, &["busy"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["busy"]).await;
     // Filled, then published, then never changed: no Relation message ever names it.
     source
         .batch_execute(
@@ -236,7 +191,7 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
         .await
         .unwrap();
     let joined = Instant::now();
-    converge(&source, &target, &["quiet"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["quiet"]).await;
     eprintln!(
         "a quiet table was found and copied in {:.1} s",
         joined.elapsed().as_secs_f64()
@@ -262,7 +217,7 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
         .batch_execute("INSERT INTO quiet VALUES (1001, 'unpublished')")
         .await
         .unwrap();
-    converge(&source, &target, &["busy"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["busy"]).await;
     assert_eq!(support::count(&target, "quiet").await, 1000);
 
     // It rejoins: its target copy is stale, so it is emptied and copied again.
@@ -270,15 +225,14 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
         .batch_execute("ALTER PUBLICATION pub ADD TABLE quiet")
         .await
         .unwrap();
-    converge(&source, &target, &["quiet"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["quiet"]).await;
     load.stop().await;
-    converge(&source, &target, &["busy", "quiet"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["busy", "quiet"]).await;
     assert_eq!(
         status_json(&db, &slot)["left_publication"],
         serde_json::json!([])
     );
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// Rows stamped with the source's clock into `busy`, every 5 ms, until stopped.

@@ -68,22 +68,16 @@ struct Pair {
 
 /// `t`, `gone` and `busy` on both sides, published; the capture installed on the source.
 async fn setup(prefix: &str) -> Pair {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
     let tables = "CREATE TABLE t (id int PRIMARY KEY, v text, w int);
                   CREATE TABLE gone (id int PRIMARY KEY);
                   CREATE TABLE busy (id bigserial PRIMARY KEY, n int)";
-    source.batch_execute(tables).await.unwrap();
-    target.batch_execute(tables).await.unwrap();
-    source
-        .batch_execute(
-            "INSERT INTO t SELECT i, 'v' || i, i % 7 FROM generate_series(1, 100) i;
-             CREATE PUBLICATION pub FOR TABLE t, gone, busy",
-        )
-        .await
-        .unwrap();
+    let (db, slot, source, target) = support::replicated_db(
+        prefix,
+        tables,
+        "INSERT INTO t SELECT i, 'v' || i, i % 7 FROM generate_series(1, 100) i;
+         CREATE PUBLICATION pub FOR TABLE t, gone, busy",
+    )
+    .await;
     ddl("install", &db);
     Pair {
         db,
@@ -95,35 +89,12 @@ async fn setup(prefix: &str) -> Pair {
 
 impl Pair {
     fn run(&self, extra: &[&str]) -> Running {
-        Running::spawn(support::lsnpipe_run(
-            support::source(),
-            &self.db,
-            support::target(),
-            &self.db,
-            "pub",
-            &self.slot,
-            extra,
-        ))
+        support::run(&self.db, &self.slot, extra)
     }
 
     /// `t` (rows and shape) and `busy` (rows) equal on both sides.
     async fn converge(&self, lsnpipe: &Running) {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let (s, t) = (
-                shape(&self.source, "t").await,
-                shape(&self.target, "t").await,
-            );
-            if s == t && support::tables_equal(&self.source, &self.target, &["t", "busy"]).await {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the target did not catch up:\n{s:?}\n{t:?}\n{}",
-                lsnpipe.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        converge(&self.source, &self.target, "t", &["t", "busy"], lsnpipe).await;
     }
 }
 
@@ -182,13 +153,29 @@ async fn renames_indexes_and_drops_are_replayed_in_place_under_load() {
             .unwrap()
             .get::<_, String>(0),
     );
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("captured DDL applied on the target"), "{log}");
     assert!(
         !log.contains("schema change on the target"),
         "column drift did something captured DDL had done: {log}"
     );
+}
+
+/// `shaped`'s shape and `tables`' rows equal on both sides (lsnpipe's log on a time-out).
+async fn converge(
+    source: &Client,
+    target: &Client,
+    shaped: &str,
+    tables: &[&str],
+    lsnpipe: &Running,
+) {
+    let what = format!("{shaped}'s shape and {tables:?} to be equal");
+    lsnpipe
+        .wait_until(&what, || async {
+            shape(source, shaped).await == shape(target, shaped).await
+                && support::tables_equal(source, target, tables).await
+        })
+        .await;
 }
 
 /// The LSN an error names after "captured DDL at ".
@@ -296,29 +283,14 @@ async fn ddl_remove_leaves_nothing_it_installed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied() {
-    let db = support::test_dbs("ddl_create").await;
-    let slot = support::unique_name("ddl_create_slot");
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    let busy = "CREATE TABLE busy (id bigserial PRIMARY KEY, n int)";
-    source.batch_execute(busy).await.unwrap();
-    target.batch_execute(busy).await.unwrap();
-    source
-        .batch_execute("CREATE PUBLICATION pub FOR ALL TABLES")
-        .await
-        .unwrap();
+    let (db, slot, source, target) = support::replicated_db(
+        "ddl_create",
+        "CREATE TABLE busy (id bigserial PRIMARY KEY, n int)",
+        "CREATE PUBLICATION pub FOR ALL TABLES",
+    )
+    .await;
     ddl("install", &db);
-    let run = || {
-        Running::spawn(support::lsnpipe_run(
-            support::source(),
-            &db,
-            support::target(),
-            &db,
-            "pub",
-            &slot,
-            &["--create-slot"],
-        ))
-    };
+    let run = || support::run(&db, &slot, &["--create-slot"]);
     let lsnpipe = run();
     let load = busy_load(&db).await;
     support::copy_done(&target, &slot).await;
@@ -330,18 +302,8 @@ async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied
         .batch_execute("INSERT INTO fresh (id) SELECT generate_series(1, 50)")
         .await
         .unwrap();
-    let equal = async |tables: &[&str]| {
-        let deadline = std::time::Instant::now() + WAIT;
-        while !(shape(&source, "fresh").await == shape(&target, "fresh").await
-            && support::tables_equal(&source, &target, tables).await)
-        {
-            assert!(std::time::Instant::now() < deadline, "not equal");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    equal(&["fresh", "busy"]).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    converge(&source, &target, "fresh", &["fresh", "busy"], &lsnpipe).await;
+    let log = lsnpipe.stop().await;
     assert!(
         !log.contains("copying tables that joined the publication"),
         "a table created by captured DDL is not copied: {log}"
@@ -352,11 +314,10 @@ async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied
         .batch_execute("INSERT INTO fresh VALUES (51, 'after restart')")
         .await
         .unwrap();
-    equal(&["fresh"]).await;
+    converge(&source, &target, "fresh", &["fresh"], &lsnpipe).await;
     load.stop().await;
-    equal(&["fresh", "busy"]).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    converge(&source, &target, "fresh", &["fresh", "busy"], &lsnpipe).await;
+    let log = lsnpipe.stop().await;
     assert!(
         !log.contains("copying tables that joined the publication"),
         "{log}"

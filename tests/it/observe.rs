@@ -8,11 +8,6 @@ use crate::support::{self, ClusterRef, Running};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// The value of one sample line (`name{labels} value`) in a scrape, if present.
 fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|line| {
@@ -33,7 +28,7 @@ async fn start(
     db: &str,
     slot: &str,
 ) -> (Running, SocketAddr) {
-    let addr = free_addr();
+    let addr = support::free_addr();
     let listen = addr.to_string();
     let running = Running::spawn(support::lsnpipe_run(
         source,
@@ -136,8 +131,7 @@ async fn counters_move_by_exactly_the_rows_changed_and_lag_returns_to_zero() {
     .await;
     let ready = request(addr, "GET", "/readyz").await;
     assert_eq!(ready.status, 200, "{ready:?}");
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 #[tokio::test]
@@ -176,8 +170,7 @@ async fn readyz_turns_503_while_the_target_is_down_and_200_after() {
         support::tables_equal(&s, &t, &["a"]).await
     })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// A real Prometheus scrapes a replicating lsnpipe; PromQL through its HTTP API returns the lag.
@@ -214,8 +207,7 @@ async fn prometheus_scrapes_a_replication_and_answers_promql() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no lag value in {stdout:?}"));
     assert!(value >= 0.0);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// Poll `check` until it holds, failing at once (with the log) if lsnpipe has exited.
@@ -246,26 +238,18 @@ where
 
 #[tokio::test]
 async fn a_first_start_with_create_slot_logs_no_slot_warning() {
-    let db = support::test_dbs("quietstart").await;
-    let slot = support::unique_name("quietstart_slot");
-    let s = support::connect(support::source(), &db).await;
-    let t = support::connect(support::target(), &db).await;
-    let ddl = "CREATE TABLE a (id int PRIMARY KEY)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE a")
-        .await
-        .unwrap();
-    let addr = free_addr();
+    let (db, slot, s, t) = support::replicated_db(
+        "quietstart",
+        "CREATE TABLE a (id int PRIMARY KEY)",
+        "CREATE PUBLICATION pub FOR TABLE a",
+    )
+    .await;
+    let addr = support::free_addr();
     let listen = addr.to_string();
     // The slot monitor reads at once (before the pipeline has created the slot), then every
     // second.
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
-        support::source(),
+    let mut lsnpipe = support::run(
         &db,
-        support::target(),
-        &db,
-        "pub",
         &slot,
         &[
             "--create-slot",
@@ -275,17 +259,10 @@ async fn a_first_start_with_create_slot_logs_no_slot_warning() {
             "--metrics-listen",
             &listen,
         ],
-    ));
+    );
     // Rows written before the slot exists would not be streamed (no initial copy here).
-    until(&mut lsnpipe, "lsnpipe to create the slot", || async {
-        s.query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-            == 1
+    until(&mut lsnpipe, "lsnpipe to create the slot", || {
+        support::slot_exists(&s, &slot)
     })
     .await;
     s.batch_execute("INSERT INTO a SELECT generate_series(1, 10)")
@@ -304,8 +281,7 @@ async fn a_first_start_with_create_slot_logs_no_slot_warning() {
         }
     })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("streaming"), "{log}");
     assert!(
         !log.lines()

@@ -6,71 +6,45 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::support::{self, Running};
+use crate::support;
 
 const WAIT: Duration = Duration::from_secs(120);
 
 /// A source table `t` in publication `pub`, the same table on the target, and a first run that
 /// copies it (rows 1–10) and streams one more row; lsnpipe is stopped at the end.
 async fn replicated(prefix: &str) -> (String, String, Client, Client) {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    let ddl = "CREATE TABLE t (id int PRIMARY KEY, v text)";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute(
-            "INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g;
-             CREATE PUBLICATION pub FOR TABLE t;",
-        )
-        .await
-        .unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot, &["--create-slot"]));
+    let (db, slot, source, target) = support::replicated_db(
+        prefix,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g;
+         CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .await;
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     support::copy_done(&target, &slot).await;
     source
         .batch_execute("INSERT INTO t VALUES (11, 'streamed')")
         .await
         .unwrap();
     converge(&source, &target).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
     (db, slot, source, target)
 }
 
-fn run(db: &str, slot: &str, extra: &[&str]) -> std::process::Command {
-    support::lsnpipe_run(
-        support::source(),
-        db,
-        support::target(),
-        db,
-        "pub",
-        slot,
-        extra,
-    )
-}
-
 fn ops(command: &str, db: &str, slot: &str) -> std::process::Output {
-    support::lsnpipe_command()
-        .arg(command)
-        .args(["--source", &support::source().conn_string(db)])
-        .args(["--target", &support::target().conn_string(db)])
-        .args(["--publication", "pub", "--slot", slot, "--yes"])
+    support::lsnpipe_on(command, db, slot)
+        .arg("--yes")
         .output()
         .expect("run lsnpipe")
 }
 
 async fn converge(source: &Client, target: &Client) {
-    support::wait_until("the target to equal the source", WAIT, || async {
-        support::tables_equal(source, target, &["t"]).await
-    })
-    .await;
+    support::converge(source, target, &["t"]).await;
 }
 
 /// `lsnpipe run` must stop by itself with an error that says what happened and what to do.
 async fn refused(db: &str, slot: &str, expect: &str) -> String {
-    let mut lsnpipe = Running::spawn(run(db, slot, &["--create-slot"]));
+    let mut lsnpipe = support::run(db, slot, &["--create-slot"]);
     let (status, log) = lsnpipe.wait(WAIT).await;
     assert!(!status.success(), "refused: {log}");
     assert!(
@@ -93,15 +67,10 @@ async fn a_dropped_slot_is_never_silently_recreated_and_resync_recovers() {
         .await
         .unwrap();
     refused(&db, &slot, "does not exist on the source").await;
-    let slots: i64 = source
-        .query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(slots, 0, "no slot was created");
+    assert!(
+        !support::slot_exists(&source, &slot).await,
+        "no slot was created"
+    );
 
     let out = ops("resync", &db, &slot);
     assert!(out.status.success(), "resync: {out:?}");
@@ -110,10 +79,9 @@ async fn a_dropped_slot_is_never_silently_recreated_and_resync_recovers() {
         0,
         "resync empties the table"
     );
-    let lsnpipe = Running::spawn(run(&db, &slot, &["--create-slot"]));
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     converge(&source, &target).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("initial copy"), "copied again: {log}");
     let row: i64 = target
         .query_one("SELECT count(*) FROM t WHERE id = 42", &[])
@@ -144,7 +112,7 @@ async fn a_slot_consumed_past_the_target_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_stream_advances_the_slot_through_the_progress_row_and_restarts_cleanly() {
     let (db, slot, source, target) = replicated("rec_idle").await;
-    let lsnpipe = Running::spawn(run(&db, &slot, &[]));
+    let lsnpipe = support::run(&db, &slot, &[]);
     let before = support::slot_confirmed(&source, &slot).await;
     // WAL the publication does not carry.
     source
@@ -155,8 +123,7 @@ async fn an_idle_stream_advances_the_slot_through_the_progress_row_and_restarts_
         support::slot_confirmed(&source, &slot).await > before
     })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
     let confirmed = support::slot_confirmed(&source, &slot).await;
     let recorded: i64 = target
         .query_one(
@@ -171,14 +138,13 @@ async fn an_idle_stream_advances_the_slot_through_the_progress_row_and_restarts_
         "the target recorded what the slot confirmed"
     );
     // A restart is not mistaken for lost changes.
-    let lsnpipe = Running::spawn(run(&db, &slot, &[]));
+    let lsnpipe = support::run(&db, &slot, &[]);
     source
         .batch_execute("INSERT INTO t VALUES (12, 'after the restart')")
         .await
         .unwrap();
     converge(&source, &target).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -191,10 +157,9 @@ async fn teardown_then_a_new_slot_copies_again_as_the_readme_says() {
         .await
         .unwrap();
     target.batch_execute("TRUNCATE t").await.unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot, &["--create-slot"]));
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     converge(&source, &target).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("initial copy"), "copied again: {log}");
 }
 
@@ -237,7 +202,7 @@ async fn the_copy_is_exact_under_any_datestyle_and_intervalstyle() {
         )
         .await
         .unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot, &["--create-slot"]));
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     source
         .batch_execute("INSERT INTO t VALUES (3, '2024-01-02', '2024-01-02 03:04:05', '-3 days +04:00', 'ok', 2.5)")
         .await
@@ -253,6 +218,5 @@ async fn the_copy_is_exact_under_any_datestyle_and_intervalstyle() {
     }
     converge(&source, &target).await;
     support::assert_tables_equal(&source, &target, &["t"]).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }

@@ -6,8 +6,6 @@
 //! one `cluster::find_bindir` finds), so one run can test a source of one major against a target
 //! of another (`scripts/pg-versions.sh`). Private clusters follow the side they stand in for.
 
-#![allow(dead_code)]
-
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 
@@ -195,6 +193,10 @@ pub async fn replicated_db(
     (db, slot, source_client, target_client)
 }
 
+/// How long the helpers below wait for lsnpipe or the target (a bound for a stuck test, not a
+/// pace: every wait polls).
+pub const WAIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Poll `check` until it returns true; panic with `what` after `timeout`.
 pub async fn wait_until<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
 where
@@ -216,7 +218,7 @@ where
 
 /// Wait until `target` records this slot's initial copy as done.
 pub async fn copy_done(target: &Client, slot: &str) {
-    wait_until("the initial copy to finish", WAIT_COPY, || async {
+    wait_until("the initial copy to finish", WAIT, || async {
         target
             .query_opt(
                 "SELECT 1 FROM lsnpipe.copy_run WHERE slot = $1 AND status = 'done'",
@@ -228,29 +230,51 @@ pub async fn copy_done(target: &Client, slot: &str) {
     .await;
 }
 
-/// How long [`copy_done`] waits.
-const WAIT_COPY: std::time::Duration = std::time::Duration::from_secs(120);
-
 /// Every row of `table`, as text, sorted (duplicates kept): equal multisets compare equal.
 pub async fn table_rows(client: &Client, table: &str) -> Vec<String> {
-    let sql = format!("SELECT x::text FROM {table} x ORDER BY 1");
-    client
-        .query(&sql, &[])
+    try_table_rows(client, table)
         .await
         .unwrap_or_else(|e| panic!("read {table}: {e}"))
-        .iter()
-        .map(|r| r.get::<_, String>(0))
-        .collect()
 }
 
-/// True when each table holds the same rows (with multiplicity) on both sides.
+/// [`table_rows`], or the error while the table cannot be read (it does not exist yet, say).
+pub async fn try_table_rows(
+    client: &Client,
+    table: &str,
+) -> Result<Vec<String>, tokio_postgres::Error> {
+    let sql = format!("SELECT x::text FROM {table} x ORDER BY 1");
+    let rows = client.query(&sql, &[]).await?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+/// True when each table holds the same rows (with multiplicity) on both sides; false while a
+/// table cannot be read on either side.
 pub async fn tables_equal(source: &Client, target: &Client, tables: &[&str]) -> bool {
     for table in tables {
-        if table_rows(source, table).await != table_rows(target, table).await {
+        let (Ok(s), Ok(t)) = (
+            try_table_rows(source, table).await,
+            try_table_rows(target, table).await,
+        ) else {
+            return false;
+        };
+        if s != t {
             return false;
         }
     }
     true
+}
+
+/// Wait until each table holds the same rows on both sides; after [`WAIT`], panic with the
+/// first difference.
+pub async fn converge(source: &Client, target: &Client, tables: &[&str]) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while !tables_equal(source, target, tables).await {
+        if std::time::Instant::now() > deadline {
+            assert_tables_equal(source, target, tables).await;
+            panic!("the target kept differing from the source in {tables:?} for {WAIT:?}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Panic with the first difference when a table differs between source and target.
@@ -308,6 +332,36 @@ pub fn lsnpipe_run(
     cmd
 }
 
+/// `lsnpipe <subcommand>` for publication `pub` and `slot`, between database `db` on the shared
+/// source and the same-named database on the shared target.
+pub fn lsnpipe_on(subcommand: &str, db: &str, slot: &str) -> std::process::Command {
+    let mut cmd = lsnpipe_command();
+    cmd.arg(subcommand)
+        .args(["--source", &source().conn_string(db)])
+        .args(["--target", &target().conn_string(db)])
+        .args(["--publication", "pub", "--slot", slot]);
+    cmd
+}
+
+/// `lsnpipe run` of publication `pub` from database `db` on the shared source to the same-named
+/// database on the shared target.
+pub fn run_command(db: &str, slot: &str, extra: &[&str]) -> std::process::Command {
+    lsnpipe_run(source(), db, target(), db, "pub", slot, extra)
+}
+
+/// [`run_command`], started.
+pub fn run(db: &str, slot: &str, extra: &[&str]) -> Running {
+    Running::spawn(run_command(db, slot, extra))
+}
+
+/// Run lsnpipe expecting it to stop by itself with an error; return its log.
+pub async fn run_expecting_error(cmd: std::process::Command) -> String {
+    let mut lsnpipe = Running::spawn(cmd);
+    let (status, log) = lsnpipe.wait(WAIT).await;
+    assert!(!status.success(), "lsnpipe should fail; log:\n{log}");
+    log
+}
+
 /// A running `lsnpipe` whose stderr is collected; killed when dropped.
 pub struct Running {
     pub child: std::process::Child,
@@ -352,6 +406,41 @@ impl Running {
         self.wait(std::time::Duration::from_secs(60)).await
     }
 
+    /// SIGTERM, and the log of a clean exit (panics with the log on any other exit).
+    pub async fn stop(self) -> String {
+        let (status, log) = self.terminate().await;
+        assert!(
+            status.success(),
+            "lsnpipe did not stop cleanly: {status:?}; log:\n{log}"
+        );
+        log
+    }
+
+    /// Poll `check` until it returns true; after [`WAIT`], panic naming `what`, with the log.
+    pub async fn wait_until<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = std::time::Instant::now() + WAIT;
+        while !check().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out after {WAIT:?} waiting for {what}; lsnpipe's log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until this lsnpipe has made `tables` equal on both sides (see [`converge`]).
+    pub async fn converge(&self, source: &Client, target: &Client, tables: &[&str]) {
+        self.wait_until(&format!("{tables:?} to be equal on both sides"), || {
+            tables_equal(source, target, tables)
+        })
+        .await;
+    }
+
     /// Wait for the process to exit by itself.
     pub async fn wait(
         &mut self,
@@ -376,6 +465,11 @@ impl Running {
     }
 
     pub fn kill9(mut self) {
+        self.kill();
+    }
+
+    /// SIGKILL, and wait for the process to be gone (for a handle that is then replaced).
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -383,9 +477,14 @@ impl Running {
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill();
     }
+}
+
+/// A local address nothing listens on (for a metrics server or a proxy).
+pub fn free_addr() -> std::net::SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
 }
 
 /// Run pgbench from the cluster's binaries (or PATH) against `dbname`.
@@ -411,6 +510,76 @@ pub fn pgbench(cluster: &ClusterRef, dbname: &str, args: &[&str]) -> std::proces
         .expect("run pgbench")
 }
 
+/// [`pgbench`] that must succeed.
+pub fn pgbench_ok(cluster: &ClusterRef, dbname: &str, args: &[&str]) -> std::process::Output {
+    let out = pgbench(cluster, dbname, args);
+    assert!(out.status.success(), "pgbench {args:?}: {out:?}");
+    out
+}
+
+/// [`pgbench`] in a thread of its own: a load that runs alongside the test.
+pub fn pgbench_load(
+    cluster: &ClusterRef,
+    dbname: &str,
+    args: &[&str],
+) -> std::thread::JoinHandle<std::process::Output> {
+    let (cluster, dbname) = (cluster.clone(), dbname.to_owned());
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    std::thread::spawn(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        pgbench(&cluster, &dbname, &args)
+    })
+}
+
+/// The tables `pgbench -i` makes; `pgbench_history` has no key.
+pub const PGBENCH_TABLES: [&str; 4] = [
+    "pgbench_accounts",
+    "pgbench_branches",
+    "pgbench_tellers",
+    "pgbench_history",
+];
+
+/// pgbench data of `scale` on `source`, and the same tables with their keys but no rows on
+/// `target`: the start of an initial copy.
+pub fn pgbench_to_copy(source: &ClusterRef, target: &ClusterRef, dbname: &str, scale: &str) {
+    pgbench_ok(source, dbname, &["-i", "-q", "-s", scale]);
+    // Drop, create tables, primary keys: the schema without data.
+    pgbench_ok(target, dbname, &["-i", "-q", "-I", "dtp"]);
+}
+
+/// pgbench tables on both sides (`pgbench -i` is deterministic), a publication `pub` of them and
+/// a slot.
+pub async fn pgbench_pair(source: &ClusterRef, target: &ClusterRef, dbname: &str, slot: &str) {
+    for cluster in [source, target] {
+        pgbench_ok(cluster, dbname, &["-i", "-q", "-s", "1"]);
+    }
+    let client = connect(source, dbname).await;
+    client
+        .batch_execute(&format!(
+            "CREATE PUBLICATION pub FOR TABLE {}",
+            PGBENCH_TABLES.join(", ")
+        ))
+        .await
+        .unwrap();
+    create_slot(&client, slot).await;
+}
+
+/// Wait until the pgbench tables are equal on both sides, and check that the load ran.
+pub async fn pgbench_converge(source: &ClusterRef, target: &ClusterRef, dbname: &str) {
+    let s = connect(source, dbname).await;
+    let t = connect(target, dbname).await;
+    converge(&s, &t, &PGBENCH_TABLES).await;
+    assert!(count(&s, "pgbench_history").await > 0, "the load ran");
+}
+
+/// Whether `table` exists and holds at least one row.
+pub async fn has_rows(client: &Client, table: &str) -> bool {
+    client
+        .query_one(&format!("SELECT count(*) > 0 FROM {table}"), &[])
+        .await
+        .is_ok_and(|r| r.get(0))
+}
+
 /// A pgoutput slot named `slot`, created with SQL in its own transaction.
 pub async fn create_slot(client: &Client, slot: &str) {
     client
@@ -433,6 +602,43 @@ pub async fn slot_confirmed(client: &Client, slot: &str) -> i64 {
         .await
         .map(|r| r.get::<_, i64>(0))
         .unwrap_or(0)
+}
+
+/// Whether a replication slot named `slot` exists.
+pub async fn slot_exists(client: &Client, slot: &str) -> bool {
+    client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("look up slot {slot}: {e}"))
+        .get::<_, i64>(0)
+        == 1
+}
+
+/// Whether a session holds slot `slot` (false while it does not exist).
+pub async fn slot_active(client: &Client, slot: &str) -> bool {
+    client
+        .query_one(
+            "SELECT count(*) = 1 FROM pg_replication_slots \
+             WHERE slot_name = $1 AND active_pid IS NOT NULL",
+            &[&slot],
+        )
+        .await
+        .is_ok_and(|r| r.get(0))
+}
+
+/// The server's current WAL write position as a byte offset.
+pub async fn current_wal_lsn(client: &Client) -> i64 {
+    client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
+            &[],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("read the current WAL position: {e}"))
+        .get(0)
 }
 
 /// `SELECT count(*)` of `table`.

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use super::proxy::{Fault, Proxy};
 use super::*;
 use crate::support::{self, Running};
+use crate::torture::rng::Rng;
 
 /// Random faults on every link and server for `LSNPIPE_FAULT_LOOP_SECS` seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -25,12 +26,12 @@ async fn random_fault_loop() {
                 | 1
         });
     eprintln!("fault loop: {secs} s, LSNPIPE_FAULT_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let source = support::private_cluster("faults_loop_src", &[]);
     let target = support::private_cluster("faults_loop_dst", &[]);
     let db = "postgres";
     let slot = "faults_loop_slot";
-    pgbench_pair(&source, &target, db, slot).await;
+    support::pgbench_pair(&source, &target, db, slot).await;
     let source_link = Proxy::start(source.port).await;
     let target_link = Proxy::start(target.port).await;
     let (run_source, run_target) = (via(&source, &source_link), via(&target, &target_link));
@@ -99,20 +100,7 @@ async fn random_fault_loop() {
     load.stop();
     source_link.heal();
     target_link.heal();
-    converge(&source, &target, db).await;
+    support::pgbench_converge(&source, &target, db).await;
     still_running(&mut lsnpipe);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
-}
-
-/// A small xorshift generator: replayable fault schedules without another dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
+    lsnpipe.stop().await;
 }

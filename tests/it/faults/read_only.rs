@@ -12,8 +12,8 @@ async fn a_read_only_target_keeps_the_slot_and_resumes() {
     let db = support::test_dbs("faults_read_only").await;
     let slot = support::unique_name("faults_ro");
     let (source, target) = (support::source(), support::target());
-    pgbench_pair(source, target, &db, &slot).await;
-    let addr = free_addr();
+    support::pgbench_pair(source, target, &db, &slot).await;
+    let addr = support::free_addr();
     let listen = addr.to_string();
     let mut args = TIMEOUTS.to_vec();
     args.extend(["--metrics-listen", &listen]);
@@ -62,7 +62,6 @@ async fn a_read_only_target_keeps_the_slot_and_resumes() {
     assert!(took < RECOVERY, "read-only target: recovery took {took:?}");
 
     load.stop();
-    converge(source, target, &db).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    support::pgbench_converge(source, target, &db).await;
+    lsnpipe.stop().await;
 }

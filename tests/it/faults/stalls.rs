@@ -15,7 +15,7 @@ async fn metrics_stay_true_while_the_target_link_is_silent() {
         events_slot("faults_stuck", "CREATE TABLE events (id int PRIMARY KEY)").await;
     let (source, target) = (support::source(), support::target());
     let proxy = Proxy::start(target.port).await;
-    let addr = free_addr();
+    let addr = support::free_addr();
     let listen = addr.to_string();
     let args = [
         "--target-timeout",
@@ -95,8 +95,7 @@ async fn metrics_stay_true_while_the_target_link_is_silent() {
         lsnpipe.log()
     );
     still_running(&mut lsnpipe);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// SIGTERM while the target link is silent: lsnpipe gives the stuck call a short grace, not
@@ -110,7 +109,7 @@ async fn sigterm_while_the_target_hangs_stops_within_the_grace() {
     .await;
     let (source, target) = (support::source(), support::target());
     let proxy = Proxy::start(target.port).await;
-    let addr = free_addr();
+    let addr = support::free_addr();
     let listen = addr.to_string();
     let run = |target: &ClusterRef| {
         Running::spawn(support::lsnpipe_run(
@@ -155,8 +154,7 @@ async fn sigterm_while_the_target_hangs_stops_within_the_grace() {
         support::count(&t, "events").await == 2
     })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// A short replication timeout on an idle source: lsnpipe asks the walsender to answer well
@@ -199,8 +197,7 @@ async fn an_idle_source_is_not_mistaken_for_a_silent_one() {
     })
     .await;
     still_running(&mut lsnpipe);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// A source stream that stops inside a large transaction does not hold the finished
@@ -288,8 +285,7 @@ async fn a_stream_stalled_mid_transaction_does_not_hold_the_finished_ones() {
     })
     .await;
     still_running(&mut lsnpipe);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("stalled inside a transaction"), "{log}");
 }
 

@@ -19,7 +19,8 @@
 mod features;
 mod oracle;
 mod process;
-mod rng;
+/// Also the seeded randomness of the crash and fault tests.
+pub(crate) mod rng;
 mod runner;
 mod schema;
 mod shrink;
