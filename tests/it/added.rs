@@ -35,23 +35,21 @@ async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
     let lsnpipe = support::run(&db, &slot, CREATE);
     let load = busy_load(&db).await;
     lsnpipe.converge(&source, &target, &["busy"]).await;
-    source
-        .batch_execute(
-            "CREATE TABLE big (id int PRIMARY KEY, v text);
+    support::exec(
+        &source,
+        "CREATE TABLE big (id int PRIMARY KEY, v text);
              INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 300000) g;
              ALTER PUBLICATION pub ADD TABLE big;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     // The first change of big tells lsnpipe about it; more changes follow while it is copied.
-    source
-        .batch_execute(
-            "UPDATE big SET v = 'changed' WHERE id <= 10;
+    support::exec(
+        &source,
+        "UPDATE big SET v = 'changed' WHERE id <= 10;
              INSERT INTO big VALUES (300001, 'after');
              DELETE FROM big WHERE id = 20;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let mut worst_lag: f64 = 0.0;
     let deadline = Instant::now() + WAIT;
     while !support::tables_equal(&source, &target, &["big"]).await {
@@ -63,10 +61,7 @@ async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    source
-        .batch_execute("UPDATE big SET v = 'streamed' WHERE id = 300001")
-        .await
-        .unwrap();
+    support::exec(&source, "UPDATE big SET v = 'streamed' WHERE id = 300001").await;
     load.stop().await;
     lsnpipe.converge(&source, &target, &["busy", "big"]).await;
     eprintln!("busy's worst lag while big was copied: {worst_lag:.2} s");
@@ -84,29 +79,28 @@ async fn tables_added_while_stopped_and_under_all_tables_are_copied() {
     let lsnpipe = support::run(&db, &slot, CREATE);
     lsnpipe.converge(&source, &target, &["busy"]).await;
     // A new table under FOR ALL TABLES, created on the target by --create-tables.
-    source
-        .batch_execute(
-            "CREATE TABLE fresh (id int PRIMARY KEY, v text);
+    support::exec(
+        &source,
+        "CREATE TABLE fresh (id int PRIMARY KEY, v text);
              INSERT INTO fresh SELECT g, 'v' || g FROM generate_series(1, 1000) g;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     lsnpipe.converge(&source, &target, &["fresh"]).await;
     lsnpipe.stop().await;
 
     // Created and filled while lsnpipe is stopped: copied before streaming at the next start.
-    source
-        .batch_execute(
-            "CREATE TABLE later (id int PRIMARY KEY);
+    support::exec(
+        &source,
+        "CREATE TABLE later (id int PRIMARY KEY);
              INSERT INTO later SELECT generate_series(1, 500);",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let lsnpipe = support::run(&db, &slot, CREATE);
-    source
-        .batch_execute("INSERT INTO later VALUES (501); INSERT INTO fresh VALUES (1001, 'x')")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "INSERT INTO later VALUES (501); INSERT INTO fresh VALUES (1001, 'x')",
+    )
+    .await;
     lsnpipe
         .converge(&source, &target, &["busy", "fresh", "later"])
         .await;
@@ -127,35 +121,30 @@ async fn leaf_partitions_published_through_their_root_are_not_copied_as_added_ta
     let ddl = "CREATE TABLE part (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
                CREATE TABLE part_low PARTITION OF part FOR VALUES FROM (MINVALUE) TO (100);
                CREATE TABLE part_high PARTITION OF part FOR VALUES FROM (100) TO (MAXVALUE);";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute("INSERT INTO part SELECT g, 'v' || g FROM generate_series(1, 150) g")
-        .await
-        .unwrap();
+    support::exec(&source, ddl).await;
+    support::exec(&target, ddl).await;
+    support::exec(
+        &source,
+        "INSERT INTO part SELECT g, 'v' || g FROM generate_series(1, 150) g",
+    )
+    .await;
     let lsnpipe = support::run(&db, &slot, CREATE);
     lsnpipe.converge(&source, &target, &["busy", "part"]).await;
     // Changes to both leaves, a row moved between them, after the copy.
-    source
-        .batch_execute(
-            "INSERT INTO part VALUES (5000, 'high'), (0, 'low');
+    support::exec(
+        &source,
+        "INSERT INTO part VALUES (5000, 'high'), (0, 'low');
              UPDATE part SET v = 'moved', id = 160 WHERE id = 1;
              DELETE FROM part WHERE id = 120;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     lsnpipe.converge(&source, &target, &["busy", "part"]).await;
-    let states: Vec<String> = target
-        .query(
-            "SELECT table_name || ' ' || status FROM lsnpipe.copy_state WHERE slot = $1 \
-             ORDER BY 1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let states = support::strings(
+        &target,
+        "SELECT table_name || ' ' || status FROM lsnpipe.copy_state WHERE slot = $1 ORDER BY 1",
+        &[&slot],
+    )
+    .await;
     assert_eq!(states, ["busy done", "part done"], "{}", lsnpipe.log());
     let log = lsnpipe.stop().await;
     assert!(
@@ -182,14 +171,13 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
     let load = busy_load(&db).await;
     lsnpipe.converge(&source, &target, &["busy"]).await;
     // Filled, then published, then never changed: no Relation message ever names it.
-    source
-        .batch_execute(
-            "CREATE TABLE quiet (id int PRIMARY KEY, v text);
+    support::exec(
+        &source,
+        "CREATE TABLE quiet (id int PRIMARY KEY, v text);
              INSERT INTO quiet SELECT g, 'v' || g FROM generate_series(1, 1000) g;
              ALTER PUBLICATION pub ADD TABLE quiet;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let joined = Instant::now();
     lsnpipe.converge(&source, &target, &["quiet"]).await;
     eprintln!(
@@ -198,10 +186,7 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
     );
 
     // It leaves: reported in the log and by status; its later changes are not applied.
-    source
-        .batch_execute("ALTER PUBLICATION pub DROP TABLE quiet")
-        .await
-        .unwrap();
+    support::exec(&source, "ALTER PUBLICATION pub DROP TABLE quiet").await;
     support::wait_until("the table's leaving to be logged", WAIT, || async {
         lsnpipe.log().contains("table left the publication")
     })
@@ -213,18 +198,12 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
         "{status}"
     );
     assert_eq!(status["copying"], serde_json::json!([]), "{status}");
-    source
-        .batch_execute("INSERT INTO quiet VALUES (1001, 'unpublished')")
-        .await
-        .unwrap();
+    support::exec(&source, "INSERT INTO quiet VALUES (1001, 'unpublished')").await;
     lsnpipe.converge(&source, &target, &["busy"]).await;
     assert_eq!(support::count(&target, "quiet").await, 1000);
 
     // It rejoins: its target copy is stale, so it is emptied and copied again.
-    source
-        .batch_execute("ALTER PUBLICATION pub ADD TABLE quiet")
-        .await
-        .unwrap();
+    support::exec(&source, "ALTER PUBLICATION pub ADD TABLE quiet").await;
     lsnpipe.converge(&source, &target, &["quiet"]).await;
     load.stop().await;
     lsnpipe.converge(&source, &target, &["busy", "quiet"]).await;

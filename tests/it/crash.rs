@@ -4,17 +4,15 @@
 
 use std::time::Duration;
 
-use crate::support::{self, Running};
+use crate::support;
 use crate::torture::rng::Rng;
 
 const WAIT: Duration = Duration::from_secs(180);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
-    let db = support::test_dbs("crash").await;
-    let slot = support::unique_name("crash_slot");
+    let (db, slot) = support::pgbench_db("crash").await;
     let (source, target) = (support::source(), support::target());
-    support::pgbench_pair(source, target, &db, &slot).await;
 
     let load = support::pgbench_load(source, &db, &["-n", "-c", "2", "-j", "2", "-T", "12"]);
     let seed = std::time::SystemTime::now()
@@ -46,15 +44,7 @@ async fn restarting_either_server_mid_load_resumes_by_itself() {
     let slot = "reconnect_slot";
     support::pgbench_pair(&source, &target, db, slot).await;
 
-    let lsnpipe = Running::spawn(support::lsnpipe_run(
-        &source,
-        db,
-        &target,
-        db,
-        "pub",
-        slot,
-        &[],
-    ));
+    let lsnpipe = support::run_between(&source, &target, db, slot, &[]);
     let load = {
         let source = source.clone();
         std::thread::spawn(move || {
@@ -83,12 +73,11 @@ async fn a_large_transaction_streams_through_in_bounded_memory() {
     let (db, slot, source, target) =
         support::replicated_db("large", ddl, "CREATE PUBLICATION pub FOR TABLE big").await;
     support::create_slot(&source, &slot).await;
-    source
-        .batch_execute(
-            "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 300000) g",
-        )
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "INSERT INTO big SELECT g, repeat(md5(g::text), 4) FROM generate_series(1, 300000) g",
+    )
+    .await;
     let lsnpipe = support::run(&db, &slot, &[]);
     support::wait_until("the big transaction to land", WAIT, || async {
         target
@@ -111,10 +100,8 @@ async fn a_large_transaction_streams_through_in_bounded_memory() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_slot_advances_while_a_load_runs() {
-    let db = support::test_dbs("advance").await;
-    let slot = support::unique_name("advance_slot");
+    let (db, slot) = support::pgbench_db("advance").await;
     let (source, target) = (support::source(), support::target());
-    support::pgbench_pair(source, target, &db, &slot).await;
     let lsnpipe = support::run(&db, &slot, &[]);
     let load = support::pgbench_load(source, &db, &["-n", "-c", "2", "-j", "2", "-T", "20"]);
     let s = support::connect(source, &db).await;

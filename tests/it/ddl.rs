@@ -8,8 +8,6 @@ use tokio_postgres::Client;
 
 use crate::support::{self, Load, Running};
 
-const WAIT: Duration = Duration::from_secs(120);
-
 /// `lsnpipe ddl install|remove` on the source database `db`; panics with its output on failure.
 fn ddl(action: &str, db: &str) -> String {
     let out = support::lsnpipe_command()
@@ -115,20 +113,18 @@ async fn renames_indexes_and_drops_are_replayed_in_place_under_load() {
         "DROP TABLE gone",
     ];
     for sql in steps {
-        pair.source.batch_execute(sql).await.unwrap();
+        support::exec(&pair.source, sql).await;
     }
     // A command among rows of the same transaction, each statement sent on its own.
     let mut source = support::connect(support::source(), &pair.db).await;
     let tx = source.transaction().await.unwrap();
-    tx.batch_execute("INSERT INTO t (id, label) VALUES (102, 'z')")
-        .await
-        .unwrap();
-    tx.batch_execute("ALTER TABLE t ADD CONSTRAINT w_positive CHECK (w >= 0)")
-        .await
-        .unwrap();
-    tx.batch_execute("INSERT INTO t (id, label, w) VALUES (103, 'y', 0)")
-        .await
-        .unwrap();
+    for sql in [
+        "INSERT INTO t (id, label) VALUES (102, 'z')",
+        "ALTER TABLE t ADD CONSTRAINT w_positive CHECK (w >= 0)",
+        "INSERT INTO t (id, label, w) VALUES (103, 'y', 0)",
+    ] {
+        tx.batch_execute(sql).await.unwrap();
+    }
     tx.commit().await.unwrap();
     pair.converge(&lsnpipe).await;
     load.stop().await;
@@ -196,23 +192,13 @@ fn failed_lsn(log: &str) -> String {
 async fn a_command_the_target_rejects_stops_with_its_text_and_nothing_after_it() {
     let pair = setup("ddl_reject").await;
     // The target has a relation of the index's name already: the replay fails.
-    pair.target
-        .batch_execute("CREATE TABLE t_w (x int)")
-        .await
-        .unwrap();
+    support::exec(&pair.target, "CREATE TABLE t_w (x int)").await;
     let mut lsnpipe = pair.run(&["--create-slot"]);
     let load = busy_load(&pair.db).await;
     pair.converge(&lsnpipe).await;
-    pair.source
-        .batch_execute("CREATE INDEX t_w ON t (w)")
-        .await
-        .unwrap();
-    pair.source
-        .batch_execute("INSERT INTO t VALUES (200, 'after', 1)")
-        .await
-        .unwrap();
-    let (status, log) = lsnpipe.wait(WAIT).await;
-    assert!(!status.success(), "{log}");
+    support::exec(&pair.source, "CREATE INDEX t_w ON t (w)").await;
+    support::exec(&pair.source, "INSERT INTO t VALUES (200, 'after', 1)").await;
+    let log = lsnpipe.failure().await;
     assert!(
         log.contains("the target rejected captured DDL")
             && log.contains("CREATE INDEX t_w ON t (w)")
@@ -231,21 +217,18 @@ async fn a_command_the_target_rejects_stops_with_its_text_and_nothing_after_it()
     );
     // Made by hand on the target, the command is skipped by its LSN and replication goes on.
     let lsn = failed_lsn(&log);
-    pair.target
-        .batch_execute("DROP TABLE t_w; CREATE INDEX t_w ON t (w)")
-        .await
-        .unwrap();
+    support::exec(&pair.target, "DROP TABLE t_w; CREATE INDEX t_w ON t (w)").await;
     let mut lsnpipe = pair.run(&["--skip-ddl", &lsn]);
     pair.converge(&lsnpipe).await;
 
     // A query string of several statements cannot be replayed: a named stop.
-    pair.source
-        .batch_execute("ALTER TABLE t ADD COLUMN q int; UPDATE t SET q = 1 WHERE id = 1")
-        .await
-        .unwrap();
-    let (status, log) = lsnpipe.wait(WAIT).await;
+    support::exec(
+        &pair.source,
+        "ALTER TABLE t ADD COLUMN q int; UPDATE t SET q = 1 WHERE id = 1",
+    )
+    .await;
+    let log = lsnpipe.failure().await;
     load.stop().await;
-    assert!(!status.success(), "{log}");
     assert!(
         log.contains("holds 2 statements") && log.contains("--skip-ddl"),
         "{log}"
@@ -273,10 +256,7 @@ async fn ddl_remove_leaves_nothing_it_installed() {
     assert!(out.contains("removed"), "{out}");
     assert_eq!(count(&source).await, 0, "{out}");
     // DDL still works on the source afterwards.
-    source
-        .batch_execute("CREATE TABLE after_remove (id int)")
-        .await
-        .unwrap();
+    support::exec(&source, "CREATE TABLE after_remove (id int)").await;
     // Removing twice is harmless.
     ddl("remove", &db);
 }
@@ -294,14 +274,16 @@ async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied
     let lsnpipe = run();
     let load = busy_load(&db).await;
     support::copy_done(&target, &slot).await;
-    source
-        .batch_execute("CREATE TABLE fresh (id int PRIMARY KEY, v text DEFAULT 'd')")
-        .await
-        .unwrap();
-    source
-        .batch_execute("INSERT INTO fresh (id) SELECT generate_series(1, 50)")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "CREATE TABLE fresh (id int PRIMARY KEY, v text DEFAULT 'd')",
+    )
+    .await;
+    support::exec(
+        &source,
+        "INSERT INTO fresh (id) SELECT generate_series(1, 50)",
+    )
+    .await;
     converge(&source, &target, "fresh", &["fresh", "busy"], &lsnpipe).await;
     let log = lsnpipe.stop().await;
     assert!(
@@ -310,10 +292,7 @@ async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied
     );
     // The next start knows the table too: it streams on, nothing copied again.
     let lsnpipe = run();
-    source
-        .batch_execute("INSERT INTO fresh VALUES (51, 'after restart')")
-        .await
-        .unwrap();
+    support::exec(&source, "INSERT INTO fresh VALUES (51, 'after restart')").await;
     converge(&source, &target, "fresh", &["fresh"], &lsnpipe).await;
     load.stop().await;
     converge(&source, &target, "fresh", &["fresh", "busy"], &lsnpipe).await;

@@ -142,7 +142,7 @@ pub(crate) async fn set_read_only(target: &ClusterRef, db: &str, on: bool) {
     } else {
         format!("ALTER DATABASE \"{db}\" RESET default_transaction_read_only")
     };
-    admin.batch_execute(&sql).await.unwrap();
+    support::exec(&admin, &sql).await;
     if on {
         admin
             .execute(

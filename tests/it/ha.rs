@@ -31,12 +31,11 @@ fn multi_host(ports: &[u16], dbname: &str, attrs: &str) -> String {
 async fn primary_and_standby(name: &str) -> (ClusterRef, ClusterRef) {
     let primary = support::private_cluster_on(Side::Source, &format!("{name}_primary"), &[]);
     let client = support::connect(&primary, "postgres").await;
-    client
-        .batch_execute(
-            "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE PUBLICATION pub FOR TABLE a;",
-        )
-        .await
-        .unwrap();
+    support::exec(
+        &client,
+        "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE PUBLICATION pub FOR TABLE a;",
+    )
+    .await;
     let standby = support::standby_of(&primary, &format!("{name}_standby"), &[]);
     (primary, standby)
 }
@@ -47,10 +46,7 @@ async fn a_down_host_and_a_standby_are_skipped_on_both_sides() {
     let db = support::unique_name("hosts");
     support::create_db(support::target(), &db).await;
     let target = support::connect(support::target(), &db).await;
-    target
-        .batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    support::exec(&target, "CREATE TABLE a (id int PRIMARY KEY, v text)").await;
     // The standby is read-only: `read-write` must pass it by (on the source it would even
     // accept a slot from 16 on, and stream nothing lsnpipe's writes could reach).
     let source_string = multi_host(
@@ -71,10 +67,11 @@ async fn a_down_host_and_a_standby_are_skipped_on_both_sides() {
         support::slot_confirmed(&source, &slot).await > 0
     })
     .await;
-    source
-        .batch_execute("INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g",
+    )
+    .await;
     support::wait_until("the target to equal the primary", WAIT, || async {
         support::tables_equal(&source, &target, &["a"]).await
     })
@@ -122,12 +119,12 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
     let p = support::connect(&primary, "postgres").await;
     let out = support::pgbench(&primary, "postgres", &["-i", "-s", "1", "-q"]);
     assert!(out.status.success(), "{out:?}");
-    p.batch_execute(
+    support::exec(
+        &p,
         "CREATE PUBLICATION pub FOR ALL TABLES;
          SELECT pg_create_physical_replication_slot('standby_slot');",
     )
-    .await
-    .unwrap();
+    .await;
     // In postgresql.conf, not ALTER SYSTEM: the standby's copy must be able to override it.
     primary
         .with(|c| {
@@ -151,10 +148,7 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
     let out = support::pgbench(support::target(), &db, &["-i", "-s", "1", "-q"]);
     assert!(out.status.success(), "{out:?}");
     let target = support::connect(support::target(), &db).await;
-    target
-        .batch_execute(&format!("TRUNCATE {}", PGBENCH.join(", ")))
-        .await
-        .unwrap();
+    support::exec(&target, &format!("TRUNCATE {}", PGBENCH.join(", "))).await;
 
     let slot = "failover_slot";
     let mut cmd = support::lsnpipe_command();
@@ -199,11 +193,11 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
     let _ = before.join();
     standby.with(|c| c.promote()).unwrap();
     let s = support::connect(&standby, "postgres").await;
-    s.batch_execute(
+    support::exec(
+        &s,
         "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (0, 0, 0, -1, now())",
     )
-    .await
-    .unwrap();
+    .await;
     support::wait_until("the first change on the new primary", WAIT, || async {
         target
             .query_one("SELECT count(*) FROM pgbench_history WHERE delta = -1", &[])
@@ -251,10 +245,7 @@ async fn a_hot_standby_can_be_the_source() {
     let db = support::unique_name("standby_src");
     support::create_db(support::target(), &db).await;
     let target = support::connect(support::target(), &db).await;
-    target
-        .batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    support::exec(&target, "CREATE TABLE a (id int PRIMARY KEY, v text)").await;
     let slot = support::unique_name("standby_src_slot");
     let lsnpipe = Running::spawn(support::lsnpipe_run(
         &standby,
@@ -274,9 +265,11 @@ async fn a_hot_standby_can_be_the_source() {
         support::slot_confirmed(&s, &slot).await > 0
     })
     .await;
-    p.batch_execute("INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g")
-        .await
-        .unwrap();
+    support::exec(
+        &p,
+        "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g",
+    )
+    .await;
     support::wait_until("the target to equal the primary", WAIT, || async {
         support::tables_equal(&p, &target, &["a"]).await
     })
@@ -306,16 +299,15 @@ async fn a_hot_standby_source_copies_then_streams() {
     let db = support::unique_name("standby_copy");
     support::create_db(support::target(), &db).await;
     let target = support::connect(support::target(), &db).await;
-    target
-        .batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    support::exec(&target, "CREATE TABLE a (id int PRIMARY KEY, v text)").await;
     let p = support::connect(&primary, "postgres").await;
     let s = support::connect(&standby, "postgres").await;
     // Rows that only the initial copy can bring: written before the slot exists.
-    p.batch_execute("INSERT INTO a SELECT g, 'before' FROM generate_series(1000, 5999) g")
-        .await
-        .unwrap();
+    support::exec(
+        &p,
+        "INSERT INTO a SELECT g, 'before' FROM generate_series(1000, 5999) g",
+    )
+    .await;
     support::wait_until("the standby to replay the rows", WAIT, || async {
         support::count(&s, "a").await == 5000
     })
@@ -335,13 +327,13 @@ async fn a_hot_standby_source_copies_then_streams() {
         support::slot_confirmed(&s, &slot).await > 0
     })
     .await;
-    p.batch_execute(
+    support::exec(
+        &p,
         "INSERT INTO a SELECT g, 'after' FROM generate_series(6000, 6099) g;
          UPDATE a SET v = 'changed' WHERE id BETWEEN 1000 AND 1009;
          DELETE FROM a WHERE id BETWEEN 1010 AND 1019",
     )
-    .await
-    .unwrap();
+    .await;
     support::wait_until("the target to equal the primary", WAIT, || async {
         support::tables_equal(&p, &target, &["a"]).await
     })

@@ -30,15 +30,7 @@ async fn start(
 ) -> (Running, SocketAddr) {
     let addr = support::free_addr();
     let listen = addr.to_string();
-    let running = Running::spawn(support::lsnpipe_run(
-        source,
-        db,
-        target,
-        db,
-        "pub",
-        slot,
-        &["--metrics-listen", &listen],
-    ));
+    let running = support::run_between(source, target, db, slot, &["--metrics-listen", &listen]);
     support::wait_until("the metrics server to answer", WAIT, || async move {
         tokio::net::TcpStream::connect(addr).await.is_ok()
     })
@@ -50,11 +42,9 @@ async fn prepare(source: &ClusterRef, target: &ClusterRef, db: &str, slot: &str)
     let s = support::connect(source, db).await;
     let t = support::connect(target, db).await;
     let ddl = "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE a, b")
-        .await
-        .unwrap();
+    support::exec(&s, ddl).await;
+    support::exec(&t, ddl).await;
+    support::exec(&s, "CREATE PUBLICATION pub FOR TABLE a, b").await;
     support::create_slot(&s, slot).await;
 }
 
@@ -75,7 +65,7 @@ async fn counters_move_by_exactly_the_rows_changed_and_lag_returns_to_zero() {
         "INSERT INTO b SELECT generate_series(1, 7)",
         "TRUNCATE b",
     ] {
-        s.batch_execute(sql).await.unwrap();
+        support::exec(&s, sql).await;
     }
     support::wait_until("the target to equal the source", WAIT, || async {
         support::tables_equal(&s, &t, &["a", "b"]).await
@@ -152,9 +142,7 @@ async fn readyz_turns_503_while_the_target_is_down_and_200_after() {
     target.with(|c| c.stop()).unwrap();
     // A change makes the applier notice the lost target at once.
     let s = support::connect(source, &db).await;
-    s.batch_execute("INSERT INTO a VALUES (1, 'while down')")
-        .await
-        .unwrap();
+    support::exec(&s, "INSERT INTO a VALUES (1, 'while down')").await;
     support::wait_until("not ready while the target is down", WAIT, || async {
         let reply = request(addr, "GET", "/readyz").await;
         reply.status == 503 && !reply.body.is_empty()
@@ -182,9 +170,11 @@ async fn prometheus_scrapes_a_replication_and_answers_promql() {
     prepare(source, target, &db, &slot).await;
     let (lsnpipe, addr) = start(source, target, &db, &slot).await;
     let s = support::connect(source, &db).await;
-    s.batch_execute("INSERT INTO a SELECT g, 'x' FROM generate_series(1, 1000) g")
-        .await
-        .unwrap();
+    support::exec(
+        &s,
+        "INSERT INTO a SELECT g, 'x' FROM generate_series(1, 1000) g",
+    )
+    .await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/prometheus-smoke.sh");
     let out = tokio::process::Command::new("bash")
@@ -265,9 +255,7 @@ async fn a_first_start_with_create_slot_logs_no_slot_warning() {
         support::slot_exists(&s, &slot)
     })
     .await;
-    s.batch_execute("INSERT INTO a SELECT generate_series(1, 10)")
-        .await
-        .unwrap();
+    support::exec(&s, "INSERT INTO a SELECT generate_series(1, 10)").await;
     until(&mut lsnpipe, "rows on the target", || async {
         support::count(&t, "a").await == 10
     })

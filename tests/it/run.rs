@@ -34,7 +34,7 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
         "INSERT INTO a VALUES (10000, 'rolled back')",
         "ROLLBACK",
     ] {
-        source.batch_execute(sql).await.unwrap();
+        support::exec(&source, sql).await;
     }
     let expected: i64 = support::count(&source, "a").await;
     assert_eq!(expected, 500 - 45);
@@ -52,13 +52,12 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
 
     let log = lsnpipe.stop().await;
     assert!(log.contains("stopped cleanly"), "{log}");
-    let progress: Vec<String> = target
-        .query("SELECT slot || ' ' || lsn::text FROM lsnpipe.progress", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let progress = support::strings(
+        &target,
+        "SELECT slot || ' ' || lsn::text FROM lsnpipe.progress",
+        &[],
+    )
+    .await;
     assert_eq!(
         progress.len(),
         1,
@@ -70,10 +69,7 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
 #[tokio::test]
 async fn an_idle_publication_does_not_pin_wal() {
     let (db, slot, source, target) = setup("run_idle").await;
-    source
-        .batch_execute("CREATE TABLE unpublished (id int)")
-        .await
-        .unwrap();
+    support::exec(&source, "CREATE TABLE unpublished (id int)").await;
     let lsnpipe = support::run(
         &db,
         &slot,
@@ -84,10 +80,11 @@ async fn an_idle_publication_does_not_pin_wal() {
     })
     .await;
     // Only an unpublished table changes: no transaction reaches lsnpipe, yet the slot must move.
-    source
-        .batch_execute("INSERT INTO unpublished SELECT generate_series(1, 1000)")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "INSERT INTO unpublished SELECT generate_series(1, 1000)",
+    )
+    .await;
     let after = support::current_wal_lsn(&source).await;
     support::wait_until("the slot to pass the unpublished writes", WAIT, || async {
         support::slot_confirmed(&source, &slot).await >= after
@@ -130,14 +127,13 @@ async fn a_missing_publication_is_named() {
 #[tokio::test]
 async fn a_table_missing_on_the_target_is_named_and_nothing_is_applied() {
     let (db, slot, source, target) = setup("run_notable").await;
-    target.batch_execute("DROP TABLE b").await.unwrap();
+    support::exec(&target, "DROP TABLE b").await;
     support::create_slot(&source, &slot).await;
-    source
-        .batch_execute(
-            "BEGIN; INSERT INTO a VALUES (1, 'x'); INSERT INTO b VALUES (1, 1, now()); COMMIT;",
-        )
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "BEGIN; INSERT INTO a VALUES (1, 'x'); INSERT INTO b VALUES (1, 1, now()); COMMIT;",
+    )
+    .await;
     let log = support::run_expecting_error(support::run_command(&db, &slot, &[])).await;
     assert!(
         log.contains("public.b") || log.contains("\"public\".\"b\""),
@@ -153,15 +149,9 @@ async fn a_table_missing_on_the_target_is_named_and_nothing_is_applied() {
 #[tokio::test]
 async fn with_schema_changes_off_a_column_missing_on_the_target_is_named() {
     let (db, slot, source, target) = setup("run_nocol").await;
-    target
-        .batch_execute("ALTER TABLE a DROP COLUMN v")
-        .await
-        .unwrap();
+    support::exec(&target, "ALTER TABLE a DROP COLUMN v").await;
     support::create_slot(&source, &slot).await;
-    source
-        .batch_execute("INSERT INTO a VALUES (1, 'x')")
-        .await
-        .unwrap();
+    support::exec(&source, "INSERT INTO a VALUES (1, 'x')").await;
     let log = support::run_expecting_error(support::run_command(
         &db,
         &slot,

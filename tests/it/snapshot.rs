@@ -19,13 +19,11 @@ async fn pgbench_source(db: &str, scale: &str, extra: &[&str]) -> (Client, Clien
     let target = support::connect(support::target(), db).await;
     let mut tables: Vec<&str> = PGBENCH.to_vec();
     tables.extend_from_slice(extra);
-    source
-        .batch_execute(&format!(
-            "CREATE PUBLICATION pub FOR TABLE {}",
-            tables.join(", ")
-        ))
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        &format!("CREATE PUBLICATION pub FOR TABLE {}", tables.join(", ")),
+    )
+    .await;
     (source, target)
 }
 
@@ -87,15 +85,14 @@ async fn sigkill_in_the_middle_of_the_copy_then_a_restart_finishes_it() {
     let slot = support::unique_name("snap_kill_slot");
     let ddl = "CREATE TABLE wide (id int PRIMARY KEY, payload text)";
     let source = support::connect(support::source(), &db).await;
-    source.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute(
-            "INSERT INTO wide SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 300000) g",
-        )
-        .await
-        .unwrap();
+    support::exec(&source, ddl).await;
+    support::exec(
+        &source,
+        "INSERT INTO wide SELECT g, repeat(md5(g::text), 3) FROM generate_series(1, 300000) g",
+    )
+    .await;
     let (source, target) = pgbench_source(&db, "5", &["wide"]).await;
-    target.batch_execute(ddl).await.unwrap();
+    support::exec(&target, ddl).await;
     let mut tables = PGBENCH.to_vec();
     tables.push("wide");
     let load = load(&db, 25);
@@ -205,9 +202,7 @@ async fn create_tables_on_an_empty_target_matches_columns_and_keys() {
     let slot = support::unique_name("snap_create_slot");
     let source = support::connect(support::source(), &db).await;
     let target = support::connect(support::target(), &db).await;
-    source
-        .batch_execute(
-            "CREATE SCHEMA app;
+    support::exec(&source, "CREATE SCHEMA app;
              CREATE SEQUENCE app.counter;
              CREATE TABLE app.items (
                  id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -226,10 +221,7 @@ async fn create_tables_on_an_empty_target_matches_columns_and_keys() {
                  SELECT 'n' || g, g / 3.0, g, ARRAY['a', g::text] FROM generate_series(1, 2000) g;
              INSERT INTO public.\"Mixed Case\" SELECT g, 'b' || g FROM generate_series(1, 100) g;
              INSERT INTO public.nokey SELECT g, jsonb_build_object('g', g) FROM generate_series(1, 50) g;
-             CREATE PUBLICATION pub FOR TABLE app.items, public.\"Mixed Case\", public.nokey;",
-        )
-        .await
-        .unwrap();
+             CREATE PUBLICATION pub FOR TABLE app.items, public.\"Mixed Case\", public.nokey;",).await;
     let lsnpipe = support::run(&db, &slot, &["--create-slot", "--create-tables"]);
     let tables = ["app.items", "public.\"Mixed Case\"", "public.nokey"];
     support::wait_until("the copy to finish or fail", WAIT, || {
@@ -239,10 +231,11 @@ async fn create_tables_on_an_empty_target_matches_columns_and_keys() {
     })
     .await;
     assert!(!lsnpipe.log().contains("ERROR"), "{}", lsnpipe.log());
-    source
-        .batch_execute("INSERT INTO app.items (name, code) VALUES ('after', 5000)")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "INSERT INTO app.items (name, code) VALUES ('after', 5000)",
+    )
+    .await;
     support::converge(&source, &target, &tables).await;
     for table in tables {
         let expected = shape(&source, table).await;
@@ -307,12 +300,11 @@ async fn two_tables(prefix: &str) -> (String, String, Client, Client) {
 async fn a_table_the_role_cannot_read_is_named_and_the_target_untouched() {
     let (db, slot, source, target) = two_tables("snap_noread").await;
     let role = support::unique_name("snap_reader");
-    source
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN REPLICATION; GRANT SELECT ON open_t TO {role};"
-        ))
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        &format!("CREATE ROLE {role} LOGIN REPLICATION; GRANT SELECT ON open_t TO {role};"),
+    )
+    .await;
     let source_conn = format!(
         "host=127.0.0.1 port={} user={role} dbname={db}",
         support::source().port
@@ -354,10 +346,7 @@ async fn a_snapshot_asked_for_an_existing_slot_is_refused_and_the_target_untouch
 #[tokio::test]
 async fn a_non_empty_target_table_is_named_and_left_alone() {
     let (db, slot, _source, target) = two_tables("snap_notempty").await;
-    target
-        .batch_execute("INSERT INTO secret VALUES (42)")
-        .await
-        .unwrap();
+    support::exec(&target, "INSERT INTO secret VALUES (42)").await;
     let log =
         support::run_expecting_error(support::run_command(&db, &slot, &["--create-slot"])).await;
     assert!(
@@ -377,18 +366,14 @@ async fn create_slot_with_a_slot_already_there_streams_without_copying() {
     let (db, slot, source, target) = two_tables("snap_noop").await;
     support::create_slot(&source, &slot).await;
     // The target already holds the rows (copied by other means).
-    target
-        .batch_execute(
-            "INSERT INTO open_t SELECT generate_series(1, 10);
+    support::exec(
+        &target,
+        "INSERT INTO open_t SELECT generate_series(1, 10);
              INSERT INTO secret SELECT generate_series(1, 10);",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
-    source
-        .batch_execute("INSERT INTO open_t VALUES (11)")
-        .await
-        .unwrap();
+    support::exec(&source, "INSERT INTO open_t VALUES (11)").await;
     support::converge(&source, &target, &["open_t", "secret"]).await;
     let log = lsnpipe.stop().await;
     assert!(!log.contains("initial copy"), "{log}");
@@ -400,27 +385,20 @@ async fn a_resumed_copy_with_create_tables_builds_keys_of_tables_finished_before
     let slot = support::unique_name("snap_resume_keys_slot");
     let source = support::connect(support::source(), &db).await;
     let target = support::connect(support::target(), &db).await;
-    source
-        .batch_execute(
-            "CREATE TABLE small (id int PRIMARY KEY, code int UNIQUE);
+    support::exec(
+        &source,
+        "CREATE TABLE small (id int PRIMARY KEY, code int UNIQUE);
              INSERT INTO small SELECT g, g FROM generate_series(1, 10) g;
              CREATE TABLE wide (id int PRIMARY KEY, payload text);
              INSERT INTO wide SELECT g, md5(g::text) FROM generate_series(1, 1000) g;
              CREATE PUBLICATION pub FOR TABLE small, wide;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     // `wide` exists on the target without its key, and a lock that lets lsnpipe's checks read
     // it but keeps its COPY waiting: `small` finishes in the first run, `wide` cannot.
-    target
-        .batch_execute("CREATE TABLE wide (id int, payload text)")
-        .await
-        .unwrap();
+    support::exec(&target, "CREATE TABLE wide (id int, payload text)").await;
     let blocker = support::connect(support::target(), &db).await;
-    blocker
-        .batch_execute("BEGIN; LOCK TABLE wide IN SHARE MODE")
-        .await
-        .unwrap();
+    support::exec(&blocker, "BEGIN; LOCK TABLE wide IN SHARE MODE").await;
     let args = ["--create-slot", "--create-tables", "--copy-jobs", "2"];
     let command = || support::run_command(&db, &slot, &args);
     let first = Running::spawn(command());
@@ -438,26 +416,22 @@ async fn a_resumed_copy_with_create_tables_builds_keys_of_tables_finished_before
     })
     .await;
     first.kill9();
-    blocker.batch_execute("COMMIT").await.unwrap();
+    support::exec(&blocker, "COMMIT").await;
     // A table that joins the publication meanwhile is not part of the interrupted run: it is
     // created and copied once the run is done, not given keys before it exists.
-    source
-        .batch_execute(
-            "CREATE TABLE later (id int PRIMARY KEY);
+    support::exec(
+        &source,
+        "CREATE TABLE later (id int PRIMARY KEY);
              INSERT INTO later SELECT generate_series(1, 100);
              ALTER PUBLICATION pub ADD TABLE later;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let second = Running::spawn(command());
     support::wait_until("the copy to finish", WAIT, || async {
         copy_run_status(&target, &slot).await.as_deref() == Some("done")
     })
     .await;
-    source
-        .batch_execute("INSERT INTO later VALUES (101)")
-        .await
-        .unwrap();
+    support::exec(&source, "INSERT INTO later VALUES (101)").await;
     support::wait_until("later on the target", WAIT, || async {
         target
             .query_one("SELECT to_regclass('public.later') IS NOT NULL", &[])

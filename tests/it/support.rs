@@ -158,6 +158,14 @@ pub async fn connect(cluster: &ClusterRef, dbname: &str) -> Client {
     client
 }
 
+/// Run `sql` (one statement or several) on `client`; panics naming it on error.
+pub async fn exec(client: &Client, sql: &str) {
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 /// Create database `name` on `cluster`.
 pub async fn create_db(cluster: &ClusterRef, name: &str) {
     let admin = connect(cluster, "postgres").await;
@@ -349,6 +357,18 @@ pub fn run_command(db: &str, slot: &str, extra: &[&str]) -> std::process::Comman
     lsnpipe_run(source(), db, target(), db, "pub", slot, extra)
 }
 
+/// `lsnpipe run` of publication `pub` from `db` on `source` to the same-named database on
+/// `target` (clusters of the test's own, or reached through a proxy), started.
+pub fn run_between(
+    source: &ClusterRef,
+    target: &ClusterRef,
+    db: &str,
+    slot: &str,
+    extra: &[&str],
+) -> Running {
+    Running::spawn(lsnpipe_run(source, db, target, db, "pub", slot, extra))
+}
+
 /// [`run_command`], started.
 pub fn run(db: &str, slot: &str, extra: &[&str]) -> Running {
     Running::spawn(run_command(db, slot, extra))
@@ -356,10 +376,7 @@ pub fn run(db: &str, slot: &str, extra: &[&str]) -> Running {
 
 /// Run lsnpipe expecting it to stop by itself with an error; return its log.
 pub async fn run_expecting_error(cmd: std::process::Command) -> String {
-    let mut lsnpipe = Running::spawn(cmd);
-    let (status, log) = lsnpipe.wait(WAIT).await;
-    assert!(!status.success(), "lsnpipe should fail; log:\n{log}");
-    log
+    Running::spawn(cmd).failure().await
 }
 
 /// A running `lsnpipe` whose stderr is collected; killed when dropped.
@@ -439,6 +456,13 @@ impl Running {
             tables_equal(source, target, tables)
         })
         .await;
+    }
+
+    /// Wait for lsnpipe to stop by itself with an error; its log.
+    pub async fn failure(&mut self) -> String {
+        let (status, log) = self.wait(WAIT).await;
+        assert!(!status.success(), "lsnpipe should have failed; log:\n{log}");
+        log
     }
 
     /// Wait for the process to exit by itself.
@@ -564,6 +588,14 @@ pub async fn pgbench_pair(source: &ClusterRef, target: &ClusterRef, dbname: &str
     create_slot(&client, slot).await;
 }
 
+/// [`pgbench_pair`] in a fresh database of the shared clusters; the database and the slot.
+pub async fn pgbench_db(prefix: &str) -> (String, String) {
+    let db = test_dbs(prefix).await;
+    let slot = unique_name(&format!("{prefix}_slot"));
+    pgbench_pair(source(), target(), &db, &slot).await;
+    (db, slot)
+}
+
 /// Wait until the pgbench tables are equal on both sides, and check that the load ran.
 pub async fn pgbench_converge(source: &ClusterRef, target: &ClusterRef, dbname: &str) {
     let s = connect(source, dbname).await;
@@ -602,6 +634,21 @@ pub async fn slot_confirmed(client: &Client, slot: &str) -> i64 {
         .await
         .map(|r| r.get::<_, i64>(0))
         .unwrap_or(0)
+}
+
+/// The first column of every row `sql` returns, as text.
+pub async fn strings(
+    client: &Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<String> {
+    client
+        .query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 /// Whether a replication slot named `slot` exists.

@@ -32,13 +32,14 @@ async fn setup(
     )
     .await;
     // The target's sessions print differently by default: verify must not care.
-    target
-        .batch_execute(&format!(
+    support::exec(
+        &target,
+        &format!(
             "ALTER DATABASE \"{db}\" SET timezone = 'America/New_York';
              ALTER DATABASE \"{db}\" SET bytea_output = 'escape'"
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     (db, slot, source, target)
 }
 
@@ -112,17 +113,16 @@ async fn equal_tables_pass_and_tampered_rows_are_named() {
     );
     assert!(stdout.contains("3000"), "{}", text(&out));
 
-    target
-        .batch_execute(
-            "UPDATE a SET v = 'tampered' WHERE id = 1234;
+    support::exec(
+        &target,
+        "UPDATE a SET v = 'tampered' WHERE id = 1234;
              DELETE FROM a WHERE id = 77;
              INSERT INTO a (id, v) VALUES (5000, 'extra'), (-5, 'below the first key');
              UPDATE a SET t = t + interval '1 s', n = 0 WHERE id = 2999;
              DELETE FROM b WHERE ctid = (SELECT min(ctid) FROM b WHERE x = 7);
              INSERT INTO b VALUES (999, 'extra');",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let out = output(verify(&db, &slot, &["--chunk-rows", "500"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -293,11 +293,12 @@ async fn cutover_fences_copies_sequences_and_stops_run() {
     // A session of the application, open before the fence: it could still write, so the fence
     // ends it.
     let app = support::connect(support::source(), &db).await;
-    app.batch_execute("SELECT 1").await.unwrap();
-    source
-        .batch_execute("INSERT INTO s (v) VALUES ('last'); SELECT nextval('g_id_seq')")
-        .await
-        .unwrap();
+    support::exec(&app, "SELECT 1").await;
+    support::exec(
+        &source,
+        "INSERT INTO s (v) VALUES ('last'); SELECT nextval('g_id_seq')",
+    )
+    .await;
     drop(source);
 
     let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
@@ -349,10 +350,7 @@ async fn cutover_fences_copies_sequences_and_stops_run() {
 #[tokio::test]
 async fn the_fence_is_undone_when_cutover_fails() {
     let (db, slot, source, target, run) = sequence_setup("cutover_undo", &[]).await;
-    target
-        .batch_execute("UPDATE s SET v = 'tampered' WHERE id = 3")
-        .await
-        .unwrap();
+    support::exec(&target, "UPDATE s SET v = 'tampered' WHERE id = 3").await;
     let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -363,18 +361,12 @@ async fn the_fence_is_undone_when_cutover_fails() {
     );
     assert!(stdout.contains("fence undone"), "{}", text(&out));
     let writer = support::connect(support::source(), &db).await;
-    writer
-        .batch_execute("INSERT INTO s (v) VALUES ('writable')")
-        .await
-        .unwrap();
+    support::exec(&writer, "INSERT INTO s (v) VALUES ('writable')").await;
 
     // Without a running `lsnpipe run` and with changes left in the slot: cutover streams them
     // itself, still finds the tampered row, and undoes the fence again.
     let _ = run.terminate().await;
-    writer
-        .batch_execute("INSERT INTO s (v) VALUES ('pending')")
-        .await
-        .unwrap();
+    support::exec(&writer, "INSERT INTO s (v) VALUES ('pending')").await;
     drop(writer);
     let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -393,10 +385,7 @@ async fn the_fence_is_undone_when_cutover_fails() {
         .get(0);
     assert_eq!(pending, 1, "{}", text(&out));
     let writer = support::connect(support::source(), &db).await;
-    writer
-        .batch_execute("INSERT INTO s (v) VALUES ('still writable')")
-        .await
-        .unwrap();
+    support::exec(&writer, "INSERT INTO s (v) VALUES ('still writable')").await;
     drop(source);
 }
 
@@ -405,10 +394,11 @@ async fn run_keeps_sequences_in_sync() {
     let (_db, _slot, source, target, _run) =
         sequence_setup("sync_sequences", &["--sync-sequences", "1"]).await;
     // Ids taken without a row (a rolled back insert) move the sequence too.
-    source
-        .batch_execute("SELECT nextval('s_id_seq') FROM generate_series(1, 100)")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "SELECT nextval('s_id_seq') FROM generate_series(1, 100)",
+    )
+    .await;
     support::wait_until("the sequences on the target", WAIT, || async {
         sequence_values(&target).await == vec![(140, true), (7, true)]
     })
@@ -420,13 +410,12 @@ async fn cutover_streams_the_rest_itself_when_no_run_is_active_and_teardown_forg
     let (db, slot, source, target, run) = sequence_setup("cutover_alone", &[]).await;
     run.stop().await;
     // Written while nothing streams the slot: cutover must bring these over itself.
-    source
-        .batch_execute(
-            "INSERT INTO s (v) SELECT 'late' FROM generate_series(1, 25);
+    support::exec(
+        &source,
+        "INSERT INTO s (v) SELECT 'late' FROM generate_series(1, 25);
              INSERT INTO g (v) VALUES ('late'); SELECT nextval('g_id_seq')",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     // The fence ends sessions opened before it.
     drop(source);
 

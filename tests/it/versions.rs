@@ -106,36 +106,33 @@ async fn a_column_generated_on_the_target_is_never_written() {
     } else {
         ("g int", "CREATE PUBLICATION pub FOR TABLE k, f")
     };
-    source
-        .batch_execute(&format!(
+    support::exec(
+        &source,
+        &format!(
             "CREATE TABLE k (id int PRIMARY KEY, a int, {source_g});
              CREATE TABLE f (id int, a int, {source_g});
              ALTER TABLE f REPLICA IDENTITY FULL;
              {publication}"
-        ))
-        .await
-        .unwrap();
-    target
-        .batch_execute(
-            "CREATE TABLE k (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a * 2) STORED);
+        ),
+    )
+    .await;
+    support::exec(
+        &target,
+        "CREATE TABLE k (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a * 2) STORED);
              CREATE TABLE f (id int, a int, g int GENERATED ALWAYS AS (a * 2) STORED);",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let run = support::run(&db, &slot, &["--create-slot", "--snapshot=false"]);
     support::wait_until("the slot", WAIT, || support::slot_active(&source, &slot)).await;
     let values = if sent { "" } else { ", -1" };
     let columns = if sent { "id, a" } else { "id, a, g" };
     for table in ["k", "f"] {
-        source
-            .batch_execute(&format!(
+        support::exec(&source, &format!(
                 "INSERT INTO {table} ({columns}) VALUES (1, 1{values}), (2, 2{values}), (3, 3{values});
                  UPDATE {table} SET a = 10 WHERE id = 2;
                  DELETE FROM {table} WHERE id = 3;
                  INSERT INTO {table} ({columns}) VALUES (4, 4{values});"
-            ))
-            .await
-            .unwrap();
+            )).await;
     }
     let expected = vec![(1, 1, 2), (2, 10, 20), (4, 4, 8)];
     for table in ["k", "f"] {

@@ -31,19 +31,17 @@ async fn target_fault_during_the_copy(name: &str, crash: bool) {
     .await
     .unwrap();
     let t = support::connect(&target, &db).await;
-    t.batch_execute(WIDE).await.unwrap();
+    support::exec(&t, WIDE).await;
 
     let slot = db.clone();
     let load = Load::start(source, &db);
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
+    let mut lsnpipe = support::run_between(
         source,
-        &db,
         &target,
         &db,
-        "pub",
         &slot,
         &["--create-slot", "--copy-jobs", "2"],
-    ));
+    );
     support::wait_until("one table copied, others still copying", WAIT, || async {
         t.query_one(
             "SELECT count(*) FILTER (WHERE status = 'done') >= 1 \

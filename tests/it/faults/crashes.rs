@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::support::{self, Running};
+use crate::support;
 
 /// Both servers stopped with `-m immediate` and started again, and lsnpipe killed with SIGKILL,
 /// under load. The target crash loses its asynchronously committed tail; the source still holds
@@ -15,11 +15,7 @@ async fn server_crashes_and_sigkill_under_load() {
     let db = "postgres";
     let slot = "faults_crash_slot";
     support::pgbench_pair(&source, &target, db, slot).await;
-    let start = || {
-        Running::spawn(support::lsnpipe_run(
-            &source, db, &target, db, "pub", slot, &TIMEOUTS,
-        ))
-    };
+    let start = || support::run_between(&source, &target, db, slot, &TIMEOUTS);
     let mut lsnpipe = start();
     let load = Load::start(&source, db);
     let mut t = support::connect(&target, db).await;
@@ -94,23 +90,11 @@ async fn a_new_session_reports_only_what_the_target_has_flushed() {
     let s = support::connect(source, &db).await;
     let t = support::connect(&target, &db).await;
     let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
-        .await
-        .unwrap();
+    support::exec(&s, ddl).await;
+    support::exec(&t, ddl).await;
+    support::exec(&s, "CREATE PUBLICATION pub FOR TABLE events").await;
     support::create_slot(&s, &slot).await;
-    let start = || {
-        Running::spawn(support::lsnpipe_run(
-            source,
-            &db,
-            &target,
-            &db,
-            "pub",
-            &slot,
-            &[],
-        ))
-    };
+    let start = || support::run_between(source, &target, &db, &slot, &[]);
     let lsnpipe = start();
 
     // A commit right after the WAL writer flushed stays unflushed for up to 10 s.

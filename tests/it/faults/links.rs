@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::proxy::{Fault, Proxy};
 use super::*;
-use crate::support::{self, Running};
+use crate::support;
 
 /// Which link a scenario breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,15 +33,7 @@ async fn link_faults(link: Link) {
         Link::Source => (via(source, &proxy), target.clone()),
         Link::Target => (source.clone(), via(target, &proxy)),
     };
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
-        &run_source,
-        &db,
-        &run_target,
-        &db,
-        "pub",
-        &slot,
-        &TIMEOUTS,
-    ));
+    let mut lsnpipe = support::run_between(&run_source, &run_target, &db, &slot, &TIMEOUTS);
     let load = Load::start(source, &db);
     let t = support::connect(target, &db).await;
     flowing(&t).await;

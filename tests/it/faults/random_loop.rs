@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::proxy::{Fault, Proxy};
 use super::*;
-use crate::support::{self, Running};
+use crate::support;
 use crate::torture::rng::Rng;
 
 /// Random faults on every link and server for `LSNPIPE_FAULT_LOOP_SECS` seconds.
@@ -35,17 +35,7 @@ async fn random_fault_loop() {
     let source_link = Proxy::start(source.port).await;
     let target_link = Proxy::start(target.port).await;
     let (run_source, run_target) = (via(&source, &source_link), via(&target, &target_link));
-    let start = || {
-        Running::spawn(support::lsnpipe_run(
-            &run_source,
-            db,
-            &run_target,
-            db,
-            "pub",
-            slot,
-            &TIMEOUTS,
-        ))
-    };
+    let start = || support::run_between(&run_source, &run_target, db, slot, &TIMEOUTS);
     let mut lsnpipe = start();
     let load = Load::start(&source, db);
     let deadline = Instant::now() + Duration::from_secs(secs);
