@@ -780,10 +780,7 @@ async fn a_large_transaction_streams_through() {
 #[tokio::test]
 #[ignore = "benchmark; run explicitly"]
 async fn bench_pgbench_catch_up() {
-    let per_client: u32 = std::env::var("LSNPIPE_BENCH_TX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_500);
+    let per_client: u32 = support::env("LSNPIPE_BENCH_TX", 2_500);
     let db = support::test_dbs("apply_bench").await;
     let bindir = lsnpipe::cluster::find_bindir().unwrap();
     let pgbench = |cluster: &support::ClusterRef, db: &str, args: &[&str]| {

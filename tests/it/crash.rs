@@ -15,11 +15,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let (source, target) = (support::source(), support::target());
 
     let load = support::pgbench_load(source, &db, &["-n", "-c", "2", "-j", "2", "-T", "12"]);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos() as u64
-        | 1;
+    let seed = support::clock_seed();
     eprintln!("kill schedule seed: {seed}");
     let mut rng = Rng::new(seed);
     for _ in 0..5 {

@@ -154,10 +154,7 @@ async fn readyz_turns_503_while_the_target_is_down_and_200_after() {
     })
     .await;
     let t = support::connect(&target, &db).await;
-    support::wait_until("the change made while down to arrive", WAIT, || async {
-        support::tables_equal(&s, &t, &["a"]).await
-    })
-    .await;
+    support::converge(&s, &t, &["a"]).await;
     lsnpipe.stop().await;
 }
 

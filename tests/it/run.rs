@@ -38,10 +38,7 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
     }
     let expected: i64 = support::count(&source, "a").await;
     assert_eq!(expected, 500 - 45);
-    support::wait_until("the target to equal the source", WAIT, || async {
-        support::tables_equal(&source, &target, &["a", "b"]).await
-    })
-    .await;
+    support::converge(&source, &target, &["a", "b"]).await;
     let current = support::current_wal_lsn(&source).await;
     support::wait_until(
         "the slot to be confirmed up to the last change",

@@ -248,10 +248,7 @@ async fn small_transactions_committed_meanwhile_apply_in_commit_order() {
             .await
             .unwrap();
     }
-    support::wait_until("the small transactions on the target", WAIT, || async {
-        support::tables_equal(&s.source, &s.target, &["small"]).await
-    })
-    .await;
+    support::converge(&s.source, &s.target, &["small"]).await;
     assert_eq!(support::count(&s.target, "big").await, 0);
     // More of the large one, then a second large one that commits first.
     support::exec(&w, &insert_rows(4_001, 8_000)).await;

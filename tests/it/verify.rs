@@ -79,10 +79,7 @@ async fn replicate(
     target: &tokio_postgres::Client,
 ) -> Running {
     let run = support::run(db, slot, &["--create-slot"]);
-    support::wait_until("the copy and catch-up", WAIT, || async {
-        support::tables_equal(source, target, &["a", "b"]).await
-    })
-    .await;
+    support::converge(source, target, &["a", "b"]).await;
     run
 }
 

@@ -11,20 +11,8 @@ use crate::torture::rng::Rng;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: set LSNPIPE_FAULT_LOOP_SECS and run with --ignored"]
 async fn random_fault_loop() {
-    let secs: u64 = std::env::var("LSNPIPE_FAULT_LOOP_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(120);
-    let seed: u64 = std::env::var("LSNPIPE_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                | 1
-        });
+    let secs: u64 = support::env("LSNPIPE_FAULT_LOOP_SECS", 120);
+    let seed: u64 = support::env("LSNPIPE_FAULT_SEED", support::clock_seed());
     eprintln!("fault loop: {secs} s, LSNPIPE_FAULT_SEED={seed}");
     let mut rng = Rng::new(seed);
     let source = support::private_cluster("faults_loop_src", &[]);

@@ -253,10 +253,7 @@ async fn a_stream_stalled_mid_transaction_does_not_hold_the_finished_ones() {
     );
 
     proxy.heal();
-    support::wait_until("the target to equal the source", WAIT, || async {
-        support::tables_equal(&s, &t, &["events"]).await
-    })
-    .await;
+    support::converge(&s, &t, &["events"]).await;
     still_running(&mut lsnpipe);
     let log = lsnpipe.stop().await;
     assert!(log.contains("stalled inside a transaction"), "{log}");

@@ -154,6 +154,27 @@ pub fn standby_of(primary: &ClusterRef, name: &str, settings: &[(&str, &str)]) -
     own(standby)
 }
 
+/// The value of environment variable `name` (a knob of a long or measuring test), `default`
+/// when unset; panics when it does not parse.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// A seed from the clock, for random schedules that are printed so a failure can be replayed.
+pub fn clock_seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    u64::from(nanos) | 1
+}
+
 /// A name no other test in this process uses: `prefix_N`.
 pub fn unique_name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
