@@ -98,40 +98,25 @@ fn frame(build: impl FnOnce(&mut BytesMut)) -> Bytes {
     frame
 }
 
+/// A change of relation 16384: `tag`, then one tuple per (marker, seed).
+fn change(tag: u8, tuples: &[(u8, u8)]) -> Bytes {
+    frame(|b| {
+        b.put_u8(tag);
+        b.put_u32(16_384);
+        for &(marker, seed) in tuples {
+            tuple(b, marker, seed);
+        }
+    })
+}
+
 fn messages() -> Vec<Bytes> {
     vec![
-        frame(|b| {
-            b.put_u8(b'I');
-            b.put_u32(16_384);
-            tuple(b, b'N', 1);
-        }),
-        frame(|b| {
-            b.put_u8(b'U');
-            b.put_u32(16_384);
-            tuple(b, b'N', 2);
-        }),
-        frame(|b| {
-            b.put_u8(b'U');
-            b.put_u32(16_384);
-            tuple(b, b'K', 3);
-            tuple(b, b'N', 4);
-        }),
-        frame(|b| {
-            b.put_u8(b'U');
-            b.put_u32(16_384);
-            tuple(b, b'O', 5);
-            tuple(b, b'N', 6);
-        }),
-        frame(|b| {
-            b.put_u8(b'D');
-            b.put_u32(16_384);
-            tuple(b, b'O', 7);
-        }),
-        frame(|b| {
-            b.put_u8(b'D');
-            b.put_u32(16_384);
-            tuple(b, b'K', 8);
-        }),
+        change(b'I', &[(b'N', 1)]),
+        change(b'U', &[(b'N', 2)]),
+        change(b'U', &[(b'K', 3), (b'N', 4)]),
+        change(b'U', &[(b'O', 5), (b'N', 6)]),
+        change(b'D', &[(b'O', 7)]),
+        change(b'D', &[(b'K', 8)]),
     ]
 }
 

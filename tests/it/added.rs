@@ -6,54 +6,14 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::support::{self, Load, Running};
+use crate::support::{self, Load};
 
 const WAIT: Duration = Duration::from_secs(240);
+const CREATE: &[&str] = &["--create-slot", "--create-tables"];
 
 async fn setup(prefix: &str, publication: &str) -> (String, String, Client, Client) {
     let ddl = "CREATE TABLE busy (id bigserial PRIMARY KEY, at timestamptz)";
     support::replicated_db(prefix, ddl, publication).await
-}
-
-fn run(db: &str, slot: &str) -> std::process::Command {
-    support::lsnpipe_run(
-        support::source(),
-        db,
-        support::target(),
-        db,
-        "pub",
-        slot,
-        &["--create-slot", "--create-tables"],
-    )
-}
-
-/// The rows of `table`, or `None` while it does not exist.
-async fn rows(client: &Client, table: &str) -> Option<Vec<String>> {
-    let sql = format!("SELECT x::text FROM {table} x ORDER BY 1");
-    let rows = client.query(&sql, &[]).await.ok()?;
-    Some(rows.iter().map(|r| r.get(0)).collect())
-}
-
-async fn equal(source: &Client, target: &Client, tables: &[&str]) -> bool {
-    for table in tables {
-        let theirs = rows(target, table).await;
-        if theirs.is_none() || rows(source, table).await != theirs {
-            return false;
-        }
-    }
-    true
-}
-
-async fn converge(source: &Client, target: &Client, tables: &[&str], lsnpipe: &Running) {
-    let deadline = Instant::now() + WAIT;
-    while !equal(source, target, tables).await {
-        assert!(
-            Instant::now() < deadline,
-            "{tables:?} did not converge:\n{}",
-            lsnpipe.log()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Seconds the target's newest `busy` row is behind the source's clock.
@@ -72,29 +32,27 @@ async fn busy_lag(target: &Client) -> f64 {
 async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
     let (db, slot, source, target) =
         setup("added_online", "CREATE PUBLICATION pub FOR TABLE busy").await;
-    let lsnpipe = Running::spawn(run(&db, &slot));
+    let lsnpipe = support::run(&db, &slot, CREATE);
     let load = busy_load(&db).await;
-    converge(&source, &target, &["busy"], &lsnpipe).await;
-    source
-        .batch_execute(
-            "CREATE TABLE big (id int PRIMARY KEY, v text);
+    lsnpipe.converge(&source, &target, &["busy"]).await;
+    support::exec(
+        &source,
+        "CREATE TABLE big (id int PRIMARY KEY, v text);
              INSERT INTO big SELECT g, md5(g::text) FROM generate_series(1, 300000) g;
              ALTER PUBLICATION pub ADD TABLE big;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     // The first change of big tells lsnpipe about it; more changes follow while it is copied.
-    source
-        .batch_execute(
-            "UPDATE big SET v = 'changed' WHERE id <= 10;
+    support::exec(
+        &source,
+        "UPDATE big SET v = 'changed' WHERE id <= 10;
              INSERT INTO big VALUES (300001, 'after');
              DELETE FROM big WHERE id = 20;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let mut worst_lag: f64 = 0.0;
     let deadline = Instant::now() + WAIT;
-    while !equal(&source, &target, &["big"]).await {
+    while !support::tables_equal(&source, &target, &["big"]).await {
         worst_lag = worst_lag.max(busy_lag(&target).await);
         assert!(
             Instant::now() < deadline,
@@ -103,15 +61,11 @@ async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    source
-        .batch_execute("UPDATE big SET v = 'streamed' WHERE id = 300001")
-        .await
-        .unwrap();
+    support::exec(&source, "UPDATE big SET v = 'streamed' WHERE id = 300001").await;
     load.stop().await;
-    converge(&source, &target, &["busy", "big"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["busy", "big"]).await;
     eprintln!("busy's worst lag while big was copied: {worst_lag:.2} s");
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(
         log.contains("copying tables that joined the publication"),
         "{log}"
@@ -122,36 +76,35 @@ async fn a_table_added_to_the_publication_is_copied_while_others_stream() {
 async fn tables_added_while_stopped_and_under_all_tables_are_copied() {
     let (db, slot, source, target) =
         setup("added_all", "CREATE PUBLICATION pub FOR ALL TABLES").await;
-    let lsnpipe = Running::spawn(run(&db, &slot));
-    converge(&source, &target, &["busy"], &lsnpipe).await;
+    let lsnpipe = support::run(&db, &slot, CREATE);
+    lsnpipe.converge(&source, &target, &["busy"]).await;
     // A new table under FOR ALL TABLES, created on the target by --create-tables.
-    source
-        .batch_execute(
-            "CREATE TABLE fresh (id int PRIMARY KEY, v text);
+    support::exec(
+        &source,
+        "CREATE TABLE fresh (id int PRIMARY KEY, v text);
              INSERT INTO fresh SELECT g, 'v' || g FROM generate_series(1, 1000) g;",
-        )
-        .await
-        .unwrap();
-    converge(&source, &target, &["fresh"], &lsnpipe).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    )
+    .await;
+    lsnpipe.converge(&source, &target, &["fresh"]).await;
+    lsnpipe.stop().await;
 
     // Created and filled while lsnpipe is stopped: copied before streaming at the next start.
-    source
-        .batch_execute(
-            "CREATE TABLE later (id int PRIMARY KEY);
+    support::exec(
+        &source,
+        "CREATE TABLE later (id int PRIMARY KEY);
              INSERT INTO later SELECT generate_series(1, 500);",
-        )
-        .await
-        .unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot));
-    source
-        .batch_execute("INSERT INTO later VALUES (501); INSERT INTO fresh VALUES (1001, 'x')")
-        .await
-        .unwrap();
-    converge(&source, &target, &["busy", "fresh", "later"], &lsnpipe).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    )
+    .await;
+    let lsnpipe = support::run(&db, &slot, CREATE);
+    support::exec(
+        &source,
+        "INSERT INTO later VALUES (501); INSERT INTO fresh VALUES (1001, 'x')",
+    )
+    .await;
+    lsnpipe
+        .converge(&source, &target, &["busy", "fresh", "later"])
+        .await;
+    lsnpipe.stop().await;
 }
 
 /// With `publish_via_partition_root`, pgoutput sends each leaf partition's Relation message
@@ -168,38 +121,32 @@ async fn leaf_partitions_published_through_their_root_are_not_copied_as_added_ta
     let ddl = "CREATE TABLE part (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
                CREATE TABLE part_low PARTITION OF part FOR VALUES FROM (MINVALUE) TO (100);
                CREATE TABLE part_high PARTITION OF part FOR VALUES FROM (100) TO (MAXVALUE);";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute("INSERT INTO part SELECT g, 'v' || g FROM generate_series(1, 150) g")
-        .await
-        .unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot));
-    converge(&source, &target, &["busy", "part"], &lsnpipe).await;
+    support::exec(&source, ddl).await;
+    support::exec(&target, ddl).await;
+    support::exec(
+        &source,
+        "INSERT INTO part SELECT g, 'v' || g FROM generate_series(1, 150) g",
+    )
+    .await;
+    let lsnpipe = support::run(&db, &slot, CREATE);
+    lsnpipe.converge(&source, &target, &["busy", "part"]).await;
     // Changes to both leaves, a row moved between them, after the copy.
-    source
-        .batch_execute(
-            "INSERT INTO part VALUES (5000, 'high'), (0, 'low');
+    support::exec(
+        &source,
+        "INSERT INTO part VALUES (5000, 'high'), (0, 'low');
              UPDATE part SET v = 'moved', id = 160 WHERE id = 1;
              DELETE FROM part WHERE id = 120;",
-        )
-        .await
-        .unwrap();
-    converge(&source, &target, &["busy", "part"], &lsnpipe).await;
-    let states: Vec<String> = target
-        .query(
-            "SELECT table_name || ' ' || status FROM lsnpipe.copy_state WHERE slot = $1 \
-             ORDER BY 1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    )
+    .await;
+    lsnpipe.converge(&source, &target, &["busy", "part"]).await;
+    let states = support::strings(
+        &target,
+        "SELECT table_name || ' ' || status FROM lsnpipe.copy_state WHERE slot = $1 ORDER BY 1",
+        &[&slot],
+    )
+    .await;
     assert_eq!(states, ["busy done", "part done"], "{}", lsnpipe.log());
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(
         !log.contains("joined the publication"),
         "no copy of a leaf was started: {log}"
@@ -208,11 +155,8 @@ async fn leaf_partitions_published_through_their_root_are_not_copied_as_added_ta
 
 /// `lsnpipe status --format json` for this pair, with the publication given.
 fn status_json(db: &str, slot: &str) -> serde_json::Value {
-    let out = support::lsnpipe_command()
-        .args(["status", "--format", "json", "--publication", "pub"])
-        .args(["--source", &support::source().conn_string(db)])
-        .args(["--target", &support::target().conn_string(db)])
-        .args(["--slot", slot])
+    let out = support::lsnpipe_on("status", db, slot)
+        .args(["--format", "json"])
         .output()
         .expect("run lsnpipe status");
     serde_json::from_slice(&out.stdout)
@@ -223,30 +167,26 @@ fn status_json(db: &str, slot: &str) -> serde_json::Value {
 async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_reported() {
     let (db, slot, source, target) =
         setup("added_quiet", "CREATE PUBLICATION pub FOR TABLE busy").await;
-    let lsnpipe = Running::spawn(run(&db, &slot));
+    let lsnpipe = support::run(&db, &slot, CREATE);
     let load = busy_load(&db).await;
-    converge(&source, &target, &["busy"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["busy"]).await;
     // Filled, then published, then never changed: no Relation message ever names it.
-    source
-        .batch_execute(
-            "CREATE TABLE quiet (id int PRIMARY KEY, v text);
+    support::exec(
+        &source,
+        "CREATE TABLE quiet (id int PRIMARY KEY, v text);
              INSERT INTO quiet SELECT g, 'v' || g FROM generate_series(1, 1000) g;
              ALTER PUBLICATION pub ADD TABLE quiet;",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let joined = Instant::now();
-    converge(&source, &target, &["quiet"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["quiet"]).await;
     eprintln!(
         "a quiet table was found and copied in {:.1} s",
         joined.elapsed().as_secs_f64()
     );
 
     // It leaves: reported in the log and by status; its later changes are not applied.
-    source
-        .batch_execute("ALTER PUBLICATION pub DROP TABLE quiet")
-        .await
-        .unwrap();
+    support::exec(&source, "ALTER PUBLICATION pub DROP TABLE quiet").await;
     support::wait_until("the table's leaving to be logged", WAIT, || async {
         lsnpipe.log().contains("table left the publication")
     })
@@ -258,27 +198,20 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
         "{status}"
     );
     assert_eq!(status["copying"], serde_json::json!([]), "{status}");
-    source
-        .batch_execute("INSERT INTO quiet VALUES (1001, 'unpublished')")
-        .await
-        .unwrap();
-    converge(&source, &target, &["busy"], &lsnpipe).await;
+    support::exec(&source, "INSERT INTO quiet VALUES (1001, 'unpublished')").await;
+    lsnpipe.converge(&source, &target, &["busy"]).await;
     assert_eq!(support::count(&target, "quiet").await, 1000);
 
     // It rejoins: its target copy is stale, so it is emptied and copied again.
-    source
-        .batch_execute("ALTER PUBLICATION pub ADD TABLE quiet")
-        .await
-        .unwrap();
-    converge(&source, &target, &["quiet"], &lsnpipe).await;
+    support::exec(&source, "ALTER PUBLICATION pub ADD TABLE quiet").await;
+    lsnpipe.converge(&source, &target, &["quiet"]).await;
     load.stop().await;
-    converge(&source, &target, &["busy", "quiet"], &lsnpipe).await;
+    lsnpipe.converge(&source, &target, &["busy", "quiet"]).await;
     assert_eq!(
         status_json(&db, &slot)["left_publication"],
         serde_json::json!([])
     );
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// Rows stamped with the source's clock into `busy`, every 5 ms, until stopped.

@@ -16,6 +16,8 @@ struct Case {
     slot: String,
     source: Client,
     target: Client,
+    /// The cluster of `target` (the shared one unless a test needs its own settings).
+    target_cluster: support::ClusterRef,
 }
 
 impl Case {
@@ -25,10 +27,22 @@ impl Case {
     }
 
     async fn with(prefix: &str, source_ddl: &str, target_ddl: &str) -> Case {
-        let db = support::test_dbs(prefix).await;
+        Case::on(support::target(), prefix, source_ddl, target_ddl).await
+    }
+
+    /// A case whose target database is on `target_cluster`.
+    async fn on(
+        target_cluster: &support::ClusterRef,
+        prefix: &str,
+        source_ddl: &str,
+        target_ddl: &str,
+    ) -> Case {
+        let db = support::unique_name(prefix);
+        support::create_db(support::source(), &db).await;
+        support::create_db(target_cluster, &db).await;
         let slot = support::unique_name(&format!("{prefix}_slot"));
         let source = support::connect(support::source(), &db).await;
-        let target = support::connect(support::target(), &db).await;
+        let target = support::connect(target_cluster, &db).await;
         source.batch_execute(source_ddl).await.expect("test setup");
         target.batch_execute(target_ddl).await.expect("test setup");
         source
@@ -47,6 +61,7 @@ impl Case {
             slot,
             source,
             target,
+            target_cluster: target_cluster.clone(),
         }
     }
 
@@ -106,7 +121,7 @@ impl Case {
     }
 
     async fn applier_with(&self, limits: GroupLimits) -> Applier {
-        let client = support::connect(support::target(), &self.db).await;
+        let client = support::connect(&self.target_cluster, &self.db).await;
         Applier::with_limits(client, &self.slot, limits)
             .await
             .expect("test setup")
@@ -143,6 +158,19 @@ impl Case {
             .await
             .expect("test setup");
         applier
+    }
+
+    /// Apply what the slot has (without consuming it) with schema changes off, expecting a
+    /// missing column; returns its table and name.
+    async fn missing_column_with_schema_changes_off(&self) -> (String, String) {
+        let mut applier = self.applier().await;
+        applier.set_schema_changes(SchemaChanges::Off);
+        match self.apply(&mut applier, self.peek().await).await {
+            Err(ApplyError::MissingColumn { table, column }) => {
+                (table.to_string(), column.to_string())
+            }
+            other => panic!("expected MissingColumn, got {other:?}"),
+        }
     }
 
     async fn rows(client: &Client, table: &str) -> Vec<String> {
@@ -674,21 +702,11 @@ async fn missing_target_table_is_named_and_nothing_is_applied() {
         .batch_execute("CREATE TABLE b (other int)")
         .await
         .unwrap();
-    let mut applier = case.applier().await;
-    applier.set_schema_changes(SchemaChanges::Off);
-    let err = case
-        .apply(&mut applier, case.peek().await)
-        .await
-        .unwrap_err();
-    match &err {
-        ApplyError::MissingColumn { table, column } => {
-            assert_eq!(
-                (table.as_str(), column.as_str()),
-                ("\"public\".\"b\"", "id")
-            );
-        }
-        other => panic!("expected MissingColumn, got {other:?}"),
-    }
+    let (table, column) = case.missing_column_with_schema_changes_off().await;
+    assert_eq!(
+        (table.as_str(), column.as_str()),
+        ("\"public\".\"b\"", "id")
+    );
     assert_eq!(case.count(&case.target, "a").await, 0);
 
     // Once the target matches, the same stream applies.
@@ -762,10 +780,7 @@ async fn a_large_transaction_streams_through() {
 #[tokio::test]
 #[ignore = "benchmark; run explicitly"]
 async fn bench_pgbench_catch_up() {
-    let per_client: u32 = std::env::var("LSNPIPE_BENCH_TX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2_500);
+    let per_client: u32 = support::env("LSNPIPE_BENCH_TX", 2_500);
     let db = support::test_dbs("apply_bench").await;
     let bindir = lsnpipe::cluster::find_bindir().unwrap();
     let pgbench = |cluster: &support::ClusterRef, db: &str, args: &[&str]| {
@@ -1076,21 +1091,11 @@ async fn with_schema_changes_off_a_column_added_on_the_source_stops_apply_with_i
         .batch_execute("ALTER TABLE t ADD COLUMN note text; INSERT INTO t VALUES (2, 'new')")
         .await
         .unwrap();
-    let mut applier = case.applier().await;
-    applier.set_schema_changes(SchemaChanges::Off);
-    let err = case
-        .apply(&mut applier, case.peek().await)
-        .await
-        .unwrap_err();
-    match &err {
-        ApplyError::MissingColumn { table, column } => {
-            assert_eq!(
-                (table.as_str(), column.as_str()),
-                ("\"public\".\"t\"", "note")
-            );
-        }
-        other => panic!("expected MissingColumn, got {other:?}"),
-    }
+    let (table, column) = case.missing_column_with_schema_changes_off().await;
+    assert_eq!(
+        (table.as_str(), column.as_str()),
+        ("\"public\".\"t\"", "note")
+    );
     assert_eq!(Case::rows(&case.target, "t").await, ["(1)"]);
     assert_eq!(case.stored_progress().await, Some(applied.to_string()));
     // The operator adds the column; the same stream then applies.
@@ -1239,17 +1244,41 @@ async fn multi_row_updates_and_deletes_use_the_key_index_on_a_large_table() {
     }
 }
 
-/// A commit becomes reportable as durable once the target has flushed it, even while the next
-/// group is open (under a sustained backlog a group is nearly always open).
+/// The target's WAL position `function` (insert or flush) as a byte offset.
+async fn target_wal(client: &Client, function: &str) -> i64 {
+    client
+        .query_one(
+            &format!("SELECT pg_wal_lsn_diff({function}(), '0/0')::bigint"),
+            &[],
+        )
+        .await
+        .expect("read the target's WAL position")
+        .get(0)
+}
+
+/// A commit becomes reportable as durable once the target has flushed it, and not before, even
+/// while the next group is open (under a sustained backlog a group is nearly always open).
+///
+/// The target is a cluster of the test's own whose WAL writer flushes only every 10 s, so the
+/// asynchronous commit stays unflushed for a while: an applier that reported it at once would
+/// be caught with the target's flush position still before the commit.
 #[tokio::test]
 async fn durability_is_confirmed_while_the_next_group_is_open() {
-    let case = Case::new("durable", "CREATE TABLE d (id int PRIMARY KEY)").await;
+    let slow_flush = support::private_cluster_on(
+        support::Side::Target,
+        "durable_dst",
+        &[("wal_writer_delay", "'10s'")],
+    );
+    let ddl = "CREATE TABLE d (id int PRIMARY KEY)";
+    let case = Case::on(&slow_flush, "durable", ddl, ddl).await;
     case.source
         .batch_execute("INSERT INTO d VALUES (1)")
         .await
         .unwrap();
     let first = case.changes().await;
     let mut applier = case.applier_one_group().await;
+    // Everything the group writes on the target comes after this.
+    let before_commit = target_wal(&case.target, "pg_current_wal_insert_lsn").await;
     let committed = case.apply(&mut applier, first).await.unwrap();
     let committed = committed.expect("the first transaction committed");
 
@@ -1265,10 +1294,16 @@ async fn durability_is_confirmed_while_the_next_group_is_open() {
             assert_eq!(applier.commit_if(false).await.unwrap(), None);
         }
     }
-    // The target's WAL writer flushes within wal_writer_delay (200 ms by default): poll.
+    // The target's WAL writer flushes within wal_writer_delay (10 s here): poll.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let durable = loop {
         if let Some(lsn) = applier.confirm_durable().await.unwrap() {
+            let flushed = target_wal(&case.target, "pg_current_wal_flush_lsn").await;
+            assert!(
+                flushed > before_commit,
+                "commit {lsn} reported durable while the target had flushed WAL only up to \
+                 {flushed}, before the group's first record (after {before_commit})"
+            );
             break lsn;
         }
         assert!(

@@ -8,8 +8,6 @@ use tokio_postgres::Client;
 
 use crate::support::{self, Load, Running};
 
-const WAIT: Duration = Duration::from_secs(120);
-
 /// `lsnpipe ddl install|remove` on the source database `db`; panics with its output on failure.
 fn ddl(action: &str, db: &str) -> String {
     let out = support::lsnpipe_command()
@@ -68,22 +66,16 @@ struct Pair {
 
 /// `t`, `gone` and `busy` on both sides, published; the capture installed on the source.
 async fn setup(prefix: &str) -> Pair {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
     let tables = "CREATE TABLE t (id int PRIMARY KEY, v text, w int);
                   CREATE TABLE gone (id int PRIMARY KEY);
                   CREATE TABLE busy (id bigserial PRIMARY KEY, n int)";
-    source.batch_execute(tables).await.unwrap();
-    target.batch_execute(tables).await.unwrap();
-    source
-        .batch_execute(
-            "INSERT INTO t SELECT i, 'v' || i, i % 7 FROM generate_series(1, 100) i;
-             CREATE PUBLICATION pub FOR TABLE t, gone, busy",
-        )
-        .await
-        .unwrap();
+    let (db, slot, source, target) = support::replicated_db(
+        prefix,
+        tables,
+        "INSERT INTO t SELECT i, 'v' || i, i % 7 FROM generate_series(1, 100) i;
+         CREATE PUBLICATION pub FOR TABLE t, gone, busy",
+    )
+    .await;
     ddl("install", &db);
     Pair {
         db,
@@ -95,35 +87,12 @@ async fn setup(prefix: &str) -> Pair {
 
 impl Pair {
     fn run(&self, extra: &[&str]) -> Running {
-        Running::spawn(support::lsnpipe_run(
-            support::source(),
-            &self.db,
-            support::target(),
-            &self.db,
-            "pub",
-            &self.slot,
-            extra,
-        ))
+        support::run(&self.db, &self.slot, extra)
     }
 
     /// `t` (rows and shape) and `busy` (rows) equal on both sides.
     async fn converge(&self, lsnpipe: &Running) {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let (s, t) = (
-                shape(&self.source, "t").await,
-                shape(&self.target, "t").await,
-            );
-            if s == t && support::tables_equal(&self.source, &self.target, &["t", "busy"]).await {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the target did not catch up:\n{s:?}\n{t:?}\n{}",
-                lsnpipe.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        converge(&self.source, &self.target, "t", &["t", "busy"], lsnpipe).await;
     }
 }
 
@@ -144,20 +113,18 @@ async fn renames_indexes_and_drops_are_replayed_in_place_under_load() {
         "DROP TABLE gone",
     ];
     for sql in steps {
-        pair.source.batch_execute(sql).await.unwrap();
+        support::exec(&pair.source, sql).await;
     }
     // A command among rows of the same transaction, each statement sent on its own.
     let mut source = support::connect(support::source(), &pair.db).await;
     let tx = source.transaction().await.unwrap();
-    tx.batch_execute("INSERT INTO t (id, label) VALUES (102, 'z')")
-        .await
-        .unwrap();
-    tx.batch_execute("ALTER TABLE t ADD CONSTRAINT w_positive CHECK (w >= 0)")
-        .await
-        .unwrap();
-    tx.batch_execute("INSERT INTO t (id, label, w) VALUES (103, 'y', 0)")
-        .await
-        .unwrap();
+    for sql in [
+        "INSERT INTO t (id, label) VALUES (102, 'z')",
+        "ALTER TABLE t ADD CONSTRAINT w_positive CHECK (w >= 0)",
+        "INSERT INTO t (id, label, w) VALUES (103, 'y', 0)",
+    ] {
+        tx.batch_execute(sql).await.unwrap();
+    }
     tx.commit().await.unwrap();
     pair.converge(&lsnpipe).await;
     load.stop().await;
@@ -182,13 +149,29 @@ async fn renames_indexes_and_drops_are_replayed_in_place_under_load() {
             .unwrap()
             .get::<_, String>(0),
     );
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("captured DDL applied on the target"), "{log}");
     assert!(
         !log.contains("schema change on the target"),
         "column drift did something captured DDL had done: {log}"
     );
+}
+
+/// `shaped`'s shape and `tables`' rows equal on both sides (lsnpipe's log on a time-out).
+async fn converge(
+    source: &Client,
+    target: &Client,
+    shaped: &str,
+    tables: &[&str],
+    lsnpipe: &Running,
+) {
+    let what = format!("{shaped}'s shape and {tables:?} to be equal");
+    lsnpipe
+        .wait_until(&what, || async {
+            shape(source, shaped).await == shape(target, shaped).await
+                && support::tables_equal(source, target, tables).await
+        })
+        .await;
 }
 
 /// The LSN an error names after "captured DDL at ".
@@ -209,23 +192,13 @@ fn failed_lsn(log: &str) -> String {
 async fn a_command_the_target_rejects_stops_with_its_text_and_nothing_after_it() {
     let pair = setup("ddl_reject").await;
     // The target has a relation of the index's name already: the replay fails.
-    pair.target
-        .batch_execute("CREATE TABLE t_w (x int)")
-        .await
-        .unwrap();
+    support::exec(&pair.target, "CREATE TABLE t_w (x int)").await;
     let mut lsnpipe = pair.run(&["--create-slot"]);
     let load = busy_load(&pair.db).await;
     pair.converge(&lsnpipe).await;
-    pair.source
-        .batch_execute("CREATE INDEX t_w ON t (w)")
-        .await
-        .unwrap();
-    pair.source
-        .batch_execute("INSERT INTO t VALUES (200, 'after', 1)")
-        .await
-        .unwrap();
-    let (status, log) = lsnpipe.wait(WAIT).await;
-    assert!(!status.success(), "{log}");
+    support::exec(&pair.source, "CREATE INDEX t_w ON t (w)").await;
+    support::exec(&pair.source, "INSERT INTO t VALUES (200, 'after', 1)").await;
+    let log = lsnpipe.failure().await;
     assert!(
         log.contains("the target rejected captured DDL")
             && log.contains("CREATE INDEX t_w ON t (w)")
@@ -244,21 +217,18 @@ async fn a_command_the_target_rejects_stops_with_its_text_and_nothing_after_it()
     );
     // Made by hand on the target, the command is skipped by its LSN and replication goes on.
     let lsn = failed_lsn(&log);
-    pair.target
-        .batch_execute("DROP TABLE t_w; CREATE INDEX t_w ON t (w)")
-        .await
-        .unwrap();
+    support::exec(&pair.target, "DROP TABLE t_w; CREATE INDEX t_w ON t (w)").await;
     let mut lsnpipe = pair.run(&["--skip-ddl", &lsn]);
     pair.converge(&lsnpipe).await;
 
     // A query string of several statements cannot be replayed: a named stop.
-    pair.source
-        .batch_execute("ALTER TABLE t ADD COLUMN q int; UPDATE t SET q = 1 WHERE id = 1")
-        .await
-        .unwrap();
-    let (status, log) = lsnpipe.wait(WAIT).await;
+    support::exec(
+        &pair.source,
+        "ALTER TABLE t ADD COLUMN q int; UPDATE t SET q = 1 WHERE id = 1",
+    )
+    .await;
+    let log = lsnpipe.failure().await;
     load.stop().await;
-    assert!(!status.success(), "{log}");
     assert!(
         log.contains("holds 2 statements") && log.contains("--skip-ddl"),
         "{log}"
@@ -286,77 +256,47 @@ async fn ddl_remove_leaves_nothing_it_installed() {
     assert!(out.contains("removed"), "{out}");
     assert_eq!(count(&source).await, 0, "{out}");
     // DDL still works on the source afterwards.
-    source
-        .batch_execute("CREATE TABLE after_remove (id int)")
-        .await
-        .unwrap();
+    support::exec(&source, "CREATE TABLE after_remove (id int)").await;
     // Removing twice is harmless.
     ddl("remove", &db);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_created_under_for_all_tables_is_created_and_streamed_not_copied() {
-    let db = support::test_dbs("ddl_create").await;
-    let slot = support::unique_name("ddl_create_slot");
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    let busy = "CREATE TABLE busy (id bigserial PRIMARY KEY, n int)";
-    source.batch_execute(busy).await.unwrap();
-    target.batch_execute(busy).await.unwrap();
-    source
-        .batch_execute("CREATE PUBLICATION pub FOR ALL TABLES")
-        .await
-        .unwrap();
+    let (db, slot, source, target) = support::replicated_db(
+        "ddl_create",
+        "CREATE TABLE busy (id bigserial PRIMARY KEY, n int)",
+        "CREATE PUBLICATION pub FOR ALL TABLES",
+    )
+    .await;
     ddl("install", &db);
-    let run = || {
-        Running::spawn(support::lsnpipe_run(
-            support::source(),
-            &db,
-            support::target(),
-            &db,
-            "pub",
-            &slot,
-            &["--create-slot"],
-        ))
-    };
+    let run = || support::run(&db, &slot, &["--create-slot"]);
     let lsnpipe = run();
     let load = busy_load(&db).await;
     support::copy_done(&target, &slot).await;
-    source
-        .batch_execute("CREATE TABLE fresh (id int PRIMARY KEY, v text DEFAULT 'd')")
-        .await
-        .unwrap();
-    source
-        .batch_execute("INSERT INTO fresh (id) SELECT generate_series(1, 50)")
-        .await
-        .unwrap();
-    let equal = async |tables: &[&str]| {
-        let deadline = std::time::Instant::now() + WAIT;
-        while !(shape(&source, "fresh").await == shape(&target, "fresh").await
-            && support::tables_equal(&source, &target, tables).await)
-        {
-            assert!(std::time::Instant::now() < deadline, "not equal");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    };
-    equal(&["fresh", "busy"]).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    support::exec(
+        &source,
+        "CREATE TABLE fresh (id int PRIMARY KEY, v text DEFAULT 'd')",
+    )
+    .await;
+    support::exec(
+        &source,
+        "INSERT INTO fresh (id) SELECT generate_series(1, 50)",
+    )
+    .await;
+    converge(&source, &target, "fresh", &["fresh", "busy"], &lsnpipe).await;
+    let log = lsnpipe.stop().await;
     assert!(
         !log.contains("copying tables that joined the publication"),
         "a table created by captured DDL is not copied: {log}"
     );
     // The next start knows the table too: it streams on, nothing copied again.
     let lsnpipe = run();
-    source
-        .batch_execute("INSERT INTO fresh VALUES (51, 'after restart')")
-        .await
-        .unwrap();
-    equal(&["fresh"]).await;
+    support::exec(&source, "INSERT INTO fresh VALUES (51, 'after restart')").await;
+    converge(&source, &target, "fresh", &["fresh"], &lsnpipe).await;
     load.stop().await;
-    equal(&["fresh", "busy"]).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    converge(&source, &target, "fresh", &["fresh", "busy"], &lsnpipe).await;
+    let log = lsnpipe.stop().await;
     assert!(
         !log.contains("copying tables that joined the publication"),
         "{log}"

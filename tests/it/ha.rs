@@ -31,26 +31,72 @@ fn multi_host(ports: &[u16], dbname: &str, attrs: &str) -> String {
 async fn primary_and_standby(name: &str) -> (ClusterRef, ClusterRef) {
     let primary = support::private_cluster_on(Side::Source, &format!("{name}_primary"), &[]);
     let client = support::connect(&primary, "postgres").await;
-    client
-        .batch_execute(
-            "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE PUBLICATION pub FOR TABLE a;",
-        )
-        .await
-        .unwrap();
+    support::exec(
+        &client,
+        "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE PUBLICATION pub FOR TABLE a;",
+    )
+    .await;
     let standby = support::standby_of(&primary, &format!("{name}_standby"), &[]);
     (primary, standby)
+}
+
+/// A database `prefix_N` on the shared target with the primary's table `a`.
+async fn target_db(prefix: &str) -> (String, tokio_postgres::Client) {
+    let db = support::unique_name(prefix);
+    support::create_db(support::target(), &db).await;
+    let target = support::connect(support::target(), &db).await;
+    support::exec(&target, "CREATE TABLE a (id int PRIMARY KEY, v text)").await;
+    (db, target)
+}
+
+/// [`primary_and_standby`] with `hot_standby_feedback` on the standby, for decoding there; `None`
+/// (the test is skipped) before PostgreSQL 16, which cannot decode on a standby.
+async fn decoding_standby(name: &str) -> Option<(ClusterRef, ClusterRef)> {
+    let (primary, standby) = primary_and_standby(name).await;
+    if primary.major < 16 {
+        eprintln!(
+            "skipped: decoding on a standby needs PostgreSQL 16, the source runs {}",
+            primary.major
+        );
+        return None;
+    }
+    standby
+        .with(|c| {
+            c.append_conf("hot_standby_feedback = on")?;
+            c.reload()
+        })
+        .unwrap();
+    Some((primary, standby))
+}
+
+/// Wait for `slot` on the standby (`s`) to be ready. A logical slot on a standby becomes
+/// consistent at the next running-transactions record from the primary (`p`): ask for one
+/// rather than wait for the next checkpoint.
+async fn slot_on_standby(p: &tokio_postgres::Client, s: &tokio_postgres::Client, slot: &str) {
+    support::wait_until("the slot on the standby", WAIT, || async {
+        let _ = p.batch_execute("SELECT pg_log_standby_snapshot()").await;
+        support::slot_confirmed(s, slot).await > 0
+    })
+    .await;
+}
+
+/// `lsnpipe run` from the standby's `postgres` database to `db` on the shared target.
+fn from_standby(standby: &ClusterRef, db: &str, slot: &str, extra: &[&str]) -> Running {
+    Running::spawn(support::lsnpipe_run(
+        standby,
+        "postgres",
+        support::target(),
+        db,
+        "pub",
+        slot,
+        extra,
+    ))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_down_host_and_a_standby_are_skipped_on_both_sides() {
     let (primary, standby) = primary_and_standby("hosts").await;
-    let db = support::unique_name("hosts");
-    support::create_db(support::target(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    target
-        .batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    let (db, target) = target_db("hosts").await;
     // The standby is read-only: `read-write` must pass it by (on the source it would even
     // accept a slot from 16 on, and stream nothing lsnpipe's writes could reach).
     let source_string = multi_host(
@@ -71,16 +117,13 @@ async fn a_down_host_and_a_standby_are_skipped_on_both_sides() {
         support::slot_confirmed(&source, &slot).await > 0
     })
     .await;
-    source
-        .batch_execute("INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g")
-        .await
-        .unwrap();
-    support::wait_until("the target to equal the primary", WAIT, || async {
-        support::tables_equal(&source, &target, &["a"]).await
-    })
+    support::exec(
+        &source,
+        "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g",
+    )
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    support::converge(&source, &target, &["a"]).await;
+    lsnpipe.stop().await;
     assert_eq!(support::count(&target, "a").await, 100);
 }
 
@@ -123,12 +166,12 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
     let p = support::connect(&primary, "postgres").await;
     let out = support::pgbench(&primary, "postgres", &["-i", "-s", "1", "-q"]);
     assert!(out.status.success(), "{out:?}");
-    p.batch_execute(
+    support::exec(
+        &p,
         "CREATE PUBLICATION pub FOR ALL TABLES;
          SELECT pg_create_physical_replication_slot('standby_slot');",
     )
-    .await
-    .unwrap();
+    .await;
     // In postgresql.conf, not ALTER SYSTEM: the standby's copy must be able to override it.
     primary
         .with(|c| {
@@ -152,10 +195,7 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
     let out = support::pgbench(support::target(), &db, &["-i", "-s", "1", "-q"]);
     assert!(out.status.success(), "{out:?}");
     let target = support::connect(support::target(), &db).await;
-    target
-        .batch_execute(&format!("TRUNCATE {}", PGBENCH.join(", ")))
-        .await
-        .unwrap();
+    support::exec(&target, &format!("TRUNCATE {}", PGBENCH.join(", "))).await;
 
     let slot = "failover_slot";
     let mut cmd = support::lsnpipe_command();
@@ -200,11 +240,11 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
     let _ = before.join();
     standby.with(|c| c.promote()).unwrap();
     let s = support::connect(&standby, "postgres").await;
-    s.batch_execute(
+    support::exec(
+        &s,
         "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (0, 0, 0, -1, now())",
     )
-    .await
-    .unwrap();
+    .await;
     support::wait_until("the first change on the new primary", WAIT, || async {
         target
             .query_one("SELECT count(*) FROM pgbench_history WHERE delta = -1", &[])
@@ -221,13 +261,8 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
     let after = load(&standby, 3);
     let out = after.join().unwrap();
     assert!(out.status.success(), "{out:?}");
-    support::wait_until("the target to equal the new primary", WAIT, || async {
-        support::tables_equal(&s, &target, &PGBENCH).await
-    })
-    .await;
-    support::assert_tables_equal(&s, &target, &PGBENCH).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    support::converge(&s, &target, &PGBENCH).await;
+    lsnpipe.stop().await;
 }
 
 /// PostgreSQL 16+ decodes on a hot standby: `--source` is the standby, the slot is created
@@ -236,55 +271,22 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
 /// primary reach the target through the standby.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_standby_can_be_the_source() {
-    let (primary, standby) = primary_and_standby("standby_src").await;
-    if primary.major < 16 {
-        eprintln!(
-            "skipped: decoding on a standby needs PostgreSQL 16, the source runs {}",
-            primary.major
-        );
+    let Some((primary, standby)) = decoding_standby("standby_src").await else {
         return;
-    }
-    standby
-        .with(|c| {
-            c.append_conf("hot_standby_feedback = on")?;
-            c.reload()
-        })
-        .unwrap();
-    let db = support::unique_name("standby_src");
-    support::create_db(support::target(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    target
-        .batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    };
+    let (db, target) = target_db("standby_src").await;
     let slot = support::unique_name("standby_src_slot");
-    let lsnpipe = Running::spawn(support::lsnpipe_run(
-        &standby,
-        "postgres",
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &["--create-slot", "--snapshot=false"],
-    ));
+    let lsnpipe = from_standby(&standby, &db, &slot, &["--create-slot", "--snapshot=false"]);
     let p = support::connect(&primary, "postgres").await;
     let s = support::connect(&standby, "postgres").await;
-    support::wait_until("the slot on the standby", WAIT, || async {
-        // A logical slot on a standby becomes consistent at the next running-transactions
-        // record from the primary: ask for one rather than wait for the next checkpoint.
-        let _ = p.batch_execute("SELECT pg_log_standby_snapshot()").await;
-        support::slot_confirmed(&s, &slot).await > 0
-    })
+    slot_on_standby(&p, &s, &slot).await;
+    support::exec(
+        &p,
+        "INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g",
+    )
     .await;
-    p.batch_execute("INSERT INTO a SELECT g, 'v' || g FROM generate_series(1, 100) g")
-        .await
-        .unwrap();
-    support::wait_until("the target to equal the primary", WAIT, || async {
-        support::tables_equal(&p, &target, &["a"]).await
-    })
-    .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    support::converge(&p, &target, &["a"]).await;
+    lsnpipe.stop().await;
 }
 
 /// The initial copy from a hot standby (16+): the slot is created on the standby with an
@@ -292,63 +294,32 @@ async fn a_hot_standby_can_be_the_source() {
 /// primary afterwards stream through the standby, with nothing lost or doubled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hot_standby_source_copies_then_streams() {
-    let (primary, standby) = primary_and_standby("standby_copy").await;
-    if primary.major < 16 {
-        eprintln!(
-            "skipped: decoding on a standby needs PostgreSQL 16, the source runs {}",
-            primary.major
-        );
+    let Some((primary, standby)) = decoding_standby("standby_copy").await else {
         return;
-    }
-    standby
-        .with(|c| {
-            c.append_conf("hot_standby_feedback = on")?;
-            c.reload()
-        })
-        .unwrap();
-    let db = support::unique_name("standby_copy");
-    support::create_db(support::target(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    target
-        .batch_execute("CREATE TABLE a (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    };
+    let (db, target) = target_db("standby_copy").await;
     let p = support::connect(&primary, "postgres").await;
     let s = support::connect(&standby, "postgres").await;
     // Rows that only the initial copy can bring: written before the slot exists.
-    p.batch_execute("INSERT INTO a SELECT g, 'before' FROM generate_series(1000, 5999) g")
-        .await
-        .unwrap();
+    support::exec(
+        &p,
+        "INSERT INTO a SELECT g, 'before' FROM generate_series(1000, 5999) g",
+    )
+    .await;
     support::wait_until("the standby to replay the rows", WAIT, || async {
         support::count(&s, "a").await == 5000
     })
     .await;
     let slot = support::unique_name("standby_copy_slot");
-    let lsnpipe = Running::spawn(support::lsnpipe_run(
-        &standby,
-        "postgres",
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &["--create-slot"],
-    ));
-    support::wait_until("the slot on the standby", WAIT, || async {
-        let _ = p.batch_execute("SELECT pg_log_standby_snapshot()").await;
-        support::slot_confirmed(&s, &slot).await > 0
-    })
-    .await;
-    p.batch_execute(
+    let lsnpipe = from_standby(&standby, &db, &slot, &["--create-slot"]);
+    slot_on_standby(&p, &s, &slot).await;
+    support::exec(
+        &p,
         "INSERT INTO a SELECT g, 'after' FROM generate_series(6000, 6099) g;
          UPDATE a SET v = 'changed' WHERE id BETWEEN 1000 AND 1009;
          DELETE FROM a WHERE id BETWEEN 1010 AND 1019",
     )
-    .await
-    .unwrap();
-    support::wait_until("the target to equal the primary", WAIT, || async {
-        support::tables_equal(&p, &target, &["a"]).await
-    })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    support::converge(&p, &target, &["a"]).await;
+    lsnpipe.stop().await;
 }

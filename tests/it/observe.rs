@@ -8,11 +8,6 @@ use crate::support::{self, ClusterRef, Running};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// The value of one sample line (`name{labels} value`) in a scrape, if present.
 fn sample(scrape: &str, series: &str) -> Option<f64> {
     scrape.lines().find_map(|line| {
@@ -33,17 +28,9 @@ async fn start(
     db: &str,
     slot: &str,
 ) -> (Running, SocketAddr) {
-    let addr = free_addr();
+    let addr = support::free_addr();
     let listen = addr.to_string();
-    let running = Running::spawn(support::lsnpipe_run(
-        source,
-        db,
-        target,
-        db,
-        "pub",
-        slot,
-        &["--metrics-listen", &listen],
-    ));
+    let running = support::run_between(source, target, db, slot, &["--metrics-listen", &listen]);
     support::wait_until("the metrics server to answer", WAIT, || async move {
         tokio::net::TcpStream::connect(addr).await.is_ok()
     })
@@ -55,11 +42,9 @@ async fn prepare(source: &ClusterRef, target: &ClusterRef, db: &str, slot: &str)
     let s = support::connect(source, db).await;
     let t = support::connect(target, db).await;
     let ddl = "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE b (id int PRIMARY KEY)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE a, b")
-        .await
-        .unwrap();
+    support::exec(&s, ddl).await;
+    support::exec(&t, ddl).await;
+    support::exec(&s, "CREATE PUBLICATION pub FOR TABLE a, b").await;
     support::create_slot(&s, slot).await;
 }
 
@@ -80,7 +65,7 @@ async fn counters_move_by_exactly_the_rows_changed_and_lag_returns_to_zero() {
         "INSERT INTO b SELECT generate_series(1, 7)",
         "TRUNCATE b",
     ] {
-        s.batch_execute(sql).await.unwrap();
+        support::exec(&s, sql).await;
     }
     support::wait_until("the target to equal the source", WAIT, || async {
         support::tables_equal(&s, &t, &["a", "b"]).await
@@ -136,8 +121,7 @@ async fn counters_move_by_exactly_the_rows_changed_and_lag_returns_to_zero() {
     .await;
     let ready = request(addr, "GET", "/readyz").await;
     assert_eq!(ready.status, 200, "{ready:?}");
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 #[tokio::test]
@@ -158,9 +142,7 @@ async fn readyz_turns_503_while_the_target_is_down_and_200_after() {
     target.with(|c| c.stop()).unwrap();
     // A change makes the applier notice the lost target at once.
     let s = support::connect(source, &db).await;
-    s.batch_execute("INSERT INTO a VALUES (1, 'while down')")
-        .await
-        .unwrap();
+    support::exec(&s, "INSERT INTO a VALUES (1, 'while down')").await;
     support::wait_until("not ready while the target is down", WAIT, || async {
         let reply = request(addr, "GET", "/readyz").await;
         reply.status == 503 && !reply.body.is_empty()
@@ -172,12 +154,8 @@ async fn readyz_turns_503_while_the_target_is_down_and_200_after() {
     })
     .await;
     let t = support::connect(&target, &db).await;
-    support::wait_until("the change made while down to arrive", WAIT, || async {
-        support::tables_equal(&s, &t, &["a"]).await
-    })
-    .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    support::converge(&s, &t, &["a"]).await;
+    lsnpipe.stop().await;
 }
 
 /// A real Prometheus scrapes a replicating lsnpipe; PromQL through its HTTP API returns the lag.
@@ -189,9 +167,11 @@ async fn prometheus_scrapes_a_replication_and_answers_promql() {
     prepare(source, target, &db, &slot).await;
     let (lsnpipe, addr) = start(source, target, &db, &slot).await;
     let s = support::connect(source, &db).await;
-    s.batch_execute("INSERT INTO a SELECT g, 'x' FROM generate_series(1, 1000) g")
-        .await
-        .unwrap();
+    support::exec(
+        &s,
+        "INSERT INTO a SELECT g, 'x' FROM generate_series(1, 1000) g",
+    )
+    .await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/prometheus-smoke.sh");
     let out = tokio::process::Command::new("bash")
@@ -214,8 +194,7 @@ async fn prometheus_scrapes_a_replication_and_answers_promql() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no lag value in {stdout:?}"));
     assert!(value >= 0.0);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// Poll `check` until it holds, failing at once (with the log) if lsnpipe has exited.
@@ -246,26 +225,18 @@ where
 
 #[tokio::test]
 async fn a_first_start_with_create_slot_logs_no_slot_warning() {
-    let db = support::test_dbs("quietstart").await;
-    let slot = support::unique_name("quietstart_slot");
-    let s = support::connect(support::source(), &db).await;
-    let t = support::connect(support::target(), &db).await;
-    let ddl = "CREATE TABLE a (id int PRIMARY KEY)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE a")
-        .await
-        .unwrap();
-    let addr = free_addr();
+    let (db, slot, s, t) = support::replicated_db(
+        "quietstart",
+        "CREATE TABLE a (id int PRIMARY KEY)",
+        "CREATE PUBLICATION pub FOR TABLE a",
+    )
+    .await;
+    let addr = support::free_addr();
     let listen = addr.to_string();
     // The slot monitor reads at once (before the pipeline has created the slot), then every
     // second.
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
-        support::source(),
+    let mut lsnpipe = support::run(
         &db,
-        support::target(),
-        &db,
-        "pub",
         &slot,
         &[
             "--create-slot",
@@ -275,22 +246,13 @@ async fn a_first_start_with_create_slot_logs_no_slot_warning() {
             "--metrics-listen",
             &listen,
         ],
-    ));
+    );
     // Rows written before the slot exists would not be streamed (no initial copy here).
-    until(&mut lsnpipe, "lsnpipe to create the slot", || async {
-        s.query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get::<_, i64>(0)
-            == 1
+    until(&mut lsnpipe, "lsnpipe to create the slot", || {
+        support::slot_exists(&s, &slot)
     })
     .await;
-    s.batch_execute("INSERT INTO a SELECT generate_series(1, 10)")
-        .await
-        .unwrap();
+    support::exec(&s, "INSERT INTO a SELECT generate_series(1, 10)").await;
     until(&mut lsnpipe, "rows on the target", || async {
         support::count(&t, "a").await == 10
     })
@@ -304,8 +266,7 @@ async fn a_first_start_with_create_slot_logs_no_slot_warning() {
         }
     })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("streaming"), "{log}");
     assert!(
         !log.lines()

@@ -103,17 +103,15 @@ async fn check_fixture(source: &ClusterRef, target: &ClusterRef, db: &str) {
     support::create_db(source, db).await;
     support::create_db(target, db).await;
     let src = support::connect(source, db).await;
-    src.batch_execute(
+    support::exec(
+        &src,
         "CREATE TABLE keyed (id int PRIMARY KEY, v text);
          CREATE TABLE nokey (v text);
          CREATE PUBLICATION pub FOR TABLE keyed, nokey;",
     )
-    .await
-    .unwrap();
+    .await;
     let tgt = support::connect(target, db).await;
-    tgt.batch_execute("CREATE TABLE keyed (id int PRIMARY KEY, v text)")
-        .await
-        .unwrap();
+    support::exec(&tgt, "CREATE TABLE keyed (id int PRIMARY KEY, v text)").await;
 }
 
 #[tokio::test]
@@ -238,13 +236,9 @@ async fn check_passes_once_the_problems_are_fixed() {
     let db = support::unique_name("check_good");
     check_fixture(support::source(), support::target(), &db).await;
     let src = support::connect(support::source(), &db).await;
-    src.batch_execute("ALTER TABLE nokey REPLICA IDENTITY FULL")
-        .await
-        .unwrap();
+    support::exec(&src, "ALTER TABLE nokey REPLICA IDENTITY FULL").await;
     let tgt = support::connect(support::target(), &db).await;
-    tgt.batch_execute("CREATE TABLE nokey (v text)")
-        .await
-        .unwrap();
+    support::exec(&tgt, "CREATE TABLE nokey (v text)").await;
     let cmd = ops_command(
         "check",
         &support::source().conn_string(&db),
@@ -292,27 +286,14 @@ async fn check_passes_once_the_problems_are_fixed() {
 
 /// Tables on both sides, a publication, and lsnpipe run until `rows` rows are on the target.
 async fn replicated(prefix: &str, rows: i64) -> (String, String) {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    let ddl = "CREATE TABLE t (id int PRIMARY KEY, v text)";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute("CREATE PUBLICATION pub FOR TABLE t")
-        .await
-        .unwrap();
+    let (db, slot, source, target) = support::replicated_db(
+        prefix,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "CREATE PUBLICATION pub FOR TABLE t",
+    )
+    .await;
     support::create_slot(&source, &slot).await;
-    let lsnpipe = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &[],
-    ));
+    let lsnpipe = support::run(&db, &slot, &[]);
     source
         .execute(
             "INSERT INTO t SELECT g, 'v' FROM generate_series(1, $1::int8) g",
@@ -321,15 +302,10 @@ async fn replicated(prefix: &str, rows: i64) -> (String, String) {
         .await
         .unwrap();
     support::wait_until("rows on the target", WAIT, || async {
-        target
-            .query_one("SELECT count(*) FROM t", &[])
-            .await
-            .map(|r| r.get::<_, i64>(0) == rows)
-            .unwrap_or(false)
+        support::count(&target, "t").await == rows
     })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
     slot_released(&source, &slot).await;
     (db, slot)
 }
@@ -337,15 +313,7 @@ async fn replicated(prefix: &str, rows: i64) -> (String, String) {
 /// Wait until the walsender has let go of the slot (a moment after its client has gone).
 async fn slot_released(source: &tokio_postgres::Client, slot: &str) {
     support::wait_until("the slot to be released", WAIT, || async {
-        source
-            .query_one(
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND NOT active",
-                &[&slot],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
+        support::slot_exists(source, slot).await && !support::slot_active(source, slot).await
     })
     .await;
 }
@@ -376,10 +344,11 @@ async fn status_shows_the_slot_the_applied_position_and_the_lag() {
 
     // Changes lsnpipe has not applied show up as lag.
     let source = support::connect(support::source(), &db).await;
-    source
-        .batch_execute("INSERT INTO t SELECT g, 'late' FROM generate_series(1001, 2000) g")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "INSERT INTO t SELECT g, 'late' FROM generate_series(1001, 2000) g",
+    )
+    .await;
     let out = output(status(&slot), WAIT).await;
     let (stdout, _) = text(&out);
     let bytes: u64 = stdout
@@ -470,46 +439,19 @@ async fn teardown_asks_then_drops_the_slot_and_the_bookkeeping() {
             &extra,
         )
     };
-    let slot_exists = || async {
-        source
-            .query_one(
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
-    };
+    let slot_exists = || support::slot_exists(&source, &slot);
 
     // A slot in use is not dropped, even with --yes.
-    let running = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &[],
-    ));
-    support::wait_until("the slot to be active", WAIT, || async {
-        source
-            .query_one(
-                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&slot],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0)
-            == 1
+    let running = support::run(&db, &slot, &[]);
+    support::wait_until("the slot to be active", WAIT, || {
+        support::slot_active(&source, &slot)
     })
     .await;
     let out = output(teardown(&slot, &["--yes"]), WAIT).await;
     let (stdout, stderr) = text(&out);
     assert!(!out.status.success(), "{stdout}\n{stderr}");
     assert!(stderr.contains("in use"), "{stderr}");
-    let (status, log) = running.terminate().await;
-    assert!(status.success(), "{log}");
+    running.stop().await;
     assert!(slot_exists().await);
     slot_released(&source, &slot).await;
 
@@ -524,13 +466,7 @@ async fn teardown_asks_then_drops_the_slot_and_the_bookkeeping() {
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(!slot_exists().await);
-    let rows: Vec<String> = target
-        .query("SELECT slot FROM lsnpipe.progress", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let rows = support::strings(&target, "SELECT slot FROM lsnpipe.progress", &[]).await;
     assert_eq!(rows, ["other_slot"]);
 
     // The last row goes, and with it the table and the schema.
@@ -614,24 +550,22 @@ async fn passwords_never_reach_logs_output_or_help() {
     let db = support::test_dbs("secret").await;
     let user = support::unique_name("secret_user");
     let admin = support::connect(source, &db).await;
-    admin
-        .batch_execute(&format!(
+    support::exec(
+        &admin,
+        &format!(
             "SET password_encryption = 'md5';
              CREATE ROLE {user} LOGIN REPLICATION PASSWORD '{SECRET}';
              CREATE TABLE t (id int PRIMARY KEY);
              GRANT SELECT ON t TO {user};
              CREATE PUBLICATION pub FOR TABLE t;"
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     source
         .with(|c| c.prepend_hba(&format!("host all {user} 127.0.0.1/32 md5")))
         .unwrap();
     let target = support::connect(support::target(), &db).await;
-    target
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
-        .await
-        .unwrap();
+    support::exec(&target, "CREATE TABLE t (id int PRIMARY KEY)").await;
 
     let base = format!(
         "host=127.0.0.1 port={} user={user} dbname={db}",
@@ -700,8 +634,7 @@ async fn passwords_never_reach_logs_output_or_help() {
             })
             .await;
             seen.push_str(&scrape(&listen));
-            let (status, log) = lsnpipe.terminate().await;
-            assert!(status.success(), "{way}: {log}");
+            let log = lsnpipe.stop().await;
             seen.push_str(&log);
         }
         for command in ["check", "status"] {

@@ -6,73 +6,43 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::support::{self, Running};
+use crate::support;
 
 const WAIT: Duration = Duration::from_secs(120);
 
 /// A source table `t` in publication `pub`, the same table on the target, and a first run that
 /// copies it (rows 1–10) and streams one more row; lsnpipe is stopped at the end.
 async fn replicated(prefix: &str) -> (String, String, Client, Client) {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    let ddl = "CREATE TABLE t (id int PRIMARY KEY, v text)";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute(
-            "INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g;
-             CREATE PUBLICATION pub FOR TABLE t;",
-        )
-        .await
-        .unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot, &["--create-slot"]));
+    let (db, slot, source, target) = support::replicated_db(
+        prefix,
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 10) g;
+         CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .await;
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     support::copy_done(&target, &slot).await;
-    source
-        .batch_execute("INSERT INTO t VALUES (11, 'streamed')")
-        .await
-        .unwrap();
+    support::exec(&source, "INSERT INTO t VALUES (11, 'streamed')").await;
     converge(&source, &target).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
     (db, slot, source, target)
 }
 
-fn run(db: &str, slot: &str, extra: &[&str]) -> std::process::Command {
-    support::lsnpipe_run(
-        support::source(),
-        db,
-        support::target(),
-        db,
-        "pub",
-        slot,
-        extra,
-    )
-}
-
 fn ops(command: &str, db: &str, slot: &str) -> std::process::Output {
-    support::lsnpipe_command()
-        .arg(command)
-        .args(["--source", &support::source().conn_string(db)])
-        .args(["--target", &support::target().conn_string(db)])
-        .args(["--publication", "pub", "--slot", slot, "--yes"])
+    support::lsnpipe_on(command, db, slot)
+        .arg("--yes")
         .output()
         .expect("run lsnpipe")
 }
 
 async fn converge(source: &Client, target: &Client) {
-    support::wait_until("the target to equal the source", WAIT, || async {
-        support::tables_equal(source, target, &["t"]).await
-    })
-    .await;
+    support::converge(source, target, &["t"]).await;
 }
 
 /// `lsnpipe run` must stop by itself with an error that says what happened and what to do.
 async fn refused(db: &str, slot: &str, expect: &str) -> String {
-    let mut lsnpipe = Running::spawn(run(db, slot, &["--create-slot"]));
-    let (status, log) = lsnpipe.wait(WAIT).await;
-    assert!(!status.success(), "refused: {log}");
+    let mut lsnpipe = support::run(db, slot, &["--create-slot"]);
+    let log = lsnpipe.failure().await;
     assert!(
         log.contains(expect),
         "names what happened ({expect}): {log}"
@@ -84,24 +54,20 @@ async fn refused(db: &str, slot: &str, expect: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_slot_is_never_silently_recreated_and_resync_recovers() {
     let (db, slot, source, target) = replicated("rec_drop").await;
-    source
-        .batch_execute("INSERT INTO t VALUES (42, 'written while stopped')")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "INSERT INTO t VALUES (42, 'written while stopped')",
+    )
+    .await;
     source
         .execute("SELECT pg_drop_replication_slot($1)", &[&slot])
         .await
         .unwrap();
     refused(&db, &slot, "does not exist on the source").await;
-    let slots: i64 = source
-        .query_one(
-            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(slots, 0, "no slot was created");
+    assert!(
+        !support::slot_exists(&source, &slot).await,
+        "no slot was created"
+    );
 
     let out = ops("resync", &db, &slot);
     assert!(out.status.success(), "resync: {out:?}");
@@ -110,10 +76,9 @@ async fn a_dropped_slot_is_never_silently_recreated_and_resync_recovers() {
         0,
         "resync empties the table"
     );
-    let lsnpipe = Running::spawn(run(&db, &slot, &["--create-slot"]));
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     converge(&source, &target).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("initial copy"), "copied again: {log}");
     let row: i64 = target
         .query_one("SELECT count(*) FROM t WHERE id = 42", &[])
@@ -126,10 +91,11 @@ async fn a_dropped_slot_is_never_silently_recreated_and_resync_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slot_consumed_past_the_target_is_refused() {
     let (db, slot, source, _target) = replicated("rec_ahead").await;
-    source
-        .batch_execute("INSERT INTO t VALUES (43, 'consumed by someone else')")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "INSERT INTO t VALUES (43, 'consumed by someone else')",
+    )
+    .await;
     source
         .query(
             "SELECT * FROM pg_logical_slot_get_binary_changes($1, NULL, NULL, \
@@ -144,19 +110,19 @@ async fn a_slot_consumed_past_the_target_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_stream_advances_the_slot_through_the_progress_row_and_restarts_cleanly() {
     let (db, slot, source, target) = replicated("rec_idle").await;
-    let lsnpipe = Running::spawn(run(&db, &slot, &[]));
+    let lsnpipe = support::run(&db, &slot, &[]);
     let before = support::slot_confirmed(&source, &slot).await;
     // WAL the publication does not carry.
-    source
-        .batch_execute("CREATE TABLE unpublished (x int); INSERT INTO unpublished VALUES (1)")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "CREATE TABLE unpublished (x int); INSERT INTO unpublished VALUES (1)",
+    )
+    .await;
     support::wait_until("the slot to advance while idle", WAIT, || async {
         support::slot_confirmed(&source, &slot).await > before
     })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
     let confirmed = support::slot_confirmed(&source, &slot).await;
     let recorded: i64 = target
         .query_one(
@@ -171,14 +137,10 @@ async fn an_idle_stream_advances_the_slot_through_the_progress_row_and_restarts_
         "the target recorded what the slot confirmed"
     );
     // A restart is not mistaken for lost changes.
-    let lsnpipe = Running::spawn(run(&db, &slot, &[]));
-    source
-        .batch_execute("INSERT INTO t VALUES (12, 'after the restart')")
-        .await
-        .unwrap();
+    let lsnpipe = support::run(&db, &slot, &[]);
+    support::exec(&source, "INSERT INTO t VALUES (12, 'after the restart')").await;
     converge(&source, &target).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -186,15 +148,15 @@ async fn teardown_then_a_new_slot_copies_again_as_the_readme_says() {
     let (db, slot, source, target) = replicated("rec_teardown").await;
     let out = ops("teardown", &db, &slot);
     assert!(out.status.success(), "teardown: {out:?}");
-    source
-        .batch_execute("INSERT INTO t VALUES (44, 'written after the teardown')")
-        .await
-        .unwrap();
-    target.batch_execute("TRUNCATE t").await.unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot, &["--create-slot"]));
+    support::exec(
+        &source,
+        "INSERT INTO t VALUES (44, 'written after the teardown')",
+    )
+    .await;
+    support::exec(&target, "TRUNCATE t").await;
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     converge(&source, &target).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("initial copy"), "copied again: {log}");
 }
 
@@ -207,8 +169,8 @@ async fn the_copy_is_exact_under_any_datestyle_and_intervalstyle() {
     {
         let source = support::connect(support::source(), &db).await;
         let target = support::connect(support::target(), &db).await;
-        source.batch_execute(ddl).await.unwrap();
-        target.batch_execute(ddl).await.unwrap();
+        support::exec(&source, ddl).await;
+        support::exec(&target, ddl).await;
         let setup = |style: &str, intervals: &str| {
             format!(
                 "ALTER DATABASE {db} SET datestyle = '{style}'; \
@@ -216,43 +178,27 @@ async fn the_copy_is_exact_under_any_datestyle_and_intervalstyle() {
                  ALTER DATABASE {db} SET extra_float_digits = -3"
             )
         };
-        source
-            .batch_execute(&setup("SQL, DMY", "sql_standard"))
-            .await
-            .unwrap();
-        target
-            .batch_execute(&setup("SQL, MDY", "iso_8601"))
-            .await
-            .unwrap();
+        support::exec(&source, &setup("SQL, DMY", "sql_standard")).await;
+        support::exec(&target, &setup("SQL, MDY", "iso_8601")).await;
     }
     // New sessions see the database settings.
     let source = support::connect(support::source(), &db).await;
     let target = support::connect(support::target(), &db).await;
-    source
-        .batch_execute(
-            "INSERT INTO t VALUES
+    support::exec(&source, "INSERT INTO t VALUES
                (1, '2024-06-05', '2024-06-05 13:14:15.5', '-1 day -2 hours', 'ok', 0.1),
                (2, '1999-12-31', '2001-02-03 04:05:06', '1 year 2 mons 3 days 04:05:06.7', 'sad', 1e-300);
-             CREATE PUBLICATION pub FOR TABLE t;",
-        )
-        .await
-        .unwrap();
-    let lsnpipe = Running::spawn(run(&db, &slot, &["--create-slot"]));
-    source
-        .batch_execute("INSERT INTO t VALUES (3, '2024-01-02', '2024-01-02 03:04:05', '-3 days +04:00', 'ok', 2.5)")
-        .await
-        .unwrap();
+             CREATE PUBLICATION pub FOR TABLE t;",).await;
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
+    support::exec(&source, "INSERT INTO t VALUES (3, '2024-01-02', '2024-01-02 03:04:05', '-3 days +04:00', 'ok', 2.5)").await;
     // Compare in one fixed style on both sides.
     for client in [&source, &target] {
-        client
-            .batch_execute(
-                "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3",
-            )
-            .await
-            .unwrap();
+        support::exec(
+            client,
+            "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3",
+        )
+        .await;
     }
     converge(&source, &target).await;
     support::assert_tables_equal(&source, &target, &["t"]).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use tokio_postgres::Client;
 
-use crate::support::{self, Running};
+use crate::support;
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -18,15 +18,7 @@ async fn setup(prefix: &str) -> (String, String, Client, Client) {
 #[tokio::test]
 async fn replicates_changes_and_stops_cleanly_on_sigterm() {
     let (db, slot, source, target) = setup("run_basic").await;
-    let lsnpipe = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &["--create-slot"],
-    ));
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     // The slot exists once lsnpipe has started streaming.
     support::wait_until("the slot to be created", WAIT, || async {
         support::slot_confirmed(&source, &slot).await > 0
@@ -42,22 +34,12 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
         "INSERT INTO a VALUES (10000, 'rolled back')",
         "ROLLBACK",
     ] {
-        source.batch_execute(sql).await.unwrap();
+        support::exec(&source, sql).await;
     }
     let expected: i64 = support::count(&source, "a").await;
     assert_eq!(expected, 500 - 45);
-    support::wait_until("the target to equal the source", WAIT, || async {
-        support::tables_equal(&source, &target, &["a", "b"]).await
-    })
-    .await;
-    let current: i64 = source
-        .query_one(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    support::converge(&source, &target, &["a", "b"]).await;
+    let current = support::current_wal_lsn(&source).await;
     support::wait_until(
         "the slot to be confirmed up to the last change",
         WAIT,
@@ -65,16 +47,14 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
     )
     .await;
 
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("stopped cleanly"), "{log}");
-    let progress: Vec<String> = target
-        .query("SELECT slot || ' ' || lsn::text FROM lsnpipe.progress", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let progress = support::strings(
+        &target,
+        "SELECT slot || ' ' || lsn::text FROM lsnpipe.progress",
+        &[],
+    )
+    .await;
     assert_eq!(
         progress.len(),
         1,
@@ -86,67 +66,36 @@ async fn replicates_changes_and_stops_cleanly_on_sigterm() {
 #[tokio::test]
 async fn an_idle_publication_does_not_pin_wal() {
     let (db, slot, source, target) = setup("run_idle").await;
-    source
-        .batch_execute("CREATE TABLE unpublished (id int)")
-        .await
-        .unwrap();
-    let lsnpipe = Running::spawn(support::lsnpipe_run(
-        support::source(),
+    support::exec(&source, "CREATE TABLE unpublished (id int)").await;
+    let lsnpipe = support::run(
         &db,
-        support::target(),
-        &db,
-        "pub",
         &slot,
         &["--create-slot", "--status-interval-ms", "200"],
-    ));
+    );
     support::wait_until("the slot to be created", WAIT, || async {
         support::slot_confirmed(&source, &slot).await > 0
     })
     .await;
     // Only an unpublished table changes: no transaction reaches lsnpipe, yet the slot must move.
-    source
-        .batch_execute("INSERT INTO unpublished SELECT generate_series(1, 1000)")
-        .await
-        .unwrap();
-    let after: i64 = source
-        .query_one(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    support::exec(
+        &source,
+        "INSERT INTO unpublished SELECT generate_series(1, 1000)",
+    )
+    .await;
+    let after = support::current_wal_lsn(&source).await;
     support::wait_until("the slot to pass the unpublished writes", WAIT, || async {
         support::slot_confirmed(&source, &slot).await >= after
     })
     .await;
     let rows: i64 = support::count(&target, "a").await;
     assert_eq!(rows, 0);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
-}
-
-/// Run lsnpipe expecting it to stop by itself with an error; return its log.
-async fn run_expecting_error(cmd: std::process::Command) -> String {
-    let mut lsnpipe = Running::spawn(cmd);
-    let (status, log) = lsnpipe.wait(WAIT).await;
-    assert!(!status.success(), "lsnpipe should fail; log:\n{log}");
-    log
+    lsnpipe.stop().await;
 }
 
 #[tokio::test]
 async fn a_missing_slot_is_named_with_the_fix() {
     let (db, _slot, _source, _target) = setup("run_noslot").await;
-    let log = run_expecting_error(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        "no_such_slot",
-        &[],
-    ))
-    .await;
+    let log = support::run_expecting_error(support::run_command(&db, "no_such_slot", &[])).await;
     assert!(
         log.contains("\"no_such_slot\" does not exist") && log.contains("--create-slot"),
         "{log}"
@@ -156,7 +105,7 @@ async fn a_missing_slot_is_named_with_the_fix() {
 #[tokio::test]
 async fn a_missing_publication_is_named() {
     let (db, slot, _source, _target) = setup("run_nopub").await;
-    let log = run_expecting_error(support::lsnpipe_run(
+    let log = support::run_expecting_error(support::lsnpipe_run(
         support::source(),
         &db,
         support::target(),
@@ -175,24 +124,14 @@ async fn a_missing_publication_is_named() {
 #[tokio::test]
 async fn a_table_missing_on_the_target_is_named_and_nothing_is_applied() {
     let (db, slot, source, target) = setup("run_notable").await;
-    target.batch_execute("DROP TABLE b").await.unwrap();
+    support::exec(&target, "DROP TABLE b").await;
     support::create_slot(&source, &slot).await;
-    source
-        .batch_execute(
-            "BEGIN; INSERT INTO a VALUES (1, 'x'); INSERT INTO b VALUES (1, 1, now()); COMMIT;",
-        )
-        .await
-        .unwrap();
-    let log = run_expecting_error(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &[],
-    ))
+    support::exec(
+        &source,
+        "BEGIN; INSERT INTO a VALUES (1, 'x'); INSERT INTO b VALUES (1, 1, now()); COMMIT;",
+    )
     .await;
+    let log = support::run_expecting_error(support::run_command(&db, &slot, &[])).await;
     assert!(
         log.contains("public.b") || log.contains("\"public\".\"b\""),
         "{log}"
@@ -207,21 +146,11 @@ async fn a_table_missing_on_the_target_is_named_and_nothing_is_applied() {
 #[tokio::test]
 async fn with_schema_changes_off_a_column_missing_on_the_target_is_named() {
     let (db, slot, source, target) = setup("run_nocol").await;
-    target
-        .batch_execute("ALTER TABLE a DROP COLUMN v")
-        .await
-        .unwrap();
+    support::exec(&target, "ALTER TABLE a DROP COLUMN v").await;
     support::create_slot(&source, &slot).await;
-    source
-        .batch_execute("INSERT INTO a VALUES (1, 'x')")
-        .await
-        .unwrap();
-    let log = run_expecting_error(support::lsnpipe_run(
-        support::source(),
+    support::exec(&source, "INSERT INTO a VALUES (1, 'x')").await;
+    let log = support::run_expecting_error(support::run_command(
         &db,
-        support::target(),
-        &db,
-        "pub",
         &slot,
         &["--schema-changes", "off"],
     ))
@@ -232,35 +161,12 @@ async fn with_schema_changes_off_a_column_missing_on_the_target_is_named() {
 #[tokio::test]
 async fn a_slot_in_use_is_reported() {
     let (db, slot, source, _target) = setup("run_inuse").await;
-    let first = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &["--create-slot"],
-    ));
-    support::wait_until("the first lsnpipe to hold the slot", WAIT, || async {
-        source
-            .query_one(
-                "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                &[&slot],
-            )
-            .await
-            .map(|r| r.get::<_, bool>(0))
-            .unwrap_or(false)
+    let first = support::run(&db, &slot, &["--create-slot"]);
+    support::wait_until("the first lsnpipe to hold the slot", WAIT, || {
+        support::slot_active(&source, &slot)
     })
     .await;
-    let mut second = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &[],
-    ));
+    let mut second = support::run(&db, &slot, &[]);
     // "In use" is retryable (the holder may be a dying session), so the second one keeps
     // trying and says why in its log.
     support::wait_until("the second lsnpipe to report the slot in use", WAIT, || {
@@ -270,14 +176,13 @@ async fn a_slot_in_use_is_reported() {
     .await;
     let _ = second.child.kill();
     let _ = second.wait(WAIT).await;
-    let (status, log) = first.terminate().await;
-    assert!(status.success(), "{log}");
+    first.stop().await;
 }
 
 #[tokio::test]
 async fn a_source_without_logical_wal_is_refused() {
     let replica_level = support::private_cluster("walreplica", &[("wal_level", "replica")]);
-    let log = run_expecting_error(support::lsnpipe_run(
+    let log = support::run_expecting_error(support::lsnpipe_run(
         &replica_level,
         "postgres",
         support::target(),

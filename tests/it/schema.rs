@@ -7,8 +7,6 @@ use tokio_postgres::Client;
 
 use crate::support::{self, Load, Running};
 
-const WAIT: Duration = Duration::from_secs(120);
-
 struct Drift {
     db: String,
     slot: String,
@@ -19,27 +17,15 @@ struct Drift {
 /// `t` and a busy table `busy`, on both sides, published; lsnpipe copies and streams them with
 /// `mode` while a client keeps writing to `busy`.
 async fn start(prefix: &str, mode: &str) -> (Drift, Running, Load) {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
     let ddl = "CREATE TABLE t (id int PRIMARY KEY, v text);
                CREATE TABLE busy (id bigserial PRIMARY KEY, n int)";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute("INSERT INTO t VALUES (1, 'one'); CREATE PUBLICATION pub FOR TABLE t, busy")
-        .await
-        .unwrap();
-    let lsnpipe = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &["--create-slot", "--schema-changes", mode],
-    ));
+    let (db, slot, source, target) = support::replicated_db(
+        prefix,
+        ddl,
+        "INSERT INTO t VALUES (1, 'one'); CREATE PUBLICATION pub FOR TABLE t, busy",
+    )
+    .await;
+    let lsnpipe = support::run(&db, &slot, &["--create-slot", "--schema-changes", mode]);
     let load = busy_load(&db).await;
     let drift = Drift {
         db,
@@ -63,22 +49,13 @@ impl Drift {
 
     /// `t`'s `columns` and all of `busy` equal on both sides (lsnpipe's log on a time-out).
     async fn converge(&self, columns: &[&str], lsnpipe: &Running) {
-        let deadline = std::time::Instant::now() + WAIT;
-        loop {
-            let source = Drift::rows(&self.source, columns).await;
-            let target = Drift::rows(&self.target, columns).await;
-            if source == target
-                && support::tables_equal(&self.source, &self.target, &["busy"]).await
-            {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the target did not catch up: {source:?} vs {target:?}\n{}",
-                lsnpipe.log()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let what = format!("t's {columns:?} and busy to be equal on both sides");
+        lsnpipe
+            .wait_until(&what, || async {
+                Drift::rows(&self.source, columns).await == Drift::rows(&self.target, columns).await
+                    && support::tables_equal(&self.source, &self.target, &["busy"]).await
+            })
+            .await;
     }
 
     /// Column name → type, as `format_type` spells it.
@@ -126,7 +103,7 @@ async fn additive_follows_added_widened_and_dropped_columns_under_load() {
         ),
     ];
     for (sql, columns) in steps {
-        drift.source.batch_execute(sql).await.unwrap();
+        support::exec(&drift.source, sql).await;
         drift.converge(columns, &lsnpipe).await;
     }
     load.stop().await;
@@ -141,8 +118,7 @@ async fn additive_follows_added_widened_and_dropped_columns_under_load() {
         target.iter().any(|(name, _)| name == "a"),
         "kept: {target:?}"
     );
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("schema change on the target"), "{log}");
     let _ = (&drift.db, &drift.slot);
 }
@@ -165,8 +141,7 @@ async fn all_drops_and_narrows_columns_too() {
         Drift::types(&drift.target).await,
         Drift::types(&drift.source).await
     );
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -177,9 +152,8 @@ async fn off_stops_with_the_table_and_column_named() {
         .batch_execute("ALTER TABLE t ADD COLUMN note text; INSERT INTO t VALUES (2, 'two', 'n')")
         .await
         .unwrap();
-    let (status, log) = lsnpipe.wait(WAIT).await;
+    let log = lsnpipe.failure().await;
     load.stop().await;
-    assert!(!status.success(), "{log}");
     assert!(
         log.contains("\"public\".\"t\"") && log.contains("note"),
         "names the table and the column: {log}"
@@ -193,63 +167,38 @@ async fn off_stops_with_the_table_and_column_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_column_added_to_a_partitioned_table_is_added_through_its_root() {
-    let db = support::test_dbs("schema_part").await;
-    let slot = support::unique_name("schema_part_slot");
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
     let ddl = "CREATE TABLE p (id int PRIMARY KEY, v text) PARTITION BY RANGE (id);
                CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (100);
                CREATE TABLE p2 PARTITION OF p FOR VALUES FROM (100) TO (200);";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
     // Without publish_via_partition_root, changes name the partitions.
-    source
-        .batch_execute(
-            "INSERT INTO p VALUES (1, 'a'), (101, 'b'); CREATE PUBLICATION pub FOR TABLE p",
-        )
-        .await
-        .unwrap();
-    let lsnpipe = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &["--create-slot"],
-    ));
+    let (db, slot, source, target) = support::replicated_db(
+        "schema_part",
+        ddl,
+        "INSERT INTO p VALUES (1, 'a'), (101, 'b'); CREATE PUBLICATION pub FOR TABLE p",
+    )
+    .await;
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     support::copy_done(&target, &slot).await;
-    source
-        .batch_execute(
-            "ALTER TABLE p ADD COLUMN n int DEFAULT 5;
+    support::exec(
+        &source,
+        "ALTER TABLE p ADD COLUMN n int DEFAULT 5;
              INSERT INTO p VALUES (2, 'c', 6), (102, 'd', 7);",
-        )
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    loop {
-        let s = source
+    )
+    .await;
+    // `n` named: the target must have the column, not only equal rows without it.
+    let rows = async |client: &Client| {
+        client
             .query("SELECT (id, v, n)::text FROM p ORDER BY id", &[])
-            .await;
-        let t = target
-            .query("SELECT (id, v, n)::text FROM p ORDER BY id", &[])
-            .await;
-        let rows = |r: Result<Vec<tokio_postgres::Row>, _>| {
-            r.map(|rows| {
-                rows.iter()
-                    .map(|r| r.get::<_, String>(0))
-                    .collect::<Vec<_>>()
-            })
+            .await
+            .map(|rows| rows.iter().map(|r| r.get(0)).collect::<Vec<String>>())
             .ok()
-        };
-        if rows(s) == rows(t) {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "{}", lsnpipe.log());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    };
+    lsnpipe
+        .wait_until("p with its new column on the target", || async {
+            rows(&source).await == rows(&target).await
+        })
+        .await;
+    lsnpipe.stop().await;
 }
 
 /// Inserts into `busy`, every 2 ms, until stopped.

@@ -27,23 +27,21 @@ struct Setup {
 const TABLES: [&str; 3] = ["big", "log", "small"];
 
 async fn setup(prefix: &str) -> Setup {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
     let ddl = "CREATE TABLE big (id int PRIMARY KEY, v text);
                CREATE TABLE log (n int, note text);
                ALTER TABLE log REPLICA IDENTITY FULL;
                CREATE TABLE small (id int PRIMARY KEY, v text);";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute(&format!(
-            "CREATE PUBLICATION pub FOR TABLE big, log, small;
-             ALTER DATABASE \"{db}\" SET logical_decoding_work_mem = '64kB';"
-        ))
-        .await
-        .unwrap();
+    let (db, slot, source, target) = support::replicated_db(
+        prefix,
+        ddl,
+        "CREATE PUBLICATION pub FOR TABLE big, log, small",
+    )
+    .await;
+    support::exec(
+        &source,
+        &format!("ALTER DATABASE \"{db}\" SET logical_decoding_work_mem = '64kB'"),
+    )
+    .await;
     support::create_slot(&source, &slot).await;
     let lsnpipe = start(&db, &slot);
     Setup {
@@ -56,15 +54,7 @@ async fn setup(prefix: &str) -> Setup {
 }
 
 fn start(db: &str, slot: &str) -> Running {
-    Running::spawn(support::lsnpipe_run(
-        support::source(),
-        db,
-        support::target(),
-        db,
-        "pub",
-        slot,
-        &[],
-    ))
+    support::run(db, slot, &[])
 }
 
 /// A second session on the source, for the transaction that stays open.
@@ -119,11 +109,7 @@ async fn wait_streamed(s: &Setup) {
 }
 
 async fn wait_equal(s: &Setup) {
-    support::wait_until("the target to equal the source", WAIT, || async {
-        support::tables_equal(&s.source, &s.target, &TABLES).await
-    })
-    .await;
-    support::assert_tables_equal(&s.source, &s.target, &TABLES).await;
+    s.lsnpipe.converge(&s.source, &s.target, &TABLES).await;
 }
 
 /// A marker row committed after everything else: once it is on the target, so is all before.
@@ -146,31 +132,21 @@ async fn wait_marker(s: &Setup, id: i32) {
 async fn a_streamed_transaction_is_applied_before_its_commit_and_visible_at_it() {
     let s = setup("stream_commit").await;
     let w = writer(&s).await;
-    w.batch_execute("BEGIN").await.unwrap();
-    w.batch_execute(&insert_rows(1, 5_000)).await.unwrap();
+    support::exec(&w, "BEGIN").await;
+    support::exec(&w, &insert_rows(1, 5_000)).await;
     wait_streamed(&s).await;
     assert_eq!(
         support::count(&s.target, "big").await,
         0,
         "not visible before the source commits"
     );
-    w.batch_execute(&insert_rows(5_001, 6_000)).await.unwrap();
-    w.batch_execute("UPDATE big SET v = 'updated' WHERE id % 10 = 0; COMMIT")
-        .await
-        .unwrap();
+    support::exec(&w, &insert_rows(5_001, 6_000)).await;
+    support::exec(&w, "UPDATE big SET v = 'updated' WHERE id % 10 = 0; COMMIT").await;
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "big").await, 6_000);
     assert!(streamed_transactions(&s.source, &s.slot).await > 0);
     // The progress row covers the streamed commit: the slot is confirmed past it.
-    let current: i64 = s
-        .source
-        .query_one(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let current = support::current_wal_lsn(&s.source).await;
     let deadline = std::time::Instant::now() + WAIT;
     while support::slot_confirmed(&s.source, &s.slot).await < current {
         assert!(
@@ -189,8 +165,7 @@ async fn a_streamed_transaction_is_applied_before_its_commit_and_visible_at_it()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let (status, log) = s.lsnpipe.terminate().await;
-    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    let log = s.lsnpipe.stop().await;
     assert!(
         log.contains("in-progress transactions are streamed"),
         "{log}"
@@ -201,18 +176,16 @@ async fn a_streamed_transaction_is_applied_before_its_commit_and_visible_at_it()
 async fn a_streamed_transaction_that_aborts_leaves_nothing() {
     let s = setup("stream_abort").await;
     let w = writer(&s).await;
-    w.batch_execute("BEGIN").await.unwrap();
-    w.batch_execute(&insert_rows(1, 5_000)).await.unwrap();
+    support::exec(&w, "BEGIN").await;
+    support::exec(&w, &insert_rows(1, 5_000)).await;
     wait_streamed(&s).await;
-    w.batch_execute("ROLLBACK").await.unwrap();
+    support::exec(&w, "ROLLBACK").await;
     support::wait_until("the target session to roll back", WAIT, || async {
         !streamed_onto_target(&s.target).await
     })
     .await;
     // The same keys again, committed: the aborted rows must not be in the way.
-    w.batch_execute(&format!("BEGIN; {} COMMIT", insert_rows(2_001, 7_000)))
-        .await
-        .unwrap();
+    support::exec(&w, &format!("BEGIN; {} COMMIT", insert_rows(2_001, 7_000))).await;
     wait_marker(&s, 1).await;
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "log").await, 5_000);
@@ -223,36 +196,36 @@ async fn a_streamed_transaction_that_aborts_leaves_nothing() {
 async fn a_subtransaction_abort_undoes_exactly_its_changes() {
     let s = setup("stream_subxact").await;
     let w = writer(&s).await;
-    w.batch_execute("BEGIN").await.unwrap();
-    w.batch_execute(&insert_rows(1, 3_000)).await.unwrap();
+    support::exec(&w, "BEGIN").await;
+    support::exec(&w, &insert_rows(1, 3_000)).await;
     // Streamed, then rolled back alone.
-    w.batch_execute(&format!("SAVEPOINT a; {}", insert_rows(3_001, 6_000)))
-        .await
-        .unwrap();
+    support::exec(&w, &format!("SAVEPOINT a; {}", insert_rows(3_001, 6_000))).await;
     wait_streamed(&s).await;
-    w.batch_execute("ROLLBACK TO SAVEPOINT a").await.unwrap();
+    support::exec(&w, "ROLLBACK TO SAVEPOINT a").await;
     // Kept: released into the top level.
-    w.batch_execute(&format!(
-        "SAVEPOINT b; {} RELEASE SAVEPOINT b",
-        insert_rows(6_001, 9_000)
-    ))
-    .await
-    .unwrap();
+    support::exec(
+        &w,
+        &format!(
+            "SAVEPOINT b; {} RELEASE SAVEPOINT b",
+            insert_rows(6_001, 9_000)
+        ),
+    )
+    .await;
     // Nested: the inner one released, the outer one rolled back takes both.
-    w.batch_execute(&format!(
-        "SAVEPOINT c; {} SAVEPOINT d; {} RELEASE SAVEPOINT d;
+    support::exec(
+        &w,
+        &format!(
+            "SAVEPOINT c; {} SAVEPOINT d; {} RELEASE SAVEPOINT d;
          UPDATE big SET v = 'from c' WHERE id <= 100;",
-        insert_rows(9_001, 11_000),
-        insert_rows(11_001, 13_000)
-    ))
-    .await
-    .unwrap();
-    w.batch_execute("ROLLBACK TO SAVEPOINT c").await.unwrap();
+            insert_rows(9_001, 11_000),
+            insert_rows(11_001, 13_000)
+        ),
+    )
+    .await;
+    support::exec(&w, "ROLLBACK TO SAVEPOINT c").await;
     // Keys of the aborted subtransaction, reused by the top level.
-    w.batch_execute(&insert_rows(3_001, 3_500)).await.unwrap();
-    w.batch_execute("UPDATE big SET v = 'top' WHERE id % 100 = 0; COMMIT")
-        .await
-        .unwrap();
+    support::exec(&w, &insert_rows(3_001, 3_500)).await;
+    support::exec(&w, "UPDATE big SET v = 'top' WHERE id % 100 = 0; COMMIT").await;
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "big").await, 3_000 + 3_000 + 500);
 }
@@ -261,8 +234,8 @@ async fn a_subtransaction_abort_undoes_exactly_its_changes() {
 async fn small_transactions_committed_meanwhile_apply_in_commit_order() {
     let s = setup("stream_interleave").await;
     let w = writer(&s).await;
-    w.batch_execute("BEGIN").await.unwrap();
-    w.batch_execute(&insert_rows(1, 4_000)).await.unwrap();
+    support::exec(&w, "BEGIN").await;
+    support::exec(&w, &insert_rows(1, 4_000)).await;
     wait_streamed(&s).await;
     // Committed while the large one is open: on the target before it commits.
     for i in 1..=20 {
@@ -275,87 +248,56 @@ async fn small_transactions_committed_meanwhile_apply_in_commit_order() {
             .await
             .unwrap();
     }
-    support::wait_until("the small transactions on the target", WAIT, || async {
-        support::tables_equal(&s.source, &s.target, &["small"]).await
-    })
-    .await;
+    support::converge(&s.source, &s.target, &["small"]).await;
     assert_eq!(support::count(&s.target, "big").await, 0);
     // More of the large one, then a second large one that commits first.
-    w.batch_execute(&insert_rows(4_001, 8_000)).await.unwrap();
+    support::exec(&w, &insert_rows(4_001, 8_000)).await;
     let w2 = writer(&s).await;
-    w2.batch_execute(&format!(
-        "BEGIN; {} UPDATE small SET v = 'second' WHERE id <= 10; COMMIT",
-        insert_rows(100_001, 104_000)
-    ))
-    .await
-    .unwrap();
-    s.source
-        .batch_execute("UPDATE small SET v = 'after the second' WHERE id <= 5")
-        .await
-        .unwrap();
-    w.batch_execute("UPDATE small SET v = 'first' WHERE id > 15; COMMIT")
-        .await
-        .unwrap();
-    s.source
-        .batch_execute("UPDATE small SET v = 'last' WHERE id >= 19")
-        .await
-        .unwrap();
+    support::exec(
+        &w2,
+        &format!(
+            "BEGIN; {} UPDATE small SET v = 'second' WHERE id <= 10; COMMIT",
+            insert_rows(100_001, 104_000)
+        ),
+    )
+    .await;
+    support::exec(
+        &s.source,
+        "UPDATE small SET v = 'after the second' WHERE id <= 5",
+    )
+    .await;
+    support::exec(&w, "UPDATE small SET v = 'first' WHERE id > 15; COMMIT").await;
+    support::exec(&s.source, "UPDATE small SET v = 'last' WHERE id >= 19").await;
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "big").await, 12_000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_mid_stream_applies_the_transaction_once() {
-    let s = setup("stream_crash").await;
+    let mut s = setup("stream_crash").await;
     let w = writer(&s).await;
-    w.batch_execute("BEGIN").await.unwrap();
-    w.batch_execute(&insert_rows(1, 5_000)).await.unwrap();
+    support::exec(&w, "BEGIN").await;
+    support::exec(&w, &insert_rows(1, 5_000)).await;
     wait_streamed(&s).await;
-    let Setup {
-        db,
-        slot,
-        source,
-        target,
-        lsnpipe,
-    } = s;
-    lsnpipe.kill9();
+    s.lsnpipe.kill();
     support::wait_until("the killed session's work to roll back", WAIT, || async {
-        !streamed_onto_target(&target).await
+        !streamed_onto_target(&s.target).await
     })
     .await;
     // The source keeps writing and commits while lsnpipe is down.
-    w.batch_execute(&format!("{} COMMIT", insert_rows(5_001, 8_000)))
-        .await
-        .unwrap();
-    let s = Setup {
-        lsnpipe: start(&db, &slot),
-        db,
-        slot,
-        source,
-        target,
-    };
+    support::exec(&w, &format!("{} COMMIT", insert_rows(5_001, 8_000))).await;
+    s.lsnpipe = start(&s.db, &s.slot);
     wait_equal(&s).await;
     // Killed again right after a streamed commit reached the target, whether or not the source
     // heard of it: on restart it is sent again, and must not be applied twice.
-    w.batch_execute(&format!("BEGIN; {} COMMIT", insert_rows(10_001, 15_000)))
-        .await
-        .unwrap();
+    support::exec(
+        &w,
+        &format!("BEGIN; {} COMMIT", insert_rows(10_001, 15_000)),
+    )
+    .await;
     wait_equal(&s).await;
-    let Setup {
-        db,
-        slot,
-        source,
-        target,
-        lsnpipe,
-    } = s;
-    lsnpipe.kill9();
-    let s = Setup {
-        lsnpipe: start(&db, &slot),
-        db,
-        slot,
-        source,
-        target,
-    };
+    s.lsnpipe.kill();
+    s.lsnpipe = start(&s.db, &s.slot);
     wait_marker(&s, 1).await;
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "log").await, 13_000);
@@ -363,57 +305,29 @@ async fn a_crash_mid_stream_applies_the_transaction_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_conflict_only_the_target_has_ends_with_a_clear_error_and_no_loss() {
-    let s = setup("stream_conflict").await;
+    let mut s = setup("stream_conflict").await;
     // A unique index the source lacks: the source lets a small transaction reuse a value the
     // open large one wrote; on the target the small one must wait for the large one's session.
-    s.target
-        .batch_execute("CREATE UNIQUE INDEX big_v ON big (v)")
-        .await
-        .unwrap();
-    let Setup {
-        db,
-        slot,
-        source,
-        target,
-        lsnpipe,
-    } = s;
-    lsnpipe.kill9();
-    let s = Setup {
-        lsnpipe: Running::spawn(support::lsnpipe_run(
-            support::source(),
-            &db,
-            support::target(),
-            &db,
-            "pub",
-            &slot,
-            &["--target-timeout", "2"],
-        )),
-        db,
-        slot,
-        source,
-        target,
-    };
+    support::exec(&s.target, "CREATE UNIQUE INDEX big_v ON big (v)").await;
+    s.lsnpipe.kill();
+    s.lsnpipe = support::run(&s.db, &s.slot, &["--target-timeout", "2"]);
     let w = writer(&s).await;
-    w.batch_execute("BEGIN").await.unwrap();
-    w.batch_execute(&insert_rows(1, 4_000)).await.unwrap();
+    support::exec(&w, "BEGIN").await;
+    support::exec(&w, &insert_rows(1, 4_000)).await;
     wait_streamed(&s).await;
     let taken = format!("{}42", "x".repeat(40));
     s.source
         .execute("INSERT INTO big VALUES (100000, $1)", &[&taken])
         .await
         .unwrap();
-    let deadline = std::time::Instant::now() + WAIT;
-    while !s.lsnpipe.log().contains("streamed transaction(s) open") {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no lock-wait error; log:\n{}",
-            s.lsnpipe.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.lsnpipe
+        .wait_until("the lock-wait error", || async {
+            s.lsnpipe.log().contains("streamed transaction(s) open")
+        })
+        .await;
     // The source's row wins once the target stops differing: the large one is rolled back.
-    s.target.batch_execute("DROP INDEX big_v").await.unwrap();
-    w.batch_execute("ROLLBACK").await.unwrap();
+    support::exec(&s.target, "DROP INDEX big_v").await;
+    support::exec(&w, "ROLLBACK").await;
     wait_marker(&s, 1).await;
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "big").await, 1);
@@ -427,26 +341,18 @@ async fn more_streamed_transactions_than_sessions_fall_back_to_commit_time_deliv
     for i in 0..9 {
         let w = writer(&s).await;
         let from = i * 10_000 + 1;
-        w.batch_execute(&format!("BEGIN; {}", insert_rows(from, from + 2_999)))
-            .await
-            .unwrap();
+        support::exec(&w, &format!("BEGIN; {}", insert_rows(from, from + 2_999))).await;
         writers.push(w);
     }
-    let deadline = std::time::Instant::now() + WAIT;
-    while !s
-        .lsnpipe
-        .log()
-        .contains("the next session runs without streaming")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no fallback; log:\n{}",
-            s.lsnpipe.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    s.lsnpipe
+        .wait_until("the fallback", || async {
+            s.lsnpipe
+                .log()
+                .contains("the next session runs without streaming")
+        })
+        .await;
     for w in &writers {
-        w.batch_execute("COMMIT").await.unwrap();
+        support::exec(w, "COMMIT").await;
     }
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "log").await, 9 * 3_000);

@@ -21,40 +21,31 @@ async fn setup(
     tokio_postgres::Client,
     tokio_postgres::Client,
 ) {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    source.batch_execute(DDL).await.unwrap();
-    target.batch_execute(DDL).await.unwrap();
-    source
-        .batch_execute(
-            "ALTER TABLE b REPLICA IDENTITY FULL;
-             CREATE PUBLICATION pub FOR TABLE a, b;
-             INSERT INTO a SELECT g, 'v' || g, '2024-01-01 00:00+00'::timestamptz + g * interval '1 h',
-                    g / 3.0, decode(md5(g::text), 'hex'), g, g * 1.5 FROM generate_series(1, 3000) g;
-             INSERT INTO b SELECT g % 50, 'b' || (g % 50) FROM generate_series(1, 500) g;",
-        )
-        .await
-        .unwrap();
+    let (db, slot, source, target) = support::replicated_db(
+        prefix,
+        DDL,
+        "ALTER TABLE b REPLICA IDENTITY FULL;
+         CREATE PUBLICATION pub FOR TABLE a, b;
+         INSERT INTO a SELECT g, 'v' || g, '2024-01-01 00:00+00'::timestamptz + g * interval '1 h',
+                g / 3.0, decode(md5(g::text), 'hex'), g, g * 1.5 FROM generate_series(1, 3000) g;
+         INSERT INTO b SELECT g % 50, 'b' || (g % 50) FROM generate_series(1, 500) g;",
+    )
+    .await;
     // The target's sessions print differently by default: verify must not care.
-    target
-        .batch_execute(&format!(
+    support::exec(
+        &target,
+        &format!(
             "ALTER DATABASE \"{db}\" SET timezone = 'America/New_York';
              ALTER DATABASE \"{db}\" SET bytea_output = 'escape'"
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     (db, slot, source, target)
 }
 
 fn verify(db: &str, slot: &str, extra: &[&str]) -> Command {
-    let mut cmd = support::lsnpipe_command();
-    cmd.arg("verify")
-        .args(["--source", &support::source().conn_string(db)])
-        .args(["--target", &support::target().conn_string(db)])
-        .args(["--publication", "pub", "--slot", slot])
-        .args(["--wait-secs", "60"])
+    let mut cmd = support::lsnpipe_on("verify", db, slot);
+    cmd.args(["--wait-secs", "60"])
         .args(extra)
         .stdin(Stdio::null());
     cmd
@@ -87,19 +78,8 @@ async fn replicate(
     source: &tokio_postgres::Client,
     target: &tokio_postgres::Client,
 ) -> Running {
-    let run = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        db,
-        support::target(),
-        db,
-        "pub",
-        slot,
-        &["--create-slot"],
-    ));
-    support::wait_until("the copy and catch-up", WAIT, || async {
-        support::tables_equal(source, target, &["a", "b"]).await
-    })
-    .await;
+    let run = support::run(db, slot, &["--create-slot"]);
+    support::converge(source, target, &["a", "b"]).await;
     run
 }
 
@@ -130,17 +110,16 @@ async fn equal_tables_pass_and_tampered_rows_are_named() {
     );
     assert!(stdout.contains("3000"), "{}", text(&out));
 
-    target
-        .batch_execute(
-            "UPDATE a SET v = 'tampered' WHERE id = 1234;
+    support::exec(
+        &target,
+        "UPDATE a SET v = 'tampered' WHERE id = 1234;
              DELETE FROM a WHERE id = 77;
              INSERT INTO a (id, v) VALUES (5000, 'extra'), (-5, 'below the first key');
              UPDATE a SET t = t + interval '1 s', n = 0 WHERE id = 2999;
              DELETE FROM b WHERE ctid = (SELECT min(ctid) FROM b WHERE x = 7);
              INSERT INTO b VALUES (999, 'extra');",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     let out = output(verify(&db, &slot, &["--chunk-rows", "500"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -171,19 +150,8 @@ async fn equal_tables_pass_and_tampered_rows_are_named() {
 async fn lag_under_load_is_not_a_difference() {
     let db = support::test_dbs("verify_lag").await;
     let slot = support::unique_name("verify_lag_slot");
-    let init = support::pgbench(support::source(), &db, &["-i", "-s", "2", "-q"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
     // The target gets the tables and keys only (no data).
-    let init = support::pgbench(support::target(), &db, &["-i", "-I", "dtp", "-s", "2"]);
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    support::pgbench_to_copy(support::source(), support::target(), &db, "2");
     let source = support::connect(support::source(), &db).await;
     let target = support::connect(support::target(), &db).await;
     source
@@ -194,15 +162,7 @@ async fn lag_under_load_is_not_a_difference() {
         )
         .await
         .unwrap();
-    let run = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &["--create-slot"],
-    ));
+    let run = support::run(&db, &slot, &["--create-slot"]);
     support::wait_until("the initial copy", WAIT, || async {
         support::tables_equal(&source, &target, &["pgbench_branches"]).await
             && support::count(&target, "pgbench_accounts").await == 200_000
@@ -212,14 +172,11 @@ async fn lag_under_load_is_not_a_difference() {
     // Writes go on for the whole verify, and the target falls seconds behind: a session on the
     // target holds a SHARE lock on pgbench_branches (reads go on, the applier waits) for two
     // seconds out of every three.
-    let (src_port, dbname) = (support::source().clone(), db.clone());
-    let load = std::thread::spawn(move || {
-        support::pgbench(
-            &src_port,
-            &dbname,
-            &["-c", "2", "-T", "20", "-R", "300", "-n"],
-        )
-    });
+    let load = support::pgbench_load(
+        support::source(),
+        &db,
+        &["-c", "2", "-T", "20", "-R", "300", "-n"],
+    );
     let stall = {
         let blocker = support::connect(support::target(), &db).await;
         tokio::spawn(async move {
@@ -290,53 +247,28 @@ async fn sequence_setup(
     tokio_postgres::Client,
     Running,
 ) {
-    let db = support::test_dbs(prefix).await;
-    let slot = support::unique_name(&format!("{prefix}_slot"));
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
     let ddl = "CREATE TABLE s (id serial PRIMARY KEY, v text);
                CREATE TABLE g (id int GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, v text);";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute(
-            "CREATE PUBLICATION pub FOR TABLE s, g;
-             INSERT INTO s (v) SELECT 'x' FROM generate_series(1, 40);
-             INSERT INTO g (v) SELECT 'y' FROM generate_series(1, 7);",
-        )
-        .await
-        .unwrap();
-    let run = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &[&["--create-slot"], run_args].concat(),
-    ));
+    let (db, slot, source, target) = support::replicated_db(
+        prefix,
+        ddl,
+        "CREATE PUBLICATION pub FOR TABLE s, g;
+         INSERT INTO s (v) SELECT 'x' FROM generate_series(1, 40);
+         INSERT INTO g (v) SELECT 'y' FROM generate_series(1, 7);",
+    )
+    .await;
+    let run = support::run(&db, &slot, &[&["--create-slot"], run_args].concat());
     support::wait_until("the copy, and streaming", WAIT, || async {
         support::tables_equal(&source, &target, &["s", "g"]).await
-            && source
-                .query_one(
-                    "SELECT active_pid IS NOT NULL FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&slot],
-                )
-                .await
-                .is_ok_and(|r| r.get(0))
+            && support::slot_active(&source, &slot).await
     })
     .await;
     (db, slot, source, target, run)
 }
 
 fn cutover(db: &str, slot: &str, extra: &[&str]) -> Command {
-    let mut cmd = support::lsnpipe_command();
-    cmd.arg("cutover")
-        .args(["--source", &support::source().conn_string(db)])
-        .args(["--target", &support::target().conn_string(db)])
-        .args(["--publication", "pub", "--slot", slot])
-        .args(extra)
-        .stdin(Stdio::null());
+    let mut cmd = support::lsnpipe_on("cutover", db, slot);
+    cmd.args(extra).stdin(Stdio::null());
     cmd
 }
 
@@ -358,11 +290,12 @@ async fn cutover_fences_copies_sequences_and_stops_run() {
     // A session of the application, open before the fence: it could still write, so the fence
     // ends it.
     let app = support::connect(support::source(), &db).await;
-    app.batch_execute("SELECT 1").await.unwrap();
-    source
-        .batch_execute("INSERT INTO s (v) VALUES ('last'); SELECT nextval('g_id_seq')")
-        .await
-        .unwrap();
+    support::exec(&app, "SELECT 1").await;
+    support::exec(
+        &source,
+        "INSERT INTO s (v) VALUES ('last'); SELECT nextval('g_id_seq')",
+    )
+    .await;
     drop(source);
 
     let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
@@ -414,10 +347,7 @@ async fn cutover_fences_copies_sequences_and_stops_run() {
 #[tokio::test]
 async fn the_fence_is_undone_when_cutover_fails() {
     let (db, slot, source, target, run) = sequence_setup("cutover_undo", &[]).await;
-    target
-        .batch_execute("UPDATE s SET v = 'tampered' WHERE id = 3")
-        .await
-        .unwrap();
+    support::exec(&target, "UPDATE s SET v = 'tampered' WHERE id = 3").await;
     let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -428,18 +358,12 @@ async fn the_fence_is_undone_when_cutover_fails() {
     );
     assert!(stdout.contains("fence undone"), "{}", text(&out));
     let writer = support::connect(support::source(), &db).await;
-    writer
-        .batch_execute("INSERT INTO s (v) VALUES ('writable')")
-        .await
-        .unwrap();
+    support::exec(&writer, "INSERT INTO s (v) VALUES ('writable')").await;
 
     // Without a running `lsnpipe run` and with changes left in the slot: cutover streams them
     // itself, still finds the tampered row, and undoes the fence again.
     let _ = run.terminate().await;
-    writer
-        .batch_execute("INSERT INTO s (v) VALUES ('pending')")
-        .await
-        .unwrap();
+    support::exec(&writer, "INSERT INTO s (v) VALUES ('pending')").await;
     drop(writer);
     let out = output(cutover(&db, &slot, &["--fence", "--wait-secs", "60"])).await;
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -458,10 +382,7 @@ async fn the_fence_is_undone_when_cutover_fails() {
         .get(0);
     assert_eq!(pending, 1, "{}", text(&out));
     let writer = support::connect(support::source(), &db).await;
-    writer
-        .batch_execute("INSERT INTO s (v) VALUES ('still writable')")
-        .await
-        .unwrap();
+    support::exec(&writer, "INSERT INTO s (v) VALUES ('still writable')").await;
     drop(source);
 }
 
@@ -470,10 +391,11 @@ async fn run_keeps_sequences_in_sync() {
     let (_db, _slot, source, target, _run) =
         sequence_setup("sync_sequences", &["--sync-sequences", "1"]).await;
     // Ids taken without a row (a rolled back insert) move the sequence too.
-    source
-        .batch_execute("SELECT nextval('s_id_seq') FROM generate_series(1, 100)")
-        .await
-        .unwrap();
+    support::exec(
+        &source,
+        "SELECT nextval('s_id_seq') FROM generate_series(1, 100)",
+    )
+    .await;
     support::wait_until("the sequences on the target", WAIT, || async {
         sequence_values(&target).await == vec![(140, true), (7, true)]
     })
@@ -483,16 +405,14 @@ async fn run_keeps_sequences_in_sync() {
 #[tokio::test]
 async fn cutover_streams_the_rest_itself_when_no_run_is_active_and_teardown_forgets_it() {
     let (db, slot, source, target, run) = sequence_setup("cutover_alone", &[]).await;
-    let (status, log) = run.terminate().await;
-    assert!(status.success(), "lsnpipe run:\n{log}");
+    run.stop().await;
     // Written while nothing streams the slot: cutover must bring these over itself.
-    source
-        .batch_execute(
-            "INSERT INTO s (v) SELECT 'late' FROM generate_series(1, 25);
+    support::exec(
+        &source,
+        "INSERT INTO s (v) SELECT 'late' FROM generate_series(1, 25);
              INSERT INTO g (v) VALUES ('late'); SELECT nextval('g_id_seq')",
-        )
-        .await
-        .unwrap();
+    )
+    .await;
     // The fence ends sessions opened before it.
     drop(source);
 
@@ -515,25 +435,15 @@ async fn cutover_streams_the_rest_itself_when_no_run_is_active_and_teardown_forg
         sequence_values(&source).await,
         sequence_values(&target).await
     );
-    let idle: bool = source
-        .query_one(
-            "SELECT active_pid IS NULL FROM pg_replication_slots WHERE slot_name = $1",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    assert!(idle, "the slot is left idle");
+    assert!(
+        support::slot_exists(&source, &slot).await && !support::slot_active(&source, &slot).await,
+        "the slot is left idle"
+    );
 
     // The stop request goes with the rest of the slot's bookkeeping.
     assert_eq!(stop_rows(&target, &slot).await, 1);
-    let mut teardown = support::lsnpipe_command();
-    teardown
-        .arg("teardown")
-        .args(["--source", &support::source().conn_string(&db)])
-        .args(["--target", &support::target().conn_string(&db)])
-        .args(["--slot", &slot, "--yes"])
-        .stdin(Stdio::null());
+    let mut teardown = support::lsnpipe_on("teardown", &db, &slot);
+    teardown.arg("--yes").stdin(Stdio::null());
     let out = output(teardown).await;
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert_eq!(stop_rows(&target, &slot).await, 0, "{}", text(&out));

@@ -8,18 +8,14 @@ use crate::support::{self, Running};
 
 const WAIT: Duration = Duration::from_secs(120);
 
-async fn setup(prefix: &str) -> (String, tokio_postgres::Client) {
-    let db = support::test_dbs(prefix).await;
-    let source = support::connect(support::source(), &db).await;
-    let target = support::connect(support::target(), &db).await;
-    let ddl = "CREATE TABLE a (id int PRIMARY KEY, v text);";
-    source.batch_execute(ddl).await.unwrap();
-    target.batch_execute(ddl).await.unwrap();
-    source
-        .batch_execute("CREATE PUBLICATION pub FOR TABLE a; INSERT INTO a VALUES (1, 'before')")
-        .await
-        .unwrap();
-    (db, source)
+async fn setup(prefix: &str) -> (String, String, tokio_postgres::Client) {
+    let (db, slot, source, _target) = support::replicated_db(
+        prefix,
+        "CREATE TABLE a (id int PRIMARY KEY, v text);",
+        "CREATE PUBLICATION pub FOR TABLE a; INSERT INTO a VALUES (1, 'before')",
+    )
+    .await;
+    (db, slot, source)
 }
 
 /// Whether `slot` exists, and its `failover` flag on 17+ (`None` before 17).
@@ -46,19 +42,10 @@ async fn failover_slot_is_created_on_17_and_refused_with_the_fix_before() {
         ("failover_copy", &[][..]),
         ("failover_stream", &["--snapshot=false"][..]),
     ] {
-        let (db, source) = setup(prefix).await;
-        let slot = support::unique_name(&format!("{prefix}_slot"));
+        let (db, slot, source) = setup(prefix).await;
         let mut args = vec!["--create-slot", "--failover-slot"];
         args.extend_from_slice(extra);
-        let cmd = support::lsnpipe_run(
-            support::source(),
-            &db,
-            support::target(),
-            &db,
-            "pub",
-            &slot,
-            &args,
-        );
+        let cmd = support::run_command(&db, &slot, &args);
         if support::source().major >= 17 {
             let lsnpipe = Running::spawn(cmd);
             support::wait_until("the slot to be created", WAIT, || async {
@@ -71,15 +58,9 @@ async fn failover_slot_is_created_on_17_and_refused_with_the_fix_before() {
                 "{prefix}: the slot is a failover slot; log:\n{}",
                 lsnpipe.log()
             );
-            let (status, log) = lsnpipe.terminate().await;
-            assert!(status.success(), "{prefix}: {log}");
+            lsnpipe.stop().await;
         } else {
-            let mut lsnpipe = Running::spawn(cmd);
-            let (status, log) = lsnpipe.wait(WAIT).await;
-            assert!(
-                !status.success(),
-                "{prefix}: lsnpipe should refuse; log:\n{log}"
-            );
+            let log = support::run_expecting_error(cmd).await;
             assert!(
                 log.contains("failover slots need PostgreSQL 17")
                     && log.contains("leave out --failover-slot"),
@@ -125,54 +106,33 @@ async fn a_column_generated_on_the_target_is_never_written() {
     } else {
         ("g int", "CREATE PUBLICATION pub FOR TABLE k, f")
     };
-    source
-        .batch_execute(&format!(
+    support::exec(
+        &source,
+        &format!(
             "CREATE TABLE k (id int PRIMARY KEY, a int, {source_g});
              CREATE TABLE f (id int, a int, {source_g});
              ALTER TABLE f REPLICA IDENTITY FULL;
              {publication}"
-        ))
-        .await
-        .unwrap();
-    target
-        .batch_execute(
-            "CREATE TABLE k (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a * 2) STORED);
-             CREATE TABLE f (id int, a int, g int GENERATED ALWAYS AS (a * 2) STORED);",
-        )
-        .await
-        .unwrap();
-    let run = Running::spawn(support::lsnpipe_run(
-        support::source(),
-        &db,
-        support::target(),
-        &db,
-        "pub",
-        &slot,
-        &["--create-slot", "--snapshot=false"],
-    ));
-    support::wait_until("the slot", WAIT, || async {
-        source
-            .query_one(
-                "SELECT count(*) = 1 FROM pg_replication_slots WHERE slot_name = $1 \
-                 AND active_pid IS NOT NULL",
-                &[&slot],
-            )
-            .await
-            .is_ok_and(|r| r.get(0))
-    })
+        ),
+    )
     .await;
+    support::exec(
+        &target,
+        "CREATE TABLE k (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a * 2) STORED);
+             CREATE TABLE f (id int, a int, g int GENERATED ALWAYS AS (a * 2) STORED);",
+    )
+    .await;
+    let run = support::run(&db, &slot, &["--create-slot", "--snapshot=false"]);
+    support::wait_until("the slot", WAIT, || support::slot_active(&source, &slot)).await;
     let values = if sent { "" } else { ", -1" };
     let columns = if sent { "id, a" } else { "id, a, g" };
     for table in ["k", "f"] {
-        source
-            .batch_execute(&format!(
+        support::exec(&source, &format!(
                 "INSERT INTO {table} ({columns}) VALUES (1, 1{values}), (2, 2{values}), (3, 3{values});
                  UPDATE {table} SET a = 10 WHERE id = 2;
                  DELETE FROM {table} WHERE id = 3;
                  INSERT INTO {table} ({columns}) VALUES (4, 4{values});"
-            ))
-            .await
-            .unwrap();
+            )).await;
     }
     let expected = vec![(1, 1, 2), (2, 10, 20), (4, 4, 8)];
     for table in ["k", "f"] {
@@ -188,7 +148,6 @@ async fn a_column_generated_on_the_target_is_never_written() {
             vec![(1, 1, 3), (2, 10, 30), (4, 4, 12)]
         );
     }
-    let (status, log) = run.terminate().await;
-    assert!(status.success(), "lsnpipe run:\n{log}");
+    let log = run.stop().await;
     assert!(!log.contains("ERROR"), "{log}");
 }

@@ -42,6 +42,23 @@ async fn published_db(prefix: &str) -> String {
     db
 }
 
+/// Create `slot` without a snapshot (`temporary`: gone with the session); its consistent point.
+async fn slot_without_snapshot(
+    conn: &mut ReplicationConnection,
+    slot: &str,
+    temporary: bool,
+) -> Lsn {
+    let opts = CreateSlotOptions {
+        temporary,
+        snapshot: SnapshotAction::Nothing,
+        ..CreateSlotOptions::default()
+    };
+    conn.create_slot(slot, opts)
+        .await
+        .unwrap_or_else(|e| panic!("create slot {slot}: {e}"))
+        .consistent_point
+}
+
 async fn start(
     conn: ReplicationConnection,
     slot: &str,
@@ -220,16 +237,7 @@ async fn slot_lifecycle_with_every_snapshot_mode() {
     conn.simple_query("COMMIT").await.unwrap();
 
     let temporary = support::unique_name("slot_temp");
-    conn.create_slot(
-        &temporary,
-        CreateSlotOptions {
-            temporary: true,
-            snapshot: SnapshotAction::Nothing,
-            ..CreateSlotOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    slot_without_snapshot(&mut conn, &temporary, true).await;
     let is_temp: bool = sql
         .query_one(
             "SELECT temporary FROM pg_replication_slots WHERE slot_name = $1",
@@ -298,15 +306,7 @@ async fn slot_in_use_missing_slot_and_missing_publication() {
     let src = support::source();
     let slot = support::unique_name("slot_busy");
     let mut conn = replication(src, &db).await;
-    conn.create_slot(
-        &slot,
-        CreateSlotOptions {
-            snapshot: SnapshotAction::Nothing,
-            ..CreateSlotOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    slot_without_snapshot(&mut conn, &slot, false).await;
     let (holder, _) = start(conn, &slot, Lsn::ZERO, "pub").await.unwrap();
 
     let err = start(replication(src, &db).await, &slot, Lsn::ZERO, "pub")
@@ -331,15 +331,7 @@ async fn slot_in_use_missing_slot_and_missing_publication() {
     let mut conn = replication(src, &db).await;
     let nopub = support::unique_name("nopub");
     let lonely = support::unique_name("slot_nopub");
-    conn.create_slot(
-        &lonely,
-        CreateSlotOptions {
-            snapshot: SnapshotAction::Nothing,
-            ..CreateSlotOptions::default()
-        },
-    )
-    .await
-    .unwrap();
+    slot_without_snapshot(&mut conn, &lonely, false).await;
     let (mut stream, _) = start(conn, &lonely, Lsn::ZERO, &nopub).await.unwrap();
     let sql = support::connect(src, &db).await;
     sql.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
@@ -371,20 +363,8 @@ async fn ten_thousand_changes_arrive_complete_and_in_order() {
     let src = support::source();
     let slot = support::unique_name("slot_volume");
     let mut conn = replication(src, &db).await;
-    let created = conn
-        .create_slot(
-            &slot,
-            CreateSlotOptions {
-                temporary: true,
-                snapshot: SnapshotAction::Nothing,
-                ..CreateSlotOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-    let (mut stream, positions) = start(conn, &slot, created.consistent_point, "pub")
-        .await
-        .unwrap();
+    let created = slot_without_snapshot(&mut conn, &slot, true).await;
+    let (mut stream, positions) = start(conn, &slot, created, "pub").await.unwrap();
 
     const TRANSACTIONS: i64 = 1_000;
     const PER_TRANSACTION: i64 = 10;
@@ -438,20 +418,8 @@ async fn a_stalled_consumer_survives_a_short_wal_sender_timeout() {
     let cfg = config(src, &db, "options='-c wal_sender_timeout=2s'");
     let mut conn = ReplicationConnection::connect(&cfg).await.unwrap();
     assert_eq!(conn.show("wal_sender_timeout").await.unwrap(), "2s");
-    let created = conn
-        .create_slot(
-            &slot,
-            CreateSlotOptions {
-                temporary: true,
-                snapshot: SnapshotAction::Nothing,
-                ..CreateSlotOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-    let (mut stream, _positions) = start(conn, &slot, created.consistent_point, "pub")
-        .await
-        .unwrap();
+    let created = slot_without_snapshot(&mut conn, &slot, true).await;
+    let (mut stream, _positions) = start(conn, &slot, created, "pub").await.unwrap();
 
     // Enough to fill the channel and the socket buffers, so the walsender blocks on its send.
     const ROWS: i64 = 30_000;
@@ -500,19 +468,8 @@ async fn restarting_the_source_ends_the_stream_with_a_retryable_error() {
         .unwrap();
     let slot = "slot_restart";
     let mut conn = replication(&cluster, db).await;
-    let created = conn
-        .create_slot(
-            slot,
-            CreateSlotOptions {
-                snapshot: SnapshotAction::Nothing,
-                ..CreateSlotOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-    let (mut stream, positions) = start(conn, slot, created.consistent_point, "pub")
-        .await
-        .unwrap();
+    let created = slot_without_snapshot(&mut conn, slot, false).await;
+    let (mut stream, positions) = start(conn, slot, created, "pub").await.unwrap();
     sql.execute("INSERT INTO t VALUES (1)", &[]).await.unwrap();
     loop {
         let x = next(&mut stream, Duration::from_secs(30)).await;
@@ -848,17 +805,8 @@ async fn reply_requests_are_answered_at_once_and_a_nudge_reports_without_the_tim
     // 2 s timeout) keep this connection alive through six seconds of quiet.
     let cfg = config(src, &db, "options='-c wal_sender_timeout=2s'");
     let mut conn = ReplicationConnection::connect(&cfg).await.unwrap();
-    let created = conn
-        .create_slot(
-            &slot,
-            CreateSlotOptions {
-                snapshot: SnapshotAction::Nothing,
-                ..CreateSlotOptions::default()
-            },
-        )
-        .await
-        .unwrap();
-    let positions = Arc::new(Positions::new(created.consistent_point));
+    let created = slot_without_snapshot(&mut conn, &slot, false).await;
+    let positions = Arc::new(Positions::new(created));
     let opts = LogicalOptions::new(1, vec!["pub".into()]);
     let mut stream = conn
         .start_replication(&slot, Lsn::ZERO, &opts, positions.clone(), never)
@@ -969,17 +917,7 @@ async fn throughput() {
     let src = support::source();
     let slot = support::unique_name("slot_speed");
     let mut conn = replication(src, &db).await;
-    let created = conn
-        .create_slot(
-            &slot,
-            CreateSlotOptions {
-                temporary: true,
-                snapshot: SnapshotAction::Nothing,
-                ..CreateSlotOptions::default()
-            },
-        )
-        .await
-        .unwrap();
+    let created = slot_without_snapshot(&mut conn, &slot, true).await;
     const ROWS: i64 = 500_000;
     let sql = support::connect(src, &db).await;
     sql.execute(
@@ -988,9 +926,7 @@ async fn throughput() {
     )
     .await
     .unwrap();
-    let (mut stream, _) = start(conn, &slot, created.consistent_point, "pub")
-        .await
-        .unwrap();
+    let (mut stream, _) = start(conn, &slot, created, "pub").await.unwrap();
     let first = next(&mut stream, Duration::from_secs(60)).await;
     assert_eq!(first.data[0], b'B');
     let started = Instant::now();

@@ -21,12 +21,14 @@ const OUTSIDE: DecodeContext = DecodeContext {
     parallel_streaming: false,
 };
 
+/// Decode `frame` (hex) outside a streamed transaction.
+fn outside(frame: &str) -> Result<LogicalMessage, DecodeError> {
+    decode(hex(frame), OUTSIDE)
+}
+
 #[test]
 fn decodes_the_spec_appendix_begin_and_commit() {
-    let begin = decode(
-        hex("42 000000000166fac0 00030418581cac15 00000308"),
-        OUTSIDE,
-    );
+    let begin = outside("42 000000000166fac0 00030418581cac15 00000308");
     assert_eq!(
         begin,
         Ok(LogicalMessage::Begin(Begin {
@@ -35,10 +37,7 @@ fn decodes_the_spec_appendix_begin_and_commit() {
             xid: 0x308,
         }))
     );
-    let commit = decode(
-        hex("43 00 0000000001677bd8 0000000001677c08 000304185aa9074e"),
-        OUTSIDE,
-    );
+    let commit = outside("43 00 0000000001677bd8 0000000001677c08 000304185aa9074e");
     assert_eq!(
         commit,
         Ok(LogicalMessage::Commit(Commit {
@@ -52,11 +51,10 @@ fn decodes_the_spec_appendix_begin_and_commit() {
 
 #[test]
 fn decodes_the_spec_appendix_relation_insert_and_update() {
-    let LogicalMessage::Relation(rel) = decode(
-        hex("52 0000403a 7075626c696300 687800 64 0002 \
+    let LogicalMessage::Relation(rel) = outside(
+        "52 0000403a 7075626c696300 687800 64 0002 \
              01 696400 00000017 ffffffff \
-             00 7600 00000019 ffffffff"),
-        OUTSIDE,
+             00 7600 00000019 ffffffff",
     )
     .unwrap() else {
         panic!("not a Relation")
@@ -105,8 +103,7 @@ fn decodes_the_spec_appendix_relation_insert_and_update() {
     };
     assert_eq!(ab.as_ptr(), frame[frame.len() - 2..].as_ptr(), "a view");
 
-    let LogicalMessage::Update(upd) =
-        decode(hex("55 0000403a 4e 0002 74 00000001 31 6e"), OUTSIDE).unwrap()
+    let LogicalMessage::Update(upd) = outside("55 0000403a 4e 0002 74 00000001 31 6e").unwrap()
     else {
         panic!("not an Update")
     };
@@ -141,96 +138,101 @@ fn stream_abort_has_lsn_and_time_only_with_parallel_streaming() {
 #[test]
 fn rejects_negative_and_oversize_counts() {
     assert!(matches!(
-        decode(hex("49 0000403a 4e ffff"), OUTSIDE),
+        outside("49 0000403a 4e ffff"),
         Err(DecodeError::InvalidCount { count: -1, .. })
     ));
     assert!(matches!(
-        decode(hex("49 0000403a 4e 0003 6e 6e"), OUTSIDE),
+        outside("49 0000403a 4e 0003 6e 6e"),
         Err(DecodeError::InvalidCount { count: 3, .. })
     ));
     assert!(matches!(
-        decode(hex("49 0000403a 4e 0001 74 7fffffff 00"), OUTSIDE),
+        outside("49 0000403a 4e 0001 74 7fffffff 00"),
         Err(DecodeError::InvalidCount { .. })
     ));
     assert!(matches!(
-        decode(hex("54 ffffffff 00 00000001"), OUTSIDE),
+        outside("54 ffffffff 00 00000001"),
         Err(DecodeError::InvalidCount { .. })
     ));
 }
 
 #[test]
 fn names_unknown_tags_and_markers_are_typed_errors() {
-    // Relation whose table name is not UTF-8.
-    assert_eq!(
-        decode(hex("52 0000403a 00 ff00 64 0000"), OUTSIDE),
-        Err(DecodeError::InvalidName { what: "Relation" })
-    );
-    // Origin name without its NUL.
-    assert_eq!(
-        decode(hex("4f 0000000012345678 7570"), OUTSIDE),
-        Err(DecodeError::UnterminatedString { what: "Origin" })
-    );
-    assert_eq!(
-        decode(hex("5a 00"), OUTSIDE),
-        Err(DecodeError::UnknownTag {
-            what: "pgoutput message",
-            tag: b'Z'
-        })
-    );
-    assert_eq!(
-        decode(Bytes::new(), OUTSIDE),
-        Err(DecodeError::Truncated {
-            what: "pgoutput message",
-            offset: 0,
-            needed: 1
-        })
-    );
-    // Tuple column kind 'x'.
-    assert_eq!(
-        decode(hex("49 0000403a 4e 0001 78"), OUTSIDE),
-        Err(DecodeError::UnknownTag {
-            what: "tuple column kind",
-            tag: b'x'
-        })
-    );
-    // Update with an old key but no 'N' before the new tuple; Delete with 'N'.
-    assert_eq!(
-        decode(hex("55 0000403a 4b 0001 6e 4b 0001 6e"), OUTSIDE),
-        Err(DecodeError::UnknownTag {
-            what: "Update",
-            tag: b'K'
-        })
-    );
-    assert_eq!(
-        decode(hex("44 0000403a 4e 0001 6e"), OUTSIDE),
-        Err(DecodeError::UnknownTag {
-            what: "Delete",
-            tag: b'N'
-        })
-    );
-    assert_eq!(
-        decode(hex("52 0000403a 00 7400 78 0000"), OUTSIDE),
-        Err(DecodeError::UnknownTag {
-            what: "Relation replica identity",
-            tag: b'x'
-        })
-    );
-    assert_eq!(
-        decode(hex("53 00000001 02"), OUTSIDE),
-        Err(DecodeError::InvalidValue {
-            what: "Stream Start first_segment",
-            value: 2
-        })
-    );
-    // A truncated Begin names where it stopped.
-    assert_eq!(
-        decode(hex("42 0000000001"), OUTSIDE),
-        Err(DecodeError::Truncated {
-            what: "Begin",
-            offset: 6,
-            needed: 3
-        })
-    );
+    let cases = [
+        // Relation whose table name is not UTF-8.
+        (
+            "52 0000403a 00 ff00 64 0000",
+            DecodeError::InvalidName { what: "Relation" },
+        ),
+        // Origin name without its NUL.
+        (
+            "4f 0000000012345678 7570",
+            DecodeError::UnterminatedString { what: "Origin" },
+        ),
+        (
+            "5a 00",
+            DecodeError::UnknownTag {
+                what: "pgoutput message",
+                tag: b'Z',
+            },
+        ),
+        (
+            "",
+            DecodeError::Truncated {
+                what: "pgoutput message",
+                offset: 0,
+                needed: 1,
+            },
+        ),
+        // Tuple column kind 'x'.
+        (
+            "49 0000403a 4e 0001 78",
+            DecodeError::UnknownTag {
+                what: "tuple column kind",
+                tag: b'x',
+            },
+        ),
+        // Update with an old key but no 'N' before the new tuple; Delete with 'N'.
+        (
+            "55 0000403a 4b 0001 6e 4b 0001 6e",
+            DecodeError::UnknownTag {
+                what: "Update",
+                tag: b'K',
+            },
+        ),
+        (
+            "44 0000403a 4e 0001 6e",
+            DecodeError::UnknownTag {
+                what: "Delete",
+                tag: b'N',
+            },
+        ),
+        (
+            "52 0000403a 00 7400 78 0000",
+            DecodeError::UnknownTag {
+                what: "Relation replica identity",
+                tag: b'x',
+            },
+        ),
+        (
+            "53 00000001 02",
+            DecodeError::InvalidValue {
+                what: "Stream Start first_segment",
+                value: 2,
+            },
+        ),
+        // A truncated Begin names where it stopped.
+        (
+            "42 0000000001",
+            DecodeError::Truncated {
+                what: "Begin",
+                offset: 6,
+                needed: 3,
+            },
+        ),
+    ];
+    for (frame, expected) in cases {
+        assert_eq!(outside(frame), Err(expected), "frame {frame:?}");
+    }
 }
 
 #[test]

@@ -20,33 +20,28 @@ async fn target_fault_during_the_copy(name: &str, crash: bool) {
     support::create_db(&target, &db).await;
     // pgbench's tables with rows on the source, without rows on the target; and a wide table
     // large enough that the copy is still running when the target goes down.
-    let out = support::pgbench(source, &db, &["-i", "-q", "-s", "5"]);
-    assert!(out.status.success(), "pgbench -i: {out:?}");
-    let out = support::pgbench(&target, &db, &["-i", "-q", "-I", "dtp"]);
-    assert!(out.status.success(), "pgbench -i -I dtp: {out:?}");
+    support::pgbench_to_copy(source, &target, &db, "5");
     let s = support::connect(source, &db).await;
     s.batch_execute(&format!(
         "{WIDE}; INSERT INTO wide SELECT g, repeat(md5(g::text), 3) \
              FROM generate_series(1, 300000) g; \
          CREATE PUBLICATION pub FOR TABLE {}, wide",
-        TABLES.join(", ")
+        support::PGBENCH_TABLES.join(", ")
     ))
     .await
     .unwrap();
     let t = support::connect(&target, &db).await;
-    t.batch_execute(WIDE).await.unwrap();
+    support::exec(&t, WIDE).await;
 
     let slot = db.clone();
     let load = Load::start(source, &db);
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
+    let mut lsnpipe = support::run_between(
         source,
-        &db,
         &target,
         &db,
-        "pub",
         &slot,
         &["--create-slot", "--copy-jobs", "2"],
-    ));
+    );
     support::wait_until("one table copied, others still copying", WAIT, || async {
         t.query_one(
             "SELECT count(*) FILTER (WHERE status = 'done') >= 1 \
@@ -70,10 +65,9 @@ async fn target_fault_during_the_copy(name: &str, crash: bool) {
     support::copy_done(&t, &slot).await;
     still_running(&mut lsnpipe);
     load.stop();
-    converge(source, &target, &db).await;
+    support::pgbench_converge(source, &target, &db).await;
     support::assert_tables_equal(&s, &t, &["wide"]).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(
         interruptions(&log) >= 1,
         "the fault interrupted the copy: {log}"

@@ -3,7 +3,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::support::{self, Running};
+use crate::support;
 
 /// Both servers stopped with `-m immediate` and started again, and lsnpipe killed with SIGKILL,
 /// under load. The target crash loses its asynchronously committed tail; the source still holds
@@ -14,12 +14,8 @@ async fn server_crashes_and_sigkill_under_load() {
     let target = support::private_cluster("faults_crash_dst", &[]);
     let db = "postgres";
     let slot = "faults_crash_slot";
-    pgbench_pair(&source, &target, db, slot).await;
-    let start = || {
-        Running::spawn(support::lsnpipe_run(
-            &source, db, &target, db, "pub", slot, &TIMEOUTS,
-        ))
-    };
+    support::pgbench_pair(&source, &target, db, slot).await;
+    let start = || support::run_between(&source, &target, db, slot, &TIMEOUTS);
     let mut lsnpipe = start();
     let load = Load::start(&source, db);
     let mut t = support::connect(&target, db).await;
@@ -57,9 +53,8 @@ async fn server_crashes_and_sigkill_under_load() {
     assert!(took < RECOVERY, "SIGKILL: recovery took {took:?}");
 
     load.stop();
-    converge(&source, &target, db).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    support::pgbench_converge(&source, &target, db).await;
+    lsnpipe.stop().await;
 }
 
 /// The target's progress row for `slot`, as a byte position.
@@ -95,23 +90,11 @@ async fn a_new_session_reports_only_what_the_target_has_flushed() {
     let s = support::connect(source, &db).await;
     let t = support::connect(&target, &db).await;
     let ddl = "CREATE TABLE events (id int PRIMARY KEY)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE events")
-        .await
-        .unwrap();
+    support::exec(&s, ddl).await;
+    support::exec(&t, ddl).await;
+    support::exec(&s, "CREATE PUBLICATION pub FOR TABLE events").await;
     support::create_slot(&s, &slot).await;
-    let start = || {
-        Running::spawn(support::lsnpipe_run(
-            source,
-            &db,
-            &target,
-            &db,
-            "pub",
-            &slot,
-            &[],
-        ))
-    };
+    let start = || support::run_between(source, &target, &db, &slot, &[]);
     let lsnpipe = start();
 
     // A commit right after the WAL writer flushed stays unflushed for up to 10 s.
@@ -169,6 +152,5 @@ async fn a_new_session_reports_only_what_the_target_has_flushed() {
          (unflushed {unflushed}, flush now {now}, applied {applied}); log: {}",
         lsnpipe.log()
     );
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::proxy::{Fault, Proxy};
 use super::*;
-use crate::support::{self, Running};
+use crate::support;
 
 /// Which link a scenario breaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ async fn link_faults(link: Link) {
     .await;
     let slot = support::unique_name("faults_link");
     let (source, target) = (support::source(), support::target());
-    pgbench_pair(source, target, &db, &slot).await;
+    support::pgbench_pair(source, target, &db, &slot).await;
     let proxy = Proxy::start(match link {
         Link::Source => source.port,
         Link::Target => target.port,
@@ -33,15 +33,7 @@ async fn link_faults(link: Link) {
         Link::Source => (via(source, &proxy), target.clone()),
         Link::Target => (source.clone(), via(target, &proxy)),
     };
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
-        &run_source,
-        &db,
-        &run_target,
-        &db,
-        "pub",
-        &slot,
-        &TIMEOUTS,
-    ));
+    let mut lsnpipe = support::run_between(&run_source, &run_target, &db, &slot, &TIMEOUTS);
     let load = Load::start(source, &db);
     let t = support::connect(target, &db).await;
     flowing(&t).await;
@@ -96,10 +88,9 @@ async fn link_faults(link: Link) {
     );
 
     load.stop();
-    converge(source, target, &db).await;
+    support::pgbench_converge(source, target, &db).await;
     still_running(&mut lsnpipe);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

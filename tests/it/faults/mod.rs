@@ -17,7 +17,6 @@ mod read_only;
 mod slot_invalidation;
 mod stalls;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -28,12 +27,6 @@ use tokio_postgres::Client;
 use crate::support::{self, ClusterRef, Running};
 
 pub(crate) const WAIT: Duration = Duration::from_secs(120);
-pub(crate) const TABLES: [&str; 4] = [
-    "pgbench_accounts",
-    "pgbench_branches",
-    "pgbench_tellers",
-    "pgbench_history",
-];
 /// The acceptance settings: a silent link is noticed within 15 s.
 pub(crate) const TIMEOUTS: [&str; 4] = ["--replication-timeout", "10", "--target-timeout", "10"];
 /// Streaming again after a failed server or link is back (the goal), with a second of
@@ -44,23 +37,6 @@ pub(crate) const NOTICED: Duration = Duration::from_secs(15);
 /// After a silent link heals: a connection attempt made while it was silent may still wait out
 /// its connect timeout (10 s), then one pause (at most 3 s).
 pub(crate) const RECOVERY_AFTER_SILENCE: Duration = Duration::from_secs(20);
-
-/// pgbench tables on both sides (pgbench -i is deterministic), a publication and a slot.
-pub(crate) async fn pgbench_pair(source: &ClusterRef, target: &ClusterRef, db: &str, slot: &str) {
-    for cluster in [source, target] {
-        let out = support::pgbench(cluster, db, &["-i", "-q", "-s", "1"]);
-        assert!(out.status.success(), "pgbench -i: {out:?}");
-    }
-    let client = support::connect(source, db).await;
-    client
-        .batch_execute(&format!(
-            "CREATE PUBLICATION pub FOR TABLE {}",
-            TABLES.join(", ")
-        ))
-        .await
-        .unwrap();
-    support::create_slot(&client, slot).await;
-}
 
 /// pgbench against the source in short rounds until stopped; a round that fails (the source
 /// restarting) is followed by a short pause and another.
@@ -141,20 +117,6 @@ pub(crate) async fn flowing(target: &Client) {
     .await;
 }
 
-pub(crate) async fn converge(source: &ClusterRef, target: &ClusterRef, db: &str) {
-    let s = support::connect(source, db).await;
-    let t = support::connect(target, db).await;
-    support::wait_until("the target to equal the source", WAIT, || async {
-        support::tables_equal(&s, &t, &TABLES).await
-    })
-    .await;
-    support::assert_tables_equal(&s, &t, &TABLES).await;
-    assert!(
-        support::count(&s, "pgbench_history").await > 0,
-        "the load ran"
-    );
-}
-
 pub(crate) fn still_running(lsnpipe: &mut Running) {
     assert!(
         lsnpipe.child.try_wait().unwrap().is_none(),
@@ -171,11 +133,6 @@ pub(crate) fn via(cluster: &ClusterRef, proxy: &Proxy) -> ClusterRef {
     }
 }
 
-pub(crate) fn free_addr() -> SocketAddr {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap()
-}
-
 /// Turn `db` on the target read-only (or back) and end the sessions that already run there, so
 /// lsnpipe's next session sees the setting.
 pub(crate) async fn set_read_only(target: &ClusterRef, db: &str, on: bool) {
@@ -185,7 +142,7 @@ pub(crate) async fn set_read_only(target: &ClusterRef, db: &str, on: bool) {
     } else {
         format!("ALTER DATABASE \"{db}\" RESET default_transaction_read_only")
     };
-    admin.batch_execute(&sql).await.unwrap();
+    support::exec(&admin, &sql).await;
     if on {
         admin
             .execute(

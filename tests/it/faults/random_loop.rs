@@ -4,47 +4,26 @@ use std::time::{Duration, Instant};
 
 use super::proxy::{Fault, Proxy};
 use super::*;
-use crate::support::{self, Running};
+use crate::support;
+use crate::torture::rng::Rng;
 
 /// Random faults on every link and server for `LSNPIPE_FAULT_LOOP_SECS` seconds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: set LSNPIPE_FAULT_LOOP_SECS and run with --ignored"]
 async fn random_fault_loop() {
-    let secs: u64 = std::env::var("LSNPIPE_FAULT_LOOP_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(120);
-    let seed: u64 = std::env::var("LSNPIPE_FAULT_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos() as u64
-                | 1
-        });
+    let secs: u64 = support::env("LSNPIPE_FAULT_LOOP_SECS", 120);
+    let seed: u64 = support::env("LSNPIPE_FAULT_SEED", support::clock_seed());
     eprintln!("fault loop: {secs} s, LSNPIPE_FAULT_SEED={seed}");
-    let mut rng = Rng(seed);
+    let mut rng = Rng::new(seed);
     let source = support::private_cluster("faults_loop_src", &[]);
     let target = support::private_cluster("faults_loop_dst", &[]);
     let db = "postgres";
     let slot = "faults_loop_slot";
-    pgbench_pair(&source, &target, db, slot).await;
+    support::pgbench_pair(&source, &target, db, slot).await;
     let source_link = Proxy::start(source.port).await;
     let target_link = Proxy::start(target.port).await;
     let (run_source, run_target) = (via(&source, &source_link), via(&target, &target_link));
-    let start = || {
-        Running::spawn(support::lsnpipe_run(
-            &run_source,
-            db,
-            &run_target,
-            db,
-            "pub",
-            slot,
-            &TIMEOUTS,
-        ))
-    };
+    let start = || support::run_between(&run_source, &run_target, db, slot, &TIMEOUTS);
     let mut lsnpipe = start();
     let load = Load::start(&source, db);
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -99,20 +78,7 @@ async fn random_fault_loop() {
     load.stop();
     source_link.heal();
     target_link.heal();
-    converge(&source, &target, db).await;
+    support::pgbench_converge(&source, &target, db).await;
     still_running(&mut lsnpipe);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
-}
-
-/// A small xorshift generator: replayable fault schedules without another dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
+    lsnpipe.stop().await;
 }

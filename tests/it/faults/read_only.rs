@@ -3,23 +3,19 @@
 use std::time::Instant;
 
 use super::*;
-use crate::support::{self, Running};
+use crate::support;
 
 /// A read-only target: lsnpipe reports it, keeps the slot where it is, retries, and resumes with
 /// nothing lost once the target takes writes again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_target_keeps_the_slot_and_resumes() {
-    let db = support::test_dbs("faults_read_only").await;
-    let slot = support::unique_name("faults_ro");
+    let (db, slot) = support::pgbench_db("faults_read_only").await;
     let (source, target) = (support::source(), support::target());
-    pgbench_pair(source, target, &db, &slot).await;
-    let addr = free_addr();
+    let addr = support::free_addr();
     let listen = addr.to_string();
     let mut args = TIMEOUTS.to_vec();
     args.extend(["--metrics-listen", &listen]);
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
-        source, &db, target, &db, "pub", &slot, &args,
-    ));
+    let mut lsnpipe = support::run_between(source, target, &db, &slot, &args);
     let load = Load::start(source, &db);
     let t = support::connect(target, &db).await;
     flowing(&t).await;
@@ -62,7 +58,6 @@ async fn a_read_only_target_keeps_the_slot_and_resumes() {
     assert!(took < RECOVERY, "read-only target: recovery took {took:?}");
 
     load.stop();
-    converge(source, target, &db).await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    support::pgbench_converge(source, target, &db).await;
+    lsnpipe.stop().await;
 }

@@ -17,11 +17,9 @@ async fn an_invalidated_slot_stops_lsnpipe_with_the_fix() {
     let s = support::connect(&source, db).await;
     let t = support::connect(target, &target_db).await;
     let ddl = "CREATE TABLE items (id int PRIMARY KEY, payload text)";
-    s.batch_execute(ddl).await.unwrap();
-    t.batch_execute(ddl).await.unwrap();
-    s.batch_execute("CREATE PUBLICATION pub FOR TABLE items")
-        .await
-        .unwrap();
+    support::exec(&s, ddl).await;
+    support::exec(&t, ddl).await;
+    support::exec(&s, "CREATE PUBLICATION pub FOR TABLE items").await;
     support::create_slot(&s, slot).await;
     let fill = |from: i32| {
         format!(
@@ -29,10 +27,10 @@ async fn an_invalidated_slot_stops_lsnpipe_with_the_fix() {
             from + 999
         )
     };
-    s.batch_execute(&fill(1)).await.unwrap();
+    support::exec(&s, &fill(1)).await;
 
     // The target holds replicated data, then cannot take writes, so lsnpipe falls behind.
-    let addr = free_addr();
+    let addr = support::free_addr();
     let listen = addr.to_string();
     let mut args = TIMEOUTS.to_vec();
     args.extend([
@@ -51,8 +49,7 @@ async fn an_invalidated_slot_stops_lsnpipe_with_the_fix() {
         support::count(&t, "items").await == 1000
     })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 
     // Remove the WAL the slot still needs.
     let mut from = 1001;
@@ -61,7 +58,7 @@ async fn an_invalidated_slot_stops_lsnpipe_with_the_fix() {
         let sql = format!("{}; SELECT pg_switch_wal(); CHECKPOINT;", fill(from));
         let s = &s;
         async move {
-            s.batch_execute(&sql).await.unwrap();
+            support::exec(s, &sql).await;
             s.query_one(
                 "SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1",
                 &[&slot],

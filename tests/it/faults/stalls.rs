@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use super::proxy::{Fault, Proxy};
 use super::*;
-use crate::support::{self, Running};
+use crate::support;
 
 /// With the target link silent and changes waiting, the gauges and /readyz tell the truth
 /// although the loop that applies is stuck; once the target timeout ends the stuck session,
@@ -15,7 +15,7 @@ async fn metrics_stay_true_while_the_target_link_is_silent() {
         events_slot("faults_stuck", "CREATE TABLE events (id int PRIMARY KEY)").await;
     let (source, target) = (support::source(), support::target());
     let proxy = Proxy::start(target.port).await;
-    let addr = free_addr();
+    let addr = support::free_addr();
     let listen = addr.to_string();
     let args = [
         "--target-timeout",
@@ -25,18 +25,8 @@ async fn metrics_stay_true_while_the_target_link_is_silent() {
         "--metrics-listen",
         &listen,
     ];
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
-        source,
-        &db,
-        &via(target, &proxy),
-        &db,
-        "pub",
-        &slot,
-        &args,
-    ));
-    s.batch_execute("INSERT INTO events VALUES (1)")
-        .await
-        .unwrap();
+    let mut lsnpipe = support::run_between(source, &via(target, &proxy), &db, &slot, &args);
+    support::exec(&s, "INSERT INTO events VALUES (1)").await;
     support::wait_until("the first row", WAIT, || async {
         support::count(&t, "events").await == 1
     })
@@ -95,8 +85,7 @@ async fn metrics_stay_true_while_the_target_link_is_silent() {
         lsnpipe.log()
     );
     still_running(&mut lsnpipe);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// SIGTERM while the target link is silent: lsnpipe gives the stuck call a short grace, not
@@ -110,32 +99,26 @@ async fn sigterm_while_the_target_hangs_stops_within_the_grace() {
     .await;
     let (source, target) = (support::source(), support::target());
     let proxy = Proxy::start(target.port).await;
-    let addr = free_addr();
+    let addr = support::free_addr();
     let listen = addr.to_string();
     let run = |target: &ClusterRef| {
-        Running::spawn(support::lsnpipe_run(
+        support::run_between(
             source,
-            &db,
             target,
             &db,
-            "pub",
             &slot,
             &["--target-timeout", "60", "--metrics-listen", &listen],
-        ))
+        )
     };
     let lsnpipe = run(&via(target, &proxy));
-    s.batch_execute("INSERT INTO events VALUES (1)")
-        .await
-        .unwrap();
+    support::exec(&s, "INSERT INTO events VALUES (1)").await;
     support::wait_until("the first row", WAIT, || async {
         support::count(&t, "events").await == 1
     })
     .await;
 
     proxy.set(Fault::Blackhole);
-    s.batch_execute("INSERT INTO events VALUES (2)")
-        .await
-        .unwrap();
+    support::exec(&s, "INSERT INTO events VALUES (2)").await;
     support::wait_until("the apply loop to wait on the target", WAIT, || async {
         let scrape = crate::metrics::request(addr, "GET", "/metrics").await.body;
         sample(&scrape, "lsnpipe_lag_seconds").is_some_and(|lag| lag > 0.0)
@@ -155,8 +138,7 @@ async fn sigterm_while_the_target_hangs_stops_within_the_grace() {
         support::count(&t, "events").await == 2
     })
     .await;
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// A short replication timeout on an idle source: lsnpipe asks the walsender to answer well
@@ -166,24 +148,19 @@ async fn an_idle_source_is_not_mistaken_for_a_silent_one() {
     let (db, slot, s, t) =
         events_slot("faults_idle", "CREATE TABLE events (id int PRIMARY KEY)").await;
     let (source, target) = (support::source(), support::target());
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
+    let mut lsnpipe = support::run_between(
         source,
-        &db,
         target,
         &db,
-        "pub",
-        &slot,
-        // The walsender's own keepalives come only every 30 s (wal_sender_timeout / 2).
+        &slot, // The walsender's own keepalives come only every 30 s (wal_sender_timeout / 2).
         &[
             "--replication-timeout",
             "3",
             "--status-interval-ms",
             "60000",
         ],
-    ));
-    s.batch_execute("INSERT INTO events VALUES (1)")
-        .await
-        .unwrap();
+    );
+    support::exec(&s, "INSERT INTO events VALUES (1)").await;
     support::wait_until("the first row", WAIT, || async {
         support::count(&t, "events").await == 1
     })
@@ -191,16 +168,13 @@ async fn an_idle_source_is_not_mistaken_for_a_silent_one() {
     // Idle for more than three timeouts: the point of the test, not a synchronisation.
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(interruptions(&lsnpipe.log()), 0, "{}", lsnpipe.log());
-    s.batch_execute("INSERT INTO events VALUES (2)")
-        .await
-        .unwrap();
+    support::exec(&s, "INSERT INTO events VALUES (2)").await;
     support::wait_until("the second row", WAIT, || async {
         support::count(&t, "events").await == 2
     })
     .await;
     still_running(&mut lsnpipe);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    lsnpipe.stop().await;
 }
 
 /// A source stream that stops inside a large transaction does not hold the finished
@@ -215,18 +189,14 @@ async fn a_stream_stalled_mid_transaction_does_not_hold_the_finished_ones() {
     .await;
     let (source, target) = (support::source(), support::target());
     let proxy = Proxy::start(source.port).await;
-    let mut lsnpipe = Running::spawn(support::lsnpipe_run(
+    let mut lsnpipe = support::run_between(
         &via(source, &proxy),
-        &db,
         target,
         &db,
-        "pub",
         &slot,
         &["--replication-timeout", "120", "--max-batch-ms", "100"],
-    ));
-    s.batch_execute("INSERT INTO events VALUES (0, 'warm-up')")
-        .await
-        .unwrap();
+    );
+    support::exec(&s, "INSERT INTO events VALUES (0, 'warm-up')").await;
     support::wait_until("the first row", WAIT, || async {
         support::count(&t, "events").await == 1
     })
@@ -240,11 +210,11 @@ async fn a_stream_stalled_mid_transaction_does_not_hold_the_finished_ones() {
             .await
             .unwrap();
     }
-    s.batch_execute(
+    support::exec(
+        &s,
         "INSERT INTO events SELECT g, repeat('x', 1000) FROM generate_series(1000, 4999) g",
     )
-    .await
-    .unwrap();
+    .await;
     // Once the walsender waits on its full socket, everything before the large transaction's
     // first rows is queued in the link.
     support::wait_until("the walsender to block on the held link", WAIT, || async {
@@ -283,13 +253,9 @@ async fn a_stream_stalled_mid_transaction_does_not_hold_the_finished_ones() {
     );
 
     proxy.heal();
-    support::wait_until("the target to equal the source", WAIT, || async {
-        support::tables_equal(&s, &t, &["events"]).await
-    })
-    .await;
+    support::converge(&s, &t, &["events"]).await;
     still_running(&mut lsnpipe);
-    let (status, log) = lsnpipe.terminate().await;
-    assert!(status.success(), "{log}");
+    let log = lsnpipe.stop().await;
     assert!(log.contains("stalled inside a transaction"), "{log}");
 }
 

@@ -19,7 +19,8 @@
 mod features;
 mod oracle;
 mod process;
-mod rng;
+/// Also the seeded randomness of the crash and fault tests.
+pub(crate) mod rng;
 mod runner;
 mod schema;
 mod shrink;
@@ -34,20 +35,12 @@ use rng::Rng;
 use runner::{FailKind, Outcome};
 use workload::{Plan, Size};
 
+use crate::support::env;
+
 /// A seed's plan under `spec`.
 fn plan(seed: u64, spec: &Spec, size: Size) -> Plan {
     let features = spec.for_seed(&mut Rng::new(seed).fork(0xFEA7));
     workload::generate(seed, features, size)
-}
-
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
-        Err(_) => default,
-    }
 }
 
 fn parse_seed(text: &str) -> u64 {
