@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::apply::{Committed, Operation};
+use crate::error_policy::ErrorKind;
 use crate::metrics::{Health, Metrics, RowOp, Side};
 use crate::positions::Positions;
 
@@ -168,7 +169,7 @@ impl Telemetry {
         self.metrics.reconnect(side);
     }
 
-    pub fn error(&self, kind: &'static str) {
+    pub fn error(&self, kind: ErrorKind) {
         self.metrics.error(kind);
     }
 }

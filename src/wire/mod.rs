@@ -7,7 +7,7 @@
 //! conn/       socket ─▶ [TLS: tls.rs] ─▶ startup(replication=database) ─▶ auth ─▶ frames
 //! commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
 //! stream.rs   START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
-//! error.rs    WireError / ServerError, retryable or not
+//! error.rs    WireError / ServerError (whether they retry: crate::error_policy)
 //! ```
 
 mod commands;
@@ -24,7 +24,7 @@ pub use commands::{
 pub use config::{
     ChannelBindingMode, ConfigError, ConnConfig, Host, Password, SessionAttrs, SslMode, TcpOptions,
 };
-pub use error::{ServerError, WireError, is_transient};
+pub use error::{ServerError, WireError};
 pub use stream::ReplicationStream;
 pub use tls::{MakeRustlsConnect, TlsSettings};
 
@@ -140,8 +140,8 @@ impl HostAttempts {
         if let WireError::Config(_) = e {
             return Err(e);
         }
-        let text = e.to_string();
-        if e.is_retryable() {
+        let text = crate::report::chain(&e);
+        if crate::error_policy::wire(&e) == crate::error_policy::Action::Retry {
             self.retryable = true;
         } else {
             self.fatal.get_or_insert(e);
