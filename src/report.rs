@@ -1,8 +1,8 @@
 //! How an error reaches an operator: the whole chain of causes on one line, each said once.
 //!
-//! lsnpipe's own errors never print their source in their message; the source is reached through
-//! [`Error::source`] and printed here, after the message, once. tokio-postgres's errors are the
-//! exception: their message already ends with their cause, so the chain ends there.
+//! lsnpipe's own errors never print their source in their message (nor do tokio-postgres's: "db
+//! error", "error connecting to server"); the source is reached through [`Error::source`] and
+//! printed here, after the message, once.
 
 use std::error::Error;
 
@@ -10,18 +10,12 @@ use crate::error_policy::{self, Action};
 
 /// `err` and its sources, joined with ": ".
 pub fn chain(err: &(dyn Error + 'static)) -> String {
-    let mut text = String::new();
-    let mut next = Some(err);
+    let mut text = err.to_string();
+    let mut next = err.source();
     while let Some(cause) = next {
-        if !text.is_empty() {
-            text.push_str(": ");
-        }
+        text.push_str(": ");
         text.push_str(&cause.to_string());
-        next = match cause.downcast_ref::<tokio_postgres::Error>() {
-            // "db error: ERROR: …" already holds its source.
-            Some(_) => None,
-            None => cause.source(),
-        };
+        next = cause.source();
     }
     text
 }
