@@ -12,13 +12,15 @@
 //! stream and the skip rule, [`source`] checks and opens the stream and reads the slot,
 //! [`snapshot`] makes the initial copy, [`apply`] writes the target, [`pipeline`] ties one
 //! session together, [`service`] starts what runs beside it (metrics server, slot monitor),
-//! [`ops`] holds the operator commands. `docs/architecture.md` has the map.
+//! [`ops`] holds the operator commands, [`error_policy`] decides what every error means (retry,
+//! operator action, fatal) and [`report`] prints it. `docs/architecture.md` has the map.
 
 pub mod apply;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod ddl;
+pub mod error_policy;
 pub mod latency;
 pub mod lsn;
 pub mod metrics;

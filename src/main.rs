@@ -310,8 +310,8 @@ async fn run(settings: RunSettings, sync_sequences: Option<Duration>) -> ExitCod
     }
 }
 
-pub(crate) fn fail(err: &dyn std::error::Error) -> ExitCode {
-    tracing::error!("{}", lsnpipe::report::chain(err));
+pub(crate) fn fail(err: &(dyn std::error::Error + 'static)) -> ExitCode {
+    tracing::error!("{}", lsnpipe::report::failure(err));
     ExitCode::FAILURE
 }
 

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use indicatif::MultiProgress;
 
 use crate::apply::{Committed, Operation};
+use crate::error_policy::ErrorKind;
 use crate::metrics::{Health, Metrics, RowOp, Side};
 use crate::positions::Positions;
 
@@ -165,7 +166,7 @@ impl Telemetry {
         self.metrics.reconnect(side);
     }
 
-    pub fn error(&self, kind: &'static str) {
+    pub fn error(&self, kind: ErrorKind) {
         self.metrics.error(kind);
     }
 }

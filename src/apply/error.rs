@@ -13,7 +13,7 @@
 
 use std::fmt;
 
-use tokio_postgres::error::SqlState;
+use crate::error_policy::is_transient;
 
 /// The kind of change being applied when a statement failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -97,9 +97,8 @@ pub enum ApplyError {
     MissingColumn { table: String, column: String },
 
     #[error(
-        "the target rejected the schema change {statement}: {source}; make the change on the \
-         target by hand (or give lsnpipe's role ownership of {table}), or run with \
-         --schema-changes off"
+        "the target rejected the schema change {statement} (make the change on the target by \
+         hand, or give lsnpipe's role ownership of {table}, or run with --schema-changes off)"
     )]
     SchemaChange {
         table: String,
@@ -120,8 +119,8 @@ pub enum ApplyError {
     },
 
     #[error(
-        "captured DDL at {lsn} cannot be replayed: {reason}. Command: {command}. Make the change \
-         on the target by hand, then restart with --skip-ddl {lsn}"
+        "captured DDL at {lsn} cannot be replayed (make the change on the target by hand, then \
+         restart with --skip-ddl {lsn}; the command: {command})"
     )]
     DdlUnapplicable {
         lsn: crate::Lsn,
@@ -131,9 +130,8 @@ pub enum ApplyError {
     },
 
     #[error(
-        "the target rejected captured DDL at {lsn}: {source}. Command: {command}. Fix the \
-         target so the command succeeds, or make the change by hand and restart with \
-         --skip-ddl {lsn}"
+        "the target rejected captured DDL at {lsn} (fix the target so the command succeeds, or \
+         make the change by hand and restart with --skip-ddl {lsn}; the command: {command})"
     )]
     DdlFailed {
         lsn: crate::Lsn,
@@ -147,23 +145,6 @@ pub enum ApplyError {
 }
 
 impl ApplyError {
-    /// Whether reconnecting and resuming from the progress row can succeed without an operator.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, ApplyError::TargetConnection { .. })
-    }
-
-    /// A stable, low-cardinality name for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ApplyError::TargetConnection { .. } => "target_connection",
-            ApplyError::MissingTable { .. } | ApplyError::MissingColumn { .. } => "schema_mismatch",
-            ApplyError::Data { .. } => "data",
-            ApplyError::SchemaChange { .. } => "schema_change",
-            ApplyError::DdlUnapplicable { .. } | ApplyError::DdlFailed { .. } => "ddl",
-            ApplyError::Protocol { .. } => "protocol",
-        }
-    }
-
     pub(crate) fn protocol(what: impl Into<String>) -> Self {
         ApplyError::Protocol { what: what.into() }
     }
@@ -192,7 +173,7 @@ impl ApplyError {
         command: &str,
     ) -> Self {
         match source.as_db_error() {
-            Some(db) if !is_connection_state(db.code()) => ApplyError::DdlFailed {
+            Some(db) if !is_transient(db.code()) => ApplyError::DdlFailed {
                 lsn,
                 command: command.to_owned(),
                 source: Box::new(TargetError {
@@ -215,7 +196,7 @@ impl ApplyError {
         let Some(db) = source.as_db_error() else {
             return ApplyError::TargetConnection { operation, source };
         };
-        if is_connection_state(db.code()) {
+        if is_transient(db.code()) {
             return ApplyError::TargetConnection { operation, source };
         }
         ApplyError::Data {
@@ -229,12 +210,6 @@ impl ApplyError {
             },
         }
     }
-}
-
-/// Server states after which a new session can succeed, resuming from the progress row (see
-/// [`crate::wire::is_transient`]).
-fn is_connection_state(code: &SqlState) -> bool {
-    crate::wire::is_transient(code.code())
 }
 
 /// `invalid input syntax for type integer: "abc"` → `… integer: "…"`.
@@ -280,7 +255,5 @@ mod tests {
             text.contains("\"s\".\"t\"") && text.contains("\"c\""),
             "{text}"
         );
-        assert!(!err.is_retryable());
-        assert_eq!(err.kind(), "schema_mismatch");
     }
 }

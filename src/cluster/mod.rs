@@ -39,15 +39,15 @@ pub enum ClusterError {
     NoBinaries { looked: String },
     #[error(
         "PostgreSQL server binaries (initdb, pg_ctl, postgres) not found (looked in: {looked}), \
-         and downloading them failed: {source}. Install them (Debian/Ubuntu: `apt-get install \
-         postgresql`) or set PG_BINDIR to the directory that holds them"
+         and downloading them failed (install them: Debian/Ubuntu `apt-get install postgresql`, \
+         or set PG_BINDIR to the directory that holds them)"
     )]
     DownloadFailed {
         looked: String,
         #[source]
         source: DownloadError,
     },
-    #[error("PostgreSQL server binaries (LSNPIPE_PG_DOWNLOAD=always): {0}")]
+    #[error("PostgreSQL server binaries (LSNPIPE_PG_DOWNLOAD=always)")]
     Download(#[source] DownloadError),
     #[error(
         "running as root, and initdb refuses root: create a `postgres` OS user (the Debian \
@@ -56,7 +56,7 @@ pub enum ClusterError {
     NoPostgresUser,
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]

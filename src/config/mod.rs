@@ -150,7 +150,7 @@ pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9930";
 /// A setting that is missing or wrong; the message names it and where it came from.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         #[source]

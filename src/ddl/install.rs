@@ -149,7 +149,7 @@ pub enum InstallError {
          (connect as one for `lsnpipe ddl install`/`remove`; `run` itself needs no more than before)"
     )]
     NotSuperuser { role: String },
-    #[error("{doing} on the source: {source}")]
+    #[error("{doing} on the source")]
     Sql {
         doing: &'static str,
         #[source]

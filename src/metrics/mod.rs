@@ -25,6 +25,7 @@ use prometheus::{
 };
 
 use crate::Lsn;
+use crate::error_policy::ErrorKind;
 pub use health::Health;
 use lag::LagClock;
 pub use server::serve;
@@ -291,10 +292,9 @@ impl Metrics {
         self.reconnects.with_label_values(&[side.as_str()]).inc();
     }
 
-    /// Count an error of a small fixed set of kinds (e.g. "source_connection", "decode",
-    /// "apply", "slot_monitor").
-    pub fn error(&self, kind: &'static str) {
-        self.errors.with_label_values(&[kind]).inc();
+    /// Count an error; its kind is one of the small fixed set in [`ErrorKind`].
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.with_label_values(&[kind.as_str()]).inc();
     }
 
     /// The slot's state as read from `pg_replication_slots`: retained WAL bytes and

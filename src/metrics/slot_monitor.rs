@@ -21,6 +21,7 @@ use tokio::time::MissedTickBehavior;
 use tokio_postgres::Client;
 
 use super::Metrics;
+use crate::error_policy::ErrorKind;
 use crate::source::SlotInfo;
 
 /// Every value of the `status` label of `lsnpipe_slot_wal_status`: PostgreSQL's `wal_status`
@@ -35,7 +36,7 @@ pub const SLOT_STATUSES: &[&str] = &[
 ];
 
 /// The `kind` label counted in `lsnpipe_errors_total` when a read of the slot fails.
-const ERROR_KIND: &str = "slot_monitor";
+const ERROR_KIND: ErrorKind = ErrorKind::SlotMonitor;
 
 /// How long one read may take before the connection is given up, at least; a short interval
 /// must not turn a slow connect into a stream of errors.
@@ -77,7 +78,7 @@ pub async fn run_slot_monitor(
                 metrics.set_slot_state(state.as_ref().map(|(b, s)| (*b, s.as_deref())));
             }
             Ok(Err(e)) => {
-                tracing::warn!(%slot, error = %e, "slot monitor: reading pg_replication_slots failed; retrying");
+                tracing::warn!(%slot, error = %crate::report::chain(&e), "slot monitor: reading pg_replication_slots failed; retrying");
                 metrics.error(ERROR_KIND);
                 client = None;
             }
@@ -132,7 +133,7 @@ async fn read_slot(
 /// Why one read of the slot failed.
 #[derive(Debug, thiserror::Error)]
 enum MonitorError {
-    #[error("source connection string: {0}")]
+    #[error("source connection string")]
     Config(#[from] crate::wire::ConnConfigError),
     #[error(transparent)]
     Connect(#[from] crate::wire::WireError),

@@ -127,7 +127,7 @@ fn received_reconnects_and_errors_are_labelled() {
     metrics.record_received("insert", 2, 100);
     metrics.record_received("insert", 1, 50);
     metrics.reconnect(Side::Target);
-    metrics.error("apply");
+    metrics.error(ErrorKind::Apply);
     assert_eq!(
         labelled(&registry, names::RECEIVED_BYTES, &[("kind", "insert")]),
         150.0

@@ -29,20 +29,20 @@ use crate::wire::{self, ConnConfig, ConnConfigError, WireError};
 /// Why an operator command could not do its job.
 #[derive(Debug, thiserror::Error)]
 pub enum OpsError {
-    #[error("{side} connection string: {source}")]
+    #[error("{side} connection string")]
     ConnString {
         side: &'static str,
         #[source]
         source: ConnConfigError,
     },
-    #[error("cannot connect to the {side} ({at}): {source}")]
+    #[error("cannot connect to the {side} ({at})")]
     Connect {
         side: &'static str,
         at: String,
         #[source]
         source: WireError,
     },
-    #[error("{side}: {what}: {source}")]
+    #[error("{side}: {what}")]
     Sql {
         side: &'static str,
         what: &'static str,
@@ -51,15 +51,15 @@ pub enum OpsError {
     },
     #[error("{0}")]
     Refused(String),
-    #[error("demo clusters: {0}")]
+    #[error("demo clusters")]
     Cluster(#[from] ClusterError),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("pipeline: {0}")]
+    #[error("pipeline")]
     Pipeline(#[source] Box<RunError>),
 }
 

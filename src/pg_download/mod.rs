@@ -89,7 +89,7 @@ pub enum DownloadError {
         version: String,
         detail: String,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
         #[source]

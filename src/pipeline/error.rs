@@ -1,4 +1,5 @@
-//! Why a run stopped or a session ended early, and which of those a new session can heal.
+//! Why a run stopped or a session ended early (which of those a new session can heal:
+//! [`crate::error_policy::run`]).
 
 use crate::apply::ApplyError;
 use crate::pgoutput::DecodeError;
@@ -9,22 +10,21 @@ use crate::wire::{ConnConfigError, WireError};
 /// Why a run stopped, or why a session ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    #[error("source connection string: {0}")]
+    #[error("source connection string")]
     SourceConfig(#[source] ConnConfigError),
-    #[error("target connection string: {0}")]
+    #[error("target connection string")]
     TargetConfig(#[source] ConnConfigError),
-    #[error("source: {0}")]
+    #[error("source")]
     Source(#[from] SourceError),
-    #[error("target: {0}")]
+    #[error("target")]
     Target(#[source] WireError),
-    #[error("apply: {0}")]
+    #[error("apply")]
     Apply(#[from] ApplyError),
     #[error(
-        "malformed message from the source: {0}; lsnpipe stops rather than skip it (the slot \
-         keeps it): report it with the server version, or upgrade lsnpipe"
+        "malformed message from the source; lsnpipe stops rather than skip it (the slot keeps it)"
     )]
     Decode(#[from] DecodeError),
-    #[error("initial copy: {0}")]
+    #[error("initial copy")]
     Snapshot(#[from] SnapshotError),
     #[error(
         "the source sent a {0} message, which lsnpipe does not request; is the slot shared with \
@@ -65,51 +65,4 @@ pub enum RunError {
         seconds: u64,
         open: usize,
     },
-}
-
-/// SQLSTATEs of a target that cannot take writes for now (read-only: a standby, or
-/// `default_transaction_read_only`; disk full; out of memory). Nothing is committed, the slot
-/// stays where it is, and retrying resumes once an operator has fixed the target.
-const TARGET_UNWRITABLE: &[&str] = &["25006", "53100", "53200"];
-
-impl RunError {
-    /// Worth a new session after a pause (connection loss, a restart), rather than a stop.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            RunError::Source(e) => e.is_retryable(),
-            RunError::Target(e) => e.is_retryable(),
-            RunError::Apply(e) => e.is_retryable() || target_unwritable(e),
-            RunError::TargetTimeout { .. } => true,
-            RunError::Snapshot(e) => e.is_retryable(),
-            // The next session does without streaming (see `sessions`).
-            RunError::TooManyStreams(_) | RunError::StreamDuringCopy => true,
-            RunError::StreamLockWait { .. } => true,
-            // A message the decoder rejects is re-sent unchanged on every new session (TCP and
-            // TLS already guard the bytes in transit): retrying would loop for ever.
-            _ => false,
-        }
-    }
-
-    /// A short label for the errors metric.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            RunError::SourceConfig(_) | RunError::TargetConfig(_) => "config",
-            RunError::Source(SourceError::Wire(WireError::Silent { .. })) => "source_timeout",
-            RunError::Source(_) => "source",
-            RunError::Target(_) => "target",
-            RunError::TargetTimeout { .. } => "target_timeout",
-            RunError::StoppedWhileWaiting { .. } => "shutdown",
-            RunError::Apply(e) if target_unwritable(e) => "target_unwritable",
-            RunError::Apply(_) => "apply",
-            RunError::Decode(_) => "decode",
-            RunError::Unexpected(_) | RunError::Streamed(_) => "protocol",
-            RunError::TooManyStreams(_) | RunError::StreamDuringCopy => "streaming",
-            RunError::StreamLockWait { .. } => "target_timeout",
-            RunError::Snapshot(_) => "snapshot",
-        }
-    }
-}
-
-fn target_unwritable(e: &ApplyError) -> bool {
-    matches!(e, ApplyError::Data { source, .. } if TARGET_UNWRITABLE.contains(&source.code.as_str()))
 }

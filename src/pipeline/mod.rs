@@ -6,7 +6,7 @@
 //!   ▲        │      ▲ (bounded channel: a slow target slows the socket)   │ │
 //!   │        │      └─────────── Positions ◀── mark_flushed ◀───────────┘ │
 //!   │        └────────────────────────────────────────────────────────────┘
-//!   └── retryable error: pause (1 s, 2 s, then 3 s while it keeps failing) and start a new one
+//!   └── error_policy says Retry: pause (1 s, 2 s, then 3 s while it keeps failing) and start a new one
 //!
 //!  beside it: Telemetry::refresh_every (gauges and readiness stay true while a session is stuck)
 //! ```
@@ -42,6 +42,7 @@ use tokio::sync::watch;
 use crate::Lsn;
 use crate::apply::{Applier, GroupLimits, SchemaChanges};
 use crate::config::RunSettings;
+use crate::error_policy::{self, Action};
 use crate::metrics::Side;
 use crate::pgoutput::{self, DecodeContext, LogicalMessage};
 use crate::positions::Positions;
@@ -162,16 +163,22 @@ async fn sessions(
                 telemetry.reconnect(Side::Source);
                 telemetry.set_last_failure("the source ended the replication stream".to_owned());
             }
-            // A session that failed while stopping (a silent source link, say) needs no retry.
-            Err(err) if err.is_retryable() && *shutdown.borrow() => {
-                tracing::warn!(
-                    "stopped; the last session ended with: {}",
-                    crate::report::chain(&err)
-                );
-                return Ok(());
-            }
-            Err(err) if err.is_retryable() => {
-                telemetry.error(err.kind());
+            Err(err) => {
+                let verdict = error_policy::run(&err);
+                if verdict.action != Action::Retry {
+                    telemetry.error(verdict.kind);
+                    return Err(err);
+                }
+                // A session that failed while stopping (a silent source link, say) needs no
+                // retry.
+                if *shutdown.borrow() {
+                    tracing::warn!(
+                        "stopped; the last session ended with: {}",
+                        crate::report::chain(&err)
+                    );
+                    return Ok(());
+                }
+                telemetry.error(verdict.kind);
                 let side = match err {
                     RunError::Target(_)
                     | RunError::Apply(_)
@@ -190,10 +197,6 @@ async fn sessions(
                     side = side.as_str(),
                     "replication interrupted, will reconnect in {pause:?}: {reason}"
                 );
-            }
-            Err(err) => {
-                telemetry.error(err.kind());
-                return Err(err);
             }
         }
         tokio::select! {

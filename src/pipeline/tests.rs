@@ -11,8 +11,9 @@ fn a_message_the_decoder_rejects_stops_the_run_instead_of_looping() {
         what: "message",
         tag: b'?',
     });
-    assert!(!err.is_retryable());
-    assert!(err.to_string().contains("report it"), "{err}");
+    assert_eq!(error_policy::run(&err).action, Action::Fatal);
+    let text = crate::report::failure(&err);
+    assert!(text.contains("report it"), "{text}");
 }
 
 #[test]
@@ -37,15 +38,19 @@ fn a_read_only_or_full_target_is_retried_and_reported_as_such() {
         })
     };
     for code in ["25006", "53100"] {
-        assert!(unwritable(code).is_retryable(), "{code}");
-        assert_eq!(unwritable(code).kind(), "target_unwritable");
+        let verdict = error_policy::run(&unwritable(code));
+        assert_eq!(verdict.action, Action::Retry, "{code}");
+        assert_eq!(verdict.kind.as_str(), "target_unwritable");
     }
     // A constraint violation needs an operator, not a retry.
-    assert!(!unwritable("23505").is_retryable());
+    assert_eq!(
+        error_policy::run(&unwritable("23505")).action,
+        Action::Operator
+    );
     let stalled = RunError::TargetTimeout {
         doing: "committing",
         seconds: 10,
     };
-    assert!(stalled.is_retryable());
+    assert_eq!(error_policy::run(&stalled).action, Action::Retry);
     assert!(stalled.to_string().contains("10 s"), "{stalled}");
 }

@@ -1,5 +1,5 @@
 //! What stops the initial copy: operator mistakes found before anything is written, and
-//! failures while copying (retryable when a connection dropped).
+//! failures while copying (retried when a connection dropped: [`crate::error_policy::snapshot`]).
 
 use crate::apply::ApplyError;
 use crate::source::SourceError;
@@ -9,9 +9,9 @@ use crate::wire::WireError;
 pub enum SnapshotError {
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("source SQL session: {0}")]
+    #[error("source SQL session")]
     SourceSql(#[source] WireError),
-    #[error("target SQL session: {0}")]
+    #[error("target SQL session")]
     TargetSql(#[source] WireError),
     #[error(
         "replication slot {0:?} already exists, so its starting point cannot be copied: drop it \
@@ -48,30 +48,30 @@ pub enum SnapshotError {
     MissingColumn { table: String, column: String },
     #[error("cannot create {table} on the target: {reason}; create it by hand and run again")]
     CannotCreate { table: String, reason: String },
-    #[error("copying {table}: {source}")]
+    #[error("copying {table}")]
     Copy {
         table: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("reading the source catalog: {0}")]
+    #[error("reading the source catalog")]
     Catalog(#[source] tokio_postgres::Error),
     #[error(
         "copying {table}, which joined the publication: {reason}; it is copied again when the \
          session restarts"
     )]
     AddedTable { table: String, reason: String },
-    #[error("creating {what} on the target: {source}")]
+    #[error("creating {what} on the target")]
     Schema {
         what: String,
         #[source]
         source: tokio_postgres::Error,
     },
-    #[error("the copy state on the target (lsnpipe.copy_run, lsnpipe.copy_state): {0}")]
+    #[error("the copy state on the target (lsnpipe.copy_run, lsnpipe.copy_state)")]
     State(#[source] tokio_postgres::Error),
     #[error("the copy state on the target is inconsistent: {0}")]
     BadState(String),
-    #[error("writing the progress row: {0}")]
+    #[error("writing the progress row")]
     Progress(#[source] Box<ApplyError>),
     #[error("a copy worker stopped unexpectedly: {0}")]
     Worker(String),
@@ -81,24 +81,4 @@ impl SnapshotError {
     pub(super) fn state(e: tokio_postgres::Error) -> Self {
         SnapshotError::State(e)
     }
-
-    /// A dropped connection or a server restart: the copy starts again (unfinished tables
-    /// only) after a pause.
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            SnapshotError::Source(e) => e.is_retryable(),
-            SnapshotError::SourceSql(e) | SnapshotError::TargetSql(e) => e.is_retryable(),
-            SnapshotError::Copy { source, .. } => sql_retryable(source),
-            SnapshotError::Catalog(e) | SnapshotError::State(e) => sql_retryable(e),
-            SnapshotError::Progress(e) => e.is_retryable(),
-            // The next session's start copies it again, and stops on what needs an operator.
-            SnapshotError::AddedTable { .. } => true,
-            _ => false,
-        }
-    }
-}
-
-/// No SQLSTATE means the session itself failed (I/O).
-fn sql_retryable(e: &tokio_postgres::Error) -> bool {
-    e.code().is_none_or(|c| crate::wire::is_transient(c.code()))
 }

@@ -27,7 +27,8 @@ use crate::wire::{
     SnapshotAction, Streaming, WireError, max_proto_version, quote_literal,
 };
 
-/// What stops a run until an operator acts, or a transient failure worth retrying.
+/// What stops a run until an operator acts, or a transient failure worth retrying (which is
+/// which: [`crate::error_policy::source`]).
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error(
@@ -75,21 +76,10 @@ pub enum SourceError {
          use a slot created without TWO_PHASE"
     )]
     TwoPhaseSlot(String),
-    #[error("reading the source catalog: {0}")]
+    #[error("reading the source catalog")]
     Catalog(#[source] tokio_postgres::Error),
     #[error(transparent)]
     Wire(#[from] WireError),
-}
-
-impl SourceError {
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            SourceError::Wire(e) => e.is_retryable(),
-            // A session that went away; a statement the server rejected would fail again.
-            SourceError::Catalog(e) => e.as_db_error().is_none(),
-            _ => false,
-        }
-    }
 }
 
 /// How the stream should be opened.

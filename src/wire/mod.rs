@@ -8,7 +8,7 @@
 //! replication_commands.rs IDENTIFY_SYSTEM, SHOW, CREATE/DROP_REPLICATION_SLOT, simple queries
 //! stream.rs               START_REPLICATION ─▶ reader task ─▶ XLogData ─▶ consumer; writer task ─▶ 'r'
 //! frames.rs               the CopyData payloads of streaming replication ('w', 'k', 'r'), sans-IO
-//! error.rs                WireError / ServerError, retryable or not
+//! error.rs                WireError / ServerError (whether they retry: crate::error_policy)
 //! quote.rs                identifiers and literals quoted for SQL and replication commands (the one place)
 //! ```
 
@@ -25,7 +25,7 @@ pub use conn_config::{
     ChannelBindingMode, ConnConfig, ConnConfigError, Host, Password, SessionAttrs, SslMode,
     TcpOptions,
 };
-pub use error::{ServerError, WireError, is_transient};
+pub use error::{ServerError, WireError};
 pub use frames::{Keepalive, ReplicationMessage, StandbyStatusUpdate, XLogData};
 pub use quote::{push_ident, quote_ident, quote_literal};
 pub use replication_commands::{
@@ -147,8 +147,8 @@ impl HostAttempts {
         if let WireError::Config(_) = e {
             return Err(e);
         }
-        let text = e.to_string();
-        if e.is_retryable() {
+        let text = crate::report::chain(&e);
+        if crate::error_policy::wire(&e) == crate::error_policy::Action::Retry {
             self.retryable = true;
         } else {
             self.fatal.get_or_insert(e);

@@ -244,7 +244,7 @@ impl ReplicationConnection {
                         return Ok(conn);
                     }
                     Ok((standby, _)) => attempts.unsuitable(candidate, standby),
-                    Err(e) => attempts.skip(candidate, e.to_string()),
+                    Err(e) => attempts.skip(candidate, crate::report::chain(&e)),
                 },
                 Err(e) => attempts.failed(candidate, e)?,
             }

@@ -5,6 +5,7 @@
 use bytes::Bytes;
 use lsnpipe::Lsn;
 use lsnpipe::apply::{Applier, ApplyError, GroupLimits, SchemaChanges};
+use lsnpipe::error_policy::{self, Action};
 use lsnpipe::pgoutput::{self, ColumnValue, DecodeContext, LogicalMessage};
 use tokio_postgres::Client;
 
@@ -687,7 +688,7 @@ async fn missing_target_table_is_named_and_nothing_is_applied() {
         other => panic!("expected MissingTable, got {other:?}"),
     }
     assert!(err.to_string().contains("create it on the target"), "{err}");
-    assert!(!err.is_retryable());
+    assert_eq!(error_policy::apply(&err), Action::Operator);
     assert_eq!(
         case.count(&case.target, "a").await,
         0,
@@ -1192,7 +1193,7 @@ async fn losing_the_target_connection_is_retryable_and_loses_only_the_open_group
         result = applier.commit_if(true).await.map(|_| ());
     }
     let err = result.unwrap_err();
-    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(error_policy::apply(&err), Action::Retry, "{err:?}");
     assert!(
         matches!(err, ApplyError::TargetConnection { .. }),
         "{err:?}"

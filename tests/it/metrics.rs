@@ -250,7 +250,7 @@ fn exercise_every_metric(metrics: &Metrics) {
     );
     metrics.status_updates_sent.inc();
     metrics.reconnect(Side::Source);
-    metrics.error("apply");
+    metrics.error(lsnpipe::error_policy::ErrorKind::Apply);
     metrics.set_slot_state(Some((123_456, Some("reserved"))));
     metrics.snapshot_rows_copied(5000);
     metrics.set_snapshot_tables_remaining(2);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lsnpipe::Lsn;
+use lsnpipe::error_policy::{self, Action};
 use lsnpipe::positions::Positions;
 use lsnpipe::wire::XLogData;
 use lsnpipe::wire::{
@@ -152,7 +153,7 @@ async fn identify_system_show_and_sql_on_a_trust_connection() {
             .await
             .unwrap_err();
         assert!(matches!(err, WireError::Tls { .. }), "{extra}: {err:?}");
-        assert!(!err.is_retryable());
+        assert_eq!(error_policy::wire(&err), Action::Operator);
     }
 }
 
@@ -281,7 +282,7 @@ async fn slot_lifecycle_with_every_snapshot_mode() {
     }
     let err = conn.drop_slot(&exported, false).await.unwrap_err();
     assert_eq!(err.server_error().unwrap().code, "42704");
-    assert!(!err.is_retryable());
+    assert_eq!(error_policy::wire(&err), Action::Operator);
     conn.close().await.unwrap();
     // The temporary slot goes with its connection.
     poll_until(Duration::from_secs(10), "temporary slot to vanish", || {
@@ -315,7 +316,7 @@ async fn slot_in_use_missing_slot_and_missing_publication() {
     let server = err.server_error().unwrap_or_else(|| panic!("{err:?}"));
     assert_eq!(server.code, "55006", "{server}");
     assert!(server.message.contains(&slot), "{server}");
-    assert!(err.is_retryable());
+    assert_eq!(error_policy::wire(&err), Action::Retry);
 
     let missing = support::unique_name("slot_missing");
     let err = start(replication(src, &db).await, &missing, Lsn::ZERO, "pub")
@@ -324,7 +325,7 @@ async fn slot_in_use_missing_slot_and_missing_publication() {
     let server = err.server_error().unwrap_or_else(|| panic!("{err:?}"));
     assert_eq!(server.code, "42704", "{server}");
     assert!(server.message.contains(&missing), "{server}");
-    assert!(!err.is_retryable());
+    assert_eq!(error_policy::wire(&err), Action::Operator);
 
     // A missing publication is reported when the first change is decoded.
     holder.stop().await.unwrap();
@@ -349,7 +350,7 @@ async fn slot_in_use_missing_slot_and_missing_publication() {
     let server = err.server_error().unwrap_or_else(|| panic!("{err:?}"));
     assert_eq!(server.code, "42704", "{server}");
     assert!(server.message.contains(&nopub), "{server}");
-    assert!(!err.is_retryable());
+    assert_eq!(error_policy::wire(&err), Action::Operator);
     drop(stream);
 
     let mut conn = replication(src, &db).await;
@@ -494,7 +495,7 @@ async fn restarting_the_source_ends_the_stream_with_a_retryable_error() {
     })
     .await
     .expect("the stream ends within 90 s");
-    assert!(err.is_retryable(), "{err:?}");
+    assert_eq!(error_policy::wire(&err), Action::Retry, "{err:?}");
     println!("restart ended the stream with: {err}");
     restart.await.unwrap().unwrap();
 
@@ -556,7 +557,7 @@ async fn login(cluster: &ClusterRef, user: &str, extra: &str) -> Result<(), Wire
 fn assert_auth_failure(err: &WireError, user: &str) {
     assert!(matches!(err, WireError::Auth { .. }), "{err:?}");
     assert!(err.to_string().contains(user), "{err}");
-    assert!(!err.is_retryable());
+    assert_eq!(error_policy::wire(err), Action::Operator);
 }
 
 #[tokio::test]
@@ -740,7 +741,7 @@ async fn tls_modes_name_checks_and_scram_channel_binding() {
         .await
         .unwrap_err();
     assert!(matches!(err, WireError::Tls { .. }), "{err:?}");
-    assert!(!err.is_retryable());
+    assert_eq!(error_policy::wire(&err), Action::Operator);
     println!("verify-full with another name: {err}");
     assert!(
         encrypted(format!("sslmode=verify-ca {renamed}"))
@@ -777,7 +778,7 @@ async fn tls_modes_name_checks_and_scram_channel_binding() {
     let cfg =
         ConnConfig::parse(&format!("{scram} sslmode=disable channel_binding=require")).unwrap();
     let err = ReplicationConnection::connect(&cfg).await.unwrap_err();
-    assert!(!err.is_retryable(), "{err:?}");
+    assert_eq!(error_policy::wire(&err), Action::Operator, "{err:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -506,7 +506,11 @@ impl Applier {
         self.pending_schema_changes.clear();
         // A rolled-back schema change must be made again: check every table anew.
         self.relations.forget_targets();
-        tracing::debug!(error = %err, kind = err.kind(), "apply failed; target transaction rolled back");
+        tracing::debug!(
+            error = %crate::report::chain(&err),
+            action = ?crate::error_policy::apply(&err),
+            "apply failed; target transaction rolled back"
+        );
         err
     }
 }

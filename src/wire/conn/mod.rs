@@ -336,7 +336,8 @@ async fn connect_socket(cfg: &ConnConfig) -> Result<(BoxStream, Option<Vec<u8>>)
                 .await
                 .map_err(|e| WireError::Tls {
                     target: target.clone(),
-                    reason: e.to_string(),
+                    // The cause is the source; reporting prints it after this.
+                    reason: "in the handshake".to_owned(),
                     source: Some(e),
                 })?;
             let binding = channel_binding_of(&stream);
@@ -491,7 +492,8 @@ async fn authenticate(
                 if e.code.starts_with("28") {
                     return Err(WireError::Auth {
                         user: user.to_owned(),
-                        reason: e.message.clone(),
+                        // The server's message is the source; reporting prints it after this.
+                        reason: "the server refused the login".to_owned(),
                         source: Some(Box::new(e)),
                     });
                 }
