@@ -208,12 +208,15 @@ pub async fn slot_exists(client: &Client, slot: &str) -> bool {
         == 1
 }
 
-/// Whether a session holds slot `slot` (false while it does not exist).
+/// Whether a session holds slot `slot` and the slot is fully created (false while it does not
+/// exist). A slot being created is held too, but what commits before its consistent point is
+/// never decoded: only its confirmed position says creation is over.
 pub async fn slot_active(client: &Client, slot: &str) -> bool {
     client
         .query_one(
             "SELECT count(*) = 1 FROM pg_replication_slots \
-             WHERE slot_name = $1 AND active_pid IS NOT NULL",
+             WHERE slot_name = $1 AND active_pid IS NOT NULL \
+             AND confirmed_flush_lsn IS NOT NULL",
             &[&slot],
         )
         .await
