@@ -310,7 +310,8 @@ fn compare(
 }
 
 impl AddedTables {
-    /// For a session of `options.slot`; `known` as read from the copy state (or `None`).
+    /// For a session of `options.slot`; `known` as read from the copy state (or `None`), `left`
+    /// the tables an earlier session saw leave the publication.
     pub fn new(
         options: SnapshotOptions,
         source: ConnConfig,
@@ -318,6 +319,7 @@ impl AddedTables {
         metrics: Metrics,
         shutdown: watch::Receiver<bool>,
         known: Option<HashSet<(String, String)>>,
+        left: HashSet<(String, String)>,
     ) -> Self {
         AddedTables {
             options,
@@ -328,7 +330,7 @@ impl AddedTables {
             known,
             seen: HashMap::new(),
             leaving: HashMap::new(),
-            left: HashSet::new(),
+            left,
         }
     }
 

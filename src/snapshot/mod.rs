@@ -38,7 +38,7 @@ mod filter;
 mod schema;
 mod state;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
@@ -280,14 +280,22 @@ pub async fn added_tables(
     let target = wire::connect_sql(target_config)
         .await
         .map_err(SnapshotError::TargetSql)?;
-    let known = match state::read_run(&target, &options.slot).await? {
-        Some(Run::Done { .. }) => Some(
-            state::tables(&target, &options.slot)
+    // Tables still pending here left the publication (`prepare` copied the published ones):
+    // should one rejoin during this session, its rows are stale and it is copied again.
+    let (known, left) = match state::read_run(&target, &options.slot).await? {
+        Some(Run::Done { .. }) => {
+            let left: HashSet<_> = state::pending(&target, &options.slot)
                 .await?
                 .into_iter()
-                .collect(),
-        ),
-        _ => None,
+                .collect();
+            let known = state::tables(&target, &options.slot)
+                .await?
+                .into_iter()
+                .filter(|t| !left.contains(t))
+                .collect();
+            (Some(known), left)
+        }
+        _ => (None, HashSet::new()),
     };
     Ok(AddedTables::new(
         options.clone(),
@@ -296,6 +304,7 @@ pub async fn added_tables(
         metrics.clone(),
         shutdown.clone(),
         known,
+        left,
     ))
 }
 

@@ -214,6 +214,46 @@ async fn a_table_that_joins_without_changes_is_found_and_one_that_leaves_is_repo
     lsnpipe.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_left_before_a_restart_is_copied_again_when_it_rejoins() {
+    let (db, slot, source, target) = setup(
+        "added_rejoin",
+        "CREATE TABLE quiet (id int PRIMARY KEY, v text);
+         INSERT INTO quiet SELECT g, 'v' || g FROM generate_series(1, 100) g;
+         CREATE PUBLICATION pub FOR TABLE busy, quiet",
+    )
+    .await;
+    let lsnpipe = support::run(&db, &slot, CREATE);
+    lsnpipe.converge(&source, &target, &["busy", "quiet"]).await;
+    support::exec(&source, "ALTER PUBLICATION pub DROP TABLE quiet").await;
+    lsnpipe
+        .wait_until("the table's leaving to be logged", || async {
+            lsnpipe.log().contains("table left the publication")
+        })
+        .await;
+    lsnpipe.stop().await;
+
+    // A new session (a restart here; a reconnect is the same) starts while it is out, and its
+    // rows change unpublished: when it rejoins, only a new copy brings them.
+    let lsnpipe = support::run(&db, &slot, &[]);
+    support::exec(
+        &source,
+        "UPDATE quiet SET v = 'changed while out' WHERE id <= 10;
+         DELETE FROM quiet WHERE id > 90;
+         INSERT INTO busy (at) VALUES (now());",
+    )
+    .await;
+    lsnpipe.converge(&source, &target, &["busy"]).await;
+    support::exec(
+        &source,
+        "ALTER PUBLICATION pub ADD TABLE quiet;
+         UPDATE quiet SET v = 'after rejoining' WHERE id = 50;",
+    )
+    .await;
+    lsnpipe.converge(&source, &target, &["busy", "quiet"]).await;
+    lsnpipe.stop().await;
+}
+
 /// Rows stamped with the source's clock into `busy`, every 5 ms, until stopped.
 async fn busy_load(db: &str) -> Load {
     Load::start(db, Duration::from_millis(5), |_| {
