@@ -231,6 +231,9 @@ impl Metrics {
         for status in SLOT_STATUSES {
             metrics.slot_wal_status.with_label_values(&[status]).set(0);
         }
+        for kind in ErrorKind::ALL {
+            metrics.errors.with_label_values(&[kind.as_str()]);
+        }
 
         #[cfg(target_os = "linux")]
         registry.register(Box::new(

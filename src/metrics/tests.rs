@@ -148,6 +148,16 @@ fn received_reconnects_and_errors_are_labelled() {
         labelled(&registry, names::ERRORS, &[("kind", "apply")]),
         1.0
     );
+    // Every other kind is there at 0 before its first error, or `increase()` would miss it.
+    for kind in ErrorKind::ALL
+        .into_iter()
+        .filter(|k| *k != ErrorKind::Apply)
+    {
+        assert_eq!(
+            labelled(&registry, names::ERRORS, &[("kind", kind.as_str())]),
+            0.0
+        );
+    }
 }
 
 #[test]
