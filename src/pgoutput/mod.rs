@@ -47,6 +47,17 @@ mod reader;
 mod robustness_tests;
 mod tuple;
 
+/// Bytes from hex digits, spaces allowed: hand-written frames in tests.
+#[cfg(test)]
+pub(crate) fn hex_bytes(s: &str) -> bytes::Bytes {
+    let s: String = s.split_whitespace().collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
 pub use error::DecodeError;
 pub use message::{
     Begin, BeginPrepare, Column, Commit, CommitPrepared, DecodeContext, Delete, Insert,

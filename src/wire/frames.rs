@@ -138,14 +138,7 @@ mod tests {
 
     use super::*;
 
-    fn hex(s: &str) -> Bytes {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect::<Vec<u8>>()
-            .into()
-    }
+    use crate::pgoutput::hex_bytes as hex;
 
     #[test]
     fn decodes_a_captured_keepalive() {

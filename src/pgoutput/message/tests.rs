@@ -3,14 +3,7 @@
 use super::*;
 use crate::pgoutput::{ColumnValue, DecodeError};
 
-fn hex(s: &str) -> Bytes {
-    let s: String = s.split_whitespace().collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect::<Vec<u8>>()
-        .into()
-}
+use crate::pgoutput::hex_bytes as hex;
 
 fn lsn(s: &str) -> Lsn {
     s.parse().unwrap()
