@@ -32,6 +32,10 @@ async fn target_fault_during_the_copy(name: &str, crash: bool) {
     .unwrap();
     let t = support::connect(&target, &db).await;
     support::exec(&t, WIDE).await;
+    // wide's copy waits behind this lock (reads pass it) until the fault ends the session holding
+    // it, so the fault always lands in the middle of the copy however fast the machine copies.
+    let blocker = support::connect(&target, &db).await;
+    support::exec(&blocker, "BEGIN; LOCK TABLE wide IN SHARE MODE").await;
 
     let slot = db.clone();
     let load = Load::start(source, &db);
@@ -42,10 +46,11 @@ async fn target_fault_during_the_copy(name: &str, crash: bool) {
         &slot,
         &["--create-slot", "--copy-jobs", "2"],
     );
-    support::wait_until("one table copied, others still copying", WAIT, || async {
+    support::wait_until("the copy waiting on wide", WAIT, || async {
         t.query_one(
-            "SELECT count(*) FILTER (WHERE status = 'done') >= 1 \
-                    AND count(*) FILTER (WHERE status = 'pending') >= 1 \
+            "SELECT count(*) FILTER (WHERE status = 'pending' AND table_name = 'wide') = 1 \
+                    AND EXISTS (SELECT 1 FROM pg_stat_activity \
+                                WHERE wait_event_type = 'Lock' AND datname = current_database()) \
              FROM lsnpipe.copy_state WHERE slot = $1",
             &[&slot],
         )
@@ -60,6 +65,7 @@ async fn target_fault_during_the_copy(name: &str, crash: bool) {
         target.with(|c| c.restart())
     }
     .unwrap();
+    drop(blocker);
 
     let t = support::connect(&target, &db).await;
     support::copy_done(&t, &slot).await;
