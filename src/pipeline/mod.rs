@@ -413,14 +413,7 @@ async fn session(
                 LogicalMessage::StreamStart(start) => {
                     // Everything committed before this chunk is committed on the target first,
                     // so no streamed change waits for a lock the main session holds.
-                    if target_calls
-                        .call("committing", applier.commit_if(true))
-                        .await?
-                        .is_some()
-                    {
-                        telemetry.applied(applier.take_committed());
-                        *progress = true;
-                    }
+                    commit_finished(&mut target_calls, &mut applier, telemetry, progress).await?;
                     target_calls
                         .call("starting a streamed transaction", streams.start(start))
                         .await?;
@@ -437,14 +430,7 @@ async fn session(
                 }
                 LogicalMessage::StreamCommit(commit) => {
                     // Source commit order: what committed before it goes first.
-                    if target_calls
-                        .call("committing", applier.commit_if(true))
-                        .await?
-                        .is_some()
-                    {
-                        telemetry.applied(applier.take_committed());
-                        *progress = true;
-                    }
+                    commit_finished(&mut target_calls, &mut applier, telemetry, progress).await?;
                     let finished = target_calls
                         .call(
                             "committing a streamed transaction",
@@ -579,6 +565,24 @@ async fn session(
         stream.stop().await.map_err(SourceError::Wire)?;
     }
     Ok(end)
+}
+
+/// Commit the finished transactions the main session holds (before a streamed chunk or commit).
+async fn commit_finished(
+    target_calls: &mut TargetCalls,
+    applier: &mut Applier,
+    telemetry: &Telemetry,
+    progress: &mut bool,
+) -> Result<(), RunError> {
+    if target_calls
+        .call("committing", applier.commit_if(true))
+        .await?
+        .is_some()
+    {
+        telemetry.applied(applier.take_committed());
+        *progress = true;
+    }
+    Ok(())
 }
 
 /// How long the stream may stay quiet inside a source transaction before the finished ones
