@@ -5,7 +5,9 @@
 #   scripts/bench-copy.sh [SCALE]     pgbench scale of the source (default 50: 5 million rows)
 #
 # RUNS (default 3) rounds, each tool in turn within a round (alternating, so both see the same
-# load); every run is printed, and the figure per tool is the median of its runs.
+# load); every run is printed, and the figure per tool is the median of its runs. Each run also
+# prints the CPU seconds both servers spent on it (source + target, every process of each
+# cluster): on a machine with N cores a copy cannot take less wall time than that sum over N.
 #
 # Every tool copies the same pgbench database from one source cluster into a fresh database of
 # one target cluster, one after the other. "schema": the tables (with their primary keys) exist
@@ -53,6 +55,14 @@ rows=$(sq bench "SELECT sum(n) FROM (SELECT count(*) n FROM pgbench_accounts UNI
 size=$(sq bench "SELECT pg_size_pretty(pg_database_size('bench'))")
 
 declare -A secs
+# CPU seconds of both clusters since `cpu_mark`, as "source+target".
+cpu_mark() { cpu_src0=$(cluster_cpu_ticks source); cpu_dst0=$(cluster_cpu_ticks target); }
+cpu_spent() {
+  echo "$(ticks_to_s $(($(cluster_cpu_ticks source) - cpu_src0)))+$(ticks_to_s $(($(cluster_cpu_ticks target) - cpu_dst0)))"
+}
+report_run() { # tool mode seconds cpu
+  echo "  $1 $2: $3 s, server CPU $4 s (source+target)" >&2
+}
 uri() { echo "postgresql://postgres@127.0.0.1:$1/$2"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b-a)/1e9}'; }
 
@@ -66,12 +76,14 @@ native() { # mode run
   dq postgres "CREATE DATABASE $db"
   [ "$1" = schema ] && { schema_into "$db" pre-data; schema_into "$db" post-data; }
   settle
+  cpu_mark
   t0=$(now_ns)
   [ "$1" = empty ] && schema_into "$db" pre-data
   dq "$db" "CREATE SUBSCRIPTION sub_$1_$2 CONNECTION '$(src bench)' PUBLICATION bench_pub WITH (copy_data = true)" 2>/dev/null
   wait_target "$db" "SELECT count(*) = ${#TABLES[@]} AND bool_and(srsubstate = 'r') FROM pg_subscription_rel" 3600
   [ "$1" = empty ] && schema_into "$db" post-data
   t1=$(now_ns)
+  report_run native "$1" "$(elapsed "$t0" "$t1")" "$(cpu_spent)"
   dq "$db" "DROP SUBSCRIPTION sub_$1_$2" >/dev/null 2>&1
   secs[native_$1]+="$(elapsed "$t0" "$t1") "
   same_tables bench "$db" "${TABLES[@]}"
@@ -87,6 +99,7 @@ lsnpipe() { # mode run
     extra=(--create-tables)
   fi
   settle
+  cpu_mark
   t0=$(now_ns)
   "$LSNPIPE" run --source "$(src bench)" --target "$(dst "$db")" --publication bench_pub \
     --slot "lsnpipe_$1_$2" --create-slot --copy-jobs "$JOBS" --metrics-listen off "${extra[@]}" \
@@ -94,6 +107,7 @@ lsnpipe() { # mode run
   lsnpipe_pid=$!
   wait_target "$db" "SELECT to_regclass('lsnpipe.copy_run') IS NOT NULL AND EXISTS (SELECT 1 FROM lsnpipe.copy_run WHERE status = 'done')" 3600
   t1=$(now_ns)
+  report_run lsnpipe "$1" "$(elapsed "$t0" "$t1")" "$(cpu_spent)"
   kill -TERM "$lsnpipe_pid"
   wait "$lsnpipe_pid" || { echo "lsnpipe exited with an error:" >&2; cat "$BENCH_DIR/lsnpipe_$1.log" >&2; exit 1; }
   lsnpipe_pid=

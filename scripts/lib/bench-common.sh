@@ -27,11 +27,11 @@ dst() { echo "host=127.0.0.1 port=$DST_PORT user=postgres dbname=$1"; }
 sq() { psql "$(src "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"; }
 dq() { psql "$(dst "$1")" -XAtq -v ON_ERROR_STOP=1 -c "$2"; }
 
-# CPU seconds (user+system) of every process of the target cluster, including children that have
-# already exited (the postmaster's cutime/cstime).
-target_cpu_ticks() {
+# CPU ticks (user+system) of every process of one cluster (source or target), including children
+# that have already exited (the postmaster's cutime/cstime).
+cluster_cpu_ticks() {
   local pm total=0 pid f
-  pm=$(head -1 "$BENCH_DIR/target/data/postmaster.pid")
+  pm=$(head -1 "$BENCH_DIR/$1/data/postmaster.pid")
   read -r -a f < <(sed 's/^.*) //' "/proc/$pm/stat")
   total=$((f[11] + f[12] + f[13] + f[14]))
   for pid in $(pgrep -P "$pm"); do
@@ -41,6 +41,7 @@ target_cpu_ticks() {
   done
   echo "$total"
 }
+target_cpu_ticks() { cluster_cpu_ticks target; }
 
 process_cpu_ticks() {
   local f
