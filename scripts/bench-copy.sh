@@ -60,8 +60,8 @@ cpu_mark() { cpu_src0=$(cluster_cpu_ticks source); cpu_dst0=$(cluster_cpu_ticks 
 cpu_spent() {
   echo "$(ticks_to_s $(($(cluster_cpu_ticks source) - cpu_src0)))+$(ticks_to_s $(($(cluster_cpu_ticks target) - cpu_dst0)))"
 }
-report_run() { # tool mode seconds cpu
-  echo "  $1 $2: $3 s, server CPU $4 s (source+target)" >&2
+report_run() { # tool mode seconds cpu [own CPU]
+  echo "  $1 $2: $3 s, server CPU $4 s (source+target)${5:+, $1 process $5 s}" >&2
 }
 uri() { echo "postgresql://postgres@127.0.0.1:$1/$2"; }
 elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b-a)/1e9}'; }
@@ -107,7 +107,8 @@ lsnpipe() { # mode run
   lsnpipe_pid=$!
   wait_target "$db" "SELECT to_regclass('lsnpipe.copy_run') IS NOT NULL AND EXISTS (SELECT 1 FROM lsnpipe.copy_run WHERE status = 'done')" 3600
   t1=$(now_ns)
-  report_run lsnpipe "$1" "$(elapsed "$t0" "$t1")" "$(cpu_spent)"
+  report_run lsnpipe "$1" "$(elapsed "$t0" "$t1")" "$(cpu_spent)" \
+    "$(ticks_to_s "$(process_cpu_ticks "$lsnpipe_pid")")"
   kill -TERM "$lsnpipe_pid"
   wait "$lsnpipe_pid" || { echo "lsnpipe exited with an error:" >&2; cat "$BENCH_DIR/lsnpipe_$1.log" >&2; exit 1; }
   lsnpipe_pid=
