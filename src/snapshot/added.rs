@@ -4,7 +4,7 @@
 //! ```text
 //!  found (at start: published but unknown to copy_state; while streaming: a Relation message
 //!  for an unknown table, or a look at pg_publication_tables every few seconds) ─▶ copy_state row 'pending' ─▶ [create on the target] ─▶ temporary
-//!  slot, exported snapshot at C' ─▶ COPY ─▶ 'done', sync LSN C' ─▶ [keys and indexes]
+//!  slot, exported snapshot at C' ─▶ COPY ─▶ [keys and indexes] ─▶ 'done', sync LSN C'
 //!
 //!  the stream meanwhile (SyncFilter): the table's changes committed before C' are in the copy
 //!  and dropped; a change at or after C' waits until the copy is done, then applies.
@@ -153,16 +153,34 @@ pub(super) async fn copy_at_new_point(
         target,
         metrics,
         shutdown,
+        // Tables lsnpipe builds keys for are marked done after their keys (see below).
+        !options.create_tables,
     )
     .await;
     let _ = exporter.close().await;
-    if !outcome? {
+    let Some(jobs) = outcome? else {
         return Ok(NewPoint::Stopped);
-    }
+    };
     if options.create_tables {
+        // Until it is marked done a table stays pending, so a stop or a failure before its keys
+        // and indexes exist copies it again (emptied first) and builds them on the next start.
         schema::prepare_index_session(target).await?;
-        for table in &tables {
+        for job in &jobs {
+            let table = &job.table;
             schema::build_indexes(&catalog, target, table).await?;
+            state::mark_done(
+                &*target,
+                &options.slot,
+                &table.schema,
+                &table.name,
+                point,
+                job.progress.rows(),
+            )
+            .await
+            .map_err(|source| SnapshotError::Copy {
+                table: table.qualified(),
+                source,
+            })?;
         }
     }
     Ok(NewPoint::Copied(point))

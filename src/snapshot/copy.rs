@@ -74,6 +74,10 @@ pub(super) struct Shared {
     pub slot: String,
     pub queue: Queue,
     pub progress: Arc<CopyProgress>,
+    /// Mark each table done when its data commits. Off when the caller builds keys and indexes
+    /// first and marks the tables itself: a table marked done is never copied again, so a stop
+    /// between its data and its keys would leave it without them for good.
+    pub mark_done: bool,
 }
 
 /// Take units until the queue is empty.
@@ -145,12 +149,12 @@ async fn copy_unit(
     let rows = pump(out, sink, binary, job, &shared.progress)
         .await
         .map_err(failed)?;
-    if whole {
+    if whole && shared.mark_done {
         mark_done(&tx, shared, job, rows).await.map_err(failed)?;
     }
     tx.commit().await.map_err(failed)?;
     if whole || job.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-        if !whole {
+        if !whole && shared.mark_done {
             mark_done(&*target, shared, job, job.progress.rows())
                 .await
                 .map_err(failed)?;
@@ -166,20 +170,16 @@ async fn mark_done(
     job: &Job,
     rows: u64,
 ) -> Result<(), tokio_postgres::Error> {
-    let rows = i64::try_from(rows).unwrap_or(i64::MAX);
-    client
-        .execute(
-            state::MARK_DONE,
-            &[
-                &shared.slot,
-                &job.table.schema,
-                &job.table.name,
-                &job.sync_lsn.to_string(),
-                &rows,
-            ],
-        )
-        .await
-        .map(drop)
+    let table = &job.table;
+    state::mark_done(
+        client,
+        &shared.slot,
+        &table.schema,
+        &table.name,
+        job.sync_lsn,
+        rows,
+    )
+    .await
 }
 
 /// Forward every CopyData chunk; the target's row count when done.

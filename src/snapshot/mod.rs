@@ -244,11 +244,12 @@ pub async fn prepare(
         &target,
         metrics,
         shutdown,
+        true,
     )
     .await;
     // The snapshot is no longer needed (a temporary slot goes with its session).
     let _ = exporter.close().await;
-    if !outcome? {
+    if outcome?.is_none() {
         return Ok(Prepared::Stopped);
     }
     if options.create_tables {
@@ -405,7 +406,8 @@ async fn copy_tables(
     target: &Client,
     metrics: &Metrics,
     shutdown: &mut watch::Receiver<bool>,
-) -> Result<bool, SnapshotError> {
+    mark_done: bool,
+) -> Result<Option<Vec<Arc<Job>>>, SnapshotError> {
     let total_blocks: u64 = tables.iter().map(|(t, _)| t.blocks).sum();
     let mut jobs = Vec::with_capacity(tables.len());
     let mut units = VecDeque::new();
@@ -458,6 +460,7 @@ async fn copy_tables(
         slot: options.slot.clone(),
         queue: Arc::new(Mutex::new(units)),
         progress: progress.clone(),
+        mark_done,
     });
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..workers {
@@ -472,7 +475,7 @@ async fn copy_tables(
                 set.abort_all();
                 progress.finish();
                 tracing::info!("initial copy interrupted; unfinished tables are copied again on the next run");
-                return Ok(false);
+                return Ok(None);
             }
             _ = summary.tick() => progress.log_summary(),
             next = set.join_next() => match next {
@@ -491,7 +494,7 @@ async fn copy_tables(
     }
     progress.finish();
     metrics.set_snapshot_tables_remaining(0);
-    Ok(true)
+    Ok(Some(jobs))
 }
 
 #[cfg(test)]

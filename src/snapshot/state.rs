@@ -10,7 +10,7 @@
 //! becomes `done` in the same transaction that writes the progress row at the consistent point,
 //! so streaming starts exactly where the copy's snapshot ends.
 
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 
 use super::error::SnapshotError;
 use crate::Lsn;
@@ -33,9 +33,29 @@ const CREATE: &str = "CREATE SCHEMA IF NOT EXISTS lsnpipe;
         PRIMARY KEY (slot, schema_name, table_name))";
 
 /// Marks one table copied; parameters: slot, schema, table, sync LSN (text), rows.
-pub(super) const MARK_DONE: &str = "UPDATE lsnpipe.copy_state \
+const MARK_DONE: &str = "UPDATE lsnpipe.copy_state \
     SET status = 'done', sync_lsn = $4::text::pg_lsn, rows = $5, finished_at = clock_timestamp() \
     WHERE slot = $1 AND schema_name = $2 AND table_name = $3";
+
+/// Mark `schema.table` copied at `sync_lsn` with `rows` rows (in the caller's transaction, if
+/// `client` is one).
+pub(super) async fn mark_done(
+    client: &impl GenericClient,
+    slot: &str,
+    schema: &str,
+    table: &str,
+    sync_lsn: Lsn,
+    rows: u64,
+) -> Result<(), tokio_postgres::Error> {
+    let rows = i64::try_from(rows).unwrap_or(i64::MAX);
+    client
+        .execute(
+            MARK_DONE,
+            &[&slot, &schema, &table, &sync_lsn.to_string(), &rows],
+        )
+        .await
+        .map(drop)
+}
 
 /// Where a slot's initial copy stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

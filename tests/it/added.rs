@@ -254,6 +254,69 @@ async fn a_table_that_left_before_a_restart_is_copied_again_when_it_rejoins() {
     lsnpipe.stop().await;
 }
 
+/// With `--create-tables`, an added table counts as copied only once its keys and indexes are
+/// built: a failure in between (here an index on a function the target lacks) copies it again
+/// at the next start, rather than streaming on into a table that lacks them for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_added_table_whose_index_fails_is_copied_again_with_it_once_fixed() {
+    let (db, slot, source, target) =
+        setup("added_index", "CREATE PUBLICATION pub FOR TABLE busy").await;
+    support::exec(&source, "INSERT INTO busy (at) VALUES (now())").await;
+    let mut lsnpipe = support::run(&db, &slot, CREATE);
+    // Past the initial copy (whose own keys are built before the run is marked done).
+    lsnpipe.converge(&source, &target, &["busy"]).await;
+    let function =
+        "CREATE FUNCTION public.halve(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 / 2'";
+    support::exec(
+        &source,
+        &format!(
+            "{function};
+             CREATE TABLE late (id int PRIMARY KEY, v int);
+             CREATE INDEX late_halve ON late (public.halve(v));
+             INSERT INTO late SELECT g, g FROM generate_series(1, 1000) g;
+             ALTER PUBLICATION pub ADD TABLE late;"
+        ),
+    )
+    .await;
+    support::exec(&source, "INSERT INTO late VALUES (1001, 1001)").await;
+    // The online copy fails on the index and the next session's start copies the table again
+    // and stops there: the function is the operator's to create.
+    let log = lsnpipe.failure().await;
+    assert!(log.contains("halve"), "{log}");
+    assert!(
+        !late_copied(&target).await,
+        "late was marked copied without its index; log:\n{log}"
+    );
+
+    support::exec(&target, function).await;
+    let lsnpipe = support::run(&db, &slot, CREATE);
+    support::exec(&source, "UPDATE late SET v = 0 WHERE id = 1").await;
+    // Its rows are visible once the copy commits; its indexes come after, then the mark.
+    lsnpipe
+        .wait_until("late to be marked copied", || late_copied(&target))
+        .await;
+    lsnpipe.converge(&source, &target, &["busy", "late"]).await;
+    let indexed: bool = target
+        .query_one("SELECT to_regclass('public.late_halve') IS NOT NULL", &[])
+        .await
+        .expect("look for the index")
+        .get(0);
+    assert!(indexed, "late has no index late_halve:\n{}", lsnpipe.log());
+    lsnpipe.stop().await;
+}
+
+async fn late_copied(target: &Client) -> bool {
+    target
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM lsnpipe.copy_state \
+             WHERE table_name = 'late' AND status = 'done')",
+            &[],
+        )
+        .await
+        .expect("read the copy state")
+        .get(0)
+}
+
 /// Wait until lsnpipe has applied everything committed on the source so far: a `busy` row of
 /// our own, inserted now, is on the target. While the load runs, the two tables are never equal
 /// at one instant for long (a row every 5 ms), so a full comparison only passes on a fast machine.
