@@ -17,6 +17,8 @@
 # '-c synchronous_commit=off': four clients waiting for an fsync each cannot reach 1,000 tx/s on
 # a small machine's disk (LOAD_OPTIONS= for synchronous commits; the achieved rate is printed).
 # The probe always commits synchronously. TOOLS="lsnpipe" runs one replicator only.
+# LSNPIPE_B_BIN=PATH adds a second lsnpipe build, lsnpipe_b, to every round (it resumes lsnpipe's
+# slot and target database): two builds compared on the same load, in one run.
 set -euo pipefail
 source "$(dirname "$0")/lib/bench-common.sh"
 
@@ -26,7 +28,7 @@ shift || true
 RATES=("$@")
 [ ${#RATES[@]} -gt 0 ] || RATES=(1000 4000)
 SCALE=${SCALE:-10}
-read -r -a WHO <<<"${TOOLS:-native lsnpipe}"
+read -r -a WHO <<<"${TOOLS:-native lsnpipe${LSNPIPE_B_BIN:+ lsnpipe_b}}"
 # The load starts this long before the probe, so both see a steady state.
 WARMUP=2
 LOAD_OPTIONS=${LOAD_OPTIONS-"-c synchronous_commit=off"}
@@ -40,11 +42,15 @@ trap cleanup_bench EXIT
 start_clusters
 setup_pgbench_pair "CREATE TABLE probe (id bigint PRIMARY KEY, phase int NOT NULL)" probe
 
+# The target database a replicator writes.
+db_of() { case $1 in native) echo native ;; *) echo lsnpipe ;; esac; }
 start_replicator() {
+  local bin=$LSNPIPE
   case $1 in
     native) dq native "ALTER SUBSCRIPTION native_sub ENABLE" ;;
-    lsnpipe)
-      "$LSNPIPE" run --source "$(src bench)" --target "$(dst lsnpipe)" --publication bench_pub \
+    lsnpipe | lsnpipe_b)
+      [ "$1" = lsnpipe_b ] && bin=$LSNPIPE_B_BIN
+      "$bin" run --source "$(src bench)" --target "$(dst lsnpipe)" --publication bench_pub \
         --slot lsnpipe_bench --metrics-listen off 2>>"$BENCH_DIR/lsnpipe.log" &
       lsnpipe_pid=$! ;;
   esac
@@ -52,7 +58,7 @@ start_replicator() {
 stop_replicator() {
   case $1 in
     native) dq native "ALTER SUBSCRIPTION native_sub DISABLE" ;;
-    lsnpipe)
+    lsnpipe | lsnpipe_b)
       kill -TERM "$lsnpipe_pid"; wait "$lsnpipe_pid"; lsnpipe_pid=
       # RUST_LOG=info,lsnpipe::latency=debug LSNPIPE_LOG_KEEP=FILE: keep the log to study.
       [ -z "${LSNPIPE_LOG_KEEP:-}" ] || cp "$BENCH_DIR/lsnpipe.log" "$LSNPIPE_LOG_KEEP" ;;
@@ -62,7 +68,7 @@ stop_replicator() {
 catch_up() {
   local id
   id=$(sq bench "INSERT INTO probe (id, phase) SELECT coalesce(max(id), 0) + 1, 0 FROM probe RETURNING id")
-  wait_target "$1" "SELECT EXISTS (SELECT 1 FROM probe WHERE id = $id)"
+  wait_target "$(db_of "$1")" "SELECT EXISTS (SELECT 1 FROM probe WHERE id = $id)"
 }
 
 # Every probe's latency, one file per replicator and rate, pooled over the rounds.
@@ -90,7 +96,7 @@ for rate in "${RATES[@]}"; do
         >"$BENCH_DIR/load-$phase.log" 2>&1 &
       load_pid=$!
       sleep "$WARMUP"
-      stats=$(PROBE_ALL=1 "$PROBE" "$(src bench)" "$(dst "$who")" probe "$DURATION" "$phase" \
+      stats=$(PROBE_ALL=1 "$PROBE" "$(src bench)" "$(dst "$(db_of "$who")")" probe "$DURATION" "$phase" \
         2>>"$(latencies "$who" "$rate")")
       wait "$load_pid"
       load=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$BENCH_DIR/load-$phase.log")
@@ -104,7 +110,7 @@ for rate in "${RATES[@]}"; do
 done
 for who in "${WHO[@]}"; do
   start_replicator "$who"; catch_up "$who"; stop_replicator "$who"
-  same_tables bench "$who" "${TABLES[@]}"
+  same_tables bench "$(db_of "$who")" "${TABLES[@]}"
 done
 
 machine
@@ -120,12 +126,18 @@ for rate in "${RATES[@]}"; do
       "$rate" "$who" "$p50" "$p99" "$max" "$n"
   done
 done
-if [ ${#WHO[@]} -eq 2 ]; then
+# A tool's figures over another's, per rate, when both ran (below 1: the first is fresher).
+ratio() { # tool base
+  local rate b50 b99 bmax t50 t99 tmax
+  [ -n "${figures[$1-${RATES[0]}]:-}" ] && [ -n "${figures[$2-${RATES[0]}]:-}" ] || return 0
   for rate in "${RATES[@]}"; do
-    read -r n50 n99 nmax <<<"${figures[native-$rate]}"
-    read -r l50 l99 lmax <<<"${figures[lsnpipe-$rate]}"
-    awk -v r="$rate" -v a="$l50" -v b="$n50" -v c="$l99" -v d="$n99" -v e="$lmax" -v f="$nmax" \
-      'BEGIN{printf "ratio lsnpipe/native at %s tx/s, all rounds: p50 %.2f  p99 %.2f  max %.2f\n", r, a/b, c/d, e/f}'
+    read -r b50 b99 bmax <<<"${figures[$2-$rate]}"
+    read -r t50 t99 tmax <<<"${figures[$1-$rate]}"
+    awk -v t="$1" -v b="$2" -v r="$rate" -v a="$t50" -v c="$b50" -v d="$t99" -v e="$b99" -v f="$tmax" -v g="$bmax" \
+      'BEGIN{printf "ratio %s/%s at %s tx/s, all rounds: p50 %.2f  p99 %.2f  max %.2f\n", t, b, r, a/c, d/e, f/g}'
   done
-fi
+}
+ratio lsnpipe native
+ratio lsnpipe_b native
+ratio lsnpipe_b lsnpipe
 echo "targets equal the source: ${TABLES[*]}"
