@@ -33,7 +33,7 @@ dq native "ALTER SUBSCRIPTION native_sub ENABLE"
 wait_target native "SELECT EXISTS (SELECT 1 FROM bench_marker)"
 t1=$(now_ns); cpu1=$(target_cpu_ticks)
 dq native "ALTER SUBSCRIPTION native_sub DISABLE"
-native_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b-a)/1e9}')
+native_s=$(elapsed "$t0" "$t1")
 native_cpu=$((cpu1 - cpu0))
 same_tables bench native "${TABLES[@]}"
 
@@ -46,7 +46,7 @@ wait_target lsnpipe "SELECT EXISTS (SELECT 1 FROM bench_marker)"
 t1=$(now_ns); cpu1=$(target_cpu_ticks); own=$(process_cpu_ticks "$lsnpipe_pid")
 kill -TERM "$lsnpipe_pid"; wait "$lsnpipe_pid" || { echo "lsnpipe exited with an error:" >&2; cat "$BENCH_DIR/lsnpipe.log" >&2; exit 1; }
 lsnpipe_pid=
-lsnpipe_s=$(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.3f", (b-a)/1e9}')
+lsnpipe_s=$(elapsed "$t0" "$t1")
 lsnpipe_cpu=$((cpu1 - cpu0 + own))
 same_tables bench lsnpipe "${TABLES[@]}"
 

@@ -70,7 +70,7 @@ measure() { # name function with_key
   t1=$(now_ns)
   rows=$(dq floor "SELECT count(*) FROM a")
   printf '  %-16s %6.2f s   CPU source %5s s  target %5s s   (%s rows)\n' "$1" \
-    "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)/1e9}')" \
+    "$(elapsed "$t0" "$t1")" \
     "$(ticks_to_s $(($(cluster_cpu_ticks source) - s0)))" \
     "$(ticks_to_s $(($(cluster_cpu_ticks target) - d0)))" "$rows"
 }

@@ -64,7 +64,6 @@ report_run() { # tool mode seconds cpu [own CPU]
   echo "  $1 $2: $3 s, server CPU $4 s (source+target)${5:+, $1 process $5 s}" >&2
 }
 uri() { echo "postgresql://postgres@127.0.0.1:$1/$2"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b-a)/1e9}'; }
 
 # Each run starts from a clean slate: no checkpoint of an earlier run's writes in its way.
 settle() { sq postgres CHECKPOINT; dq postgres CHECKPOINT; }

@@ -59,7 +59,7 @@ measure() {
   t_commit=$(write_transaction "$tool")
   wait "$poller"
   t_visible=$(cat "$BENCH_DIR/visible_$tool")
-  awk -v a="$t_commit" -v b="$t_visible" 'BEGIN{printf "%.3f", (b-a)/1e9}'
+  elapsed "$t_commit" "$t_visible"
 }
 
 # Native: a subscription with its own slot, streaming in-progress transactions.

@@ -51,6 +51,8 @@ process_cpu_ticks() {
 
 ticks_to_s() { awk -v t="$1" -v hz="$TICKS" 'BEGIN{printf "%.2f", t/hz}'; }
 now_ns() { date +%s%N; }
+# Seconds between two now_ns readings, to the millisecond.
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN{printf "%.3f", (b-a)/1e9}'; }
 
 # Wait until `query` (on the target database $1) prints t; fail after $3 seconds.
 wait_target() {
