@@ -29,12 +29,28 @@ pub struct Table {
     pub readable: bool,
     pub blocks: u64,
     pub est_rows: u64,
+    /// Some published column is generated on the source (18+): `COPY table (columns)` refuses
+    /// it, a query reads it.
+    pub generated: bool,
 }
 
 impl Table {
     /// `"schema"."name"`, for SQL and for messages.
     pub fn qualified(&self) -> String {
         format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+
+    /// This table without `columns` (those the target computes itself).
+    pub fn without(mut self, columns: &[String]) -> Table {
+        let mut types = std::mem::take(&mut self.types).into_iter();
+        let (kept, kept_types) = std::mem::take(&mut self.columns)
+            .into_iter()
+            .zip(types.by_ref())
+            .filter(|(c, _)| !columns.contains(c))
+            .unzip();
+        self.columns = kept;
+        self.types = kept_types;
+        self
     }
 
     pub fn column_list(&self) -> String {
@@ -47,22 +63,24 @@ impl Table {
 }
 
 /// Published columns, filters and sizes; PostgreSQL 15 publishes column lists and row filters.
-/// Generated columns are left out: COPY refuses them and the target computes its own.
+/// `{published}` picks the published columns of `pg_attribute a`: before 18 generated columns
+/// are never published (the target computes its own), from 18 they are when the publication
+/// says so (`publish_generated_columns`, or a column list naming them).
 const PUBLISHED_15: &str = "SELECT c.oid::int8, n.nspname::text, c.relname::text, \
         c.relkind = 'p', \
         ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid \
-              AND a.attname = ANY (pt.attnames) AND a.attgenerated = '' ORDER BY a.attnum), \
+              AND {published} ORDER BY a.attnum), \
         pt.rowfilter, \
         ARRAY(SELECT format_type(a.atttypid, a.atttypmod) FROM pg_catalog.pg_attribute a \
-              WHERE a.attrelid = c.oid AND a.attname = ANY (pt.attnames) \
-              AND a.attgenerated = '' ORDER BY a.attnum), \
+              WHERE a.attrelid = c.oid AND {published} ORDER BY a.attnum), \
         NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid \
-              AND a.attname = ANY (pt.attnames) AND a.attgenerated = '' \
-              AND a.atttypid >= 16384), \
+              AND {published} AND a.atttypid >= 16384), \
         pg_catalog.has_table_privilege(c.oid, 'SELECT'), \
         pg_catalog.pg_relation_size(c.oid)::int8, \
         current_setting('block_size')::int8, \
-        greatest(c.reltuples, 0)::int8 \
+        greatest(c.reltuples, 0)::int8, \
+        EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid \
+              AND {published} AND a.attgenerated <> '') \
     FROM pg_catalog.pg_publication_tables pt \
     JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname \
     JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
@@ -83,7 +101,8 @@ const PUBLISHED_OLD: &str = "SELECT c.oid::int8, n.nspname::text, c.relname::tex
         pg_catalog.has_table_privilege(c.oid, 'SELECT'), \
         pg_catalog.pg_relation_size(c.oid)::int8, \
         current_setting('block_size')::int8, \
-        greatest(c.reltuples, 0)::int8 \
+        greatest(c.reltuples, 0)::int8, \
+        false \
     FROM pg_catalog.pg_publication_tables pt \
     JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname \
     JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
@@ -97,13 +116,16 @@ pub async fn published(source: &Client, publication: &str) -> Result<Vec<Table>,
         .await
         .and_then(|r| r.try_get(0))
         .map_err(SnapshotError::Catalog)?;
-    let sql = if version >= 150_000 {
-        PUBLISHED_15
-    } else {
-        PUBLISHED_OLD
+    let sql = match version {
+        ..150_000 => PUBLISHED_OLD.to_string(),
+        150_000..180_000 => PUBLISHED_15.replace(
+            "{published}",
+            "a.attname = ANY (pt.attnames) AND a.attgenerated = ''",
+        ),
+        _ => PUBLISHED_15.replace("{published}", "a.attname = ANY (pt.attnames)"),
     };
     let rows = source
-        .query(sql, &[&publication])
+        .query(&sql, &[&publication])
         .await
         .map_err(SnapshotError::Catalog)?;
     let unsigned = |v: i64| u64::try_from(v).unwrap_or(0);
@@ -124,6 +146,7 @@ pub async fn published(source: &Client, publication: &str) -> Result<Vec<Table>,
                 readable: r.try_get(8)?,
                 blocks: bytes.div_ceil(block_size),
                 est_rows: unsigned(r.try_get(11)?),
+                generated: r.try_get(12)?,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()
@@ -131,8 +154,11 @@ pub async fn published(source: &Client, publication: &str) -> Result<Vec<Table>,
 }
 
 /// How the target holds one table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetTable {
+    /// Published columns the target generates itself: COPY refuses them, and the target's own
+    /// value is the one it keeps (as the applier leaves them out of every statement).
+    pub generated: Vec<String>,
     /// COPY in binary: the target's column types are the source's.
     pub binary: bool,
     /// Something references it by foreign key, so TRUNCATE is refused: it is emptied by DELETE.
@@ -165,7 +191,7 @@ pub async fn target_table(
     let oid: i64 = row.try_get(0).map_err(failed)?;
     let columns = target
         .query(
-            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod) \
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), a.attgenerated <> '' \
              FROM pg_catalog.pg_attribute a \
              WHERE a.attrelid = $1::int8::oid AND a.attnum > 0 AND NOT a.attisdropped",
             &[&oid],
@@ -173,6 +199,7 @@ pub async fn target_table(
         .await
         .map_err(failed)?;
     let mut binary = table.builtin_types;
+    let mut generated = Vec::new();
     for (name, source_type) in table.columns.iter().zip(&table.types) {
         let found = columns
             .iter()
@@ -183,6 +210,10 @@ pub async fn target_table(
                 column: name.clone(),
             });
         };
+        if found.try_get(2).map_err(failed)? {
+            generated.push(name.clone());
+            continue;
+        }
         let target_type: String = found.try_get(1).map_err(failed)?;
         binary &= &target_type == source_type;
     }
@@ -198,6 +229,7 @@ pub async fn target_table(
         .and_then(|r| r.try_get(0))
         .map_err(failed)?;
     Ok(Some(TargetTable {
+        generated,
         binary,
         partitioned: row.try_get(1).map_err(failed)?,
         referenced: row.try_get(2).map_err(failed)?,
@@ -247,7 +279,7 @@ pub fn copy_out_sql(table: &Table, range: Option<Blocks>, binary: bool) -> Strin
             conditions.push(format!("ctid < '({end},0)'::tid"));
         }
     }
-    if conditions.is_empty() && !table.partitioned {
+    if conditions.is_empty() && !table.partitioned && !table.generated {
         return format!(
             "COPY {} ({}) TO STDOUT{format}",
             table.qualified(),
@@ -305,6 +337,7 @@ mod tests {
             readable: true,
             blocks,
             est_rows: 0,
+            generated: false,
         }
     }
 
@@ -346,6 +379,30 @@ mod tests {
         assert_eq!(
             copy_in_sql(&t, true, true),
             r#"COPY "public"."we""ird" ("id", "v") FROM STDIN (FORMAT binary, FREEZE)"#
+        );
+    }
+
+    #[test]
+    fn a_published_generated_column_is_read_by_a_query() {
+        let mut t = table(10);
+        t.generated = true;
+        assert_eq!(
+            copy_out_sql(&t, None, false),
+            r#"COPY (SELECT "id", "v" FROM ONLY "public"."we""ird") TO STDOUT"#
+        );
+    }
+
+    #[test]
+    fn columns_the_target_generates_are_left_out_with_their_types() {
+        let mut t = table(10);
+        t.columns.push("g".into());
+        t.types.push("bigint".into());
+        let t = t.without(&["v".to_string()]);
+        assert_eq!(t.columns, ["id", "g"]);
+        assert_eq!(t.types, ["integer", "bigint"]);
+        assert_eq!(
+            copy_in_sql(&t, false, false),
+            r#"COPY "public"."we""ird" ("id", "g") FROM STDIN"#
         );
     }
 }

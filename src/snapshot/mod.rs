@@ -415,6 +415,7 @@ async fn copy_tables(
         let Some(found) = found else {
             return Err(SnapshotError::MissingOnTarget(vec![table.qualified()]));
         };
+        let table = table.without(&found.generated);
         let ranges = catalog::split(&table, total_blocks, options.copy_jobs);
         let job = Arc::new(Job {
             progress: TableProgress::new(table.qualified(), table.est_rows),

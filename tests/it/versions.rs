@@ -75,10 +75,46 @@ async fn failover_slot_is_created_on_17_and_refused_with_the_fix_before() {
     }
 }
 
+/// On PostgreSQL 18 a stored generated column published with `publish_generated_columns =
+/// stored` into a plain column of the target: the target keeps the source's values, the
+/// initial copy's rows as the streamed ones. Nothing to check before 18.
+#[tokio::test]
+async fn a_published_generated_column_fills_a_plain_target_column() {
+    if support::source().major < 18 {
+        return;
+    }
+    let (db, slot, source, target) = support::replicated_db(
+        "pubgencol",
+        "",
+        "CREATE TABLE k (id int PRIMARY KEY, a int, g int GENERATED ALWAYS AS (a * 3) STORED);
+         INSERT INTO k (id, a) VALUES (0, 5), (2, 2);
+         CREATE PUBLICATION pub FOR TABLE k WITH (publish_generated_columns = stored);",
+    )
+    .await;
+    support::exec(&target, "CREATE TABLE k (id int PRIMARY KEY, a int, g int)").await;
+    let run = support::run(&db, &slot, &["--create-slot"]);
+    support::wait_until("the slot", WAIT, || support::slot_active(&source, &slot)).await;
+    support::exec(
+        &source,
+        "INSERT INTO k (id, a) VALUES (1, 1); UPDATE k SET a = 7 WHERE id = 0;",
+    )
+    .await;
+    let expected = vec![(0, 7, 21), (1, 1, 3), (2, 2, 6)];
+    support::wait_until("k on the target", WAIT, || async {
+        generated_rows(&target, "k").await == expected
+    })
+    .await;
+    let log = run.stop().await;
+    assert!(!log.contains("ERROR"), "{log}");
+}
+
 /// `id, a, g` of every row, in key order.
 async fn generated_rows(client: &tokio_postgres::Client, table: &str) -> Vec<(i32, i32, i32)> {
     client
-        .query(&format!("SELECT id, a, g FROM {table} ORDER BY id"), &[])
+        .query(
+            &format!("SELECT id, a, coalesce(g, -100) FROM {table} ORDER BY id"),
+            &[],
+        )
         .await
         .unwrap()
         .iter()
@@ -89,8 +125,8 @@ async fn generated_rows(client: &tokio_postgres::Client, table: &str) -> Vec<(i3
 /// A column generated on the target is never written, whatever the source sends for it: on
 /// PostgreSQL 18 a generated column published with `publish_generated_columns = stored` (its
 /// value arrives), before 18 a plain column of the same name. The target computes its own
-/// value (here by another expression, to tell the two apart), for inserts, updates by key and
-/// under REPLICA IDENTITY FULL, and deletes.
+/// value (here by another expression, to tell the two apart), for rows of the initial copy,
+/// inserts, updates by key and under REPLICA IDENTITY FULL, and deletes.
 #[tokio::test]
 async fn a_column_generated_on_the_target_is_never_written() {
     let db = support::test_dbs("gencol").await;
@@ -122,10 +158,17 @@ async fn a_column_generated_on_the_target_is_never_written() {
              CREATE TABLE f (id int, a int, g int GENERATED ALWAYS AS (a * 2) STORED);",
     )
     .await;
-    let run = support::run(&db, &slot, &["--create-slot", "--snapshot=false"]);
-    support::wait_until("the slot", WAIT, || support::slot_active(&source, &slot)).await;
     let values = if sent { "" } else { ", -1" };
     let columns = if sent { "id, a" } else { "id, a, g" };
+    for table in ["k", "f"] {
+        support::exec(
+            &source,
+            &format!("INSERT INTO {table} ({columns}) VALUES (0, 5{values})"),
+        )
+        .await;
+    }
+    let run = support::run(&db, &slot, &["--create-slot"]);
+    support::wait_until("the slot", WAIT, || support::slot_active(&source, &slot)).await;
     for table in ["k", "f"] {
         support::exec(&source, &format!(
                 "INSERT INTO {table} ({columns}) VALUES (1, 1{values}), (2, 2{values}), (3, 3{values});
@@ -134,7 +177,7 @@ async fn a_column_generated_on_the_target_is_never_written() {
                  INSERT INTO {table} ({columns}) VALUES (4, 4{values});"
             )).await;
     }
-    let expected = vec![(1, 1, 2), (2, 10, 20), (4, 4, 8)];
+    let expected = vec![(0, 5, 10), (1, 1, 2), (2, 10, 20), (4, 4, 8)];
     for table in ["k", "f"] {
         support::wait_until(&format!("table {table} on the target"), WAIT, || async {
             generated_rows(&target, table).await == expected
@@ -145,7 +188,7 @@ async fn a_column_generated_on_the_target_is_never_written() {
         // The source really sent its own values (a * 3), and they were not written.
         assert_eq!(
             generated_rows(&source, "k").await,
-            vec![(1, 1, 3), (2, 10, 30), (4, 4, 12)]
+            vec![(0, 5, 15), (1, 1, 3), (2, 10, 30), (4, 4, 12)]
         );
     }
     let log = run.stop().await;
