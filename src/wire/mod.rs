@@ -293,7 +293,7 @@ async fn connect_tokio_postgres(
 
 #[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use super::*;
 
@@ -317,21 +317,22 @@ mod tests {
             "host=127.0.0.1 port={port} user=u sslmode=disable connect_timeout=2"
         ))
         .unwrap();
-        let started = Instant::now();
-        let sql = connect_sql(&cfg).await;
+        // Without the bound each login would wait for ever; the outer limit only turns that
+        // into a failure, and is generous so that a loaded machine does not fail the test.
+        let outer = Duration::from_secs(60);
+        let sql = tokio::time::timeout(outer, connect_sql(&cfg)).await;
         assert!(
-            matches!(sql, Err(WireError::ConnectTimeout { seconds: 2, .. })),
+            matches!(sql, Ok(Err(WireError::ConnectTimeout { seconds: 2, .. }))),
             "{sql:?}"
         );
-        let replication = ReplicationConnection::connect(&cfg).await;
+        let replication = tokio::time::timeout(outer, ReplicationConnection::connect(&cfg)).await;
         assert!(
             matches!(
                 replication,
-                Err(WireError::ConnectTimeout { seconds: 2, .. })
+                Ok(Err(WireError::ConnectTimeout { seconds: 2, .. }))
             ),
             "{replication:?}"
         );
-        assert!(started.elapsed() < Duration::from_secs(8));
         held.abort();
     }
 
