@@ -39,11 +39,18 @@ pub use tls::{MakeRustlsConnect, TlsSettings};
 /// the role's defaults (`ALTER DATABASE … SET datestyle = 'SQL, DMY'`): values travel as text
 /// (pgoutput, text COPY, parameters), and must be printed on one side exactly as the other side
 /// parses them. They are the ones PostgreSQL's own subscriber asks for. `client_encoding` is
-/// UTF8 on every session already.
-pub const SESSION_SETTINGS: [(&str, &str); 3] = [
+/// UTF8 on every session already. The timeouts a database or role sets for its applications
+/// (`ALTER DATABASE … SET statement_timeout`) would cut a long copy, a large group or a session
+/// waiting for the next change; like pg_dump, lsnpipe turns them off for its own sessions
+/// (`idle_session_timeout` exists from PostgreSQL 14, the oldest lsnpipe supports).
+pub const SESSION_SETTINGS: [(&str, &str); 7] = [
     ("datestyle", "ISO"),
     ("intervalstyle", "postgres"),
     ("extra_float_digits", "3"),
+    ("statement_timeout", "0"),
+    ("lock_timeout", "0"),
+    ("idle_in_transaction_session_timeout", "0"),
+    ("idle_session_timeout", "0"),
 ];
 
 /// [`SESSION_SETTINGS`] as command-line options of the startup packet, after the user's own
@@ -340,7 +347,9 @@ mod tests {
     fn session_settings_follow_the_users_options() {
         assert_eq!(
             session_options(None),
-            "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3"
+            "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 \
+             -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 \
+             -c idle_session_timeout=0"
         );
         assert!(
             session_options(Some("-c work_mem=64MB"))

@@ -202,3 +202,40 @@ async fn the_copy_is_exact_under_any_datestyle_and_intervalstyle() {
     support::assert_tables_equal(&source, &target, &["t"]).await;
     lsnpipe.stop().await;
 }
+
+/// Timeouts a database sets for its applications (`ALTER DATABASE … SET statement_timeout`,
+/// idle timeouts, `lock_timeout`) do not cut lsnpipe's own sessions: a copy longer than the
+/// statement timeout, a large transaction, and quiet spells longer than the idle timeouts all
+/// replicate with nothing logged as an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_timeouts_set_on_the_databases_do_not_cut_lsnpipe_sessions() {
+    let (db, slot, source, target) = support::replicated_db(
+        "rec_timeouts",
+        "CREATE TABLE t (id int PRIMARY KEY, v text)",
+        "INSERT INTO t SELECT g, repeat('x', 100) FROM generate_series(1, 200000) g;
+         CREATE PUBLICATION pub FOR TABLE t;",
+    )
+    .await;
+    let timeouts = format!(
+        "ALTER DATABASE {db} SET statement_timeout = '20ms'; \
+         ALTER DATABASE {db} SET lock_timeout = '20ms'; \
+         ALTER DATABASE {db} SET idle_in_transaction_session_timeout = '20ms'; \
+         ALTER DATABASE {db} SET idle_session_timeout = '50ms'"
+    );
+    support::exec(&source, &timeouts).await;
+    support::exec(&target, &timeouts).await;
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
+    support::copy_done(&target, &slot).await;
+    converge(&source, &target).await;
+    // Quiet for longer than every idle timeout, then a transaction larger than one statement
+    // may take under the statement timeout.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    support::exec(
+        &source,
+        "UPDATE t SET v = 'updated' WHERE id % 2 = 0; INSERT INTO t VALUES (0, 'after')",
+    )
+    .await;
+    converge(&source, &target).await;
+    let log = lsnpipe.stop().await;
+    assert!(!log.contains("ERROR") && !log.contains("WARN"), "{log}");
+}
