@@ -21,9 +21,10 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 # The core replication tests: streaming and clean stop, the applier against a real stream, crashes
 # and server restarts under load, the initial copy under load and after a SIGKILL, a real metrics
 # scrape, failover slots, several hosts with a standby promoted under load (17+), and the
-# upgrade procedure's cut-over (`verify::cutover*`: verify, cutover --fence). Each filter
+# upgrade procedure's cut-over (`verify::cutover*`: verify, cutover --fence), and the
+# timeouts a database sets for applications (transaction_timeout from 17). Each filter
 # is a test-name prefix of the `it` test binary; about 3 minutes per pair on 2 cores.
-CORE_TESTS=${LSNPIPE_CORE_TESTS:-"run:: apply:: crash:: snapshot::a_copy_under_load snapshot::sigkill_in_the_middle metrics::promtool_finds_no_problem_in_a_real_scrape versions:: ha:: verify::cutover"}
+CORE_TESTS=${LSNPIPE_CORE_TESTS:-"run:: apply:: crash:: snapshot::a_copy_under_load snapshot::sigkill_in_the_middle metrics::promtool_finds_no_problem_in_a_real_scrape versions:: ha:: verify::cutover recovery::application_timeouts"}
 # Same-version runs of every major but the one the full suite runs on, then the cross-version
 # pairs: the upgrade users make most (14 -> 17) and a newer source into an older target.
 MATRIX=${LSNPIPE_PG_MATRIX:-"14:14 16:16 17:17 18:18 14:17 17:15"}

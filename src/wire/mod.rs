@@ -42,7 +42,8 @@ pub use tls::{MakeRustlsConnect, TlsSettings};
 /// UTF8 on every session already. The timeouts a database or role sets for its applications
 /// (`ALTER DATABASE … SET statement_timeout`) would cut a long copy, a large group or a session
 /// waiting for the next change; like pg_dump, lsnpipe turns them off for its own sessions
-/// (`idle_session_timeout` exists from PostgreSQL 14, the oldest lsnpipe supports).
+/// (`idle_session_timeout` exists from PostgreSQL 14, the oldest lsnpipe supports;
+/// `transaction_timeout`, 17+, is turned off by [`TRANSACTION_TIMEOUT_OFF`] once connected).
 pub const SESSION_SETTINGS: [(&str, &str); 7] = [
     ("datestyle", "ISO"),
     ("intervalstyle", "postgres"),
@@ -52,6 +53,11 @@ pub const SESSION_SETTINGS: [(&str, &str); 7] = [
     ("idle_in_transaction_session_timeout", "0"),
     ("idle_session_timeout", "0"),
 ];
+
+/// Turns off `transaction_timeout` (PostgreSQL 17+) where the server has it, as
+/// [`SESSION_SETTINGS`] does the older timeouts: one statement for every major.
+pub(crate) const TRANSACTION_TIMEOUT_OFF: &str = "SELECT pg_catalog.set_config(name, '0', false) \
+     FROM pg_catalog.pg_settings WHERE name = 'transaction_timeout'";
 
 /// [`SESSION_SETTINGS`] as command-line options of the startup packet, after the user's own
 /// `options` so that ours win.
@@ -250,7 +256,16 @@ async fn connect_sql_one(cfg: &ConnConfig) -> Result<SqlSession, WireError> {
         _ => WireError::Sql(e),
     };
     let target = cfg.redacted();
-    let work = connect_tokio_postgres(pg, cfg, unix, target.clone(), sql_error);
+    let work = async {
+        let (client, task) =
+            connect_tokio_postgres(pg, cfg, unix, target.clone(), &sql_error).await?;
+        // PostgreSQL 17's transaction_timeout cannot go in the startup options of older servers.
+        client
+            .batch_execute(TRANSACTION_TIMEOUT_OFF)
+            .await
+            .map_err(&sql_error)?;
+        Ok((client, task))
+    };
     // tokio-postgres bounds only the TCP connect; libpq's connect_timeout covers the login too
     // (a server that accepts and then says nothing must not hold the caller).
     match cfg.connect_timeout() {
@@ -269,7 +284,7 @@ async fn connect_tokio_postgres(
     cfg: &ConnConfig,
     unix: bool,
     target: String,
-    sql_error: impl Fn(tokio_postgres::Error) -> WireError,
+    sql_error: &impl Fn(tokio_postgres::Error) -> WireError,
 ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), WireError> {
     let session = match TlsSettings::for_config(cfg)? {
         Some(tls) if !unix => {

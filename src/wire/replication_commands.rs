@@ -263,6 +263,7 @@ impl ReplicationConnection {
         conn.set_receive_timeout(cfg.connect_timeout());
         conn.simple_query("SELECT pg_catalog.set_config('search_path', '', false)")
             .await?;
+        conn.simple_query(super::TRANSACTION_TIMEOUT_OFF).await?;
         conn.set_receive_timeout(None);
         Ok(conn)
     }

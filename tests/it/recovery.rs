@@ -216,14 +216,23 @@ async fn application_timeouts_set_on_the_databases_do_not_cut_lsnpipe_sessions()
          CREATE PUBLICATION pub FOR TABLE t;",
     )
     .await;
-    let timeouts = format!(
-        "ALTER DATABASE {db} SET statement_timeout = '20ms'; \
-         ALTER DATABASE {db} SET lock_timeout = '20ms'; \
-         ALTER DATABASE {db} SET idle_in_transaction_session_timeout = '20ms'; \
-         ALTER DATABASE {db} SET idle_session_timeout = '50ms'"
-    );
-    support::exec(&source, &timeouts).await;
-    support::exec(&target, &timeouts).await;
+    for (client, major) in [
+        (&source, support::source().major),
+        (&target, support::target().major),
+    ] {
+        let mut timeouts = format!(
+            "ALTER DATABASE {db} SET statement_timeout = '20ms'; \
+             ALTER DATABASE {db} SET lock_timeout = '20ms'; \
+             ALTER DATABASE {db} SET idle_in_transaction_session_timeout = '20ms'; \
+             ALTER DATABASE {db} SET idle_session_timeout = '50ms';"
+        );
+        if major >= 17 {
+            timeouts.push_str(&format!(
+                "ALTER DATABASE {db} SET transaction_timeout = '50ms';"
+            ));
+        }
+        support::exec(client, &timeouts).await;
+    }
     let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
     support::copy_done(&target, &slot).await;
     converge(&source, &target).await;
