@@ -44,10 +44,15 @@ pub use tls::{MakeRustlsConnect, TlsSettings};
 /// waiting for the next change; like pg_dump, lsnpipe turns them off for its own sessions
 /// (`idle_session_timeout` exists from PostgreSQL 14, the oldest lsnpipe supports;
 /// `transaction_timeout`, 17+, is turned off by [`TRANSACTION_TIMEOUT_OFF`] once connected).
-pub const SESSION_SETTINGS: [(&str, &str); 7] = [
+pub const SESSION_SETTINGS: [(&str, &str); 10] = [
     ("datestyle", "ISO"),
     ("intervalstyle", "postgres"),
     ("extra_float_digits", "3"),
+    // Parsing: `document` refuses the XML fragments a column may hold, `array_nulls = off`
+    // reads an array's NULL as the string "NULL"; money prints and parses by lc_monetary.
+    ("xmloption", "content"),
+    ("array_nulls", "on"),
+    ("lc_monetary", "C"),
     ("statement_timeout", "0"),
     ("lock_timeout", "0"),
     ("idle_in_transaction_session_timeout", "0"),
@@ -363,7 +368,7 @@ mod tests {
         assert_eq!(
             session_options(None),
             "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 \
-             -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 \
+             -c xmloption=content -c array_nulls=on -c lc_monetary=C -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 \
              -c idle_session_timeout=0"
         );
         assert!(

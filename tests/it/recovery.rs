@@ -1,6 +1,7 @@
 //! Losing changes is refused, and the documented recovery works end to end: a dropped slot, a
-//! slot consumed past the target, `resync`, `teardown` then a new copy; and the initial copy is
-//! exact whatever the source database's DateStyle and IntervalStyle.
+//! slot consumed past the target, `resync`, `teardown` then a new copy; values are exact
+//! whatever the databases set for how values print and parse (DateStyle, IntervalStyle,
+//! xmloption, array_nulls); their application timeouts do not cut lsnpipe's sessions.
 
 use std::time::Duration;
 
@@ -161,11 +162,12 @@ async fn teardown_then_a_new_slot_copies_again_as_the_readme_says() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_copy_is_exact_under_any_datestyle_and_intervalstyle() {
+async fn values_are_exact_whatever_text_settings_the_databases_have() {
     let db = support::test_dbs("rec_style").await;
     let slot = support::unique_name("rec_style_slot");
     let ddl = "CREATE TYPE mood AS ENUM ('sad', 'ok');
-               CREATE TABLE t (id int PRIMARY KEY, d date, ts timestamp, i interval, m mood, f float8)";
+               CREATE TABLE t (id int PRIMARY KEY, d date, ts timestamp, i interval, m mood, f float8,
+                                doc xml, a text[])";
     {
         let source = support::connect(support::source(), &db).await;
         let target = support::connect(support::target(), &db).await;
@@ -175,7 +177,9 @@ async fn the_copy_is_exact_under_any_datestyle_and_intervalstyle() {
             format!(
                 "ALTER DATABASE {db} SET datestyle = '{style}'; \
                  ALTER DATABASE {db} SET intervalstyle = '{intervals}'; \
-                 ALTER DATABASE {db} SET extra_float_digits = -3"
+                 ALTER DATABASE {db} SET extra_float_digits = -3; \
+                 ALTER DATABASE {db} SET xmloption = document; \
+                 ALTER DATABASE {db} SET array_nulls = off"
             )
         };
         support::exec(&source, &setup("SQL, DMY", "sql_standard")).await;
@@ -185,16 +189,24 @@ async fn the_copy_is_exact_under_any_datestyle_and_intervalstyle() {
     let source = support::connect(support::source(), &db).await;
     let target = support::connect(support::target(), &db).await;
     support::exec(&source, "INSERT INTO t VALUES
-               (1, '2024-06-05', '2024-06-05 13:14:15.5', '-1 day -2 hours', 'ok', 0.1),
-               (2, '1999-12-31', '2001-02-03 04:05:06', '1 year 2 mons 3 days 04:05:06.7', 'sad', 1e-300);
+               (1, '2024-06-05', '2024-06-05 13:14:15.5', '-1 day -2 hours', 'ok', 0.1,
+                XMLPARSE(CONTENT 'a<b/>c'), ARRAY['x', NULL]),
+               (2, '1999-12-31', '2001-02-03 04:05:06', '1 year 2 mons 3 days 04:05:06.7', 'sad', 1e-300,
+                NULL, NULL);
              CREATE PUBLICATION pub FOR TABLE t;",).await;
     let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
-    support::exec(&source, "INSERT INTO t VALUES (3, '2024-01-02', '2024-01-02 03:04:05', '-3 days +04:00', 'ok', 2.5)").await;
+    support::exec(
+        &source,
+        "INSERT INTO t VALUES (3, '2024-01-02', '2024-01-02 03:04:05', '-3 days +04:00', 'ok', 2.5,
+                                XMLPARSE(CONTENT 'd<e/>f'), ARRAY[NULL, 'y'])",
+    )
+    .await;
     // Compare in one fixed style on both sides.
     for client in [&source, &target] {
         support::exec(
             client,
-            "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3",
+            "SET datestyle = ISO; SET intervalstyle = postgres; SET extra_float_digits = 3;
+             SET xmloption = content; SET array_nulls = on",
         )
         .await;
     }
