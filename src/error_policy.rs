@@ -247,6 +247,7 @@ pub fn snapshot(err: &SnapshotError) -> Action {
         SnapshotError::SlotExists(_)
         | SnapshotError::SlotGone(_)
         | SnapshotError::Unreadable(_)
+        | SnapshotError::RowSecurity(_)
         | SnapshotError::MissingOnTarget(_)
         | SnapshotError::TargetNotEmpty(_)
         | SnapshotError::MissingColumn { .. }

@@ -32,6 +32,9 @@ pub struct Table {
     /// Some published column is generated on the source (18+): `COPY table (columns)` refuses
     /// it, a query reads it.
     pub generated: bool,
+    /// Row-level security policies apply to the role: a copy would see only some rows, while
+    /// the stream carries them all.
+    pub row_security: bool,
 }
 
 impl Table {
@@ -80,7 +83,8 @@ const PUBLISHED_15: &str = "SELECT c.oid::int8, n.nspname::text, c.relname::text
         current_setting('block_size')::int8, \
         greatest(c.reltuples, 0)::int8, \
         EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = c.oid \
-              AND {published} AND a.attgenerated <> '') \
+              AND {published} AND a.attgenerated <> ''), \
+        pg_catalog.row_security_active(c.oid) \
     FROM pg_catalog.pg_publication_tables pt \
     JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname \
     JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
@@ -102,7 +106,8 @@ const PUBLISHED_OLD: &str = "SELECT c.oid::int8, n.nspname::text, c.relname::tex
         pg_catalog.pg_relation_size(c.oid)::int8, \
         current_setting('block_size')::int8, \
         greatest(c.reltuples, 0)::int8, \
-        false \
+        false, \
+        pg_catalog.row_security_active(c.oid) \
     FROM pg_catalog.pg_publication_tables pt \
     JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname \
     JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
@@ -147,6 +152,7 @@ pub async fn published(source: &Client, publication: &str) -> Result<Vec<Table>,
                 blocks: bytes.div_ceil(block_size),
                 est_rows: unsigned(r.try_get(11)?),
                 generated: r.try_get(12)?,
+                row_security: r.try_get(13)?,
             })
         })
         .collect::<Result<_, tokio_postgres::Error>>()
@@ -338,6 +344,7 @@ mod tests {
             blocks,
             est_rows: 0,
             generated: false,
+            row_security: false,
         }
     }
 

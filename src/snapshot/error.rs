@@ -33,6 +33,13 @@ pub enum SnapshotError {
     )]
     Unreadable(Vec<String>),
     #[error(
+        "row-level security policies hide rows of published table(s) {} from the source role, \
+         so the initial copy would miss them: copy as a role with BYPASSRLS (or the tables' \
+         owner, without FORCE ROW LEVEL SECURITY), or remove them from the publication",
+        .0.join(", ")
+    )]
+    RowSecurity(Vec<String>),
+    #[error(
         "published table(s) {} do not exist on the target: create them, or run with \
          --create-tables",
         .0.join(", ")

@@ -351,6 +351,14 @@ async fn check_tables(
     if !unreadable.is_empty() {
         return Err(SnapshotError::Unreadable(unreadable));
     }
+    let filtered: Vec<String> = tables
+        .iter()
+        .filter(|t| t.row_security)
+        .map(Table::qualified)
+        .collect();
+    if !filtered.is_empty() {
+        return Err(SnapshotError::RowSecurity(filtered));
+    }
     let mut found = Vec::with_capacity(tables.len());
     let (mut missing, mut not_empty) = (Vec::new(), Vec::new());
     for table in tables {

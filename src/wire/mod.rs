@@ -44,7 +44,7 @@ pub use tls::{MakeRustlsConnect, TlsSettings};
 /// waiting for the next change; like pg_dump, lsnpipe turns them off for its own sessions
 /// (`idle_session_timeout` exists from PostgreSQL 14, the oldest lsnpipe supports;
 /// `transaction_timeout`, 17+, is turned off by [`TRANSACTION_TIMEOUT_OFF`] once connected).
-pub const SESSION_SETTINGS: [(&str, &str); 10] = [
+pub const SESSION_SETTINGS: [(&str, &str); 11] = [
     ("datestyle", "ISO"),
     ("intervalstyle", "postgres"),
     ("extra_float_digits", "3"),
@@ -53,6 +53,9 @@ pub const SESSION_SETTINGS: [(&str, &str); 10] = [
     ("xmloption", "content"),
     ("array_nulls", "on"),
     ("lc_monetary", "C"),
+    // A row-level security policy that applies to lsnpipe's role makes a statement fail
+    // instead of silently reading or changing fewer rows.
+    ("row_security", "off"),
     ("statement_timeout", "0"),
     ("lock_timeout", "0"),
     ("idle_in_transaction_session_timeout", "0"),
@@ -368,7 +371,8 @@ mod tests {
         assert_eq!(
             session_options(None),
             "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 \
-             -c xmloption=content -c array_nulls=on -c lc_monetary=C -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 \
+             -c xmloption=content -c array_nulls=on -c lc_monetary=C -c row_security=off \
+             -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 \
              -c idle_session_timeout=0"
         );
         assert!(

@@ -231,6 +231,62 @@ fn field_paths(value: &serde_json::Value, prefix: &str, out: &mut Vec<String>) {
     }
 }
 
+/// Row-level security that applies to lsnpipe's roles: on the source the copy would miss rows
+/// (a warning: it refuses), on the target applying changes fails.
+#[tokio::test]
+async fn check_names_row_security_that_applies_to_the_roles() {
+    let db = support::unique_name("check_rls");
+    check_fixture(support::source(), support::target(), &db).await;
+    let role = support::unique_name("check_rls_role");
+    let src = support::connect(support::source(), &db).await;
+    support::exec(
+        &src,
+        &format!(
+            "CREATE ROLE {role} LOGIN REPLICATION; GRANT SELECT ON keyed, nokey TO {role};
+             ALTER TABLE keyed ENABLE ROW LEVEL SECURITY;"
+        ),
+    )
+    .await;
+    let tgt = support::connect(support::target(), &db).await;
+    support::exec(
+        &tgt,
+        &format!(
+            "CREATE ROLE {role} LOGIN; GRANT ALL ON keyed TO {role};
+             ALTER TABLE keyed ENABLE ROW LEVEL SECURITY;"
+        ),
+    )
+    .await;
+    let conn = |cluster: &ClusterRef| {
+        format!(
+            "host=127.0.0.1 port={} user={role} dbname={db}",
+            cluster.port
+        )
+    };
+    let cmd = ops_command(
+        "check",
+        &conn(support::source()),
+        &conn(support::target()),
+        &["--publication", "pub", "--slot", "check_slot"],
+    );
+    let out = output(cmd, WAIT).await;
+    let (stdout, stderr) = text(&out);
+    let line = |needle: &str| -> &str {
+        stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}:\n{stdout}\n{stderr}"))
+    };
+    let source_line = line(r#"source row security "public"."keyed""#);
+    assert!(source_line.starts_with("WARN"), "{source_line}");
+    let target_line = line(r#"target row security "public"."keyed""#);
+    assert!(target_line.starts_with("FAIL"), "{target_line}");
+    assert!(target_line.contains("BYPASSRLS"), "{target_line}");
+    assert!(
+        !stdout.contains(r#"row security "public"."nokey""#),
+        "{stdout}"
+    );
+}
+
 #[tokio::test]
 async fn check_passes_once_the_problems_are_fixed() {
     let db = support::unique_name("check_good");

@@ -331,6 +331,47 @@ async fn a_table_the_role_cannot_read_is_named_and_the_target_untouched() {
     );
 }
 
+/// Row-level security that hides rows from the source role would make the copy miss them
+/// (the stream carries every row): refused before anything is written, naming the table.
+#[tokio::test]
+async fn a_table_whose_rows_row_security_hides_is_named_and_the_target_untouched() {
+    let (db, slot, source, target) = two_tables("snap_rls").await;
+    let role = support::unique_name("snap_rls_reader");
+    support::exec(
+        &source,
+        &format!(
+            "CREATE ROLE {role} LOGIN REPLICATION; GRANT SELECT ON open_t, secret TO {role};
+             ALTER TABLE secret ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY low_ids ON secret FOR SELECT TO {role} USING (id < 5);"
+        ),
+    )
+    .await;
+    let source_conn = format!(
+        "host=127.0.0.1 port={} user={role} dbname={db}",
+        support::source().port
+    );
+    let mut cmd = support::lsnpipe_command();
+    cmd.arg("run")
+        .args(["--source", &source_conn])
+        .args(["--target", &support::target().conn_string(&db)])
+        .args(["--publication", "pub", "--slot", &slot])
+        .args(["--metrics-listen", "off", "--create-slot"]);
+    let log = support::run_expecting_error(cmd).await;
+    assert!(
+        log.contains("row-level security") && log.contains("\"public\".\"secret\""),
+        "{log}"
+    );
+    assert!(
+        !log.contains("\"public\".\"open_t\""),
+        "only that one: {log}"
+    );
+    assert_untouched(&target, &["open_t", "secret"]).await;
+    assert!(
+        !support::slot_exists(&source, &slot).await,
+        "no slot left behind"
+    );
+}
+
 #[tokio::test]
 async fn a_snapshot_asked_for_an_existing_slot_is_refused_and_the_target_untouched() {
     let (db, slot, source, target) = two_tables("snap_slotexists").await;

@@ -223,7 +223,8 @@ async fn check_publication(
             "SELECT n.nspname::text, c.relname::text, c.relreplident::text, \
                     EXISTS (SELECT 1 FROM pg_catalog.pg_index i \
                             WHERE i.indrelid = c.oid AND i.indisprimary), \
-                    has_table_privilege(c.oid, 'SELECT'), c.oid \
+                    has_table_privilege(c.oid, 'SELECT'), c.oid, \
+                    pg_catalog.row_security_active(c.oid) \
              FROM pg_catalog.pg_publication_tables pt \
              JOIN pg_catalog.pg_namespace n ON n.nspname = pt.schemaname \
              JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
@@ -267,6 +268,7 @@ async fn check_publication(
             can_select: row.get(4),
             columns,
         };
+        let row_security: bool = row.get(6);
         check_identity(&table, publishes_changes, report);
         if !table.can_select {
             report.push_fix(
@@ -274,6 +276,15 @@ async fn check_publication(
                 format!("source SELECT {}", table.qualified()),
                 "not granted: the initial copy cannot read the table",
                 format!("GRANT SELECT ON {} TO <lsnpipe role>", table.qualified()),
+            );
+        }
+        if row_security {
+            report.push_fix(
+                Severity::Warn,
+                format!("source row security {}", table.qualified()),
+                "policies hide rows from the role: the initial copy refuses the table",
+                "copy as a role with BYPASSRLS (or the table's owner, without FORCE ROW LEVEL \
+                 SECURITY)",
             );
         }
         tables.push(table);

@@ -19,7 +19,8 @@ pub(super) async fn check_target(
                 "SELECT c.oid, has_table_privilege(c.oid, 'INSERT'), \
                         has_table_privilege(c.oid, 'UPDATE'), \
                         has_table_privilege(c.oid, 'DELETE'), \
-                        has_table_privilege(c.oid, 'TRUNCATE') \
+                        has_table_privilege(c.oid, 'TRUNCATE'), \
+                        pg_catalog.row_security_active(c.oid) \
                  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n \
                    ON n.oid = c.relnamespace \
                  WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p')",
@@ -54,6 +55,15 @@ pub(super) async fn check_target(
             .map(|r| (r.get(0), (r.get(1), r.get(2))))
             .collect();
         check_columns(&name, &table.columns, &target_columns, report);
+        if found.get::<_, bool>(5) {
+            report.push_fix(
+                Severity::Fail,
+                format!("target row security {name}"),
+                "policies apply to the role: applying changes to the table fails",
+                "apply as a role with BYPASSRLS (or the table's owner, without FORCE ROW LEVEL \
+                 SECURITY)",
+            );
+        }
 
         let missing: Vec<&str> = ["INSERT", "UPDATE", "DELETE"]
             .into_iter()
