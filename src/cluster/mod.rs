@@ -81,14 +81,15 @@ pub struct LocalCluster {
     keep: bool,
 }
 
-/// Settings every local cluster gets: logical decoding on, room for many slots and senders, and
-/// no fsync (these clusters are thrown away; durability across an OS crash does not matter).
+/// Settings every local cluster gets: logical decoding on, room for many slots and senders and
+/// for prepared (two-phase) transactions, and no fsync (these clusters are thrown away; durability across an OS crash does not matter).
 const BASE_SETTINGS: &[(&str, &str)] = &[
     ("listen_addresses", "'127.0.0.1'"),
     ("wal_level", "logical"),
     ("max_replication_slots", "100"),
     ("max_wal_senders", "100"),
     ("max_connections", "300"),
+    ("max_prepared_transactions", "20"),
     ("max_worker_processes", "32"),
     ("max_logical_replication_workers", "16"),
     ("max_sync_workers_per_subscription", "4"),

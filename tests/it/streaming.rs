@@ -357,3 +357,42 @@ async fn more_streamed_transactions_than_sessions_fall_back_to_commit_time_deliv
     wait_equal(&s).await;
     assert_eq!(support::count(&s.target, "log").await, 9 * 3_000);
 }
+
+/// Prepared (two-phase) transactions on the source reach the target at COMMIT PREPARED, in its
+/// commit order, whether small or large enough to stream; ROLLBACK PREPARED leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_transactions_apply_at_commit_prepared_and_vanish_at_rollback() {
+    let s = setup("stream_2pc").await;
+    let w = writer(&s).await;
+    let prepare = |name: &str, from: i32, to: i32| {
+        format!(
+            "BEGIN; {} PREPARE TRANSACTION '{}_{name}'",
+            insert_rows(from, to),
+            s.slot
+        )
+    };
+    support::exec(&w, &prepare("small", 1, 10)).await;
+    support::exec(&w, &prepare("large", 11, 5_010)).await;
+    support::exec(&w, &prepare("gone_small", 20_001, 20_010)).await;
+    support::exec(&w, &prepare("gone_large", 30_001, 35_000)).await;
+    wait_marker(&s, 1).await;
+    assert_eq!(
+        support::count(&s.target, "big").await,
+        0,
+        "nothing prepared is visible before COMMIT PREPARED"
+    );
+    for (name, verb) in [
+        ("large", "COMMIT"),
+        ("gone_small", "ROLLBACK"),
+        ("small", "COMMIT"),
+        ("gone_large", "ROLLBACK"),
+    ] {
+        support::exec(&w, &format!("{verb} PREPARED '{}_{name}'", s.slot)).await;
+    }
+    wait_marker(&s, 2).await;
+    wait_equal(&s).await;
+    assert_eq!(support::count(&s.target, "log").await, 5_010);
+    assert!(streamed_transactions(&s.source, &s.slot).await > 0);
+    let log = s.lsnpipe.stop().await;
+    assert!(!log.contains("ERROR"), "{log}");
+}
