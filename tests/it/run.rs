@@ -197,3 +197,24 @@ async fn a_source_without_logical_wal_is_refused() {
         "{log}"
     );
 }
+
+/// The publication dropped on the source while lsnpipe streams: it stops with an error that
+/// names the publication, and nothing applied is lost (the rows before the drop are there).
+#[tokio::test]
+async fn a_publication_dropped_while_streaming_stops_the_run_with_its_name() {
+    let (db, slot, source, target) = setup("run_droppub").await;
+    let mut lsnpipe = support::run(&db, &slot, &["--create-slot"]);
+    support::exec(&source, "INSERT INTO a VALUES (1, 'before')").await;
+    lsnpipe.converge(&source, &target, &["a"]).await;
+    support::exec(
+        &source,
+        "DROP PUBLICATION pub; INSERT INTO a VALUES (2, 'after')",
+    )
+    .await;
+    let log = lsnpipe.failure().await;
+    assert!(
+        log.contains("publication \"pub\" does not exist") && log.contains("CREATE PUBLICATION"),
+        "{log}"
+    );
+    assert_eq!(support::count(&target, "a").await, 1);
+}
