@@ -124,6 +124,22 @@ pub const FEATURES: &[(&str, &str)] = &[
         "slot_drop",
         "the slot dropped while lsnpipe is down, then `run --create-slot` again",
     ),
+    (
+        "column_list",
+        "publication column lists; left-out columns missing on the target or defaulted",
+    ),
+    (
+        "row_filter",
+        "publication row filters (key columns on keyed tables); rows move in and out",
+    ),
+    (
+        "target_generated",
+        "a column plain on the source, GENERATED ALWAYS AS … STORED on the target",
+    ),
+    (
+        "target_trigger",
+        "target triggers (ENABLE ALWAYS) logging row changes to an audit table, checked for order",
+    ),
 ];
 
 /// Features that find a known, unfixed bug, with the bug. Off under `safe`. None today:
@@ -144,6 +160,8 @@ const IMPLIES: &[(&str, &[&str])] = &[
     ("full_composite", &["identity_full", "composite_type"]),
     ("copy_faults", &["initial_copy"]),
     ("copy_interrupt", &["initial_copy"]),
+    // Key changes are what move a keyed table's rows into and out of its filter.
+    ("row_filter", &["key_change"]),
 ];
 
 /// A parsed feature spec.

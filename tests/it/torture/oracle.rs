@@ -1,6 +1,8 @@
 //! The oracle: every compared relation read as sorted canonical text rows (source columns in
 //! source order, so target column order and extra columns do not matter), under the same
-//! session settings on both sides, and compared as multisets.
+//! session settings on both sides, and compared as multisets. Only published columns count (a
+//! column list's), only source rows the publication's row filter passes, and a column the
+//! target generates itself is checked against its expression instead.
 
 use tokio_postgres::Client;
 
@@ -8,10 +10,17 @@ use super::runner::clusters;
 use super::workload::Plan;
 use crate::support::ClusterRef;
 
-/// Every row of `relation` as canonical text, sorted; read with the same settings on both sides.
-async fn rows(client: &Client, relation: &str, cols: &[String]) -> Result<Vec<String>, String> {
+/// Every row of `relation` (that meets `filter`) as canonical text, sorted; read with the
+/// same settings on both sides.
+async fn rows(
+    client: &Client,
+    relation: &str,
+    cols: &[String],
+    filter: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let filter = filter.map(|f| format!(" WHERE ({f})")).unwrap_or_default();
     let sql = format!(
-        "SELECT ROW({})::text FROM ONLY {relation} ORDER BY 1",
+        "SELECT ROW({})::text FROM ONLY {relation}{filter} ORDER BY 1",
         cols.join(", ")
     );
     client
@@ -51,14 +60,66 @@ pub fn clip(s: &str, n: usize) -> String {
     }
 }
 
+/// The target's audit of `relation` must end, for each key since the last TRUNCATE, in the row
+/// the target holds (or in its removal): lsnpipe applied each key's changes in stream order.
+/// A key without entries is fine (the initial copy may load rows without firing triggers).
+async fn audit_in_order(t: &Client, relation: &str, audit: &str, key: &str) -> Result<(), String> {
+    let since = format!(
+        "id > coalesce((SELECT max(id) FROM {audit} WHERE op = 'TRUNCATE'), 0) AND op <> 'TRUNCATE'"
+    );
+    let sql = format!(
+        "SELECT count(*), min(k) FROM ( \
+           SELECT e.k FROM ONLY {relation} AS x \
+             JOIN LATERAL (SELECT k, op, new_row FROM {audit} WHERE k = {key} AND {since} \
+                           ORDER BY id DESC LIMIT 1) e ON true \
+             WHERE e.op <> 'NEW' OR e.new_row::text IS DISTINCT FROM x::text \
+           UNION ALL \
+           SELECT e.k FROM (SELECT DISTINCT ON (k) k, op FROM {audit} WHERE {since} \
+                            ORDER BY k, id DESC) e \
+             WHERE e.op = 'NEW' AND NOT EXISTS (SELECT 1 FROM ONLY {relation} AS x WHERE {key} = e.k) \
+         ) wrong"
+    );
+    let row = t
+        .query_one(&sql, &[])
+        .await
+        .map_err(|e| format!("read the audit of {relation}: {e}"))?;
+    let (wrong, first): (i64, Option<String>) = (row.get(0), row.get(1));
+    if wrong > 0 {
+        return Err(format!(
+            "{relation}: the target's audit trigger saw {wrong} keys' changes end otherwise than \
+             the table (first key {first:?}): changes applied out of order or applied twice"
+        ));
+    }
+    Ok(())
+}
+
 /// Compare every table of the plan on `target_db` with the source.
 pub async fn compare(plan: &Plan, source_db: &str, target_db: &str) -> Result<(), String> {
     let (source, target) = clusters();
     let s = canonical(source, source_db).await?;
     let t = canonical(target, target_db).await?;
-    for (relation, cols) in plan.schema.compared() {
-        let a = rows(&s, &relation, &cols).await?;
-        let b = rows(&t, &relation, &cols).await?;
+    for c in plan.schema.compared() {
+        let relation = &c.relation;
+        if let Some(check) = &c.target_check {
+            let wrong: i64 = t
+                .query_one(
+                    &format!("SELECT count(*) FROM ONLY {relation} WHERE NOT ({check})"),
+                    &[],
+                )
+                .await
+                .map(|r| r.get(0))
+                .map_err(|e| format!("check {relation}: {e}"))?;
+            if wrong > 0 {
+                return Err(format!(
+                    "{relation}: {wrong} target rows fail {check} (the target's own generated column)"
+                ));
+            }
+        }
+        if let Some((audit, key)) = &c.audit {
+            audit_in_order(&t, relation, audit, key).await?;
+        }
+        let a = rows(&s, relation, &c.cols, c.source_filter.as_deref()).await?;
+        let b = rows(&t, relation, &c.cols, None).await?;
         if a != b {
             let missing: Vec<String> = a
                 .iter()
