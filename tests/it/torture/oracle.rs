@@ -67,17 +67,14 @@ async fn audit_in_order(t: &Client, relation: &str, audit: &str, key: &str) -> R
     let since = format!(
         "id > coalesce((SELECT max(id) FROM {audit} WHERE op = 'TRUNCATE'), 0) AND op <> 'TRUNCATE'"
     );
+    // One pass each over the audit and the table (a large transaction logs 100,000 rows).
     let sql = format!(
-        "SELECT count(*), min(k) FROM ( \
-           SELECT e.k FROM ONLY {relation} AS x \
-             JOIN LATERAL (SELECT k, op, new_row FROM {audit} WHERE k = {key} AND {since} \
-                           ORDER BY id DESC LIMIT 1) e ON true \
-             WHERE e.op <> 'NEW' OR e.new_row::text IS DISTINCT FROM x::text \
-           UNION ALL \
-           SELECT e.k FROM (SELECT DISTINCT ON (k) k, op FROM {audit} WHERE {since} \
-                            ORDER BY k, id DESC) e \
-             WHERE e.op = 'NEW' AND NOT EXISTS (SELECT 1 FROM ONLY {relation} AS x WHERE {key} = e.k) \
-         ) wrong"
+        "WITH last AS (SELECT DISTINCT ON (k) k, op, new_row FROM {audit} WHERE {since} \
+                       ORDER BY k, id DESC), \
+              cur AS (SELECT {key} AS k, x::text AS row FROM ONLY {relation} AS x) \
+         SELECT count(*), min(last.k) FROM last LEFT JOIN cur ON cur.k = last.k \
+         WHERE (cur.k IS NULL AND last.op = 'NEW') \
+            OR (cur.k IS NOT NULL AND (last.op <> 'NEW' OR last.new_row::text IS DISTINCT FROM cur.row))"
     );
     let row = t
         .query_one(&sql, &[])
@@ -111,7 +108,8 @@ pub async fn compare(plan: &Plan, source_db: &str, target_db: &str) -> Result<()
                 .map_err(|e| format!("check {relation}: {e}"))?;
             if wrong > 0 {
                 return Err(format!(
-                    "{relation}: {wrong} target rows fail {check} (the target's own generated column)"
+                    "{relation}: {wrong} target rows fail {check} (a column the target \
+                     generates, or one the publication leaves out and the target fills)"
                 ));
             }
         }

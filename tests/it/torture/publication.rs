@@ -46,6 +46,30 @@ impl Table {
             .collect()
     }
 
+    /// See [`Compared::target_check`].
+    fn target_check(&self) -> Option<String> {
+        let mut checks: Vec<String> = self
+            .target_generated
+            .iter()
+            .map(|(c, e)| format!("{} IS NOT DISTINCT FROM ({e})", self.col(*c)))
+            .collect();
+        for c in
+            (0..self.cols.len()).filter(|&c| !self.published(c) && self.target_order.contains(&c))
+        {
+            if self.cols[c].generated.is_some() {
+                continue;
+            }
+            let has_default = self.target_defaults.iter().any(|(d, _)| *d == c);
+            let null = if has_default {
+                "IS NOT NULL"
+            } else {
+                "IS NULL"
+            };
+            checks.push(format!("{} {null}", self.col(c)));
+        }
+        (!checks.is_empty()).then(|| checks.join(" AND "))
+    }
+
     /// This table's entry in a `CREATE PUBLICATION … FOR TABLE` list.
     pub fn publication_entry(&self) -> String {
         let mut entry = self.qualified();
@@ -114,7 +138,9 @@ pub struct Compared {
     pub cols: Vec<String>,
     /// The source rows the target must hold (the publication's row filter).
     pub source_filter: Option<String>,
-    /// Conditions every target row must meet (a target-generated column's expression).
+    /// A condition every target row must meet: a target-generated column equals its
+    /// expression, and a column the column list leaves out keeps the target's own value (its
+    /// default, else NULL) whatever lsnpipe writes.
     pub target_check: Option<String>,
     /// The target's audit table and the key text of a row aliased `x`, when audited.
     pub audit: Option<(String, String)>,
@@ -127,10 +153,7 @@ impl Schema {
             .iter()
             .flat_map(|t| {
                 let cols: Vec<String> = t.compared_cols().iter().map(|&i| t.col(i)).collect();
-                let target_check = t
-                    .target_generated
-                    .as_ref()
-                    .map(|(c, e)| format!("{} IS NOT DISTINCT FROM ({e})", t.col(*c)));
+                let target_check = t.target_check();
                 let audit = t.audited.then(|| (t.audit_table(), t.key_text("x")));
                 t.compared().into_iter().map(move |relation| Compared {
                     relation,
