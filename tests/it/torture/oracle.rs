@@ -119,18 +119,29 @@ pub async fn compare(plan: &Plan, source_db: &str, target_db: &str) -> Result<()
         let a = rows(&s, relation, &c.cols, c.source_filter.as_deref()).await?;
         let b = rows(&t, relation, &c.cols, None).await?;
         if a != b {
-            let missing: Vec<String> = a
+            // Multiset difference by counting: a large transaction's 100,000 rows make a
+            // row-by-row search quadratic.
+            let mut count: std::collections::HashMap<&str, i64> = std::collections::HashMap::new();
+            for r in &a {
+                *count.entry(r.as_str()).or_default() += 1;
+            }
+            for r in &b {
+                *count.entry(r.as_str()).or_default() -= 1;
+            }
+            let mut missing: Vec<String> = a
                 .iter()
-                .filter(|r| !b.contains(r))
-                .take(3)
+                .filter(|r| count.get(r.as_str()).is_some_and(|&n| n > 0))
                 .map(|r| clip(r, 160))
                 .collect();
-            let extra: Vec<String> = b
+            missing.dedup();
+            missing.truncate(3);
+            let mut extra: Vec<String> = b
                 .iter()
-                .filter(|r| !a.contains(r))
-                .take(3)
+                .filter(|r| count.get(r.as_str()).is_some_and(|&n| n < 0))
                 .map(|r| clip(r, 160))
                 .collect();
+            extra.dedup();
+            extra.truncate(3);
             return Err(format!(
                 "{relation} differs: source {} rows, target {} rows; missing on target: {missing:?}; \
                  extra on target: {extra:?}",
