@@ -267,6 +267,13 @@ fn row_filters(tables: &mut [Table], rng: &mut Rng) {
             continue;
         }
         let filter = match t.identity {
+            // A key change that moves a row into the filter reaches the target as an insert,
+            // and PostgreSQL sends a TOASTed value the update left alone as "unchanged" in it:
+            // the value is lost, for lsnpipe as for CREATE SUBSCRIPTION (a limitation of
+            // PostgreSQL), so keyed filtered tables hold no large text.
+            Identity::Key | Identity::Index if t.cols.iter().any(|c| c.ty == Ty::BigText) => {
+                continue;
+            }
             Identity::Key | Identity::Index => {
                 if t.key.len() > 1 && rng.percent(40) {
                     format!("{} = 1", t.col(t.key[1]))
