@@ -19,6 +19,7 @@
 mod features;
 mod oracle;
 mod process;
+mod publication;
 /// Also the seeded randomness of the crash and fault tests.
 pub(crate) mod rng;
 mod runner;

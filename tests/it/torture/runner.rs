@@ -306,12 +306,9 @@ async fn setup(plan: &Plan, db: &str, native: bool) -> Result<(), Failure> {
     s.batch_execute(&plan.schema.ddl(false))
         .await
         .map_err(|e| harness("source DDL", e))?;
-    s.batch_execute(&format!(
-        "CREATE PUBLICATION pub FOR ALL TABLES WITH (publish_via_partition_root = {})",
-        plan.settings.via_root
-    ))
-    .await
-    .map_err(|e| harness("publication", e))?;
+    s.batch_execute(&plan.schema.publication(plan.settings.via_root))
+        .await
+        .map_err(|e| harness("publication", e))?;
     let t = support::connect(target, db).await;
     t.batch_execute(&plan.schema.ddl(true))
         .await

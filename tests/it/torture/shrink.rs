@@ -398,10 +398,8 @@ pub fn plan_sql(plan: &Plan, failure: &Failure) -> String {
     }
     out.push_str(":\n");
     out.push_str(&plan.schema.ddl(false));
-    out.push_str(&format!(
-        "CREATE PUBLICATION pub FOR ALL TABLES WITH (publish_via_partition_root = {});\n",
-        plan.settings.via_root
-    ));
+    out.push_str(&plan.schema.publication(plan.settings.via_root));
+    out.push_str(";\n");
     let target = plan.schema.ddl(true);
     if target == plan.schema.ddl(false) {
         out.push_str("-- On the target database: the same DDL (without the publication).\n");
