@@ -121,7 +121,7 @@ pub(super) async fn copy_at_new_point(
     let mut exporter = ReplicationConnection::connect(source_config)
         .await
         .map_err(source::SourceError::from)?;
-    let name = added_slot_name(&options.slot, names);
+    let name = super::temporary_slot_name(&options.slot, "add");
     let created = exporter
         .create_slot(
             &name,
@@ -463,16 +463,6 @@ impl AddedTables {
         });
         Some(rx)
     }
-}
-
-/// The temporary slot of a copy of tables that joined the publication.
-fn added_slot_name(slot: &str, names: &[(String, String)]) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    names.hash(&mut hasher);
-    let suffix = format!("_add{:08x}", hasher.finish() & 0xffff_ffff);
-    let base: String = slot.chars().take(63 - suffix.len()).collect();
-    format!("{base}{suffix}")
 }
 
 #[cfg(test)]

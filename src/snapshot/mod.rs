@@ -161,7 +161,7 @@ pub async fn prepare(
             let mut sync = ReplicationConnection::connect(source_config)
                 .await
                 .map_err(source::SourceError::from)?;
-            let name = resync_slot_name(&options.slot);
+            let name = temporary_slot_name(&options.slot, "resync");
             let created = sync
                 .create_slot(
                     &name,
@@ -316,10 +316,17 @@ struct Plan {
     tables: Vec<(Table, Option<catalog::TargetTable>)>,
 }
 
-/// The temporary slot of a resumed copy: the run's slot name with a suffix, within 63 bytes.
-fn resync_slot_name(slot: &str) -> String {
-    let base: String = slot.chars().take(63 - "_resync".len()).collect();
-    format!("{base}_resync")
+/// A temporary slot's name (a resumed copy's, `kind` "resync"; an added table's, "add"): the
+/// run's slot name, `_kind` and eight hex digits of this attempt's own, within 63 bytes. Never
+/// the same twice: the session of an lsnpipe that was killed may hold its temporary slot until
+/// its server notices the session is gone, and the restart must not trip over it.
+pub(crate) fn temporary_slot_name(slot: &str, kind: &str) -> String {
+    use std::hash::BuildHasher;
+    let unique = std::collections::hash_map::RandomState::new()
+        .hash_one((std::process::id(), std::time::SystemTime::now()));
+    let suffix = format!("_{kind}{:08x}", unique & 0xffff_ffff);
+    let base: String = slot.chars().take(63 - suffix.len()).collect();
+    format!("{base}{suffix}")
 }
 
 /// An ordinary source session that resolves nothing through a user-writable schema, so the
@@ -511,9 +518,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn resync_slot_names_stay_valid() {
-        assert_eq!(resync_slot_name("s"), "s_resync");
+    fn temporary_slot_names_are_valid_and_never_repeat() {
+        let a = temporary_slot_name("s", "resync");
+        assert!(
+            a.starts_with("s_resync") && a.len() == "s_resync".len() + 8,
+            "{a}"
+        );
+        assert!(
+            a.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'),
+            "{a}"
+        );
+        assert_ne!(a, temporary_slot_name("s", "resync"));
         let long = "x".repeat(63);
-        assert_eq!(resync_slot_name(&long).len(), 63);
+        assert_eq!(temporary_slot_name(&long, "add").len(), 63);
     }
 }

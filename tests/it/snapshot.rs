@@ -128,6 +128,15 @@ async fn sigkill_in_the_middle_of_the_copy_then_a_restart_finishes_it() {
         .map(|r| r.get(0))
         .collect();
 
+    // As the session of the killed process may still hold its temporary slot for a while: a
+    // slot by the resumed copy's former fixed name does not stop the restart.
+    let lingering = format!("{slot}_resync");
+    support::exec(
+        &source,
+        &format!("SELECT pg_create_logical_replication_slot('{lingering}', 'pgoutput')"),
+    )
+    .await;
+
     let second = support::run(&db, &slot, &args);
     let out = load.join().unwrap();
     assert!(out.status.success(), "pgbench: {out:?}");
@@ -141,6 +150,11 @@ async fn sigkill_in_the_middle_of_the_copy_then_a_restart_finishes_it() {
         log.contains("resuming the interrupted initial copy"),
         "{log}"
     );
+    support::exec(
+        &source,
+        &format!("SELECT pg_drop_replication_slot('{lingering}')"),
+    )
+    .await;
     let done_after: Vec<String> = target
         .query(finished, &[])
         .await
