@@ -1452,3 +1452,73 @@ async fn truncate_cascade_leaves_tables_only_the_target_has() {
     case.assert_same("parent").await;
     case.assert_same("child").await;
 }
+
+/// An UPDATE that moves a row into the publication's row filter reaches lsnpipe as an insert;
+/// PostgreSQL sends no value for a TOASTed column the UPDATE left unchanged. lsnpipe leaves the
+/// column to the target's default (there is no value to write) and says so, naming the column;
+/// under REPLICA IDENTITY FULL the source sends the value and the row arrives whole.
+#[tokio::test]
+async fn an_update_into_a_row_filter_without_a_toasted_value_is_named_in_the_log() {
+    let (db, slot, source, target) = support::replicated_db(
+        "apply_filter_toast",
+        "CREATE TABLE t (id int PRIMARY KEY, doc text);
+         CREATE TABLE f (id int PRIMARY KEY, doc text);",
+        "ALTER TABLE f REPLICA IDENTITY FULL;
+         CREATE PUBLICATION pub FOR TABLE t WHERE (id > 100), f WHERE (id > 100);",
+    )
+    .await;
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
+    let wait = std::time::Duration::from_secs(120);
+    support::wait_until("the slot", wait, || support::slot_active(&source, &slot)).await;
+    // Random text, too large to stay in the row even compressed: stored out of line.
+    let big =
+        "(SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 400) g)";
+    // Separate transactions: within the inserting one, decoding still holds the value.
+    for table in ["t", "f"] {
+        for sql in [
+            format!("INSERT INTO {table} VALUES (1, {big})"),
+            format!("UPDATE {table} SET id = 101 WHERE id = 1"),
+            format!("INSERT INTO {table} VALUES (102, 'small')"),
+        ] {
+            support::exec(&source, &sql).await;
+        }
+    }
+    support::wait_until(
+        "both rows of f on the target",
+        std::time::Duration::from_secs(120),
+        || async {
+            support::count(&target, "f").await == 2 && support::count(&target, "t").await == 2
+        },
+    )
+    .await;
+    let whole: bool = target
+        .query_one(
+            "SELECT (SELECT doc FROM f WHERE id = 101) = $1",
+            &[&source
+                .query_one("SELECT doc FROM f WHERE id = 101", &[])
+                .await
+                .unwrap()
+                .get::<_, String>(0)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(whole, "under REPLICA IDENTITY FULL the value arrives");
+    let missing: bool = target
+        .query_one("SELECT doc IS NULL FROM t WHERE id = 101", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(missing, "no value was sent for t's row");
+    let log = lsnpipe.stop().await;
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("without this column's value"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{log}");
+    assert!(
+        warnings[0].contains("\"public\".\"t\"")
+            && (warnings[0].contains("column=\"doc\"") || warnings[0].contains("column=doc")),
+        "{log}"
+    );
+}

@@ -11,13 +11,30 @@ impl Applier {
         check_width(relation, &insert.new)?;
         let order = self.order(relation);
         // An unchanged-TOAST marker in an insert (a row-filter transformation) has no value:
-        // leave the column out so the target's default applies.
+        // leave the column out so the target's default applies, and say so once per column.
         let mut columns = ColumnSet::with_columns(relation.source.columns.len());
         let mut row = Vec::with_capacity(relation.source.columns.len());
         for (i, value) in insert.new.iter().enumerate() {
+            let valueless = matches!(value, ColumnValue::UnchangedToast)
+                && !relation.target.as_ref().is_some_and(|t| t.is_generated(i));
             if let Some(p) = written(relation, i, value) {
                 columns.insert(i);
                 row.push(p);
+            } else if valueless && self.warned_valueless.insert((relation.name.clone(), i)) {
+                let column = relation
+                    .source
+                    .columns
+                    .get(i)
+                    .map_or("?", |c| c.name.as_str());
+                tracing::warn!(
+                    table = %relation.name,
+                    column,
+                    "an insert came without this column's value: an UPDATE moved the row into \
+                     the publication's row filter, and the source sends no value for a large \
+                     (TOASTed) column the UPDATE left unchanged, so the target row holds the \
+                     column's default. REPLICA IDENTITY FULL on the source table sends the value; \
+                     logged once per column"
+                );
             }
         }
         self.count(oid, Operation::Insert);

@@ -20,7 +20,7 @@
 //! last durable LSN survives. Drop the `Applier`, reconnect, and build a new one: it resumes from
 //! the progress row.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio_postgres::error::SqlState;
@@ -113,6 +113,8 @@ pub struct Applier {
     stats: ApplyStats,
     committed: Committed,
     unflushed: Unflushed,
+    /// (table, column) pairs an insert arrived for without a value, already logged once.
+    warned_valueless: HashSet<(Arc<str>, usize)>,
 }
 
 /// Source transactions and row changes committed on the target (see [`Applier::take_committed`]).
@@ -181,6 +183,7 @@ impl Applier {
             stats: ApplyStats::default(),
             committed: Committed::default(),
             unflushed: Unflushed::default(),
+            warned_valueless: HashSet::new(),
         })
     }
 
