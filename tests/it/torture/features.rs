@@ -109,7 +109,8 @@ pub const FEATURES: &[(&str, &str)] = &[
     ),
     (
         "datestyle",
-        "source database with DateStyle 'SQL, DMY' and IntervalStyle sql_standard",
+        "source database with DateStyle 'SQL, DMY' and IntervalStyle sql_standard; target \
+         database with 'SQL, MDY', iso_8601, xmloption document and array_nulls off",
     ),
     ("full_xml", "xml columns in REPLICA IDENTITY FULL tables"),
     (

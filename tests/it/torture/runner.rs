@@ -313,6 +313,17 @@ async fn setup(plan: &Plan, db: &str, native: bool) -> Result<(), Failure> {
     t.batch_execute(&plan.schema.ddl(true))
         .await
         .map_err(|e| harness("target DDL", e))?;
+    if plan.settings.datestyle {
+        // How the target parses: every setting lsnpipe's sessions must override.
+        t.batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" SET datestyle = 'SQL, MDY'; \
+             ALTER DATABASE \"{db}\" SET intervalstyle = 'iso_8601'; \
+             ALTER DATABASE \"{db}\" SET xmloption = document; \
+             ALTER DATABASE \"{db}\" SET array_nulls = off"
+        ))
+        .await
+        .map_err(|e| harness("target settings", e))?;
+    }
     if native {
         let native_db = format!("{db}_native");
         support::create_db(target, &native_db).await;

@@ -407,6 +407,12 @@ pub fn plan_sql(plan: &Plan, failure: &Failure) -> String {
         out.push_str("-- On the target database:\n");
         out.push_str(&target);
     }
+    if plan.settings.datestyle {
+        out.push_str(
+            "-- Then on the target: ALTER DATABASE … SET datestyle = 'SQL, MDY'; \
+             intervalstyle = 'iso_8601'; xmloption = document; array_nulls = off.\n",
+        );
+    }
     if !plan.initial.is_empty() {
         out.push_str(
             "-- On the source, before lsnpipe starts (reaches the target by the initial copy):\n",
