@@ -160,8 +160,10 @@ async fn with_schema_changes_off_a_column_missing_on_the_target_is_named() {
 
 #[tokio::test]
 async fn a_slot_in_use_is_reported() {
-    let (db, slot, source, _target) = setup("run_inuse").await;
+    let (db, slot, source, target) = setup("run_inuse").await;
     let first = support::run(&db, &slot, &["--create-slot"]);
+    // Streaming, not still copying (the slot is held while streaming).
+    support::copy_done(&target, &slot).await;
     support::wait_until("the first lsnpipe to hold the slot", WAIT, || {
         support::slot_active(&source, &slot)
     })
