@@ -18,7 +18,9 @@
 # a small machine's disk (LOAD_OPTIONS= for synchronous commits; the achieved rate is printed).
 # The probe always commits synchronously. TOOLS="lsnpipe" runs one replicator only.
 # LSNPIPE_B_BIN=PATH adds a second lsnpipe build, lsnpipe_b, to every round (it resumes lsnpipe's
-# slot and target database): two builds compared on the same load, in one run.
+# slot and target database): two builds compared on the same load, in one run. LSNPIPE_B_ARGS
+# adds `run` flags to lsnpipe_b only (the same build with another setting, e.g.
+# LSNPIPE_B_BIN=target/release/lsnpipe LSNPIPE_B_ARGS="--max-batch-transactions 8").
 set -euo pipefail
 source "$(dirname "$0")/lib/bench-common.sh"
 
@@ -49,9 +51,13 @@ start_replicator() {
   case $1 in
     native) dq native "ALTER SUBSCRIPTION native_sub ENABLE" ;;
     lsnpipe | lsnpipe_b)
-      [ "$1" = lsnpipe_b ] && bin=$LSNPIPE_B_BIN
+      local extra=()
+      if [ "$1" = lsnpipe_b ]; then
+        bin=$LSNPIPE_B_BIN
+        read -r -a extra <<<"${LSNPIPE_B_ARGS:-}"
+      fi
       "$bin" run --source "$(src bench)" --target "$(dst lsnpipe)" --publication bench_pub \
-        --slot lsnpipe_bench --metrics-listen off 2>>"$BENCH_DIR/lsnpipe.log" &
+        --slot lsnpipe_bench --metrics-listen off "${extra[@]}" 2>>"$BENCH_DIR/lsnpipe.log" &
       lsnpipe_pid=$! ;;
   esac
 }

@@ -82,7 +82,8 @@ pub struct LocalCluster {
 }
 
 /// Settings every local cluster gets: logical decoding on, room for many slots and senders and
-/// for prepared (two-phase) transactions, and no fsync (these clusters are thrown away; durability across an OS crash does not matter).
+/// for prepared (two-phase) transactions, and no fsync (these clusters are thrown away;
+/// durability across an OS crash does not matter).
 const BASE_SETTINGS: &[(&str, &str)] = &[
     ("listen_addresses", "'127.0.0.1'"),
     ("wal_level", "logical"),

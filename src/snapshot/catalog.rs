@@ -45,10 +45,9 @@ impl Table {
 
     /// This table without `columns` (those the target computes itself).
     pub fn without(mut self, columns: &[String]) -> Table {
-        let mut types = std::mem::take(&mut self.types).into_iter();
         let (kept, kept_types) = std::mem::take(&mut self.columns)
             .into_iter()
-            .zip(types.by_ref())
+            .zip(std::mem::take(&mut self.types))
             .filter(|(c, _)| !columns.contains(c))
             .unzip();
         self.columns = kept;

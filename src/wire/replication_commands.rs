@@ -261,9 +261,11 @@ impl ReplicationConnection {
         // As the native subscriber does: nothing resolves through a user-writable schema. Still
         // part of connecting: connect_timeout bounds the wait for its answer too.
         conn.set_receive_timeout(cfg.connect_timeout());
-        conn.simple_query("SELECT pg_catalog.set_config('search_path', '', false)")
-            .await?;
-        conn.simple_query(super::TRANSACTION_TIMEOUT_OFF).await?;
+        conn.simple_query(&format!(
+            "SELECT pg_catalog.set_config('search_path', '', false); {}",
+            super::TRANSACTION_TIMEOUT_OFF
+        ))
+        .await?;
         conn.set_receive_timeout(None);
         Ok(conn)
     }
