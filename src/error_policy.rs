@@ -205,6 +205,7 @@ pub fn source(err: &SourceError) -> Action {
         SourceError::Catalog(e) => sql(e),
         SourceError::WalLevel(_)
         | SourceError::NoPublication(_)
+        | SourceError::PublicationDropped { .. }
         | SourceError::NoSlot(_)
         | SourceError::SlotMissing { .. }
         | SourceError::SlotAhead { .. }

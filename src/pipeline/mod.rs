@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::Lsn;
-use crate::apply::{Applier, GroupLimits, SchemaChanges};
+use crate::apply::{Applier, GroupLimits};
 use crate::config::RunSettings;
 use crate::error_policy::{self, Action};
 use crate::metrics::Side;
@@ -53,7 +53,7 @@ use crate::wire::{self, ConnConfig};
 
 use backoff::Backoff;
 pub use error::RunError;
-use publication::{PUBLICATION_CHECK, look_at_publication};
+use publication::{Look, PUBLICATION_CHECK, ended_by_dropped_publication, look_at_publication};
 use target_calls::TargetCalls;
 
 enum SessionEnd {
@@ -63,6 +63,9 @@ enum SessionEnd {
     /// group was abandoned (rolled back), and the next session commits at this end LSN, before
     /// the stalled transaction, so the finished ones do not wait for it.
     Split(Lsn),
+    /// The publication was found dropped by this source position, which the stream passed:
+    /// what was published before is committed, and nothing more will come.
+    PublicationDropped(Lsn),
 }
 
 /// Replicate until `shutdown` turns true (or an error needs an operator).
@@ -140,6 +143,14 @@ async fn sessions(
         let pause = backoff.next();
         match result {
             Ok(SessionEnd::Shutdown) => return Ok(()),
+            Ok(SessionEnd::PublicationDropped(at)) => {
+                let err = RunError::Source(SourceError::PublicationDropped {
+                    publication: settings.publication.clone(),
+                    at,
+                });
+                telemetry.error(error_policy::run(&err).kind);
+                return Err(err);
+            }
             Ok(SessionEnd::Split(end_lsn)) => {
                 tracing::info!(
                     commit_at = %end_lsn,
@@ -271,17 +282,15 @@ async fn session(
         .await?;
     applier.set_schema_changes(settings.schema_changes);
     applier.set_captured_ddl(&settings.publication, settings.skip_ddl);
-    // The same session serves column drift and the periodic look at the publication's tables.
-    if settings.schema_changes != SchemaChanges::Off || added.is_tracking() {
-        let catalog = wire::connect_sql(source_config)
-            .await
-            .map_err(SourceError::Wire)?;
-        catalog
-            .batch_execute("SET search_path = ''")
-            .await
-            .map_err(SourceError::Catalog)?;
-        applier.set_source_catalog(catalog);
-    }
+    // The same session serves column drift and the periodic look at the publication.
+    let catalog = wire::connect_sql(source_config)
+        .await
+        .map_err(SourceError::Wire)?;
+    catalog
+        .batch_execute("SET search_path = ''")
+        .await
+        .map_err(SourceError::Catalog)?;
+    applier.set_source_catalog(catalog);
     telemetry.set_target_reachable(true);
     let start = applier.applied_lsn();
     let positions = Arc::new(Positions::new(start));
@@ -329,6 +338,8 @@ async fn session(
     publication_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // The source position the stream has passed: every message before it went to the applier.
     let mut passed = start;
+    // The source position by which the publication was found dropped.
+    let mut publication_dropped: Option<Lsn> = None;
     let end = loop {
         // Priorities: shutdown, then the durability tick (cheap, and it must not starve under a
         // backlog, or the slot would not advance), then the next message. Shutdown is only
@@ -361,9 +372,19 @@ async fn session(
                 }
                 continue;
             }
-            _ = publication_tick.tick(), if added.is_tracking() => {
+            _ = publication_tick.tick() => {
                 let catalog = applier.source_catalog();
-                look_at_publication(catalog, &mut added, &settings.publication).await;
+                match look_at_publication(catalog, &mut added, &settings.publication).await {
+                    Look::Present => publication_dropped = None,
+                    Look::Missing { at } => {
+                        publication_dropped.get_or_insert(at);
+                    }
+                    Look::Unknown => {}
+                }
+                // Once the stream has passed the drop, nothing published is still to come.
+                if let Some(at) = publication_dropped.filter(|&at| passed >= at) {
+                    break SessionEnd::PublicationDropped(at);
+                }
                 let due = added.due(passed).await?;
                 for (schema, table, sync) in due.started {
                     sync_filter.watch(&schema, &table, sync);
@@ -385,7 +406,12 @@ async fn session(
             next = stream.recv() => match next {
                 Ok(Some(x)) => x,
                 Ok(None) => break SessionEnd::SourceEnded,
-                Err(e) => return Err(SourceError::Wire(e).into()),
+                Err(e) => {
+                    if ended_by_dropped_publication(&e, applier.source_catalog(), &settings.publication).await {
+                        break SessionEnd::PublicationDropped(passed);
+                    }
+                    return Err(SourceError::Wire(e).into());
+                }
             },
         };
         telemetry.received(&data.data);
@@ -558,8 +584,12 @@ async fn session(
     // Anything still open is part of a source transaction that will be sent again: dropping
     // the applier rolls it back.
     drop(applier);
-    if matches!(end, SessionEnd::Split(_)) {
-        // The link may be what stalled: close it rather than wait for the source to confirm.
+    if matches!(
+        end,
+        SessionEnd::Split(_) | SessionEnd::PublicationDropped(_)
+    ) {
+        // The link may be what stalled, or the source ended it with an error: close it rather
+        // than wait for the source to confirm.
         drop(stream);
     } else {
         stream.stop().await.map_err(SourceError::Wire)?;

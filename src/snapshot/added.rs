@@ -352,11 +352,6 @@ impl AddedTables {
         }
     }
 
-    /// Whether new tables are looked for (lsnpipe made this slot's copy).
-    pub fn is_tracking(&self) -> bool {
-        self.known.is_some()
-    }
-
     /// The publication lists `published` as of source position `at` (read after the list).
     /// What changed is acted on once the stream passes `at` ([`AddedTables::due`]): before
     /// that, a captured `CREATE TABLE` or the table's last published changes are still coming.

@@ -42,6 +42,14 @@ pub enum SourceError {
     )]
     NoPublication(String),
     #[error(
+        "publication {publication:?} does not exist on the source any more: it was dropped while \
+         lsnpipe streamed, and everything published before the drop (up to {at}) is applied. \
+         Changes made on the source while it does not exist are not replicated. Create it again \
+         (CREATE PUBLICATION {publication} FOR TABLE …, or FOR ALL TABLES), run lsnpipe again, \
+         then compare with `lsnpipe verify` (`lsnpipe resync` copies the data again)"
+    )]
+    PublicationDropped { publication: String, at: Lsn },
+    #[error(
         "replication slot {0:?} does not exist on the source: run with --create-slot to create \
          it, or create it with SELECT pg_create_logical_replication_slot('{0}', 'pgoutput')"
     )]

@@ -214,25 +214,29 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
         ]);
     let lsnpipe = Running::spawn(cmd);
     let s = support::connect(&standby, "postgres").await;
-    support::wait_until(
-        "the slot to be synchronised to the standby",
-        WAIT,
-        || async {
-            s.query_opt(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND synced",
-                &[&slot],
-            )
-            .await
-            .is_ok_and(|row| row.is_some())
-        },
-    )
-    .await;
+    // A synced slot still temporary (the standby has not caught up with it yet) is dropped at
+    // promotion: wait until it would survive one, as PostgreSQL's documentation advises.
+    lsnpipe
+        .wait_until(
+            "the slot to be ready for failover on the standby",
+            || async {
+                s.query_opt(
+                    "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 \
+                 AND synced AND NOT temporary AND invalidation_reason IS NULL",
+                    &[&slot],
+                )
+                .await
+                .is_ok_and(|row| row.is_some())
+            },
+        )
+        .await;
 
     let before = load(&primary, 30);
-    support::wait_until("history rows on the target", WAIT, || async {
-        support::count(&target, "pgbench_history").await > 200
-    })
-    .await;
+    lsnpipe
+        .wait_until("history rows on the target", || async {
+            support::count(&target, "pgbench_history").await > 200
+        })
+        .await;
     // Stop the old primary first (a fast stop sends the standby all of its WAL), then promote:
     // no write can land on the old primary after the standby took over.
     let stopped = std::time::Instant::now();
@@ -245,13 +249,14 @@ async fn a_failover_slot_survives_the_promotion_of_a_standby() {
         "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (0, 0, 0, -1, now())",
     )
     .await;
-    support::wait_until("the first change on the new primary", WAIT, || async {
-        target
-            .query_one("SELECT count(*) FROM pgbench_history WHERE delta = -1", &[])
-            .await
-            .is_ok_and(|row| row.get::<_, i64>(0) == 1)
-    })
-    .await;
+    lsnpipe
+        .wait_until("the first change on the new primary", || async {
+            target
+                .query_one("SELECT count(*) FROM pgbench_history WHERE delta = -1", &[])
+                .await
+                .is_ok_and(|row| row.get::<_, i64>(0) == 1)
+        })
+        .await;
     let resumed = stopped.elapsed();
     eprintln!(
         "failover: lsnpipe applied the new primary's first change {:.1} s after the old \
