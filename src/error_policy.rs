@@ -29,6 +29,7 @@ use std::error::Error;
 use tokio_postgres::error::SqlState;
 
 use crate::apply::ApplyError;
+use crate::apply::guard::GuardError;
 use crate::pipeline::RunError;
 use crate::snapshot::SnapshotError;
 use crate::source::SourceError;
@@ -164,6 +165,11 @@ pub fn run(err: &RunError) -> Verdict {
         // already guard the bytes in transit): retrying would loop for ever.
         RunError::Decode(_) => (Fatal, ErrorKind::Decode),
         RunError::Snapshot(e) => (snapshot(e), ErrorKind::Snapshot),
+        // The other lsnpipe may stop, or be this one's own session that is going away.
+        RunError::Guard(GuardError::Held { .. } | GuardError::Lost(_)) => {
+            (Retry, ErrorKind::Target)
+        }
+        RunError::Guard(GuardError::Target(e)) => (wire(e), ErrorKind::Target),
         // A slot shared with another consumer, or created with two-phase decoding.
         RunError::Unexpected(_) => (Operator, ErrorKind::Protocol),
         RunError::Streamed(_) => (Fatal, ErrorKind::Protocol),

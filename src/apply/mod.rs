@@ -20,6 +20,7 @@ mod batch;
 mod drift;
 mod durability;
 mod error;
+pub mod guard;
 mod inflight;
 mod planner;
 mod progress_row;

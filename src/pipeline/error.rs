@@ -2,6 +2,7 @@
 //! [`crate::error_policy::run`]).
 
 use crate::apply::ApplyError;
+use crate::apply::guard::GuardError;
 use crate::pgoutput::DecodeError;
 use crate::snapshot::SnapshotError;
 use crate::source::SourceError;
@@ -26,6 +27,8 @@ pub enum RunError {
     Decode(#[from] DecodeError),
     #[error("initial copy")]
     Snapshot(#[from] SnapshotError),
+    #[error(transparent)]
+    Guard(#[from] GuardError),
     #[error(
         "the source sent a {0} message, which lsnpipe does not request; is the slot shared with \
          another consumer or created with two-phase decoding?"

@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::Lsn;
-use crate::apply::{Applier, GroupLimits};
+use crate::apply::{Applier, GroupLimits, guard};
 use crate::config::RunSettings;
 use crate::error_policy::{self, Action};
 use crate::metrics::Side;
@@ -195,6 +195,7 @@ async fn sessions(
                     | RunError::Apply(_)
                     | RunError::TargetTimeout { .. }
                     | RunError::StreamLockWait { .. }
+                    | RunError::Guard(_)
                     | RunError::Snapshot(SnapshotError::TargetSql(_)) => Side::Target,
                     _ => Side::Source,
                 };
@@ -231,6 +232,14 @@ async fn session(
         shutdown: shutdown.clone(),
         open_streams: 0,
     };
+    // One lsnpipe per slot on this target, for the copy as for the stream.
+    let mut guard = target_calls
+        .call(
+            "taking the lock that keeps one lsnpipe per slot",
+            guard::acquire(target_config, &settings.slot),
+        )
+        .await?;
+    let target_config = &guard.tagged(target_config);
     let copy = SnapshotOptions {
         publication: settings.publication.clone(),
         slot: settings.slot.clone(),
@@ -348,6 +357,7 @@ async fn session(
             biased;
             _ = stopped(shutdown) => break SessionEnd::Shutdown,
             _ = tick.tick() => {
+                guard.still_held(target_calls.limit).await?;
                 let durable =
                     target_calls.call("checking durability", applier.confirm_durable()).await?;
                 if let Some(durable) = durable {

@@ -168,7 +168,19 @@ async fn a_slot_in_use_is_reported() {
         support::slot_active(&source, &slot)
     })
     .await;
-    let mut second = support::run(&db, &slot, &[]);
+    // Into another target database: one lsnpipe per slot and target is enforced on the
+    // target, before the slot is asked for; here only the slot says no.
+    let other = support::unique_name("run_inuse_other");
+    support::create_db(support::target(), &other).await;
+    let mut second = support::Running::spawn(support::lsnpipe_run(
+        support::source(),
+        &db,
+        support::target(),
+        &other,
+        "pub",
+        &slot,
+        &[],
+    ));
     // "In use" is retryable (the holder may be a dying session), so the second one keeps
     // trying and says why in its log.
     support::wait_until("the second lsnpipe to report the slot in use", WAIT, || {
@@ -179,6 +191,45 @@ async fn a_slot_in_use_is_reported() {
     let _ = second.child.kill();
     let _ = second.wait(WAIT).await;
     first.stop().await;
+}
+
+/// A second `run` for the slot while the first copies: it neither resumes the copy beside the
+/// first nor streams, but says who runs and waits; when the first stops, it takes over, and
+/// the target ends equal to the source.
+#[tokio::test]
+async fn a_second_run_for_the_same_slot_waits_for_the_first_even_during_the_copy() {
+    let (db, slot, source, target) = setup("run_twice").await;
+    support::exec(
+        &source,
+        "INSERT INTO a SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
+    )
+    .await;
+    let first = support::run(&db, &slot, &["--create-slot"]);
+    first
+        .wait_until("the first lsnpipe to copy", || {
+            let log = first.log();
+            async move { log.contains("copying table") }
+        })
+        .await;
+    let second = support::run(&db, &slot, &[]);
+    second
+        .wait_until("the second lsnpipe to name the first", || {
+            let log = second.log();
+            async move {
+                log.contains("another lsnpipe is running for slot")
+                    && log.contains("target backend PID")
+            }
+        })
+        .await;
+    first.converge(&source, &target, &["a"]).await;
+    let log = first.stop().await;
+    assert!(!log.contains("another lsnpipe"), "{log}");
+    support::exec(&source, "INSERT INTO a VALUES (0, 'after the handover')").await;
+    second.converge(&source, &target, &["a", "b"]).await;
+    let log = second.stop().await;
+    // It waited rather than copy or apply anything beside the first.
+    assert!(!log.contains("copying table"), "{log}");
+    assert!(!log.contains("duplicate key"), "{log}");
 }
 
 #[tokio::test]

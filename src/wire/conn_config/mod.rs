@@ -437,6 +437,13 @@ impl ConnConfig {
         self
     }
 
+    /// Use `name` as `application_name`, whatever the user chose (for a session that must be
+    /// recognisable, see `apply::guard`).
+    pub fn with_application_name(mut self, name: &str) -> Self {
+        self.application_name = Some(name.to_owned());
+        self
+    }
+
     /// Use `name` as `application_name` unless the user chose one (libpq's
     /// `fallback_application_name`).
     pub fn with_fallback_application_name(mut self, name: &str) -> Self {

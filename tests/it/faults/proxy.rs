@@ -9,7 +9,9 @@
 //!
 //! A blackhole keeps every socket open and forwards nothing, as a dead NAT entry or a hung
 //! server does. A connection that carried data while the link was black stays dead after the
-//! link heals (its bytes are gone, as they would be); new connections work again.
+//! link heals (its bytes are gone, as they would be); new connections work again. Its close
+//! reaches the server only without [`Proxy::keep_ghosts`]: over a really dead link the server
+//! keeps such a session (a ghost) until its own keepalives or timeouts end it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +42,9 @@ pub enum Fault {
 #[derive(Debug, Clone, Copy)]
 struct Control {
     fault: Fault,
+    /// A connection that carried data while the link was black, or that its client closes
+    /// while it is: the close is not passed on to the server.
+    keep_ghosts: bool,
     /// Bumped by `reset`; a connection opened before the bump closes with an RST.
     resets: u64,
 }
@@ -58,6 +63,7 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let (control, watch) = watch::channel(Control {
             fault: Fault::None,
+            keep_ghosts: false,
             resets: 0,
         });
         let upstream = SocketAddr::from(([127, 0, 0, 1], upstream));
@@ -75,6 +81,12 @@ impl Proxy {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// From now on, a connection silenced by a blackhole stays open towards the server after
+    /// its client closes it (see the module's documentation).
+    pub fn keep_ghosts(&self) {
+        self.control.send_modify(|c| c.keep_ghosts = true);
     }
 
     pub fn set(&self, fault: Fault) {
@@ -181,6 +193,13 @@ async fn pump(
         }
         let n = from.read(&mut buf).await?;
         if n == 0 {
+            let c = *control.borrow();
+            let dead = poisoned.load(Ordering::Relaxed) || c.fault == Fault::Blackhole;
+            if !downstream && dead && c.keep_ghosts {
+                // Until a reset, or the proxy goes.
+                let _ = control.wait_for(|_| false).await;
+                return Ok(());
+            }
             return to.shutdown().await;
         }
         let fault = control.borrow().fault;
