@@ -188,6 +188,12 @@ async fn end_ghosts(client: &Client, tag: &str) -> Result<(), tokio_postgres::Er
     Ok(())
 }
 
+/// Who holds `slot`'s lock on the target `client` is connected to, described for a message,
+/// or `None` when no run holds it.
+pub async fn running(client: &Client, slot: &str) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(holder(client, lock_key(slot)).await?.map(|h| h.describe()))
+}
+
 /// The session that holds the lock, as `pg_stat_activity` shows it.
 struct Holder {
     pid: i32,

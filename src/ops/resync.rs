@@ -13,7 +13,9 @@
 
 use std::io::Write;
 
-use super::teardown::{Confirmation, ask, drop_bookkeeping, drop_slot, idle_slot, slot_plan};
+use super::teardown::{
+    Confirmation, ask, drop_bookkeeping, drop_slot, idle_slot, no_run_on_target, slot_plan,
+};
 use super::{OpsError, SideSession};
 use crate::apply::sql::qualified_name;
 use crate::config::OpsSettings;
@@ -44,6 +46,7 @@ pub async fn run(
         writeln!(out, "{text}").map_err(OpsError::io("write to stdout"))
     };
 
+    no_run_on_target(&target, slot).await?;
     let slot_exists = idle_slot(&source, slot).await?;
     let mut tables = Vec::new();
     for row in source

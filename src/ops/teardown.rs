@@ -39,6 +39,7 @@ pub async fn run(
         writeln!(out, "{text}").map_err(OpsError::io("write to stdout"))
     };
 
+    no_run_on_target(&target, slot).await?;
     let slot_exists = idle_slot(&source, slot).await?;
     let has_progress = has_bookkeeping(&target).await?;
 
@@ -89,6 +90,22 @@ pub(crate) async fn idle_slot(source: &SideSession, slot: &str) -> Result<bool, 
         )));
     }
     Ok(found.is_some())
+}
+
+/// Refused while a `run` holds the slot's lock on the target: during its initial copy the
+/// slot is not in use, yet the run writes.
+pub(crate) async fn no_run_on_target(target: &SideSession, slot: &str) -> Result<(), OpsError> {
+    let holder = crate::apply::guard::running(&target.client, slot)
+        .await
+        .map_err(target.sql("look for a run of this slot on the target"))?;
+    match holder {
+        None => Ok(()),
+        Some(holder) => Err(OpsError::Refused(format!(
+            "slot {slot:?} is in use by an lsnpipe run, which holds its lock on the target \
+             ({holder}): stop it first. If no lsnpipe runs any more, that session outlived its link: end it with \
+             SELECT pg_terminate_backend(PID) on the target"
+        ))),
+    }
 }
 
 /// The plan's line about the slot.

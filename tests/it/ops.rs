@@ -472,6 +472,51 @@ async fn status_shows_the_slot_the_applied_position_and_the_lag() {
     );
 }
 
+/// During the initial copy the slot is not in use, yet the run writes to the target: resync
+/// and teardown see the run by its lock on the target and refuse, and the copy goes on.
+#[tokio::test]
+async fn resync_and_teardown_refuse_while_a_run_copies() {
+    let (db, slot, source, target) = support::replicated_db(
+        "ops_copying",
+        "CREATE TABLE a (id int PRIMARY KEY, v text)",
+        "CREATE PUBLICATION pub FOR TABLE a",
+    )
+    .await;
+    support::exec(
+        &source,
+        "INSERT INTO a SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
+    )
+    .await;
+    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
+    lsnpipe
+        .wait_until("the copy to start", || {
+            let log = lsnpipe.log();
+            async move { log.contains("copying table") }
+        })
+        .await;
+    for command in ["resync", "teardown"] {
+        let out = output(
+            ops_command(
+                command,
+                &support::source().conn_string(&db),
+                &support::target().conn_string(&db),
+                &["--slot", &slot, "--publication", "pub", "--yes"],
+            ),
+            WAIT,
+        )
+        .await;
+        let (stdout, stderr) = text(&out);
+        assert!(!out.status.success(), "{command}: {stdout}\n{stderr}");
+        assert!(
+            stderr.contains("holds its lock on the target"),
+            "{command}: {stderr}"
+        );
+    }
+    lsnpipe.converge(&source, &target, &["a"]).await;
+    assert!(support::slot_exists(&source, &slot).await);
+    lsnpipe.stop().await;
+}
+
 #[tokio::test]
 async fn teardown_asks_then_drops_the_slot_and_the_bookkeeping() {
     let (db, slot) = replicated("teardown", 10).await;
