@@ -105,6 +105,8 @@ struct NextSession {
     /// Ask the source to stream large transactions in progress. A session that could not apply
     /// the streams it got runs the next one without.
     streaming: bool,
+    /// The walsender of the last stream opened (see [`source::SourceOptions`]).
+    walsender: Option<source::Walsender>,
 }
 
 async fn sessions(
@@ -118,6 +120,7 @@ async fn sessions(
     let mut next = NextSession {
         commit_at: None,
         streaming: true,
+        walsender: None,
     };
     loop {
         let started = Instant::now();
@@ -318,8 +321,11 @@ async fn session(
         // A table still to be caught up by its copy filters changes by their commit position,
         // which a streamed change does not have yet: no streaming until every copy is done.
         streaming: next.streaming && !sync_filter.binds_after(start),
+        previous_walsender: next.walsender.take(),
     };
-    let mut stream = source::open_stream(source_config, &options, start, positions.clone()).await?;
+    let (mut stream, walsender) =
+        source::open_stream(source_config, &options, start, positions.clone()).await?;
+    next.walsender = walsender;
     tracing::info!(slot = %settings.slot, start = %start, "streaming");
     telemetry.set_streaming(true);
     telemetry.watch_positions(positions.clone());
@@ -384,7 +390,11 @@ async fn session(
             }
             _ = publication_tick.tick() => {
                 let catalog = applier.source_catalog();
-                match look_at_publication(catalog, &mut added, &settings.publication).await {
+                let look = look_at_publication(catalog, &mut added, &settings.publication).await;
+                // A full period from now: a look that took long (up to its limit) must not
+                // follow itself at once and keep the stream unread.
+                publication_tick.reset();
+                match look {
                     Look::Present => publication_dropped = None,
                     Look::Missing { at } => {
                         publication_dropped.get_or_insert(at);

@@ -10,6 +10,10 @@ use crate::wire::WireError;
 /// How often the publication's tables are listed, for tables that joined (or left) it.
 pub(super) const PUBLICATION_CHECK: Duration = Duration::from_secs(3);
 
+/// The longest a look may take. It runs inside the session's loop, which meanwhile reads
+/// nothing from the stream: a silent source link must still be noticed within its timeout.
+const LOOK_LIMIT: Duration = Duration::from_secs(2);
+
 /// What a look at the publication found.
 pub(super) enum Look {
     /// It exists (its tables went to `added`).
@@ -61,7 +65,7 @@ pub(super) async fn look_at_publication(
             now.try_get::<_, bool>(1)?,
         ))
     };
-    let (tables, at, exists) = match tokio::time::timeout(PUBLICATION_CHECK * 3, look).await {
+    let (tables, at, exists) = match tokio::time::timeout(LOOK_LIMIT, look).await {
         Ok(Ok((tables, at, exists))) => match at.parse() {
             Ok(at) => (tables, at, exists),
             Err(_) => return Look::Unknown,
@@ -95,12 +99,13 @@ pub(super) async fn ended_by_dropped_publication(
     let Some(catalog) = catalog.filter(|_| undefined_object) else {
         return false;
     };
-    let exists = catalog
-        .query_one(
-            "SELECT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $1)",
-            &[&publication],
-        )
-        .await
-        .and_then(|row| row.try_get::<_, bool>(0));
-    matches!(exists, Ok(false))
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&publication];
+    let exists = catalog.query_one(
+        "SELECT EXISTS (SELECT FROM pg_catalog.pg_publication WHERE pubname = $1)",
+        &params,
+    );
+    match tokio::time::timeout(LOOK_LIMIT, exists).await {
+        Ok(Ok(row)) => matches!(row.try_get::<_, bool>(0), Ok(false)),
+        _ => false,
+    }
 }

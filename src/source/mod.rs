@@ -105,19 +105,34 @@ pub struct SourceOptions {
     /// Ask for in-progress transactions to be streamed (pgoutput protocol 2, server 14+): the
     /// stream then carries Stream Start … Stream Stop blocks and Stream Commit / Stream Abort.
     pub streaming: bool,
+    /// The walsender of this process's previous stream: should it still hold the slot (its
+    /// link went silent and the server has not noticed yet), it is ended rather than waited
+    /// for.
+    pub previous_walsender: Option<Walsender>,
 }
 
-/// Connect, check and start streaming from `start` (the target's applied position).
+/// A walsender as the server knows it: its PID, and when it started (PIDs are reused).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Walsender {
+    pid: i32,
+    started: String,
+}
+
+/// How long an ended walsender is given to let go of the slot.
+const TERMINATE_WAIT_MS: u32 = 5_000;
+
+/// Connect, check and start streaming from `start` (the target's applied position); the
+/// stream, and its walsender for [`SourceOptions::previous_walsender`] next time.
 pub async fn open_stream(
     config: &ConnConfig,
     options: &SourceOptions,
     start: Lsn,
     positions: Arc<Positions>,
-) -> Result<ReplicationStream, SourceError> {
+) -> Result<(ReplicationStream, Option<Walsender>), SourceError> {
     let mut conn = ReplicationConnection::connect(config).await?;
     conn.set_receive_timeout(options.receive_timeout);
     check_source(&mut conn, &options.publication).await?;
-
+    let walsender = this_walsender(&mut conn).await?;
     match SlotInfo::read(&mut conn, &options.slot).await? {
         // Creating a slot starts a stream from now: only right for a target that holds nothing
         // replicated yet (the initial copy creates its own slot before this).
@@ -146,6 +161,9 @@ pub async fn open_stream(
         None => return Err(SourceError::NoSlot(options.slot.clone())),
         Some(found) => {
             check_not_invalidated(&options.slot, &found)?;
+            if let (Some(pid), Some(previous)) = (found.active_pid, &options.previous_walsender) {
+                end_own_walsender(&mut conn, pid, previous).await?;
+            }
             let plugin = found.plugin.unwrap_or_default();
             if plugin != "pgoutput" {
                 return Err(SourceError::WrongPlugin {
@@ -191,7 +209,7 @@ pub async fn open_stream(
         let stream = conn
             .start_replication(&options.slot, start, &plain, positions, interval)
             .await?;
-        return Ok(stream);
+        return Ok((stream, walsender));
     };
     match conn
         .start_replication(&options.slot, start, &streamed, positions.clone(), interval)
@@ -199,7 +217,7 @@ pub async fn open_stream(
     {
         Ok(stream) => {
             tracing::info!("in-progress transactions are streamed (pgoutput protocol 2)");
-            Ok(stream)
+            Ok((stream, walsender))
         }
         // The server refused the options before streaming began (a build or fork that does not
         // know them): stream without them, as every server since 10 accepts.
@@ -210,9 +228,11 @@ pub async fn open_stream(
             );
             let mut conn = ReplicationConnection::connect(config).await?;
             conn.set_receive_timeout(options.receive_timeout);
-            Ok(conn
+            let walsender = this_walsender(&mut conn).await?;
+            let stream = conn
                 .start_replication(&options.slot, start, &plain, positions, interval)
-                .await?)
+                .await?;
+            Ok((stream, walsender))
         }
         Err(e) => Err(e.into()),
     }
@@ -257,6 +277,57 @@ pub async fn check_source(
     Ok(())
 }
 
+/// The walsender `conn` talks to.
+async fn this_walsender(
+    conn: &mut ReplicationConnection,
+) -> Result<Option<Walsender>, SourceError> {
+    let rows = conn
+        .simple_query(
+            "SELECT pg_catalog.pg_backend_pid(), backend_start::text \
+             FROM pg_catalog.pg_stat_activity WHERE pid = pg_catalog.pg_backend_pid()",
+        )
+        .await?;
+    Ok(rows.into_iter().next().and_then(|row| {
+        let pid = row.first()?.as_deref()?.parse().ok()?;
+        let started = row.get(1)?.clone()?;
+        Some(Walsender { pid, started })
+    }))
+}
+
+/// End the walsender `pid` that holds the slot if it is this process's previous one: its link
+/// went silent, and the server would keep it (and the slot) until `wal_sender_timeout`, or
+/// for ever with that timeout off.
+async fn end_own_walsender(
+    conn: &mut ReplicationConnection,
+    pid: i32,
+    previous: &Walsender,
+) -> Result<(), SourceError> {
+    if pid != previous.pid {
+        return Ok(());
+    }
+    let rows = conn
+        .simple_query(&format!(
+            "SELECT backend_start::text FROM pg_catalog.pg_stat_activity WHERE pid = {pid}"
+        ))
+        .await?;
+    let started = rows
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next().flatten());
+    if started.as_deref() != Some(previous.started.as_str()) {
+        return Ok(());
+    }
+    tracing::warn!(
+        pid,
+        "this lsnpipe's previous walsender still holds the slot (its link went silent); ending it"
+    );
+    conn.simple_query(&format!(
+        "SELECT pg_catalog.pg_terminate_backend({pid}, {TERMINATE_WAIT_MS})"
+    ))
+    .await?;
+    Ok(())
+}
+
 /// A PostgreSQL duration setting as SHOW prints it: "60s", "500ms", "2min", "0".
 pub fn parse_pg_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
@@ -290,6 +361,7 @@ mod tests {
             status_interval: Duration::from_secs(10),
             receive_timeout: None,
             streaming: true,
+            previous_walsender: None,
         };
         assert_eq!(streaming_options(&options, 130_015), None, "server 13");
         let on = streaming_options(&options, 140_000).expect("server 14 streams");

@@ -33,13 +33,10 @@ async fn link_faults(link: Link) {
         Link::Source => (via(source, &proxy), target.clone()),
         Link::Target => (source.clone(), via(target, &proxy)),
     };
-    if link == Link::Target {
-        // The sessions a silenced target link leaves in the server (the lock that keeps one
-        // lsnpipe per slot, an open transaction) are ended by the next session. A silenced
-        // source link's walsender keeps the slot until the server's wal_sender_timeout: no
-        // ghosts there, or every recovery would take that long.
-        proxy.keep_ghosts();
-    }
+    // The sessions a silenced link leaves in the server (the walsender holding the slot; the
+    // lock that keeps one lsnpipe per slot, an open transaction) are ended by the next session
+    // rather than waited for.
+    proxy.keep_ghosts();
     let mut lsnpipe = support::run_between(&run_source, &run_target, &db, &slot, &TIMEOUTS);
     let load = Load::start(source, &db);
     let t = support::connect(target, &db).await;
@@ -76,15 +73,22 @@ async fn link_faults(link: Link) {
         took < RECOVERY_AFTER_SILENCE,
         "{link:?} silence: recovery took {took:?}"
     );
-    if link == Link::Target {
-        // The server still holds the silenced session's lock (one lsnpipe per slot): the new
-        // session recognised it as its own and ended it rather than wait for it.
-        let log = lsnpipe.log();
-        assert!(log.contains("an earlier session of this lsnpipe"), "{log}");
-        assert!(
-            log.contains("an earlier run for this slot left behind"),
+    let log = lsnpipe.log();
+    match link {
+        // The walsender would hold the slot until wal_sender_timeout (a minute here).
+        Link::Source => assert!(
+            log.contains("previous walsender still holds the slot"),
             "{log}"
-        );
+        ),
+        // The lock session would hold the lock, and the applier's open transaction the
+        // progress row, until the server noticed the link gone (never, behind this proxy).
+        Link::Target => {
+            assert!(log.contains("an earlier session of this lsnpipe"), "{log}");
+            assert!(
+                log.contains("an earlier run for this slot left behind"),
+                "{log}"
+            );
+        }
     }
 
     // A slow link is not a dead one: delayed and throttled, rows still arrive, nothing resets.
