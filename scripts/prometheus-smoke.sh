@@ -29,18 +29,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A loopback port nobody answers on (racy in theory; Prometheus fails loudly if it lost the race).
-port=
-for _ in $(seq 1 50); do
-  candidate=$((20000 + RANDOM % 20000))
-  if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
-    port=$candidate
-    break
-  fi
-done
-[ -n "$port" ] || die "no free loopback port found"
-api="http://127.0.0.1:$port"
-
 cat >"$work/prometheus.yml" <<YAML
 global:
   scrape_interval: 1s
@@ -51,14 +39,6 @@ scrape_configs:
       - targets: ['$target']
 YAML
 
-"$prometheus" \
-  --config.file="$work/prometheus.yml" \
-  --storage.tsdb.path="$work/data" \
-  --web.listen-address="127.0.0.1:$port" \
-  --log.level=warn \
-  >"$work/prometheus.log" 2>&1 &
-prom_pid=$!
-
 # query EXPR: the first sample's value of an instant query, or nothing.
 query() {
   curl -fsS --max-time 5 "$api/api/v1/query" --data-urlencode "query=$1" 2>/dev/null |
@@ -66,11 +46,43 @@ query() {
 }
 
 deadline=$((SECONDS + timeout_s))
-until curl -fsS --max-time 2 "$api/-/ready" >/dev/null 2>&1; do
-  kill -0 "$prom_pid" 2>/dev/null || { cat "$work/prometheus.log" >&2; die "Prometheus exited"; }
-  [ "$SECONDS" -lt "$deadline" ] || die "Prometheus not ready after ${timeout_s}s"
-  sleep 0.2
+# A loopback port below the kernel's ephemeral range (a client socket of another process may
+# hold any port in it), nobody answering on it; tried again on another port should Prometheus
+# lose the race for it.
+api=
+for _ in $(seq 1 5); do
+  port=
+  for _ in $(seq 1 50); do
+    candidate=$((20000 + RANDOM % 12000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+      port=$candidate
+      break
+    fi
+  done
+  [ -n "$port" ] || die "no free loopback port found"
+  rm -rf "$work/data"
+  "$prometheus" \
+    --config.file="$work/prometheus.yml" \
+    --storage.tsdb.path="$work/data" \
+    --web.listen-address="127.0.0.1:$port" \
+    --log.level=warn \
+    >"$work/prometheus.log" 2>&1 &
+  prom_pid=$!
+  until curl -fsS --max-time 2 "http://127.0.0.1:$port/-/ready" >/dev/null 2>&1; do
+    if ! kill -0 "$prom_pid" 2>/dev/null; then
+      wait "$prom_pid" 2>/dev/null || true
+      prom_pid=
+      grep -q "address already in use" "$work/prometheus.log" && continue 2
+      cat "$work/prometheus.log" >&2
+      die "Prometheus exited"
+    fi
+    [ "$SECONDS" -lt "$deadline" ] || die "Prometheus not ready after ${timeout_s}s"
+    sleep 0.2
+  done
+  api="http://127.0.0.1:$port"
+  break
 done
+[ -n "$api" ] || { cat "$work/prometheus.log" >&2; die "no port Prometheus could listen on"; }
 
 until [ "$(query 'up{job="lsnpipe"}')" = 1 ]; do
   if [ "$SECONDS" -ge "$deadline" ]; then
