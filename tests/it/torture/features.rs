@@ -122,6 +122,11 @@ pub const FEATURES: &[(&str, &str)] = &[
         "target restarted or stopped while the initial copy runs",
     ),
     (
+        "twin",
+        "a second lsnpipe for the slot started beside the first (also during the copy), then \
+         the first killed",
+    ),
+    (
         "slot_drop",
         "the slot dropped while lsnpipe is down, then `run --create-slot` again",
     ),

@@ -22,11 +22,23 @@ pub struct Lsnpipe {
 
 impl Lsnpipe {
     pub fn start(&mut self) {
+        self.running = Some(self.spawn());
+    }
+
+    /// Another process with this run's flags (for the `twin` fault).
+    pub fn spawn(&self) -> Running {
         let (source, target) = clusters();
         let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
         let cmd =
             support::lsnpipe_run(source, &self.db, target, &self.db, "pub", &self.slot, &args);
-        self.running = Some(Running::spawn(cmd));
+        Running::spawn(cmd)
+    }
+
+    /// The twin takes over: this process is killed (its log kept), the twin is the run's.
+    pub fn hand_over(&mut self, twin: Running) {
+        self.kill();
+        self.history.push_str("---- the twin goes on ----\n");
+        self.running = Some(twin);
     }
 
     pub fn kill(&mut self) {

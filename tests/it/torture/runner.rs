@@ -214,6 +214,9 @@ async fn copy_done(lsnpipe: &tokio::sync::Mutex<Lsnpipe>) {
     }
 }
 
+/// How long a `twin` runs beside the first lsnpipe before the first is killed.
+const TWIN_OVERLAP: Duration = Duration::from_millis(1500);
+
 /// Do `fault`; without `copy_faults`, server faults wait for the initial copy to finish.
 async fn do_fault(
     fault: Fault,
@@ -247,6 +250,22 @@ async fn do_fault(
             .await
             .map_err(|e| fail(FailKind::Harness, e.to_string()))?
             .map_err(|e| fail(FailKind::Harness, format!("restart the target: {e}")))?;
+        }
+        Fault::Twin => {
+            if l.paused {
+                return Ok(());
+            }
+            let twin = l.spawn();
+            drop(l);
+            // How long the two run side by side: the scenario, not a wait for a condition.
+            tokio::time::sleep(TWIN_OVERLAP).await;
+            let mut l = lsnpipe.lock().await;
+            if l.paused {
+                l.history.push_str(&twin.log());
+                twin.kill9();
+            } else {
+                l.hand_over(twin);
+            }
         }
         Fault::SlotDrop => {
             l.kill();

@@ -35,6 +35,9 @@ pub enum Fault {
     TargetCrash,
     /// Stop lsnpipe, drop its slot, start it again with `--create-slot`.
     SlotDrop,
+    /// Start a second lsnpipe for the slot beside the first; a moment later, SIGKILL the
+    /// first: the second goes on.
+    Twin,
 }
 
 impl Fault {
@@ -46,6 +49,7 @@ impl Fault {
                 "stop the target immediately (pg_ctl stop -m immediate), start it"
             }
             Fault::SlotDrop => "stop lsnpipe, drop its slot, run lsnpipe --create-slot again",
+            Fault::Twin => "start a second lsnpipe for the slot, then SIGKILL the first",
         }
     }
 }
@@ -167,10 +171,15 @@ pub fn generate(seed: u64, features: Features, size: Size) -> Plan {
             );
             pick("target_crash", Fault::TargetCrash, 1, &mut rng, &mut faults);
             pick("slot_drop", Fault::SlotDrop, 1, &mut rng, &mut faults);
+            pick("twin", Fault::Twin, 2, &mut rng, &mut faults);
             for fault in faults {
                 let at = usize::try_from(rng.below(u64::try_from(items.len()).unwrap_or(1)))
                     .unwrap_or(0);
                 items.insert(at, Item::Fault(fault));
+            }
+            if features.has("twin") && features.has("initial_copy") && rng.below(2) == 0 {
+                // First thing: most likely while the first copies (the slot is not held then).
+                items.insert(0, Item::Fault(Fault::Twin));
             }
             if features.has("copy_faults") {
                 // First thing: the initial copy is most likely still running.
