@@ -127,6 +127,18 @@ async fn identify_system_show_and_sql_on_a_trust_connection() {
     assert!(!sys.xlogpos.is_zero());
     assert!(sys.system_id.parse::<u64>().is_ok(), "{}", sys.system_id);
     assert_eq!(conn.show("wal_sender_timeout").await.unwrap(), "1min");
+    // The server notices a dead client within seconds, not hours (wire::SESSION_SETTINGS).
+    assert_eq!(conn.show("tcp_keepalives_idle").await.unwrap(), "10");
+    assert_eq!(conn.show("tcp_keepalives_count").await.unwrap(), "3");
+    let sql = lsnpipe::wire::connect_sql(&config(support::source(), &db, ""))
+        .await
+        .unwrap();
+    let idle: String = sql
+        .query_one("SHOW tcp_keepalives_idle", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(idle, "10");
     let rows = conn
         .simple_query("SELECT 1, NULL::text, 'it''s'")
         .await
