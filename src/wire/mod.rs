@@ -380,7 +380,8 @@ mod tests {
             "-c datestyle=ISO -c intervalstyle=postgres -c extra_float_digits=3 \
              -c xmloption=content -c array_nulls=on -c lc_monetary=C -c row_security=off \
              -c statement_timeout=0 -c lock_timeout=0 -c idle_in_transaction_session_timeout=0 \
-             -c idle_session_timeout=0"
+             -c idle_session_timeout=0 -c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 \
+             -c tcp_keepalives_count=3"
         );
         assert!(
             session_options(Some("-c work_mem=64MB"))

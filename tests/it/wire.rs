@@ -130,7 +130,7 @@ async fn identify_system_show_and_sql_on_a_trust_connection() {
     // The server notices a dead client within seconds, not hours (wire::SESSION_SETTINGS).
     assert_eq!(conn.show("tcp_keepalives_idle").await.unwrap(), "10");
     assert_eq!(conn.show("tcp_keepalives_count").await.unwrap(), "3");
-    let sql = lsnpipe::wire::connect_sql(&config(support::source(), &db, ""))
+    let sql = connect_sql(&config(support::source(), &db, ""))
         .await
         .unwrap();
     let idle: String = sql
