@@ -49,6 +49,8 @@ pub struct StatusReport {
     /// Tables this slot's copy holds that its publication no longer lists (their changes are
     /// no longer replicated); only when the publication is known (`--publication`).
     pub left_publication: Vec<String>,
+    /// The `run` that holds this slot's lock on the target (see `apply::guard`), described.
+    pub run: Option<String>,
 }
 
 impl StatusReport {
@@ -89,6 +91,7 @@ impl StatusReport {
             "lag_seconds": self.lag_secs,
             "copying": self.copying,
             "left_publication": self.left_publication,
+            "run": self.run,
         })
     }
 
@@ -127,6 +130,11 @@ impl StatusReport {
         }
         field(&mut out, "source WAL now", &self.source_wal.to_string());
         out.push_str("target\n");
+        let run = self.run.as_ref().map_or_else(
+            || "none (no lsnpipe run holds this slot's lock here)".to_owned(),
+            |holder| format!("running ({holder})"),
+        );
+        field(&mut out, "run", &run);
         match &self.applied {
             None => field(
                 &mut out,
@@ -203,6 +211,9 @@ pub async fn run(settings: &OpsSettings) -> Result<StatusReport, OpsError> {
             retained_wal_bytes: found.restart_lsn.map(|r| source_wal.bytes_since(r)),
         });
 
+    let run = crate::apply::guard::running(&target.client, &slot_name)
+        .await
+        .map_err(target.sql("look for a run of this slot"))?;
     let has_progress: bool = target
         .client
         .query_one("SELECT to_regclass('lsnpipe.progress') IS NOT NULL", &[])
@@ -303,6 +314,7 @@ pub async fn run(settings: &OpsSettings) -> Result<StatusReport, OpsError> {
         lag_secs,
         copying,
         left_publication,
+        run,
     })
 }
 

@@ -390,6 +390,7 @@ async fn status_shows_the_slot_the_applied_position_and_the_lag() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("slot {slot}")), "{stdout}");
     assert!(stdout.contains("inactive"), "{stdout}");
+    assert!(stdout.contains("run             none"), "{stdout}");
     let applied = stdout
         .lines()
         .find_map(|l| l.trim().strip_prefix("applied LSN"))
@@ -427,6 +428,7 @@ async fn status_shows_the_slot_the_applied_position_and_the_lag() {
     assert_eq!(report["healthy"], true, "{report}");
     assert_eq!(report["slot"]["active"], false, "{report}");
     assert_eq!(report["slot"]["wal_status"], "reserved", "{report}");
+    assert_eq!(report["run"], serde_json::Value::Null, "{report}");
     let applied = report["applied"]["lsn"].as_str().expect("applied LSN");
     assert!(applied.parse::<lsnpipe::Lsn>().is_ok(), "{report}");
     assert!(
@@ -512,6 +514,22 @@ async fn resync_and_teardown_refuse_while_a_run_copies() {
             "{command}: {stderr}"
         );
     }
+    // status names the run.
+    let mut cmd = ops_command(
+        "status",
+        &support::source().conn_string(&db),
+        &support::target().conn_string(&db),
+        &["--slot", &slot, "--format", "json"],
+    );
+    cmd.env("RUST_LOG", "off");
+    let out = output(cmd, WAIT).await;
+    let report = json(&text(&out).0);
+    assert!(
+        report["run"]
+            .as_str()
+            .is_some_and(|r| r.contains("target backend PID")),
+        "{report}"
+    );
     lsnpipe.converge(&source, &target, &["a"]).await;
     assert!(support::slot_exists(&source, &slot).await);
     lsnpipe.stop().await;
