@@ -321,11 +321,14 @@ async fn session(
         // A table still to be caught up by its copy filters changes by their commit position,
         // which a streamed change does not have yet: no streaming until every copy is done.
         streaming: next.streaming && !sync_filter.binds_after(start),
-        previous_walsender: next.walsender.take(),
+        // Kept should this session fail before it has a walsender of its own.
+        previous_walsender: next.walsender.clone(),
     };
     let (mut stream, walsender) =
         source::open_stream(source_config, &options, start, positions.clone()).await?;
-    next.walsender = walsender;
+    if walsender.is_some() {
+        next.walsender = walsender;
+    }
     tracing::info!(slot = %settings.slot, start = %start, "streaming");
     telemetry.set_streaming(true);
     telemetry.watch_positions(positions.clone());
