@@ -484,18 +484,7 @@ async fn resync_and_teardown_refuse_while_a_run_copies() {
         "CREATE PUBLICATION pub FOR TABLE a",
     )
     .await;
-    support::exec(
-        &source,
-        "INSERT INTO a SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
-    )
-    .await;
-    let lsnpipe = support::run(&db, &slot, &["--create-slot"]);
-    lsnpipe
-        .wait_until("the copy to start", || {
-            let log = lsnpipe.log();
-            async move { log.contains("copying table") }
-        })
-        .await;
+    let lsnpipe = Running::copying(&source, &db, &slot).await;
     for command in ["resync", "teardown"] {
         let out = output(
             ops_command(

@@ -199,18 +199,7 @@ async fn a_slot_in_use_is_reported() {
 #[tokio::test]
 async fn a_second_run_for_the_same_slot_waits_for_the_first_even_during_the_copy() {
     let (db, slot, source, target) = setup("run_twice").await;
-    support::exec(
-        &source,
-        "INSERT INTO a SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
-    )
-    .await;
-    let first = support::run(&db, &slot, &["--create-slot"]);
-    first
-        .wait_until("the first lsnpipe to copy", || {
-            let log = first.log();
-            async move { log.contains("copying table") }
-        })
-        .await;
+    let first = support::Running::copying(&source, &db, &slot).await;
     let second = support::run(&db, &slot, &[]);
     second
         .wait_until("the second lsnpipe to name the first", || {

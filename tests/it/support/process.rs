@@ -150,6 +150,29 @@ impl Running {
         }
     }
 
+    /// Wait until this lsnpipe's log contains `text`.
+    pub async fn wait_for_log(&self, text: &str) {
+        self.wait_until(&format!("{text:?} in the log"), || {
+            let log = self.log();
+            async move { log.contains(text) }
+        })
+        .await;
+    }
+
+    /// Start an lsnpipe that creates its slot and copies a 300,000-row table `a` (`id` int
+    /// key, `v` text) of `db`, and return it once the copy has started: a copy long enough to
+    /// do something beside it.
+    pub async fn copying(source: &Client, db: &str, slot: &str) -> Running {
+        exec(
+            source,
+            "INSERT INTO a SELECT g, repeat('x', 200) FROM generate_series(1, 300000) g",
+        )
+        .await;
+        let lsnpipe = run(db, slot, &["--create-slot"]);
+        lsnpipe.wait_for_log("copying table").await;
+        lsnpipe
+    }
+
     /// Wait until this lsnpipe has made `tables` equal on both sides (see [`converge`]).
     pub async fn converge(&self, source: &Client, target: &Client, tables: &[&str]) {
         self.wait_until(&format!("{tables:?} to be equal on both sides"), || {
