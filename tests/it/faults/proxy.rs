@@ -42,8 +42,8 @@ pub enum Fault {
 #[derive(Debug, Clone, Copy)]
 struct Control {
     fault: Fault,
-    /// A connection that carried data while the link was black, or that its client closes
-    /// while it is: the close is not passed on to the server.
+    /// A connection open while the link is black is dead: its client's close is not passed on
+    /// to the server.
     keep_ghosts: bool,
     /// Bumped by `reset`; a connection opened before the bump closes with an RST.
     resets: u64,
@@ -191,7 +191,17 @@ async fn pump(
                 }
             }
         }
-        let n = from.read(&mut buf).await?;
+        let n = tokio::select! {
+            n = from.read(&mut buf) => n?,
+            // With ghosts kept, a blackhole kills every connection it finds open, idle or not,
+            // as a dead link does (otherwise whether an idle one's close gets through would
+            // race the end of the blackhole).
+            _ = control.wait_for(|c| c.keep_ghosts && c.fault == Fault::Blackhole),
+                if !poisoned.load(Ordering::Relaxed) => {
+                poisoned.store(true, Ordering::Relaxed);
+                continue;
+            }
+        };
         if n == 0 {
             let c = *control.borrow();
             let dead = poisoned.load(Ordering::Relaxed) || c.fault == Fault::Blackhole;
