@@ -87,7 +87,7 @@ pub struct LocalCluster {
 const BASE_SETTINGS: &[(&str, &str)] = &[
     ("listen_addresses", "'127.0.0.1'"),
     ("wal_level", "logical"),
-    ("max_replication_slots", "100"),
+    ("max_replication_slots", "200"),
     ("max_wal_senders", "100"),
     ("max_connections", "300"),
     ("max_prepared_transactions", "20"),
