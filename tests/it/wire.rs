@@ -835,6 +835,7 @@ async fn reply_requests_are_answered_at_once_and_a_nudge_reports_without_the_tim
     stream.stop().await.unwrap();
 
     // With the default timeout the server asks for nothing, so only a nudge reports the flush.
+    let sent_before = positions.status_updates_sent();
     let mut stream = replication(src, &db)
         .await
         .start_replication(&slot, Lsn::ZERO, &opts, positions.clone(), never)
@@ -847,6 +848,14 @@ async fn reply_requests_are_answered_at_once_and_a_nudge_reports_without_the_tim
             break commit_end_lsn(&x.data);
         }
     };
+    // The timer's first tick reports at once when the writer first runs, which may come only
+    // now: let it go out before the flush moves, or it would report the flush itself.
+    poll_until(
+        Duration::from_secs(10),
+        "the stream's first status update",
+        || async { positions.status_updates_sent() > sent_before },
+    )
+    .await;
     positions.mark_flushed(end);
     assert!(confirmed_flush(&sql, &slot).await < end, "not reported yet");
     stream.nudge();
